@@ -1,0 +1,3 @@
+from diffusionlab.cli import main
+
+main()

@@ -1,0 +1,251 @@
+"""MNIST and Fashion-MNIST from their IDX files: a local directory, or a cache filled by a checked download.
+
+A whole split is read once into one uint8 tensor (N, 1, 28, 28); training slices batches from it, so there are
+no per-sample Python objects.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffusionlab.errors import DiffusionLabError
+
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    files: dict[str, tuple[str, str]]  # role -> (file name, md5 of the published .gz)
+    mirrors: tuple[str, ...]
+    class_names: tuple[str, ...]
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        "mnist",
+        {
+            "train-images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            "train-labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+            "test-images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+            "test-labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+        },
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"),
+    ),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist",
+        {
+            "train-images": ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+            "train-labels": ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+            "test-images": ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+            "test-labels": ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+        },
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        (
+            "t-shirt/top",
+            "trouser",
+            "pullover",
+            "dress",
+            "coat",
+            "sandal",
+            "shirt",
+            "sneaker",
+            "bag",
+            "ankle boot",
+        ),
+    ),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DiffusionLabError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}") from None
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split held as tensors: images uint8 (N, 1, H, W), labels int64 (N,)."""
+
+    images: Tensor
+    labels: Tensor
+    md5: dict[str, str]  # file name -> md5 of the bytes read
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def md5sum(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or raw), checking its header against its size."""
+    path = Path(path)
+    fix = f"put a good copy of {path.name} in {path.parent}"
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise DiffusionLabError(f"{path}: file not found; {fix}") from None
+    except (EOFError, OSError, zlib.error) as e:
+        raise DiffusionLabError(
+            f"{path}: not a valid gzip file ({e}); the file is truncated or corrupt, {fix}"
+        ) from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise DiffusionLabError(f"{path}: wrong IDX magic number {raw[:4].hex()!r}; not an IDX file, {fix}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DiffusionLabError(f"{path}: IDX header is truncated; {fix}")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise DiffusionLabError(
+            f"{path}: size {len(raw)} bytes does not match its IDX header {shape} ({expected} bytes); "
+            f"the file is truncated or corrupt, {fix}"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("DIFFUSIONLAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "diffusionlab")
+    return Path(root)
+
+
+def _find_local(data_dir: Path, file_name: str) -> Path | None:
+    for candidate in (file_name, file_name.removesuffix(".gz")):
+        if (data_dir / candidate).is_file():
+            return data_dir / candidate
+    return None
+
+
+def _download(info: DatasetInfo, file_name: str, md5: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for mirror in info.mirrors:
+        url = mirror + file_name
+        try:
+            with (
+                urllib.request.urlopen(url, timeout=30) as response,
+                tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp,
+            ):
+                shutil.copyfileobj(response, tmp)
+            got = md5sum(Path(tmp.name))
+            if got != md5:
+                os.unlink(tmp.name)
+                errors.append(f"{url}: md5 {got} != {md5}")
+                continue
+            os.replace(tmp.name, dest)
+            return
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            errors.append(f"{url}: {e}")
+    raise DiffusionLabError(
+        f"could not download {file_name} for {info.name} ({'; '.join(errors)}); "
+        f"download it yourself and put it in {dest.parent}, or pass --data-dir with the four IDX files"
+    )
+
+
+def dataset_files(name: str, data_dir: str | Path | None = None, download: bool = True) -> dict[str, Path]:
+    """Locate the four IDX files: in data_dir if given (raw or .gz), else in the cache, downloading if needed.
+
+    Files from data_dir are checked by their IDX structure (so small hand-made sets work); cached and downloaded
+    files must match the published md5.
+    """
+    info = dataset_info(name)
+    paths: dict[str, Path] = {}
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        for role, (file_name, _) in info.files.items():
+            found = _find_local(data_dir, file_name)
+            if found is None:
+                raise DiffusionLabError(
+                    f"{data_dir / file_name}: file not found; put the {info.name} file {file_name} "
+                    f"(or its uncompressed form) in {data_dir}"
+                )
+            paths[role] = found
+        return paths
+    cache = default_cache_dir() / info.name
+    for role, (file_name, md5) in info.files.items():
+        dest = cache / file_name
+        if dest.is_file() and md5sum(dest) != md5:
+            raise DiffusionLabError(
+                f"{dest}: md5 {md5sum(dest)} does not match the published {md5}; delete it to download it again, "
+                f"or put a good copy there"
+            )
+        if not dest.is_file():
+            if not download:
+                raise DiffusionLabError(f"{dest}: file not found and downloads are off; put a good copy there")
+            _download(info, file_name, md5, dest)
+        paths[role] = dest
+    return paths
+
+
+def load_split(
+    name: str = "mnist", split: str = "train", data_dir: str | Path | None = None, download: bool = True
+) -> Split:
+    """Images (N, 1, H, W) uint8 and labels (N,) int64 of one split ("train" or "test")."""
+    if split not in ("train", "test"):
+        raise DiffusionLabError(f"unknown split {split!r} (train or test)")
+    paths = dataset_files(name, data_dir, download)
+    img_path, lbl_path = paths[f"{split}-images"], paths[f"{split}-labels"]
+    images, labels = read_idx(img_path), read_idx(lbl_path)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DiffusionLabError(
+            f"{img_path}: expected images (N, H, W) and labels (N,), got {images.shape} and {labels.shape}; "
+            "are the image and label files swapped?"
+        )
+    if images.shape[0] != labels.shape[0]:
+        raise DiffusionLabError(
+            f"{img_path} has {images.shape[0]} images but {lbl_path} has {labels.shape[0]} labels; "
+            "use the image and label files of the same split"
+        )
+    n_classes = len(dataset_info(name).class_names)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DiffusionLabError(f"{lbl_path}: labels must be 0..{n_classes - 1}, found {labels.min()}..{labels.max()}")
+    return Split(
+        torch.from_numpy(images.astype(np.uint8)).unsqueeze(1).contiguous(),
+        torch.from_numpy(labels.astype(np.int64)),
+        {img_path.name: md5sum(img_path), lbl_path.name: md5sum(lbl_path)},
+    )
+
+
+def to_float(images: Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> Tensor:
+    """uint8 [0, 255] -> float in value_range."""
+    lo, hi = value_range
+    return images.float().div(255.0).mul(hi - lo).add(lo)
+
+
+def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None) -> Path:
+    """Write an IDX file (used by tests and tools that make small data sets)."""
+    path = Path(path)
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
+    array = np.ascontiguousarray(array)
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.tobytes()
+    if compress if compress is not None else path.suffix == ".gz":
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path

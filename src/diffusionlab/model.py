@@ -1,0 +1,204 @@
+"""The model protocol every tool runs on, and the adapter for the project's own checkpoints.
+
+A model answers `predict(x_t, t, cond) -> Prediction(eps, var_values)` for a batch, knows its `schedule`,
+`image_shape` and `value_range`, and turns prompts into conditions (`encode`) or the null condition (`null`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from diffusionlab.checkpoint import load_checkpoint
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.models.unet import UNet, UNetConfig
+from diffusionlab.schedule import NoiseSchedule
+
+
+@dataclass
+class Prediction:
+    """eps: the noise estimate (N, C, H, W). var_values: learned-range variance values in [-1, 1], or None."""
+
+    eps: Tensor
+    var_values: Tensor | None = None
+
+
+@runtime_checkable
+class DiffusionModel(Protocol):
+    schedule: NoiseSchedule
+    image_shape: tuple[int, int, int]
+    value_range: tuple[float, float]
+    device: torch.device
+
+    def predict(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Prediction: ...
+
+    def encode(self, prompts: list[str]) -> Tensor: ...
+
+    def null(self, n: int) -> Tensor: ...
+
+
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+NULL_PROMPTS = ("", "none", "uncond", "unconditional", "null")
+
+
+def _normalise(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def class_index(prompt: str, class_names: list[str]) -> int | None:
+    """ "3", "three", "sneaker", "T-shirt/top", "tshirt" -> class index; a null prompt -> None."""
+    p = _normalise(prompt)
+    if p in NULL_PROMPTS:
+        return None
+    for i, name in enumerate(class_names):
+        aliases = {_normalise(name), str(i)} | {_normalise(part) for part in name.split("/")}
+        if class_names[:10] == [str(d) for d in range(10)][: len(class_names)]:
+            aliases.add(NUMBER_WORDS[i])
+        if p in aliases:
+            return i
+    valid = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
+    raise DiffusionLabError(f"unknown prompt {prompt!r}; valid prompts for this model: {valid} (or '' for none)")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise DiffusionLabError(f"unknown device {device!r} ({e}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DiffusionLabError(f"device {device!r} asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+class CourseModel:
+    """One of our checkpoints (denoiser, time or class UNet; DDPM or flow) behind the model protocol.
+
+    DDPM timesteps are 0-indexed integers; the network sees (t + 1) / T, the course's t / T with its 1-indexed t.
+    Flow models take t in [0, 1] (0 = noise, 1 = data) through `velocity`.
+    """
+
+    def __init__(self, net: UNet, config: dict, device: torch.device | None = None) -> None:
+        self.device = device or torch.device("cpu")
+        self.net = net.to(self.device).eval()
+        self.config = config
+        self.kind: str = config["kind"]
+        self.objective: str = config.get("objective", "ddpm")
+        self.class_names: list[str] = list(config.get("class_names", []))
+        self.num_classes = net.config.num_classes
+        shape = config.get("image_shape", [1, 28, 28])
+        self.image_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+        self.value_range = tuple(config.get("value_range", (0.0, 1.0)))
+        self.schedule = NoiseSchedule.from_config(config["schedule"]) if "schedule" in config else None
+        self.name = config.get("name", config.get("data", "model"))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: torch.device | None = None) -> CourseModel:
+        state, config = load_checkpoint(path)
+        if "unet" not in config or "kind" not in config:
+            raise DiffusionLabError(
+                f"{path}: checkpoint config has no 'unet'/'kind' entry; not a course UNet checkpoint"
+            )
+        net = UNet(UNetConfig.from_dict(config["unet"]))
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise DiffusionLabError(f"{path}: weights do not fit the config's network ({first})") from None
+        return cls(net, config, device)
+
+    def require(self, kind: str | tuple[str, ...], objective: str | None = None, what: str = "this") -> None:
+        kinds = (kind,) if isinstance(kind, str) else kind
+        if self.kind not in kinds or (objective is not None and self.objective != objective):
+            want = "/".join(kinds) + (f" {objective}" if objective else "")
+            raise DiffusionLabError(
+                f"{what} needs a {want} model, but {self.name} is a {self.kind} {self.objective} model"
+            )
+
+    # -- conditions -----------------------------------------------------------------------------------------
+    def encode(self, prompts: list[str]) -> Tensor:
+        if not self.num_classes:
+            bad = [p for p in prompts if _normalise(p) not in NULL_PROMPTS]
+            if bad:
+                raise DiffusionLabError(f"{self.name} is not class-conditioned; it takes no prompt (got {bad[0]!r})")
+            return self.null(len(prompts))
+        c = torch.zeros(len(prompts), self.num_classes, device=self.device)
+        for row, prompt in enumerate(prompts):
+            idx = class_index(prompt, self.class_names)
+            if idx is not None:
+                c[row, idx] = 1.0
+        return c
+
+    def null(self, n: int) -> Tensor:
+        return torch.zeros(n, max(self.num_classes, 1), device=self.device)
+
+    # -- network calls --------------------------------------------------------------------------------------
+    def _class_input(self, cond: Tensor | None, n: int) -> Tensor | None:
+        if not self.num_classes:
+            return None
+        return cond if cond is not None else self.null(n)
+
+    @torch.no_grad()
+    def predict(self, x_t: Tensor, t: Tensor | int, cond: Tensor | None = None) -> Prediction:
+        self.require(("time", "class"), "ddpm", "DDPM noise prediction")
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0])
+        t_in = (t.float() + 1) / self.schedule.num_steps
+        return Prediction(self.net(x_t, t_in, self._class_input(cond, x_t.shape[0])))
+
+    @torch.no_grad()
+    def velocity(self, x_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
+        self.require(("time", "class"), "flow", "flow sampling")
+        t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype).reshape(-1).expand(x_t.shape[0])
+        return self.net(x_t, t, self._class_input(cond, x_t.shape[0]))
+
+    @torch.no_grad()
+    def denoise_once(self, z: Tensor) -> Tensor:
+        self.require("denoiser", what="single-step denoising")
+        return self.net(z)
+
+
+SHIPPED = ("mnist", "fashion-mnist", "mnist-time", "mnist-flow", "mnist-denoiser")
+
+
+def shipped_weights_dir() -> Path:
+    return Path(str(resources.files("diffusionlab") / "weights"))
+
+
+def shipped_path(name: str) -> Path:
+    """Shipped model name -> its .safetensors file ("mnist" is the class DDPM)."""
+    stem = {"mnist": "mnist-class", "fashion-mnist": "fashion-mnist-class"}.get(name, name)
+    return shipped_weights_dir() / f"{stem}.safetensors"
+
+
+def load_model(spec: str | Path = "mnist", device: str | torch.device | None = None, **kwargs) -> CourseModel:
+    """--model: a shipped name (mnist, fashion-mnist, ...), a run directory or checkpoint, or "deepfloyd"."""
+    dev = resolve_device(device)
+    spec_s = str(spec)
+    if spec_s == "deepfloyd" or spec_s.startswith("deepfloyd:"):
+        from diffusionlab.models.deepfloyd import load_deepfloyd  # optional extra, imported only when asked
+
+        return load_deepfloyd(spec_s, device=dev, **kwargs)
+    if spec_s in SHIPPED:
+        path = shipped_path(spec_s)
+        if not path.is_file():
+            raise DiffusionLabError(
+                f"shipped model {spec_s!r} is not in this install ({path}); train one with `diffusionlab train` "
+                "and pass its run directory"
+            )
+        return CourseModel.from_checkpoint(path, dev)
+    if not Path(spec_s).exists():
+        raise DiffusionLabError(
+            f"--model {spec_s!r}: no such file or directory, and not a shipped model ({', '.join(SHIPPED)}) "
+            "or 'deepfloyd'"
+        )
+    return CourseModel.from_checkpoint(spec_s, dev)

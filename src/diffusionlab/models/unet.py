@@ -1,0 +1,99 @@
+"""The course UNet: unconditional (B1), time-conditioned (B2), class-conditioned (B2.4), flow variants (B3)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import Tensor, nn
+
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.models.blocks import ConvBlock, DownBlock, FCBlock, Flatten, Unflatten, UpBlock, concat
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """What a checkpoint needs to rebuild the network.
+
+    time_mode: "add" (DDPM: Unflatten + t1) or "mul" (the course's flow time model: Unflatten * t1).
+    With classes the combination is always c * h + t, as B2.4.
+    """
+
+    hidden: int = 64
+    in_channels: int = 1
+    time_conditioned: bool = False
+    num_classes: int = 0
+    time_mode: str = "add"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UNetConfig:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+class UNet(nn.Module):
+    """e1 = ConvBlock(1->D) @28, e2 = DownBlock(D->D) @14, e3 = DownBlock(D->2D) @7, Flatten/Unflatten,
+    u1 = UpBlock(4D->D), u2 = UpBlock(2D->D), o = ConvBlock(2D->D), y = Conv2d(D->1)."""
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        if config.time_mode not in ("add", "mul"):
+            raise DiffusionLabError(f"unknown time_mode {config.time_mode!r} (add or mul)")
+        self.config = config
+        d, c_in = config.hidden, config.in_channels
+        self.e1 = ConvBlock(c_in, d)
+        self.e2 = DownBlock(d, d)
+        self.e3 = DownBlock(d, 2 * d)
+        self.flatten = Flatten()
+        self.unflatten = Unflatten(2 * d)
+        self.u1 = UpBlock(4 * d, d)
+        self.u2 = UpBlock(2 * d, d)
+        self.o = ConvBlock(2 * d, d)
+        self.out = nn.Conv2d(d, c_in, 3, 1, 1)
+        if config.time_conditioned:
+            self.t1 = FCBlock(1, 2 * d)
+            self.t2 = FCBlock(1, d)
+        if config.num_classes:
+            self.c1 = FCBlock(config.num_classes, 2 * d)
+            self.c2 = FCBlock(config.num_classes, d)
+
+    def _condition(self, h: Tensor, t_emb: Tensor | None, c_emb: Tensor | None) -> Tensor:
+        if c_emb is not None:
+            h = h * c_emb[:, :, None, None]
+        if t_emb is None:
+            return h
+        t_emb = t_emb[:, :, None, None]
+        if self.config.time_mode == "mul" and c_emb is None:
+            return h * t_emb
+        return h + t_emb
+
+    def forward(self, x: Tensor, t: Tensor | None = None, c: Tensor | None = None) -> Tensor:
+        """x: (N, C, 28, 28); t: (N,) normalised time in [0, 1]; c: (N, num_classes) one-hot (zeros = uncond)."""
+        cfg = self.config
+        if cfg.time_conditioned and t is None:
+            raise DiffusionLabError("this UNet is time-conditioned: pass t")
+        if cfg.num_classes and c is None:
+            raise DiffusionLabError("this UNet is class-conditioned: pass c")
+        t_in = t.reshape(-1, 1).to(x.dtype) if cfg.time_conditioned else None
+        c_in = c.to(x.dtype) if cfg.num_classes else None
+        e1 = self.e1(x)
+        e2 = self.e2(e1)
+        e3 = self.e3(e2)
+        u0 = self._condition(
+            self.unflatten(self.flatten(e3)),
+            self.t1(t_in) if t_in is not None else None,
+            self.c1(c_in) if c_in is not None else None,
+        )
+        u1 = self._condition(
+            self.u1(concat(e3, u0)),
+            self.t2(t_in) if t_in is not None else None,
+            self.c2(c_in) if c_in is not None else None,
+        )
+        u2 = self.u2(concat(e2, u1))
+        return self.out(self.o(concat(e1, u2)))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,142 @@
+"""One sampler loop for every Part A tool and DDPM sampling, and the Euler sampler for flow models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.guidance import Estimator, cfg_combine, repeat_cond
+from diffusionlab.model import DiffusionModel
+from diffusionlab.schedule import (
+    check_timesteps,
+    ddpm_step,
+    dynamic_threshold,
+    predict_x0,
+    step_variance,
+)
+
+AfterStep = Callable[[Tensor, int, int], Tensor]  # (x at t_prev, t_prev, step index) -> x
+Callback = Callable[[dict[str, Any]], None]
+
+
+def randn(
+    shape: Sequence[int],
+    generator: torch.Generator | None,
+    like: Tensor | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Gaussian noise drawn on the generator's device (so a seed gives the same image on any device)."""
+    if like is not None:
+        device, dtype = like.device, like.dtype
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def one_step(model: DiffusionModel, x_t: Tensor, t: int, estimator: Estimator) -> Tensor:
+    """One-step denoising: x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)."""
+    model.schedule.check_timestep(t)
+    return predict_x0(x_t, t, estimator(x_t, t).eps, model.schedule)
+
+
+def check_i_start(timesteps: Sequence[int], i_start: int) -> None:
+    if not 0 <= i_start < len(timesteps):
+        raise DiffusionLabError(
+            f"i_start={i_start} is out of range: it indexes the {len(timesteps)} strided timesteps, 0..{len(timesteps) - 1}"
+        )
+
+
+def denoise(
+    model: DiffusionModel,
+    x: Tensor,
+    timesteps: Sequence[int],
+    estimator: Estimator,
+    i_start: int = 0,
+    after_step: AfterStep | None = None,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+    variance: str = "auto",
+    threshold: tuple[float, float] | None = None,
+    clip: bool = False,
+    progress: bool = True,
+) -> Tensor:
+    """Iterative denoising of x (at timesteps[i_start]) along strided timesteps down to a clean image.
+
+    variance: "auto" (learned-range when the model predicts it, else beta), "learned-range", "beta", "beta-tilde".
+    threshold: (ratio, max value) for dynamic thresholding of x0_hat (IF: (0.95, 1.5)); clip clamps x0_hat to
+    the model's value range instead. No noise is added on the step to the clean image.
+    callback gets {"i", "t", "t_prev", "x" (after the step), "x0" (the estimate)} after every step.
+    """
+    ts = check_timesteps(model.schedule, timesteps)
+    check_i_start(ts, i_start)
+    ts = ts[i_start:]
+    lo, hi = model.value_range
+    for i, t in enumerate(tqdm(ts, desc="denoising", disable=not progress, leave=False)):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        pred = estimator(x, t)
+        x0 = predict_x0(x, t, pred.eps, model.schedule)
+        if threshold is not None:
+            x0 = dynamic_threshold(x0, *threshold)
+        elif clip:
+            x0 = x0.clamp(lo, hi)
+        if t_prev >= 0:
+            noise = randn(x.shape, generator, like=x)
+            log_var = step_variance(model.schedule, t, t_prev, variance, pred.var_values)
+        else:
+            noise = log_var = None
+        x = ddpm_step(model.schedule, x, t, t_prev, x0, noise, log_var)
+        if after_step is not None:
+            x = after_step(x, t_prev, i_start + i)
+        if callback is not None:
+            callback({"i": i_start + i, "t": t, "t_prev": t_prev, "x": x, "x0": x0})
+    return x
+
+
+def sample(
+    model: DiffusionModel,
+    n: int,
+    estimator: Estimator,
+    timesteps: Sequence[int],
+    generator: torch.Generator | None = None,
+    **kwargs: Any,
+) -> Tensor:
+    """Sampling = iterative denoising from pure noise (i_start = 0)."""
+    x = randn((n, *model.image_shape), generator, device=model.device)
+    return denoise(model, x, timesteps, estimator, 0, generator=generator, **kwargs)
+
+
+def flow_sample(
+    model: Any,
+    n: int,
+    num_steps: int,
+    cond: Tensor | None = None,
+    uncond: Tensor | None = None,
+    scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    progress: bool = True,
+) -> Tensor:
+    """Euler integration of a flow model from noise (t = 0) to data (t = 1): x += u / N, N steps.
+
+    With a condition and scale != 1, CFG on the velocity, both branches in one batch.
+    """
+    x = randn((n, *model.image_shape), generator, device=model.device)
+    guided = cond is not None and uncond is not None and scale != 1.0
+    for i in tqdm(range(num_steps), desc="flow sampling", disable=not progress, leave=False):
+        t = i / num_steps
+        if guided:
+            u_c, u_u = model.velocity(
+                torch.cat([x, x]), t, torch.cat([repeat_cond(cond, n), repeat_cond(uncond, n)])
+            ).chunk(2)
+            u = cfg_combine(u_c, u_u, scale)
+        else:
+            u = model.velocity(x, t, repeat_cond(cond, n) if cond is not None else None)
+        x = x + u / num_steps
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0": x})
+    return x
