@@ -1,0 +1,35 @@
+"""The `diffusionlab` command line. Commands live in diffusionlab/commands/, one module per group."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+
+from diffusionlab import commands
+from diffusionlab.errors import DiffusionLabError
+
+app = typer.Typer(
+    name="diffusionlab",
+    help="Train diffusion models from scratch (MNIST-like data) and use diffusion models as an image tool.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+    importlib.import_module(f"{commands.__name__}.{_info.name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors end in one line on stderr and exit status 2, never a traceback."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except DiffusionLabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

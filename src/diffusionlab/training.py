@@ -1,0 +1,445 @@
+"""Trainers for B1 (single-step denoiser), B2 (time DDPM), B2.4 (class DDPM) and B3 (flow matching).
+
+One loop for all of them; what differs is the loss (`training_loss`). The split lives in memory as one uint8
+tensor and batches are sliced from a seeded permutation. State (weights, optimizer, LR schedule, RNG, position
+in the epoch) is checkpointed every epoch and on Ctrl-C, so `resume` continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from diffusionlab.checkpoint import (
+    WEIGHTS_NAME,
+    atomic_save_tensors,
+    load_checkpoint,
+    save_checkpoint,
+)
+from diffusionlab.data import Split, dataset_info, load_split, to_float
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.figures import plot_curves
+from diffusionlab.model import CourseModel
+from diffusionlab.models.unet import UNet, UNetConfig
+from diffusionlab.schedule import NoiseSchedule, add_noise
+
+KINDS = ("denoiser", "time", "class")
+OBJECTIVES = ("ddpm", "flow")
+STATE_NAME = "train_state.safetensors"
+LOG_NAME = "loss.csv"
+
+
+@dataclass
+class TrainConfig:
+    """A training run. `recipe(kind, objective)` gives the course's defaults."""
+
+    kind: str = "class"
+    objective: str = "ddpm"
+    data: str = "mnist"
+    epochs: int = 20
+    batch_size: int = 128
+    hidden: int = 64
+    lr: float = 1e-3
+    lr_gamma: float | None = 0.1 ** (1 / 20)  # ExponentialLR factor per epoch; None = constant
+    sigma: float = 0.5  # the denoiser's noise level
+    p_uncond: float = 0.1
+    num_steps: int = 300  # DDPM T
+    seed: int = 0
+    max_steps: int | None = None
+    snapshot_epochs: tuple[int, ...] = (1, 5, 20)
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+    def check(self) -> TrainConfig:
+        if self.kind not in KINDS:
+            raise DiffusionLabError(f"unknown model kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.objective not in OBJECTIVES:
+            raise DiffusionLabError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        dataset_info(self.data)
+        for name in ("epochs", "batch_size", "hidden", "num_steps"):
+            if getattr(self, name) < 1:
+                raise DiffusionLabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise DiffusionLabError(f"--lr must be positive, got {self.lr}")
+        return self
+
+    @property
+    def objective_name(self) -> str:
+        return "denoise" if self.kind == "denoiser" else self.objective
+
+    def unet_config(self) -> UNetConfig:
+        if self.kind == "denoiser":
+            return UNetConfig(self.hidden)
+        mul_time = self.objective == "flow" and self.kind == "time"  # the course's flow time model: Unflatten * t1
+        return UNetConfig(
+            self.hidden,
+            time_conditioned=True,
+            num_classes=10 if self.kind == "class" else 0,
+            time_mode="mul" if mul_time else "add",
+        )
+
+
+def recipe(kind: str = "class", objective: str = "ddpm", **overrides) -> TrainConfig:
+    """The course recipes (SPEC.md Part B), with any field overridden."""
+    if kind == "denoiser":
+        base = TrainConfig(
+            kind, "ddpm", epochs=5, batch_size=256, hidden=128, lr=1e-4, lr_gamma=None, snapshot_epochs=(1, 5)
+        )
+    elif objective == "flow":
+        base = TrainConfig(
+            kind,
+            "flow",
+            epochs=10,
+            batch_size=64,
+            hidden=64,
+            lr=1e-2,
+            lr_gamma=0.1 ** (1 / 10),
+            snapshot_epochs=(1, 5, 10),
+        )
+    else:
+        base = TrainConfig(kind, objective)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "epochs" in overrides and "lr_gamma" not in overrides and base.lr_gamma is not None:
+        # the LR decays by 10x over the whole run whatever its length, as the course's gamma = 0.1^(1/epochs)
+        overrides["lr_gamma"] = 0.1 ** (1 / overrides["epochs"])
+    return replace(base, **overrides).check()
+
+
+def one_hot_dropped(labels: Tensor, num_classes: int, p_uncond: float, generator: torch.Generator) -> Tensor:
+    """One-hot class vectors, each set to zero with probability p_uncond (so the model learns the uncond branch)."""
+    c = F.one_hot(labels, num_classes).float()
+    keep = torch.rand(labels.shape[0], generator=generator, device=generator.device).to(labels.device) >= p_uncond
+    return c * keep[:, None].to(c.dtype)
+
+
+def _rand(shape, generator: torch.Generator, device: torch.device, like_int_high: int | None = None) -> Tensor:
+    if like_int_high is not None:
+        return torch.randint(0, like_int_high, shape, generator=generator, device=generator.device).to(device)
+    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+
+def training_loss(
+    net: UNet,
+    x: Tensor,
+    labels: Tensor,
+    config: TrainConfig,
+    schedule: NoiseSchedule | None,
+    generator: torch.Generator,
+) -> Tensor:
+    """The L2 loss of one batch for the run's kind and objective. All randomness comes from `generator`."""
+    n, dev = x.shape[0], x.device
+    if config.kind == "denoiser":  # B1: z = x + sigma eps, D(z) vs x
+        z = x + config.sigma * _rand(x.shape, generator, dev)
+        return F.mse_loss(net(z), x)
+    c = one_hot_dropped(labels, 10, config.p_uncond, generator) if config.kind == "class" else None
+    if config.objective == "ddpm":  # B2: t ~ U{0..T-1} (the course's 1..T), predict eps
+        t = _rand((n,), generator, dev, like_int_high=config.num_steps)
+        eps = _rand(x.shape, generator, dev)
+        x_t = add_noise(x, t, eps, schedule)
+        return F.mse_loss(net(x_t, (t.float() + 1) / config.num_steps, c), eps)
+    # B3 flow matching: x_t = (1 - t) x0 + t x1, x0 noise, x1 data, predict u = x1 - x0
+    x0 = _rand(x.shape, generator, dev)
+    t = torch.rand(n, generator=generator, device=generator.device).to(dev)
+    x_t = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * x
+    return F.mse_loss(net(x_t, t, c), x - x0)
+
+
+def model_config(config: TrainConfig, provenance: dict) -> dict:
+    """The JSON that goes beside the weights: enough to rebuild and use the model, and where it came from."""
+    info = dataset_info(config.data)
+    out = {
+        "kind": config.kind,
+        "objective": config.objective_name,
+        "name": f"{config.data}-{config.kind}"
+        + ("-flow" if config.objective == "flow" and config.kind != "denoiser" else ""),
+        "data": config.data,
+        "class_names": list(info.class_names),
+        "image_shape": [1, 28, 28],
+        "value_range": list(config.value_range),
+        "unet": config.unet_config().to_dict(),
+        "train": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        "provenance": provenance,
+    }
+    if config.kind != "denoiser" and config.objective == "ddpm":
+        out["schedule"] = NoiseSchedule.linear(config.num_steps).to_config()
+    if config.kind == "denoiser":
+        out["sigma"] = config.sigma
+    return out
+
+
+@dataclass
+class EpochEnd:
+    """What the per-epoch hook receives."""
+
+    epoch: int
+    step: int
+    mean_loss: float
+    model: CourseModel
+    run_dir: Path
+    partial: bool = False  # True when max_steps ended the run inside an epoch
+
+
+@dataclass
+class Trainer:
+    """A run in a directory: model.safetensors/.json (latest), train_state.safetensors, loss.csv, loss.png,
+    snapshots/epoch_E.safetensors at the snapshot epochs."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    data_dir: str | Path | None = None
+    progress: bool = True
+    on_epoch_end: object = None  # callable(EpochEnd) -> None, e.g. the Part B figures
+    command: str = field(default_factory=lambda: shlex.join(["diffusionlab", *sys.argv[1:]]))
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.net = UNet(self.config.unet_config()).to(self.device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
+        self.lr_scheduler = (
+            torch.optim.lr_scheduler.ExponentialLR(self.optimizer, self.config.lr_gamma)
+            if self.config.lr_gamma
+            else None
+        )
+        self.schedule = NoiseSchedule.linear(self.config.num_steps) if self.config.objective == "ddpm" else None
+        self.generator = torch.Generator("cpu").manual_seed(self.config.seed)
+        self.epoch = 0  # completed epochs
+        self.step = 0  # completed optimizer steps
+        self.batch_in_epoch = 0
+        self.perm: Tensor | None = None
+        self.train_seconds = 0.0
+        self.last_losses: list[float] = []
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def _provenance(self, split: Split, loss: float | None) -> dict:
+        return {
+            "command": self.command,
+            "seed": self.config.seed,
+            "data": self.config.data,
+            "data_md5": split.md5,
+            "epoch": self.epoch,
+            "step": self.step,
+            "loss": loss,
+            "train_seconds": round(self.train_seconds, 2),
+            "device": str(self.device) if self.device.type != "cuda" else torch.cuda.get_device_name(self.device),
+            "torch": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def save(self, split: Split, loss: float | None) -> Path:
+        """Weights + config, then the optimizer/LR/RNG state; each file atomically, state last."""
+        config = model_config(self.config, self._provenance(split, loss))
+        save_checkpoint(self.run_dir / WEIGHTS_NAME, self.net.state_dict(), config)
+        tensors = {"rng": self.generator.get_state()}
+        if self.perm is not None:
+            tensors["perm"] = self.perm
+        opt = self.optimizer.state_dict()
+        for idx, st in opt["state"].items():
+            for key, value in st.items():
+                tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
+        meta = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "train_seconds": self.train_seconds,
+            "param_groups": opt["param_groups"],
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
+            "config": config["train"],
+        }
+        atomic_save_tensors(self.run_dir / STATE_NAME, tensors, {"state": json.dumps(meta)})
+        return self.run_dir / WEIGHTS_NAME
+
+    def load(self) -> None:
+        """Continue a run: weights, optimizer, LR schedule, RNG and position; the loss log is cut to match."""
+        state, config = load_checkpoint(self.run_dir)
+        want = model_config(self.config, {})
+        for key in ("kind", "objective", "unet", "data"):
+            if config.get(key) != want[key]:
+                raise DiffusionLabError(
+                    f"{self.run_dir}: cannot resume, the checkpoint is a {config.get('data')} {config.get('kind')} "
+                    f"{config.get('objective')} model ({key} differs from this command's); use its own command or another --out"
+                )
+        self.net.load_state_dict(state)
+        from safetensors import safe_open
+
+        path = self.run_dir / STATE_NAME
+        if not path.is_file():
+            raise DiffusionLabError(
+                f"{path}: missing, so the run cannot be resumed exactly; start a new run with another --out"
+            )
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["state"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        self.generator.set_state(tensors["rng"])
+        self.perm = tensors.get("perm")
+        opt_state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                opt_state.setdefault(int(idx), {})[name] = value.to(self.device) if name != "step" else value
+        self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+        if self.lr_scheduler and meta["lr_scheduler"]:
+            self.lr_scheduler.load_state_dict(meta["lr_scheduler"])
+        self.epoch, self.step = meta["epoch"], meta["step"]
+        self.batch_in_epoch, self.train_seconds = meta["batch_in_epoch"], meta["train_seconds"]
+        self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        log = self.run_dir / LOG_NAME
+        if not log.is_file():
+            return
+        rows = list(csv.reader(log.open()))
+        kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= self.step]
+        with log.open("w", newline="") as f:
+            csv.writer(f).writerows(kept)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def run(self, split: Split | None = None) -> dict:
+        cfg = self.config
+        split = split or load_split(cfg.data, "train", self.data_dir)
+        images = split.images.to(self.device)  # uint8 on the device; batches are sliced from it
+        labels = split.labels.to(self.device)
+        n = len(split)
+        batches_per_epoch = math.ceil(n / cfg.batch_size)
+        total = cfg.epochs * batches_per_epoch
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        log_path = self.run_dir / LOG_NAME
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        new_log = not log_path.is_file()
+        log_file = log_path.open("a", newline="")
+        writer = csv.writer(log_file)
+        if new_log:
+            writer.writerow(["step", "epoch", "loss", "lr"])
+        bar = tqdm(
+            total=total, initial=min(self.step, total), desc=f"train {cfg.kind}", disable=not self.progress, unit="step"
+        )
+        epoch_losses: list[float] = []
+        mean_loss = None
+        self.net.train()
+        try:
+            while self.epoch < cfg.epochs and self.step < total:
+                if self.perm is None:
+                    self.perm = torch.randperm(n, generator=self.generator)
+                    self.batch_in_epoch = 0
+                start = time.perf_counter()
+                while self.batch_in_epoch < batches_per_epoch and self.step < total:
+                    idx = self.perm[self.batch_in_epoch * cfg.batch_size : (self.batch_in_epoch + 1) * cfg.batch_size]
+                    idx = idx.to(self.device)
+                    x = to_float(images[idx], cfg.value_range)
+                    loss = training_loss(self.net, x, labels[idx], cfg, self.schedule, self.generator)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    value = float(loss.detach())
+                    epoch_losses.append(value)
+                    writer.writerow(
+                        [self.step, self.epoch + 1, f"{value:.6g}", f"{self.optimizer.param_groups[0]['lr']:.6g}"]
+                    )
+                    bar.update(1)
+                    bar.set_postfix(epoch=self.epoch + 1, loss=f"{value:.4f}")
+                self.train_seconds += time.perf_counter() - start
+                if self.batch_in_epoch < batches_per_epoch:  # stopped by max_steps inside an epoch
+                    break
+                self.epoch += 1
+                self.perm = None
+                self.batch_in_epoch = 0
+                if self.lr_scheduler:
+                    self.lr_scheduler.step()
+                mean_loss = sum(epoch_losses) / max(1, len(epoch_losses))
+                self.last_losses, epoch_losses = epoch_losses, []
+                log_file.flush()
+                self._end_of_epoch(split, mean_loss)
+        except KeyboardInterrupt:
+            log_file.flush()
+            self.save(split, mean_loss)
+            bar.close()
+            print(
+                f"\ninterrupted: saved the run at step {self.step} in {self.run_dir}; continue with --resume",
+                file=sys.stderr,
+            )
+            raise
+        finally:
+            log_file.close()
+            bar.close()
+        if epoch_losses:  # a partial epoch (max_steps): still checkpoint it
+            mean_loss = sum(epoch_losses) / len(epoch_losses)
+            self.last_losses = epoch_losses
+            self._end_of_epoch(split, mean_loss, partial=True)
+        self.net.eval()
+        plot_curves(
+            {"training loss": read_loss_log(log_path)},
+            self.run_dir / "loss.png",
+            title=f"{cfg.data} {cfg.kind} {cfg.objective_name}",
+        )
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "loss": mean_loss,
+            "run_dir": str(self.run_dir),
+            "seconds": self.train_seconds,
+        }
+
+    def _end_of_epoch(self, split: Split, mean_loss: float, partial: bool = False) -> None:
+        path = self.save(split, mean_loss)
+        if not partial and self.epoch in self.config.snapshot_epochs:
+            snap = self.run_dir / "snapshots" / f"epoch_{self.epoch}.safetensors"
+            _, config = load_checkpoint(path)
+            save_checkpoint(snap, self.net.state_dict(), config)
+        if self.on_epoch_end is not None:
+            was_training = self.net.training
+            self.net.eval()
+            model = CourseModel(self.net, model_config(self.config, {}), self.device)
+            self.on_epoch_end(EpochEnd(self.epoch, self.step, mean_loss, model, self.run_dir, partial))
+            self.net.train(was_training)
+
+
+def read_loss_log(path: str | Path) -> list[float]:
+    with Path(path).open() as f:
+        return [float(row["loss"]) for row in csv.DictReader(f)]
+
+
+def open_run(config: TrainConfig, run_dir: str | Path, resume: bool, **kwargs) -> Trainer:
+    """A new run in an empty (or new) directory, or the continuation of the one there with resume=True."""
+    run_dir = Path(run_dir)
+    existing = (run_dir / WEIGHTS_NAME).exists()
+    if resume and not existing:
+        raise DiffusionLabError(
+            f"--resume: no run to continue in {run_dir} (no {WEIGHTS_NAME}); drop --resume to start one"
+        )
+    if existing and not resume:
+        raise DiffusionLabError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
+    if resume:
+        _, saved = load_checkpoint(run_dir)
+        train = saved.get("train", {})
+        theirs = (saved.get("kind"), saved.get("objective"), saved.get("data"))
+        if theirs != (config.kind, config.objective_name, config.data):
+            raise DiffusionLabError(
+                f"{run_dir}: cannot resume, it holds a {' '.join(map(str, theirs))} run and this command trains "
+                f"{config.kind} {config.objective_name} on {config.data}; use the run's own command or another --out"
+            )
+        # a resumed run keeps its own recipe; the command may only extend its length
+        config = replace(
+            config,
+            **{
+                k: (tuple(v) if isinstance(v, list) else v)
+                for k, v in train.items()
+                if k not in ("epochs", "max_steps")
+            },
+        )
+    trainer = Trainer(config, run_dir, **kwargs)
+    if resume:
+        trainer.load()
+    return trainer
