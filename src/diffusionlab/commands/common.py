@@ -33,3 +33,48 @@ def generator_for(seed: int, device: torch.device | str = "cpu") -> torch.Genera
 def wrote(*paths: str | Path, what: str = "wrote") -> None:
     """The summary line every command ends with."""
     print(f"{what}: " + ", ".join(str(p) for p in paths), file=sys.stdout)
+
+
+# -- options every model-using command shares (typer Annotated types) ---------------------------------------
+from typing import Annotated  # noqa: E402
+
+import typer  # noqa: E402
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Shipped model name (mnist, fashion-mnist), a run directory or checkpoint of ours, or 'deepfloyd'.",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N; default: CUDA when present, else CPU.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same images.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
+ModelDirOpt = Annotated[
+    Path | None,
+    typer.Option("--model-dir", help="DeepFloyd IF: a folder with the downloaded weights (else the HF cache)."),
+]
+PromptEmbedsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--prompt-embeds", help="DeepFloyd IF: a .pth dict {prompt: (1, 77, 4096) tensor}, as the course ships."
+    ),
+]
+OffloadOpt = Annotated[bool, typer.Option("--offload", help="DeepFloyd IF: model CPU offload for small GPUs.")]
+
+
+def open_model(
+    model: str,
+    device: str = "auto",
+    model_dir: Path | None = None,
+    prompt_embeds: Path | None = None,
+    offload: bool = False,
+):
+    """--model and its DeepFloyd options -> a model that follows the protocol (see diffusionlab.model)."""
+    from diffusionlab.model import load_model
+
+    extra = {}
+    if model == "deepfloyd" or model.startswith("deepfloyd:"):
+        extra = {"model_dir": model_dir, "prompt_embeds": prompt_embeds, "offload": offload}
+    return load_model(model, device, **extra)
