@@ -79,8 +79,10 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
     return Path(path)
 
 
-def save_grid(images: Tensor, path: str | Path, nrow: int, **kwargs) -> Path:
-    return save_png(grid_image(images, nrow, **kwargs), path)
+def save_grid(
+    images: Tensor, path: str | Path, nrow: int, value_range: tuple[float, float] = (0.0, 1.0), **kwargs
+) -> Path:
+    return save_png(grid_image(images, nrow, value_range, **kwargs), path)
 
 
 def save_gif(

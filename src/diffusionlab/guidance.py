@@ -1,5 +1,7 @@
 """Noise estimators: how the eps of one step is made from a model. Each makes ONE batched `predict` per step.
 
+plain, cfg (classifier-free guidance), anagram (views), hybrid (low/high-pass factorization).
+
 An estimator is a callable `(x_t, t) -> Prediction`. The sampler does not care which one it gets.
 """
 
@@ -10,7 +12,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from diffusionlab.filters import highpass, lowpass, scaled_blur
 from diffusionlab.model import DiffusionModel, Prediction
+from diffusionlab.views import View
 
 Estimator = Callable[[Tensor, int], Prediction]
 
@@ -56,5 +60,66 @@ def cfg(model: DiffusionModel, cond: Tensor, uncond: Tensor, scale: float) -> Es
 
     def estimate(x_t: Tensor, t: int) -> Prediction:
         return batched_cfg(model, [x_t], [cond], uncond, scale, t)[0]
+
+    return estimate
+
+
+def _mean(tensors: list[Tensor]) -> Tensor:
+    return torch.stack(tensors).mean(0)
+
+
+def anagram(model: DiffusionModel, views_prompts: list[tuple[View, Tensor]], uncond: Tensor, scale: float) -> Estimator:
+    """Visual anagrams: eps = mean over views v of inverse_v(CFG(apply_v(x_t), p_v)).
+
+    Every view's conditional and unconditional branch go in one batched predict. A view sees x_t as a noisy image
+    (see views.View.apply_noisy) and its noise estimate comes back through the inverse, as a noise (negate: -eps).
+    The variance is the mean of the conditional branches' variances moved back the same way (Visual Anagrams).
+    """
+    views = [v for v, _ in views_prompts]
+    conds = [c for _, c in views_prompts]
+
+    def estimate(x_t: Tensor, t: int) -> Prediction:
+        abar = float(model.schedule.abar(t))
+        preds = batched_cfg(model, [v.apply_noisy(x_t, abar) for v in views], conds, uncond, scale, t)
+        eps = _mean([v.inverse_noise(p.eps) for v, p in zip(views, preds, strict=True)])
+        var = None
+        if preds[0].var_values is not None:
+            var = _mean([v.inverse_spatial(p.var_values) for v, p in zip(views, preds, strict=True)])
+        return Prediction(eps, var)
+
+    return estimate
+
+
+def hybrid(
+    model: DiffusionModel,
+    low_cond: Tensor,
+    high_cond: Tensor,
+    uncond: Tensor,
+    scale: float,
+    kernel_size: int | None = None,
+    sigma: float | None = None,
+) -> Estimator:
+    """Hybrid images: eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)), highpass = x - lowpass.
+
+    lowpass is a Gaussian blur; kernel and sigma default to the course's 33 and 2 at 64 px, scaled with the image
+    size by filters.scaled_blur (15 and 0.875 at 28 px). The three branches (low, high, uncond) are one predict.
+    The variance (IF) is split the same way: lowpass(v_low) + highpass(v_high).
+    """
+    k_default, s_default = scaled_blur(model.image_shape[1])
+    k = kernel_size if kernel_size is not None else k_default
+    s = sigma if sigma is not None else s_default
+
+    def estimate(x_t: Tensor, t: int) -> Prediction:
+        n = x_t.shape[0]
+        xs = torch.cat([x_t, x_t, x_t])
+        cs = torch.cat([repeat_cond(low_cond, n), repeat_cond(high_cond, n), repeat_cond(uncond, n)])
+        out = model.predict(xs, torch.full((xs.shape[0],), t, device=xs.device), cs)
+        e_low, e_high, e_u = out.eps.split(n)
+        eps = lowpass(cfg_combine(e_low, e_u, scale), k, s) + highpass(cfg_combine(e_high, e_u, scale), k, s)
+        var = None
+        if out.var_values is not None:
+            v_low, v_high, _ = out.var_values.split(n)
+            var = lowpass(v_low, k, s) + highpass(v_high, k, s)
+        return Prediction(eps, var)
 
     return estimate

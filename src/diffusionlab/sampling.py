@@ -10,12 +10,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.guidance import Estimator, cfg_combine, repeat_cond
+from diffusionlab.guidance import Estimator, cfg, cfg_combine, plain, repeat_cond
 from diffusionlab.model import DiffusionModel
 from diffusionlab.schedule import (
     check_timesteps,
     ddpm_step,
     dynamic_threshold,
+    full_timesteps,
     predict_x0,
     step_variance,
 )
@@ -139,4 +140,44 @@ def flow_sample(
         x = x + u / num_steps
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0": x})
+    return x
+
+
+def generate(
+    model: DiffusionModel,
+    prompts: Sequence[str] | None,
+    n_per_prompt: int,
+    scale: float = 5.0,
+    seed: int = 0,
+    timesteps: Sequence[int] | None = None,
+    flow_steps: int | None = None,
+    frames: list[Tensor] | None = None,
+    frame_every: int = 10,
+    progress: bool = True,
+) -> Tensor:
+    """Samples of any protocol model, n per prompt, all in one batch: a DDPM over `timesteps` (default: every
+    step, Algorithm B.2) or a flow model (Euler, `flow_steps`).
+
+    prompts None or empty: unconditional. With prompts and scale != 1, CFG. The model's own sampler settings
+    (e.g. IF's learned variance and dynamic thresholding, `sampler_defaults`) are used. `frames` collects x every
+    `frame_every` steps for a GIF.
+    """
+    g = torch.Generator("cpu").manual_seed(seed)
+    n = n_per_prompt * (len(prompts) if prompts else 1)
+    cond = model.encode([p for p in prompts for _ in range(n_per_prompt)]) if prompts else model.null(n)
+    guided = bool(prompts) and getattr(model, "num_classes", 1) > 0 and scale != 1.0
+
+    def keep(state: dict) -> None:
+        if frames is not None and (state["i"] % frame_every == 0):
+            frames.append(state["x"].detach().cpu())
+
+    if getattr(model, "objective", "ddpm") == "flow":
+        steps = flow_steps or (300 if model.num_classes else 50)
+        x = flow_sample(model, n, steps, cond, model.null(n), scale if guided else 1.0, g, keep, progress)
+    else:
+        est = cfg(model, cond, model.null(n), scale) if guided else plain(model, cond)
+        ts = list(timesteps) if timesteps is not None else full_timesteps(model.schedule.num_steps)
+        x = sample(model, n, est, ts, g, callback=keep, progress=progress, **getattr(model, "sampler_defaults", {}))
+    if frames is not None:
+        frames.append(x.detach().cpu())
     return x

@@ -106,6 +106,15 @@ def full_timesteps(num_steps: int) -> list[int]:
     return list(range(num_steps - 1, -1, -1))
 
 
+def spaced_timesteps(num_steps: int, count: int) -> list[int]:
+    """`count` timesteps evenly spaced from T-1 down to 0 (count = T gives every step)."""
+    if not 1 <= count <= num_steps:
+        raise DiffusionLabError(f"--steps must be between 1 and T = {num_steps}, got {count}")
+    if count == 1:
+        return [num_steps - 1]
+    return sorted({round((num_steps - 1) * (1 - i / (count - 1))) for i in range(count)}, reverse=True)
+
+
 def check_timesteps(schedule: NoiseSchedule, timesteps: Sequence[int]) -> list[int]:
     ts = [schedule.check_timestep(int(t)) for t in timesteps]
     if any(a <= b for a, b in zip(ts, ts[1:], strict=False)):

@@ -1,0 +1,133 @@
+"""`diffusionlab evaluate` (scores of a class-conditional model) and `diffusionlab train-classifier`."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from diffusionlab.commands.common import DeviceOpt, ForceOpt, ModelOpt, SeedOpt, check_new_file, open_model, wrote
+from diffusionlab.errors import DiffusionLabError
+
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Folder with the four IDX files (.gz or raw); else the cache.")
+]
+
+
+def evaluate(
+    model: ModelOpt = "mnist",
+    n: Annotated[int, typer.Option("-n", "--n", help="Samples per class.")] = 100,
+    cfg: Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.")] = 5.0,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help="Sampling steps (DDPM: evenly spaced, default all T; flow: Euler steps)."),
+    ] = None,
+    seed: SeedOpt = 0,
+    data_dir: DataDirOpt = None,
+    classifier: Annotated[
+        str | None,
+        typer.Option("--classifier", help="Classifier .safetensors (default: the shipped one of the model's data)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="JSON file for the scores.")] = Path("scores.json"),
+    force: ForceOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Score a class-conditional model: conditional accuracy of its samples (classified as the class asked for)
+    and their Frechet distance to the test set in the classifier's features, next to the train-vs-test reference.
+
+    Example: diffusionlab evaluate --model mnist -n 100 --cfg 5 --out scores.json
+    """
+    from diffusionlab.checkpoint import atomic_write_json
+    from diffusionlab.data import load_split
+    from diffusionlab.evaluation import evaluate_model, format_scores, load_classifier
+
+    out = check_new_file(out, force)
+    if model == "deepfloyd" or model.startswith("deepfloyd:"):
+        raise DiffusionLabError(
+            "evaluate scores our class-conditioned MNIST-like models; DeepFloyd IF has no classifier"
+        )
+    m = open_model(model, device)
+    if getattr(m, "kind", None) != "class":
+        raise DiffusionLabError(
+            f"evaluate needs a class-conditioned model of ours, but {getattr(m, 'name', model)} is a "
+            f"{getattr(m, 'kind', 'different')} model; pass --model mnist, fashion-mnist or a class run directory"
+        )
+    data = m.config.get("data", "mnist")
+    clf = load_classifier(classifier or data, m.device)
+    if clf.data is not None and clf.data != data:
+        raise DiffusionLabError(
+            f"the classifier was trained on {clf.data} but the model generates {data}; pass a {data} --classifier"
+        )
+    test = load_split(data, "test", data_dir)
+    train = load_split(data, "train", data_dir)
+    scores = evaluate_model(m, clf, n, cfg, steps, seed, test, train)
+    scores["classifier"] = str(classifier or f"shipped {data}-classifier")
+    scores["command"] = shlex.join(
+        ["diffusionlab", "evaluate", "--model", str(model), "-n", str(n), "--cfg", str(cfg)]
+        + (["--steps", str(steps)] if steps else [])
+        + ["--seed", str(seed)]
+    )
+    print(format_scores(scores, m.class_names))
+    atomic_write_json(out, scores)
+    wrote(out)
+
+
+def train_classifier(
+    data: Annotated[str, typer.Option("--data", help="mnist or fashion-mnist.")] = "mnist",
+    data_dir: DataDirOpt = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the train split.")] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (one-cycle schedule).")] = 3e-3,
+    max_shift: Annotated[int, typer.Option("--max-shift", help="Random shifts of up to this many pixels.")] = 2,
+    out: Annotated[Path | None, typer.Option("--out", help="Output .safetensors (JSON beside it).")] = None,
+    float16: Annotated[bool, typer.Option("--float16/--float32", help="Store the weights in float16.")] = True,
+    seed: SeedOpt = 0,
+    force: ForceOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train the scoring classifier (a small CNN) on a data set's train split and report its test accuracy.
+
+    Example: diffusionlab train-classifier --data mnist --data-dir data/mnist --out mnist-classifier.safetensors
+    """
+    import torch
+
+    from diffusionlab.data import dataset_info
+    from diffusionlab.evaluation import train_classifier as train_fn
+    from diffusionlab.model import resolve_device
+
+    dataset_info(data)
+    out = out or Path(f"{data}-classifier.safetensors")
+    if out.suffix != ".safetensors":
+        raise DiffusionLabError(f"--out {out}: the classifier file must end in .safetensors")
+    check_new_file(out, force)
+    check_new_file(out.with_suffix(".json"), force)
+    command = shlex.join(
+        ["diffusionlab", "train-classifier", "--data", data]
+        + (["--data-dir", str(data_dir)] if data_dir else [])
+        + ["--epochs", str(epochs), "--batch-size", str(batch_size), "--lr", str(lr), "--max-shift", str(max_shift)]
+        + ["--out", str(out), "--seed", str(seed)]
+        + ([] if float16 else ["--float32"])
+    )
+    clf, acc = train_fn(
+        data,
+        data_dir,
+        epochs,
+        batch_size,
+        lr,
+        seed,
+        max_shift=max_shift,
+        out_path=out,
+        device=resolve_device(device),
+        dtype=torch.float16 if float16 else None,
+        command=command,
+    )
+    secs = clf.config["provenance"]["train_seconds"]
+    print(f"{data} classifier: test accuracy {100 * acc:.2f} % after {epochs} epochs ({secs:.0f} s)")
+    wrote(out, out.with_suffix(".json"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+    app.command("train-classifier")(train_classifier)

@@ -1,0 +1,167 @@
+"""`diffusionlab train` (Part B) and `diffusionlab sample`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from diffusionlab.commands.common import (
+    DeviceOpt,
+    ForceOpt,
+    ModelDirOpt,
+    ModelOpt,
+    OffloadOpt,
+    PromptEmbedsOpt,
+    SeedOpt,
+    check_new_file,
+    generator_for,
+    open_model,
+    wrote,
+)
+from diffusionlab.errors import DiffusionLabError
+
+
+def train(
+    kind: Annotated[str, typer.Argument(help="denoiser (B1), time (B2) or class (B2.4).")],
+    objective: Annotated[str, typer.Option(help="ddpm (predict the noise) or flow (flow matching, B3).")] = "ddpm",
+    data: Annotated[str, typer.Option(help="mnist or fashion-mnist.")] = "mnist",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder with the four IDX files (.gz or raw); else the cache, downloaded once.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (course: denoiser 5, DDPM 20, flow 10).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (course: 256, 128, 64).")] = None,
+    hidden: Annotated[int | None, typer.Option(help="UNet width D (course: 128 denoiser, 64 otherwise).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate (course: 1e-4, 1e-3, 1e-2).")] = None,
+    num_steps: Annotated[int | None, typer.Option(help="DDPM T (course: 300).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps (quick runs).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<data>-<kind>[-flow]).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
+    seed: SeedOpt = 0,
+    figures: Annotated[bool, typer.Option(help="Write the Part B figures into the run directory.")] = True,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train a course UNet from scratch with the course recipe (SPEC Part B); every default is the course's.
+
+    Writes into the run directory: model.safetensors + model.json (every epoch), train_state.safetensors
+    (for --resume), loss.csv (every step), loss.png, snapshots/epoch_E.*, figures/*.png and sampling.gif.
+
+    Example: diffusionlab train class --data-dir data/mnist --epochs 1 --max-steps 50 --out runs/t
+    """
+    from diffusionlab.data import load_split
+    from diffusionlab.model import resolve_device
+    from diffusionlab.partb import epoch_figures
+    from diffusionlab.training import open_run, recipe
+
+    config = recipe(
+        kind,
+        objective,
+        data=data,
+        epochs=epochs,
+        batch_size=batch_size,
+        hidden=hidden,
+        lr=lr,
+        num_steps=num_steps,
+        max_steps=max_steps,
+        seed=seed,
+    )
+    run_dir = out or Path("runs") / (f"{data}-{kind}" + ("-flow" if objective == "flow" and kind != "denoiser" else ""))
+    dev = resolve_device(device)
+    split = load_split(data, "train", data_dir)
+    hook = None
+    if figures:
+        test_images = load_split(data, "test", data_dir).images[:8].float() / 255.0
+        final = config.epochs
+
+        def hook(event) -> None:
+            epoch_figures(event, test_images.to(dev), final)
+
+    trainer = open_run(config, run_dir, resume, device=dev, data_dir=data_dir, on_epoch_end=hook)
+    summary = trainer.run(split)
+    loss = f"{summary['loss']:.5f}" if summary["loss"] is not None else "n/a"
+    print(
+        f"trained {config.data} {config.kind} {config.objective_name}: epoch {summary['epoch']}, step {summary['step']}, "
+        f"mean loss of the last epoch {loss}, {summary['seconds']:.1f} s"
+    )
+    wrote(run_dir / "model.safetensors", run_dir / "loss.csv", run_dir / "loss.png", run_dir / "figures")
+
+
+def sample(
+    model: ModelOpt = "mnist",
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option("--prompt", "-p", help="Prompt(s): a class ('3', 'three', 'sneaker') or text (IF)."),
+    ] = None,
+    n: Annotated[int, typer.Option("-n", help="Images per prompt.")] = 4,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Sampling steps (default: all T for our DDPMs, 34 strided for IF, 300/50 Euler for flow)."),
+    ] = None,
+    cfg_scale: Annotated[
+        float | None, typer.Option("--cfg", help="CFG scale (default 5 for our models, 7 for IF).")
+    ] = None,
+    seed: SeedOpt = 0,
+    out: Annotated[Path, typer.Option(help="Output grid PNG.")] = Path("samples.png"),
+    gif: Annotated[Path | None, typer.Option(help="Also write a GIF of the sampling process.")] = None,
+    force: ForceOpt = False,
+    device: DeviceOpt = "auto",
+    model_dir: ModelDirOpt = None,
+    prompt_embeds: PromptEmbedsOpt = None,
+    offload: OffloadOpt = False,
+) -> None:
+    """Sample images from a model: one row per prompt, n images each, all in one batch.
+
+    Example: diffusionlab sample --model mnist --prompt 3 --prompt seven -n 8 --out s.png
+    """
+    from diffusionlab.figures import save_gif, save_grid
+    from diffusionlab.sampling import generate
+    from diffusionlab.schedule import full_timesteps, spaced_timesteps, strided_timesteps
+
+    if n < 1:
+        raise DiffusionLabError(f"-n must be at least 1, got {n}")
+    out = check_new_file(out, force)
+    if gif is not None:
+        gif = check_new_file(gif, force)
+    m = open_model(model, device, model_dir, prompt_embeds, offload)
+    prompts = list(prompt or [])
+    is_flow = getattr(m, "objective", "ddpm") == "flow"
+    big = m.schedule is not None and m.schedule.num_steps >= 1000
+    scale = cfg_scale if cfg_scale is not None else (7.0 if big else 5.0)
+    if prompts and getattr(m, "num_classes", 1) == 0:
+        raise DiffusionLabError(f"{getattr(m, 'name', model)} is not class-conditioned; drop --prompt")
+    timesteps = None
+    if not is_flow:
+        T = m.schedule.num_steps
+        timesteps = spaced_timesteps(T, steps) if steps else (strided_timesteps(T) if big else full_timesteps(T))
+    frames: list | None = [] if gif else None
+    generator_for(seed)
+    x = generate(
+        m,
+        prompts or None,
+        n,
+        scale,
+        seed,
+        timesteps=timesteps,
+        flow_steps=steps,
+        frames=frames,
+        frame_every=max(1, (len(timesteps) if timesteps else (steps or 300)) // 30),
+    )
+    labels = [p for p in prompts] if prompts else None
+    save_grid(
+        x,
+        out,
+        n,
+        m.value_range,
+        row_labels=labels,
+        title=f"{getattr(m, 'name', model)}  seed={seed}" + (f"  cfg={scale}" if prompts else ""),
+    )
+    written = [out]
+    if gif:
+        written.append(save_gif(frames, gif, n, m.value_range))
+    wrote(*written)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(no_args_is_help=True)(train)
+    app.command()(sample)

@@ -1,0 +1,296 @@
+"""Part A image tools as plain functions over the one sampler (sampling.denoise) and the estimators.
+
+forward (A1.1), blur (A1.2), one_step_denoise (A1.3), iterative_denoise (A1.4), sample (A1.5/A1.6),
+sdedit / translate (A1.7, A1.7.3), inpaint (A1.7.2), anagram (A1.8), hybrid (A1.9).
+
+Prompts are strings (encoded by the model) or ready conditions (tensors of shape (1, ...) or (n, ...)).
+Images are (N, C, H, W) in the model's value range. Randomness comes only from `generator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffusionlab import guidance, sampling
+from diffusionlab.filters import gaussian_blur, scaled_blur
+from diffusionlab.model import DiffusionModel
+from diffusionlab.schedule import add_noise, strided_timesteps
+from diffusionlab.views import View, get_view
+
+Prompt = str | Tensor
+
+SDEDIT_I_STARTS = (1, 3, 5, 7, 10, 20)
+
+
+# -- defaults ---------------------------------------------------------------------------------------------------
+def default_scale(model: DiffusionModel) -> float:
+    """CFG scale: 7 for T = 1000 models (DeepFloyd IF, as the course), 5 for our MNIST models (T = 300)."""
+    return 7.0 if model.schedule.num_steps >= 1000 else 5.0
+
+
+def default_timesteps(model: DiffusionModel) -> list[int]:
+    """range(990, -1, -30) for T = 1000, range(290, -1, -10) for T = 300."""
+    return strided_timesteps(model.schedule.num_steps)
+
+
+def predicts_variance(model: DiffusionModel) -> bool:
+    """Whether the model returns learned-range variance values (IF); our UNets do not."""
+    flag = getattr(model, "predicts_variance", None)
+    return bool(flag) if flag is not None else model.schedule.num_steps >= 1000
+
+
+def sampler_defaults(model: DiffusionModel) -> dict[str, Any]:
+    """variance "auto"; IF-like models ([-1, 1] and learned variance) get dynamic thresholding (0.95, 1.5), as
+    IF's own scheduler; our MNIST models no clipping. A model's own `sampler_defaults` dict wins."""
+    own = getattr(model, "sampler_defaults", None)
+    if isinstance(own, dict):
+        return {"variance": "auto", "threshold": None, **own}
+    threshold = None
+    if tuple(float(v) for v in model.value_range) == (-1.0, 1.0) and predicts_variance(model):
+        threshold = (0.95, 1.5)
+    return {"variance": "auto", "threshold": threshold}
+
+
+def unconditional_prompt(model: DiffusionModel) -> str:
+    """The prompt for "no particular content": "a high quality photo" for IF, the null class for ours."""
+    return getattr(model, "default_prompt", "")
+
+
+def cond_of(model: DiffusionModel, prompt: Prompt | None) -> Tensor:
+    if prompt is None:
+        prompt = unconditional_prompt(model)
+    if isinstance(prompt, str):
+        return model.encode([prompt])
+    return prompt
+
+
+def _estimator(model: DiffusionModel, prompt: Prompt | None, scale: float | None, uncond: Tensor | None):
+    """CFG of the prompt (one batched predict per step); scale 1 means the plain conditional estimate."""
+    c = cond_of(model, prompt)
+    s = default_scale(model) if scale is None else scale
+    if s == 1.0:
+        return guidance.plain(model, c)
+    return guidance.cfg(model, c, model.null(1) if uncond is None else uncond, s)
+
+
+def _denoise(model: DiffusionModel, x: Tensor, timesteps, estimator, i_start: int, **kwargs: Any) -> Tensor:
+    """sampling.denoise with the model's defaults (sampler_defaults) under the caller's keyword arguments."""
+    return sampling.denoise(model, x, timesteps, estimator, i_start, **{**sampler_defaults(model), **kwargs})
+
+
+# -- A1.1 - A1.4 ------------------------------------------------------------------------------------------------
+def forward(model: DiffusionModel, x0: Tensor, ts: Sequence[int], generator: torch.Generator | None = None) -> Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps for each t in ts (fresh eps each): (len(ts), N, C, H, W).
+
+    t = -1 is allowed and returns x0 itself."""
+    out = []
+    for t in ts:
+        if int(t) != -1:
+            model.schedule.check_timestep(int(t))
+        noise = sampling.randn(x0.shape, generator, like=x0)
+        out.append(add_noise(x0, int(t), noise, model.schedule))
+    return torch.stack(out)
+
+
+def blur(x_t: Tensor, kernel_size: int | None = None, sigma: float | None = None) -> Tensor:
+    """Classical denoising: a Gaussian blur. Default kernel 5, sigma 2 at 64 px, scaled with the image size."""
+    k, s = scaled_blur(x_t.shape[-2], 5, 2.0)
+    return gaussian_blur(x_t, kernel_size or k, sigma or s)
+
+
+def one_step_denoise(
+    model: DiffusionModel,
+    x_t: Tensor,
+    t: int,
+    prompt: Prompt | None = None,
+    scale: float | None = 1.0,
+    uncond: Tensor | None = None,
+) -> Tensor:
+    """x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t), with the plain estimate of the prompt
+    ("a high quality photo" for IF, the null class for ours) unless a CFG scale is given."""
+    return sampling.one_step(model, x_t, t, _estimator(model, prompt, scale, uncond))
+
+
+def iterative_denoise(
+    model: DiffusionModel,
+    x_t: Tensor,
+    i_start: int = 10,
+    prompt: Prompt | None = None,
+    scale: float | None = 1.0,
+    timesteps: Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+    callback: sampling.Callback | None = None,
+    uncond: Tensor | None = None,
+    **sampler: Any,
+) -> Tensor:
+    """Strided DDPM denoising of x_t, which is at timesteps[i_start], down to a clean image (A1.4; with i_start = 0
+    and pure noise this is sampling, A1.5; with scale > 1 CFG sampling, A1.6). Frames through `callback`."""
+    ts = list(timesteps) if timesteps is not None else default_timesteps(model)
+    est = _estimator(model, prompt, scale, uncond)
+    return _denoise(model, x_t, ts, est, i_start, generator=generator, callback=callback, **sampler)
+
+
+def sample(
+    model: DiffusionModel,
+    n: int,
+    prompt: Prompt | None = None,
+    scale: float | None = None,
+    timesteps: Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+    **sampler: Any,
+) -> Tensor:
+    """n CFG samples of one prompt from pure noise (A1.5, A1.6)."""
+    x = sampling.randn((n, *model.image_shape), generator, device=model.device)
+    return iterative_denoise(model, x, 0, prompt, scale, timesteps, generator, **sampler)
+
+
+# -- A1.7 SDEdit, A1.7.3 translation -------------------------------------------------------------------------------
+def sdedit(
+    model: DiffusionModel,
+    x_orig: Tensor,
+    prompt_cond: Prompt | None = None,
+    i_starts: Sequence[int] = SDEDIT_I_STARTS,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+    timesteps: Sequence[int] | None = None,
+    uncond: Tensor | None = None,
+    callback: sampling.Callback | None = None,
+    **sampler: Any,
+) -> Tensor:
+    """SDEdit: x = forward(x_orig, ts[i_start]), then CFG denoising from i_start; for every i_start.
+
+    Returns (len(i_starts), N, C, H, W). All i_starts run in ONE batch through one `denoise`: the loop starts at
+    the smallest i_start, and the rows of a later i_start are (re)set to their own noisy start right when the loop
+    reaches ts[i_start] (an after_step hook), so each row sees exactly its own SDEdit trajectory from there on.
+    """
+    ts = list(timesteps) if timesteps is not None else default_timesteps(model)
+    starts = [int(i) for i in i_starts]
+    for i in starts:
+        sampling.check_i_start(ts, i)
+    n = x_orig.shape[0]
+    x_orig = x_orig.to(model.device)
+    inits = [
+        add_noise(x_orig, ts[i], sampling.randn(x_orig.shape, generator, like=x_orig), model.schedule) for i in starts
+    ]
+    x = torch.cat(inits)
+    first = min(starts)
+
+    def reset_late_starts(x: Tensor, t_prev: int, step: int) -> Tensor:
+        for g, i in enumerate(starts):
+            if i == step + 1:
+                x = x.clone()
+                x[g * n : (g + 1) * n] = inits[g]
+        return x
+
+    est = _estimator(model, prompt_cond, scale, uncond)
+    out = _denoise(
+        model, x, ts, est, first, after_step=reset_late_starts, generator=generator, callback=callback, **sampler
+    )
+    return out.reshape(len(starts), n, *x_orig.shape[1:])
+
+
+def translate(
+    model: DiffusionModel,
+    x_orig: Tensor,
+    prompt: Prompt,
+    i_starts: Sequence[int] = SDEDIT_I_STARTS,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+    **kwargs: Any,
+) -> Tensor:
+    """Text/class-conditional image-to-image (A1.7.3): SDEdit guided by a real prompt ("a rocket ship", "7")."""
+    return sdedit(model, x_orig, prompt, i_starts, scale, generator, **kwargs)
+
+
+# -- A1.7.2 inpainting --------------------------------------------------------------------------------------------
+def inpaint(
+    model: DiffusionModel,
+    x_orig: Tensor,
+    mask: Tensor,
+    cond: Prompt | None = None,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+    timesteps: Sequence[int] | None = None,
+    i_start: int = 0,
+    uncond: Tensor | None = None,
+    callback: sampling.Callback | None = None,
+    **sampler: Any,
+) -> Tensor:
+    """Inpainting (RePaint-style): start from pure noise (or, with i_start > 0, from the noised original), and after
+    every step x <- m x + (1 - m) forward(x_orig, t_prev), m = 1 where new content goes. The last step pastes
+    forward(x_orig, -1) = x_orig, so outside the mask the result IS the original."""
+    ts = list(timesteps) if timesteps is not None else default_timesteps(model)
+    sampling.check_i_start(ts, i_start)
+    x_orig = x_orig.to(model.device)
+    m = mask.to(x_orig.device, x_orig.dtype)
+    noise = sampling.randn(x_orig.shape, generator, like=x_orig)
+    x = noise if i_start == 0 else add_noise(x_orig, ts[i_start], noise, model.schedule)
+
+    def paste_known(x: Tensor, t_prev: int, step: int) -> Tensor:
+        if t_prev < 0:
+            known = x_orig
+        else:
+            known = add_noise(x_orig, t_prev, sampling.randn(x.shape, generator, like=x), model.schedule)
+        return torch.where(m >= 1, x, known) if bool(((m == 0) | (m == 1)).all()) else m * x + (1 - m) * known
+
+    est = _estimator(model, cond, scale, uncond)
+    return _denoise(
+        model, x, ts, est, i_start, after_step=paste_known, generator=generator, callback=callback, **sampler
+    )
+
+
+# -- A1.8 anagrams, A1.9 hybrids ----------------------------------------------------------------------------------
+def anagram(
+    model: DiffusionModel,
+    prompt1: Prompt,
+    prompt2: Prompt,
+    view: str | View = "rot180",
+    n: int = 1,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+    timesteps: Sequence[int] | None = None,
+    seed: int = 0,
+    callback: sampling.Callback | None = None,
+    **sampler: Any,
+) -> Tensor:
+    """Visual anagrams: n images that look like prompt1 as they are and like prompt2 through `view`.
+
+    eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all four branches in one predict per step.
+    Returns the upright images (n, C, H, W); `view.apply` of them shows the second prompt. `seed` seeds the
+    permutation of permutation views."""
+    v = view if isinstance(view, View) else get_view(view, model.image_shape, model.value_range, seed)
+    identity = get_view("identity", model.image_shape, model.value_range)
+    s = default_scale(model) if scale is None else scale
+    est = guidance.anagram(model, [(identity, cond_of(model, prompt1)), (v, cond_of(model, prompt2))], model.null(1), s)
+    x = sampling.randn((n, *model.image_shape), generator, device=model.device)
+    ts = list(timesteps) if timesteps is not None else default_timesteps(model)
+    return _denoise(model, x, ts, est, 0, generator=generator, callback=callback, **sampler)
+
+
+def hybrid(
+    model: DiffusionModel,
+    low_prompt: Prompt,
+    high_prompt: Prompt,
+    n: int = 1,
+    sigma: float | None = None,
+    kernel: int | None = None,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+    timesteps: Sequence[int] | None = None,
+    callback: sampling.Callback | None = None,
+    **sampler: Any,
+) -> Tensor:
+    """Hybrid images: low frequencies from low_prompt (seen from afar), high ones from high_prompt (seen close).
+
+    sigma/kernel default to 2 and 33 at 64 px, scaled with the image size (filters.scaled_blur)."""
+    s = default_scale(model) if scale is None else scale
+    est = guidance.hybrid(
+        model, cond_of(model, low_prompt), cond_of(model, high_prompt), model.null(1), s, kernel, sigma
+    )
+    x = sampling.randn((n, *model.image_shape), generator, device=model.device)
+    ts = list(timesteps) if timesteps is not None else default_timesteps(model)
+    return _denoise(model, x, ts, est, 0, generator=generator, callback=callback, **sampler)

@@ -1,0 +1,121 @@
+"""Image input and output at the edge: any PNG/JPEG -> a model-sized tensor, masks, saving.
+
+Tensors are (N, C, H, W) floats in the model's value range; conversion happens only here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.figures import save_png, to_pil
+
+COURSE_MASK = (2, 19, 24, 41)  # rows 2:19, cols 24:41 of a 64x64 image (the course's inpainting mask)
+
+
+def _open(path: str | Path) -> Image.Image:
+    p = Path(path)
+    if not p.is_file():
+        raise DiffusionLabError(f"{p}: no such image file")
+    try:
+        img = Image.open(p)
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DiffusionLabError(f"{p}: cannot read it as an image ({type(e).__name__}); use a PNG or JPEG") from None
+    return ImageOps.exif_transpose(img) or img
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Transparent pixels become white (a drawing on a transparent canvas is a drawing on white paper)."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img
+
+
+def resize_crop(img: Image.Image, height: int, width: int) -> Image.Image:
+    """Resize so the short side fits, then crop the centre to height x width."""
+    w, h = img.size
+    s = max(height / h, width / w)
+    nw, nh = max(width, round(w * s)), max(height, round(h * s))
+    img = img.resize((nw, nh), Image.LANCZOS if s < 1 else Image.BICUBIC)
+    left, top = (nw - width) // 2, (nh - height) // 2
+    return img.crop((left, top, left + width, top + height))
+
+
+def pil_to_tensor(img: Image.Image, image_shape: tuple[int, int, int], value_range=(0.0, 1.0), invert=False) -> Tensor:
+    """A PIL image of any mode and size -> (1, C, H, W) in value_range."""
+    c, h, w = image_shape
+    img = _flatten_alpha(img).convert("L" if c == 1 else "RGB")
+    img = resize_crop(img, h, w)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    if invert:
+        arr = 1.0 - arr
+    t = torch.from_numpy(arr.copy())
+    t = t.unsqueeze(0) if c == 1 else t.permute(2, 0, 1)
+    lo, hi = value_range
+    return (t * (hi - lo) + lo).unsqueeze(0)
+
+
+def load_image(
+    path: str | Path, image_shape: tuple[int, int, int], value_range=(0.0, 1.0), invert: bool = False
+) -> Tensor:
+    """PNG/JPEG of any mode and size -> (1, C, H, W) at the model's size and channels (short-side resize + centre
+    crop), in its value range. invert=True turns a black-on-white drawing into MNIST's white on black."""
+    return pil_to_tensor(_open(path), image_shape, value_range, invert)
+
+
+def default_mask(image_shape: tuple[int, int, int]) -> Tensor:
+    """The course mask (rows 2:19, cols 24:41 at 64x64) scaled to the image size: (1, 1, H, W), 1 = new content."""
+    _, h, w = image_shape
+    r0, r1, c0, c1 = COURSE_MASK
+    return rect_mask(image_shape, round(r0 * h / 64), round(r1 * h / 64), round(c0 * w / 64), round(c1 * w / 64))
+
+
+def rect_mask(image_shape: tuple[int, int, int], r0: int, r1: int, c0: int, c1: int) -> Tensor:
+    """1 in rows r0:r1 and cols c0:c1 (Python slices), 0 elsewhere."""
+    _, h, w = image_shape
+    if not (0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w):
+        raise DiffusionLabError(
+            f"mask rect:{r0}:{r1}:{c0}:{c1} does not fit {h}x{w} images (need 0 <= r0 < r1 <= {h}, 0 <= c0 < c1 <= {w})"
+        )
+    m = torch.zeros(1, 1, h, w)
+    m[..., r0:r1, c0:c1] = 1.0
+    return m
+
+
+def load_mask(spec: str | Path, image_shape: tuple[int, int, int]) -> Tensor:
+    """A mask (1, 1, H, W) of 0/1, 1 (white) = where new content goes. spec: an image file of exactly the model's
+    size, `default` (the course mask scaled), or `rect:r0:r1:c0:c1` (Python slices)."""
+    s = str(spec)
+    if s == "default":
+        return default_mask(image_shape)
+    if s.startswith("rect:"):
+        parts = s.split(":")[1:]
+        try:
+            r0, r1, c0, c1 = (int(p) for p in parts)
+        except ValueError:
+            raise DiffusionLabError(f"mask {s!r}: expected rect:r0:r1:c0:c1 with four integers") from None
+        return rect_mask(image_shape, r0, r1, c0, c1)
+    img = _flatten_alpha(_open(s)).convert("L")
+    _, h, w = image_shape
+    if img.size != (w, h):
+        raise DiffusionLabError(
+            f"{s}: mask is {img.size[0]}x{img.size[1]} (w x h) but the model's images are {w}x{h}; "
+            "draw it at that size, or use rect:r0:r1:c0:c1 / default"
+        )
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy((arr >= 0.5).astype(np.float32)).view(1, 1, h, w)
+
+
+def save_image(image: Tensor, path: str | Path, value_range=(0.0, 1.0)) -> Path:
+    """One image (C, H, W) or (1, C, H, W) -> PNG (atomic write)."""
+    if image.dim() == 4:
+        image = image[0]
+    return save_png(to_pil(image, value_range), path)

@@ -1,0 +1,62 @@
+"""Small stand-in models for the Part A tests (protocol-compatible, deterministic, no weights)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from diffusionlab.model import Prediction
+from diffusionlab.schedule import NoiseSchedule
+
+
+class FormulaModel:
+    """eps and (optionally) learned-range variance values are fixed smooth functions of (x_t, t, cond)."""
+
+    def __init__(self, schedule: NoiseSchedule, image_shape=(3, 16, 16), value_range=(-1.0, 1.0), variance=True):
+        self.schedule = schedule
+        self.image_shape = image_shape
+        self.value_range = value_range
+        self.device = torch.device("cpu")
+        self.predicts_variance = variance
+        self.calls = 0
+
+    def predict(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Prediction:
+        self.calls += 1
+        tt = t.float().view(-1, 1, 1, 1) / self.schedule.num_steps
+        c = cond.float().reshape(cond.shape[0], -1).sum(1).view(-1, 1, 1, 1)
+        eps = 0.3 * torch.sin(2 * x_t + tt) + 0.1 * c + 0.05 * x_t.roll(1, -1)
+        var = torch.tanh(x_t + tt - 0.5 * c) if self.predicts_variance else None
+        return Prediction(eps, var)
+
+    def encode(self, prompts: list[str]) -> Tensor:
+        return torch.tensor([[float(len(p))] for p in prompts])
+
+    def null(self, n: int) -> Tensor:
+        return torch.zeros(n, 1)
+
+
+class GaussianDataModel:
+    """The exact eps-predictor for data ~ N(mu + cond, s^2 I) per pixel: a 'trained' model in closed form.
+
+    eps*(x_t) = sqrt(1 - abar) (x_t - sqrt(abar) mean) / (abar s^2 + 1 - abar).
+    """
+
+    def __init__(self, schedule: NoiseSchedule, image_shape=(1, 8, 8), mu=0.2, s=0.3, value_range=(0.0, 1.0)):
+        self.schedule = schedule
+        self.image_shape = image_shape
+        self.value_range = value_range
+        self.device = torch.device("cpu")
+        self.predicts_variance = False
+        self.mu, self.s = mu, s
+
+    def predict(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Prediction:
+        abar = self.schedule.abar(t).view(-1, 1, 1, 1)
+        mean = self.mu + cond.float().reshape(cond.shape[0], -1).sum(1).view(-1, 1, 1, 1)
+        eps = (1 - abar).sqrt() * (x_t - abar.sqrt() * mean) / (abar * self.s**2 + 1 - abar)
+        return Prediction(eps)
+
+    def encode(self, prompts: list[str]) -> Tensor:
+        return torch.tensor([[0.1 * len(p)] for p in prompts])
+
+    def null(self, n: int) -> Tensor:
+        return torch.zeros(n, 1)

@@ -1,0 +1,120 @@
+"""Noise estimators: batched = sequential, anagram/hybrid reduce to CFG, one predict per step, the blur."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from parta_helpers import FormulaModel
+
+from diffusionlab import guidance
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.filters import gaussian_blur, gaussian_kernel1d, highpass, lowpass, scaled_blur
+from diffusionlab.model import CourseModel
+from diffusionlab.schedule import NoiseSchedule
+from diffusionlab.views import get_view
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from conftest import make_checkpoint
+
+    return CourseModel.from_checkpoint(make_checkpoint(tmp_path_factory.mktemp("g") / "run"))
+
+
+def _x(n=3, seed=0):
+    return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def test_batched_cfg_equals_sequential_calls(model):
+    x, t = _x(), 150
+    c, u = model.encode(["3"]), model.null(1)
+    got = guidance.cfg(model, c, u, 5.0)(x, t).eps
+    eps_c = guidance.plain(model, c)(x, t).eps
+    eps_u = guidance.plain(model, u)(x, t).eps
+    assert torch.allclose(got, eps_u + 5.0 * (eps_c - eps_u), atol=ATOL)
+    per_image = model.encode(["1", "2", "7"])
+    got = guidance.cfg(model, per_image, u, 3.0)(x, t).eps
+    for i in range(3):
+        one = guidance.cfg(model, per_image[i : i + 1], u, 3.0)(x[i : i + 1], t).eps
+        assert torch.allclose(got[i : i + 1], one, atol=ATOL)
+
+
+def test_anagram_with_identity_view_is_cfg(model):
+    x, t, c, u = _x(), 120, model.encode(["5"]), model.null(1)
+    ident = get_view("identity", model.image_shape, model.value_range)
+    want = guidance.cfg(model, c, u, 5.0)(x, t).eps
+    assert torch.allclose(guidance.anagram(model, [(ident, c)], u, 5.0)(x, t).eps, want, atol=ATOL)
+    assert torch.allclose(guidance.anagram(model, [(ident, c), (ident, c)], u, 5.0)(x, t).eps, want, atol=ATOL)
+
+
+@pytest.mark.parametrize("view", ["rot180", "negate", "patch-permute", "inner-circle"])
+def test_anagram_batched_equals_sequential(model, view):
+    x, t, u = _x(2), 200, model.null(1)
+    c1, c2 = model.encode(["6"]), model.encode(["9"])
+    v = get_view(view, model.image_shape, model.value_range, seed=1)
+    ident = get_view("identity", model.image_shape, model.value_range)
+    abar = float(model.schedule.abar(t))
+    eps1 = guidance.cfg(model, c1, u, 5.0)(x, t).eps
+    eps2 = v.inverse_noise(guidance.cfg(model, c2, u, 5.0)(v.apply_noisy(x, abar), t).eps)
+    got = guidance.anagram(model, [(ident, c1), (v, c2)], u, 5.0)(x, t).eps
+    assert torch.allclose(got, (eps1 + eps2) / 2, atol=ATOL)
+
+
+def test_anagram_variance_and_single_predict():
+    m = FormulaModel(NoiseSchedule.cosine(1000), (3, 16, 16), (-1.0, 1.0))
+    x, t = torch.randn(2, 3, 16, 16), 500
+    c1, c2, u = m.encode(["an old man"]), m.encode(["a campfire"]), m.null(1)
+    v = get_view("rot90", m.image_shape, m.value_range)
+    ident = get_view("identity", m.image_shape, m.value_range)
+    m.calls = 0
+    got = guidance.anagram(m, [(ident, c1), (v, c2)], u, 7.0)(x, t)
+    assert m.calls == 1
+    p1 = guidance.cfg(m, c1, u, 7.0)(x, t)
+    p2 = guidance.cfg(m, c2, u, 7.0)(v.apply_noisy(x, float(m.schedule.abar(t))), t)
+    assert torch.allclose(got.eps, (p1.eps + v.inverse_noise(p2.eps)) / 2, atol=ATOL)
+    assert torch.allclose(got.var_values, (p1.var_values + v.inverse_spatial(p2.var_values)) / 2, atol=ATOL)
+
+
+def test_hybrid_identical_prompts_is_cfg_and_batched_equals_sequential(model):
+    x, t, u = _x(), 100, model.null(1)
+    c, c_low, c_high = model.encode(["4"]), model.encode(["0"]), model.encode(["1"])
+    want = guidance.cfg(model, c, u, 5.0)(x, t).eps
+    assert torch.allclose(guidance.hybrid(model, c, c, u, 5.0)(x, t).eps, want, atol=ATOL)
+    k, s = scaled_blur(28)
+    e_low = guidance.cfg(model, c_low, u, 5.0)(x, t).eps
+    e_high = guidance.cfg(model, c_high, u, 5.0)(x, t).eps
+    got = guidance.hybrid(model, c_low, c_high, u, 5.0)(x, t).eps
+    assert torch.allclose(got, lowpass(e_low, k, s) + highpass(e_high, k, s), atol=ATOL)
+
+
+def test_hybrid_single_predict_and_variance():
+    m = FormulaModel(NoiseSchedule.cosine(1000), (3, 64, 64), (-1.0, 1.0))
+    x, t, u = torch.randn(1, 3, 64, 64), 700, m.null(1)
+    c1, c2 = m.encode(["a skull"]), m.encode(["waterfalls"])
+    m.calls = 0
+    got = guidance.hybrid(m, c1, c2, u, 7.0)(x, t)
+    assert m.calls == 1
+    p1, p2 = guidance.cfg(m, c1, u, 7.0)(x, t), guidance.cfg(m, c2, u, 7.0)(x, t)
+    assert torch.allclose(got.eps, lowpass(p1.eps, 33, 2.0) + highpass(p2.eps, 33, 2.0), atol=ATOL)
+    assert torch.allclose(got.var_values, lowpass(p1.var_values, 33, 2.0) + highpass(p2.var_values, 33, 2.0), atol=ATOL)
+
+
+def test_blur_scaling_rule_and_reference():
+    assert scaled_blur(64) == (33, 2.0)
+    assert scaled_blur(28) == (15, 0.875)
+    assert scaled_blur(256) == (133, 8.0)
+    k = gaussian_kernel1d(33, 2.0)
+    assert abs(float(k.sum()) - 1) < 1e-6 and torch.equal(k, k.flip(0))
+    x = torch.rand(2, 3, 20, 24)
+    # separable blur == explicit 2-D Gaussian kernel over a reflect-padded image
+    k2 = torch.outer(gaussian_kernel1d(7, 1.5), gaussian_kernel1d(7, 1.5))
+    want = F.conv2d(F.pad(x, (3, 3, 3, 3), mode="reflect"), k2.expand(3, 1, 7, 7), groups=3)
+    assert torch.allclose(gaussian_blur(x, 7, 1.5), want, atol=1e-6)
+    assert torch.allclose(gaussian_blur(torch.full((1, 1, 9, 9), 0.3), 5, 2.0), torch.full((1, 1, 9, 9), 0.3))
+    assert torch.allclose(lowpass(x, 7, 1.5) + highpass(x, 7, 1.5), x, atol=1e-6)
+    for bad in ((4, 1.0), (7, 0.0), (41, 2.0)):
+        with pytest.raises(DiffusionLabError):
+            gaussian_blur(x, *bad)
