@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from parta_helpers import FormulaModel
+from parta_helpers import FormulaModel, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 from diffusionlab import guidance
 from diffusionlab.errors import DiffusionLabError

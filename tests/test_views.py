@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from parta_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.schedule import NoiseSchedule, add_noise

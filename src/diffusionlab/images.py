@@ -107,7 +107,7 @@ def load_mask(spec: str | Path, image_shape: tuple[int, int, int]) -> Tensor:
     _, h, w = image_shape
     if img.size != (w, h):
         raise DiffusionLabError(
-            f"{s}: mask is {img.size[0]}x{img.size[1]} (w x h) but the model's images are {w}x{h}; "
+            f"{s}: mask is {img.size[1]}x{img.size[0]} (h x w) but the model's images are {h}x{w}; "
             "draw it at that size, or use rect:r0:r1:c0:c1 / default"
         )
     arr = np.asarray(img, dtype=np.float32) / 255.0

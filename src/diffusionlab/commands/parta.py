@@ -165,7 +165,9 @@ def _out(out: Path | None, default: str, force: bool) -> Path:
 # -- commands -----------------------------------------------------------------------------------------------------
 def noise(
     image: ImageOpt = None,
-    t: Annotated[list[str] | None, typer.Option("--t", help="Timesteps, e.g. 250,500,750 (0..T-1; default T/4, T/2, 3T/4).")] = None,
+    t: Annotated[
+        list[str] | None, typer.Option("--t", help="Timesteps, e.g. 250,500,750 (0..T-1; default T/4, T/2, 3T/4).")
+    ] = None,
     kernel: Annotated[int | None, typer.Option(help="Blur kernel (default 5 at 64 px, scaled).")] = None,
     sigma: Annotated[float | None, typer.Option(help="Blur sigma (default 2 at 64 px, scaled).")] = None,
     out: OutOpt = None,
@@ -217,7 +219,8 @@ def noise(
 def denoise(
     image: ImageOpt = None,
     t: Annotated[
-        list[str] | None, typer.Option("--t", help="Timesteps for blur and one-step, e.g. 250,500,750 (default T/4, T/2, 3T/4).")
+        list[str] | None,
+        typer.Option("--t", help="Timesteps for blur and one-step, e.g. 250,500,750 (default T/4, T/2, 3T/4)."),
     ] = None,
     method: Annotated[
         list[str] | None, typer.Option("--method", help="blur, one-step, iterative (repeat; default all three).")
