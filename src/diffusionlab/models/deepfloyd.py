@@ -132,7 +132,7 @@ def locate(model_id: str, model_dir: str | Path | None, in_channels: int) -> tup
             return str(cand.resolve()), {}
     if (root / ("models--" + model_id.replace("/", "--"))).is_dir():
         return model_id, {"cache_dir": str(root)}
-    raise DiffusionLabError(missing_weights_message(model_id, root))
+    return model_id, {}  # not under --model-dir: the Hugging Face cache (the error names both)
 
 
 def _takes_dtype(cls: Any) -> bool:
@@ -168,7 +168,7 @@ def _load_scheduler(source: str, subfolder: str, extra: dict, model_id: str, mod
     try:
         return DDPMScheduler.from_pretrained(source, subfolder=subfolder, local_files_only=True, **extra)
     except (OSError, ValueError) as e:
-        raise DiffusionLabError(missing_weights_message(model_id, model_dir, f"{subfolder} config")) from e
+        raise DiffusionLabError(missing_weights_message(model_id, model_dir)) from e
 
 
 def _to_device(module: torch.nn.Module, device: torch.device, offload: bool, what: str):
@@ -341,6 +341,8 @@ class PromptEncoder:
         prompts = list(prompts)
         missing = list(dict.fromkeys(p for p in prompts if self._lookup(p) is None))
         if missing:
+            if "" not in missing and self._lookup("") is None:
+                missing.append("")  # the null prompt comes next anyway (CFG): one T5 load for both
             for p, emb in zip(missing, self._run_t5(missing), strict=True):
                 self._store(p, emb.unsqueeze(0))
         embs = [self._lookup(p) for p in prompts]
@@ -430,7 +432,10 @@ class IFModel(_IFBase):
         """The stage-II super-resolution model, from the same --model-dir / cache; shares this T5 cache."""
         model_id = resolve_model_id(spec, STAGE2_DEFAULT)
         if model_id not in self._stage2:
-            self._stage2[model_id] = load_stage2(model_id, self.device, self.model_dir, self.prompts, self.offload)
+            where = self.model_dir
+            if where is None and Path(self.model_id).is_absolute():
+                where = Path(self.model_id).parent  # stage I given as a folder: look for IF-II-L-v1.0 beside it
+            self._stage2[model_id] = load_stage2(model_id, self.device, where, self.prompts, self.offload)
         return self._stage2[model_id]
 
 
@@ -465,7 +470,8 @@ class IFStage2(_IFBase):
         noise = randn(up.shape, generator, like=up)
         low = add_noise(up, int(noise_level), noise, self.noising_schedule)
         if views:
-            low = torch.cat([_view_fn(v)(low) for v in views])
+            abar = float(self.noising_schedule.abar(int(noise_level)))
+            low = torch.cat([_apply_view(v, low, abar) for v in views])
         self.low_res, self.noise_level = low, int(noise_level)
         return low
 
@@ -482,12 +488,12 @@ class IFStage2(_IFBase):
         return torch.full((n,), self.noise_level, device=self.device, dtype=torch.long)
 
 
-def _view_fn(view: Any) -> Callable[[Tensor], Tensor]:
+def _apply_view(view: Any, low: Tensor, abar: float) -> Tensor:
+    """A views.View sees the low-res image as the noisy image it is (apply_noisy); a plain callable is applied."""
+    if callable(getattr(view, "apply_noisy", None)):
+        return view.apply_noisy(low, abar)
     if callable(view):
-        return view
-    for attr in ("view", "apply", "forward"):
-        if callable(getattr(view, attr, None)):
-            return getattr(view, attr)
+        return view(low)
     raise DiffusionLabError(f"cannot apply view {view!r} to the stage II low-res images")
 
 
