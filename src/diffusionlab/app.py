@@ -67,8 +67,9 @@ def hf_hub_cache() -> Path:
     return Path(home) / "hub"
 
 
-def deepfloyd_available(cache: Path | None = None) -> bool:
-    """True when a DeepFloyd IF stage I snapshot with weights is in the Hugging Face cache (nothing is loaded)."""
+def deepfloyd_available(cache: Path | None = None) -> str | None:
+    """The first DeepFloyd IF stage I variant (e.g. "IF-I-XL-v1.0") whose weights are in the Hugging Face cache, or
+    None. Only looks at the files; nothing is loaded."""
     cache = cache or hf_hub_cache()
     for repo in DEEPFLOYD_REPOS:
         snapshots = cache / ("models--" + repo.replace("/", "--")) / "snapshots"
@@ -77,8 +78,8 @@ def deepfloyd_available(cache: Path | None = None) -> bool:
         for snap in snapshots.iterdir():
             unet = snap / "unet"
             if unet.is_dir() and any(p.suffix in (".safetensors", ".bin") for p in unet.iterdir()):
-                return True
-    return False
+                return repo.split("/")[1]
+    return None
 
 
 def _describe_run(config_path: Path) -> str:
@@ -124,8 +125,11 @@ class ModelRegistry:
                 out.append((f"{spec} (given at start)", f"given:{spec}"))
         for rel in self.runs():
             out.append((f"run: {rel} ({_describe_run(self.runs_dir / rel / 'model.json')})", f"run:{rel}"))
-        if "deepfloyd" in self.extra or deepfloyd_available():
-            out.append(("DeepFloyd IF (stage I, local weights)", "deepfloyd"))
+        variant = deepfloyd_available()
+        if variant:
+            out.append((f"DeepFloyd {variant} (stage I, local weights)", f"deepfloyd:{variant}"))
+        elif "deepfloyd" in self.extra:
+            out.append(("DeepFloyd IF (stage I, --model-dir / cache)", "deepfloyd"))
         return out
 
     def runs(self) -> list[str]:
@@ -241,7 +245,9 @@ def open_upload(payload: Any, limits: Limits, what: str = "image", required: boo
             im.load()
             return im.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise DiffusionLabError(f"the uploaded {what} is not a picture Pillow can read; use a PNG, JPEG or WebP file") from None
+        raise DiffusionLabError(
+            f"the uploaded {what} is not a picture Pillow can read; use a PNG, JPEG or WebP file"
+        ) from None
 
 
 def flatten(im: Image.Image, background: str = "white") -> Image.Image:
@@ -315,7 +321,20 @@ class Outputs:
         self.dir = Path(directory or tempfile.mkdtemp(prefix="diffusionlab-app-"))
         self.dir.mkdir(parents=True, exist_ok=True)
 
+    def prune(self, max_age_s: float = 3600.0) -> None:
+        """Forget results older than max_age_s (Gradio keeps its own copy for the page that showed them)."""
+        cutoff = time.time() - max_age_s
+        for f in self.dir.glob("*.png"):
+            try:
+                if f.stat().st_mtime < cutoff:
+                    f.unlink()
+            except OSError:
+                pass
+
     def png(self, im: Image.Image, settings: dict[str, Any], stem: str) -> str:
+        self.writes = getattr(self, "writes", 0) + 1
+        if self.writes % 100 == 0:
+            self.prune()
         info = PngImagePlugin.PngInfo()
         info.add_text("diffusionlab", json.dumps(settings, sort_keys=True))
         path = self.dir / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.png"
@@ -599,6 +618,7 @@ class Handlers:
         n = self._n(n)
         scale = as_float(scale, "CFG scale", 0.0, 50.0)
         seed = seed_value(seed)
+        steps = as_int(steps, "steps", 1, self.limits.max_steps)
 
         def work(model):
             check_ddpm(model, "inpainting")
@@ -615,7 +635,9 @@ class Handlers:
 
         x0, mask, out, how = self._run(model_value, work)
         model = self.registry.get(model_value)
-        st = self._base(model_value, tool="inpaint", prompt=prompt or "(none)", mask=how, n=n, cfg=scale, seed=seed)
+        st = self._base(
+            model_value, tool="inpaint", prompt=prompt or "(none)", mask=how, n=n, steps=steps, cfg=scale, seed=seed
+        )
         lo, hi = model.value_range
         mask_img = (mask[0].expand(model.image_shape[0], -1, -1) * (hi - lo) + lo).cpu()
         return (
@@ -633,6 +655,7 @@ class Handlers:
         n = self._n(n, 2)
         scale = as_float(scale, "CFG scale", 0.0, 50.0)
         seed = seed_value(seed)
+        steps = as_int(steps, "steps", 1, self.limits.max_steps)
 
         def work(model):
             check_ddpm(model, "visual anagrams")
@@ -644,7 +667,15 @@ class Handlers:
         up, viewed = self._run(model_value, work)
         model = self.registry.get(model_value)
         st = self._base(
-            model_value, tool="anagram", prompt1=prompt1, prompt2=prompt2, view=view, n=n, cfg=scale, seed=seed
+            model_value,
+            tool="anagram",
+            steps=steps,
+            prompt1=prompt1,
+            prompt2=prompt2,
+            view=view,
+            n=n,
+            cfg=scale,
+            seed=seed,
         )
         return (
             self.out.row_png(up, model, {**st, "shown": "upright"}, "anagram-upright"),
@@ -663,6 +694,7 @@ class Handlers:
             raise DiffusionLabError(f"kernel must be odd, got {kernel}")
         scale = as_float(scale, "CFG scale", 0.0, 50.0)
         seed = seed_value(seed)
+        steps = as_int(steps, "steps", 1, self.limits.max_steps)
 
         def work(model):
             check_ddpm(model, "hybrid images")
@@ -676,6 +708,7 @@ class Handlers:
         st = self._base(
             model_value,
             tool="hybrid",
+            steps=steps,
             far=low_prompt,
             near=high_prompt,
             sigma=sigma,
@@ -725,7 +758,7 @@ def build_app(
     invert_choices = ["auto", "yes", "no"]
     invert_info = "MNIST models want light strokes on dark: 'auto' inverts light pictures"
 
-    with gr.Blocks(title="diffusionlab", analytics_enabled=False) as demo:
+    with gr.Blocks(title="diffusionlab", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "## diffusionlab\nDiffusion models as an image tool: sampling with CFG, noising and denoising, SDEdit, "
             "inpainting, visual anagrams and hybrid images. Every result is a PNG (download button on the image) "
@@ -816,7 +849,7 @@ def build_app(
                         s_prompt = gr.Textbox(
                             value="", label="prompt (empty: unconditional SDEdit; a class/text: image-to-image)"
                         )
-                        s_starts = gr.Textbox(value="1 3 5 7 10 20", label="i_start values")
+                        s_starts = gr.Textbox(value="1 3 5 7 10 20", label="i_start values", elem_id="sdedit-starts")
                         s_scale = gr.Slider(0, 20, value=5, step=0.5, label="CFG scale")
                         s_seed = gr.Number(value=0, precision=0, label=seed_help)
                         s_invert = gr.Radio(invert_choices, value="auto", label="invert", info=invert_info)
@@ -845,7 +878,7 @@ def build_app(
                         )
                         i_prompt = gr.Textbox(value="", label="prompt (empty: unconditional)")
                         i_n = gr.Slider(1, 8, value=2, step=1, label="number of results")
-                        i_steps = gr.Slider(1, 100, value=30, step=1, label=steps_label)
+                        i_steps = gr.Slider(1, 100, value=30, step=1, label=steps_label, elem_id="inpaint-steps")
                         i_scale = gr.Slider(0, 20, value=5, step=0.5, label="CFG scale")
                         i_seed = gr.Number(value=0, precision=0, label=seed_help)
                         i_invert = gr.Radio(invert_choices, value="auto", label="invert", info=invert_info)
@@ -866,7 +899,7 @@ def build_app(
                             [(f"{v}: {VIEW_HELP.get(v, '')}", v) for v in VIEW_NAMES], value="rot180", label="view"
                         )
                         a_n = gr.Slider(1, 8, value=4, step=1, label="number of images")
-                        a_steps = gr.Slider(1, 100, value=30, step=1, label=steps_label)
+                        a_steps = gr.Slider(1, 100, value=30, step=1, label=steps_label, elem_id="anagram-steps")
                         a_scale = gr.Slider(0, 20, value=5, step=0.5, label="CFG scale")
                         a_seed = gr.Number(value=0, precision=0, label=seed_help)
                         a_run = gr.Button("Make anagrams", variant="primary", elem_id="anagram-run")
@@ -884,7 +917,7 @@ def build_app(
                             hy_sigma = gr.Number(value=0.875, label="sigma (2 at 64 px)")
                             hy_kernel = gr.Number(value=15, precision=0, label="kernel (odd; 33 at 64 px)")
                         hy_n = gr.Slider(1, 8, value=4, step=1, label="number of images")
-                        hy_steps = gr.Slider(1, 100, value=30, step=1, label=steps_label)
+                        hy_steps = gr.Slider(1, 100, value=30, step=1, label=steps_label, elem_id="hybrid-steps")
                         hy_scale = gr.Slider(0, 20, value=5, step=0.5, label="CFG scale")
                         hy_seed = gr.Number(value=0, precision=0, label=seed_help)
                         hy_run = gr.Button("Make hybrids", variant="primary", elem_id="hybrid-run")
@@ -974,6 +1007,15 @@ def serve(
     except ImportError:
         raise DiffusionLabError('the web UI needs Gradio: pip install -e ".[app]"') from None
     demo = build_app(runs_dir, default_model, device, extra_models, limits)
+    try:
+        _launch(demo, host, port, limits, block, quiet)
+    except OSError as e:
+        first = (str(e).splitlines() or [""])[0]
+        raise DiffusionLabError(f"cannot listen on {host}:{port} ({first}); pass another --port") from None
+    return demo
+
+
+def _launch(demo, host: str, port: int, limits: Limits, block: bool, quiet: bool) -> None:
     demo.launch(
         server_name=host,
         server_port=port,
@@ -985,4 +1027,3 @@ def serve(
         footer_links=["api"],
         ssr_mode=False,
     )
-    return demo
