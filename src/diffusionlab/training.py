@@ -204,7 +204,9 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
-        self.net = UNet(self.config.unet_config()).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
+            torch.manual_seed(self.config.seed)
+            self.net = UNet(self.config.unet_config()).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
         self.lr_scheduler = (
             torch.optim.lr_scheduler.ExponentialLR(self.optimizer, self.config.lr_gamma)

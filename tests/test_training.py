@@ -1,0 +1,219 @@
+import csv
+import json
+
+import pytest
+import torch
+from conftest import make_checkpoint
+
+from diffusionlab.checkpoint import load_checkpoint
+from diffusionlab.cli import main
+from diffusionlab.data import load_split
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.training import open_run, recipe, training_loss
+
+
+def losses(run_dir):
+    with (run_dir / "loss.csv").open() as f:
+        return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
+
+
+def tiny(kind="class", objective="ddpm", **kw):
+    return recipe(kind, objective, hidden=8, batch_size=16, epochs=2, num_steps=50, **kw)
+
+
+@pytest.mark.parametrize(("kind", "objective"), [("class", "ddpm"), ("time", "flow"), ("denoiser", "ddpm")])
+def test_resume_gives_the_same_losses_and_weights(tmp_path, tiny_data, kind, objective):
+    split = load_split("mnist", "train", tiny_data)
+    full = open_run(tiny(kind, objective), tmp_path / "full", resume=False, progress=False)
+    full.run(split)
+    # the same run, stopped inside epoch 2 (max_steps) then resumed to the end
+    part = open_run(tiny(kind, objective, max_steps=6), tmp_path / "part", resume=False, progress=False)
+    part.run(split)
+    assert losses(tmp_path / "part")[-1][0] == 6
+    again = open_run(tiny(kind, objective), tmp_path / "part", resume=True, progress=False)
+    again.run(split)
+    assert losses(tmp_path / "part") == losses(tmp_path / "full")
+    a, _ = load_checkpoint(tmp_path / "full")
+    b, config = load_checkpoint(tmp_path / "part")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert config["provenance"]["epoch"] == 2 and config["provenance"]["step"] == 8
+    assert (tmp_path / "part" / "loss.png").is_file()
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, tiny_data):
+    split = load_split("mnist", "train", tiny_data)
+    full = open_run(tiny(), tmp_path / "full", resume=False, progress=False)
+    full.run(split)
+
+    def interrupt(event):
+        raise KeyboardInterrupt
+
+    run = open_run(tiny(), tmp_path / "run", resume=False, progress=False, on_epoch_end=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run.run(split)
+    saved = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert saved["provenance"]["step"] == 4
+    open_run(tiny(), tmp_path / "run", resume=True, progress=False).run(split)
+    assert losses(tmp_path / "run") == losses(tmp_path / "full")
+
+
+def test_snapshots_at_the_figure_epochs(tmp_path, tiny_data):
+    run = open_run(tiny(snapshot_epochs=(1,)), tmp_path / "r", resume=False, progress=False)
+    run.run(load_split("mnist", "train", tiny_data))
+    assert sorted(p.name for p in (tmp_path / "r" / "snapshots").glob("*.safetensors")) == ["epoch_1.safetensors"]
+
+
+def test_existing_run_needs_resume_and_kind_must_match(tmp_path):
+    make_checkpoint(tmp_path / "r", kind="class")
+    with pytest.raises(DiffusionLabError, match="already holds a run"):
+        open_run(tiny(), tmp_path / "r", resume=False)
+    with pytest.raises(DiffusionLabError, match="cannot resume"):
+        open_run(tiny("time"), tmp_path / "r", resume=True)
+    with pytest.raises(DiffusionLabError, match="no run to continue"):
+        open_run(tiny(), tmp_path / "empty", resume=True)
+
+
+def test_recipes_are_the_course_recipes():
+    d, t, c, f = recipe("denoiser"), recipe("time"), recipe("class"), recipe("class", "flow")
+    assert (d.hidden, d.batch_size, d.epochs, d.lr, d.lr_gamma, d.sigma) == (128, 256, 5, 1e-4, None, 0.5)
+    assert (t.hidden, t.batch_size, t.epochs, t.lr, t.num_steps) == (64, 128, 20, 1e-3, 300)
+    assert t.lr_gamma == pytest.approx(0.1 ** (1 / 20)) and c.p_uncond == 0.1
+    assert (f.batch_size, f.epochs, f.lr, f.lr_gamma) == (64, 10, 1e-2, pytest.approx(0.1 ** (1 / 10)))
+    assert recipe("time", "flow").unet_config().time_mode == "mul"
+    assert f.unet_config().time_mode == "add"  # the class flow model conditions as B2.4
+
+
+def test_class_dropout_rate():
+    from diffusionlab.training import one_hot_dropped
+
+    g = torch.Generator().manual_seed(0)
+    c = one_hot_dropped(torch.zeros(20_000, dtype=torch.long), 10, 0.1, g)
+    assert abs((c.sum(1) == 0).float().mean().item() - 0.1) < 0.01
+
+
+def test_ddpm_loss_matches_the_formula():
+    """The DDPM loss is || eps - net(sqrt(abar) x + sqrt(1 - abar) eps, (t + 1) / T, c) ||^2 with draws from the generator."""
+    config = tiny("time")
+    from diffusionlab.models.unet import UNet
+    from diffusionlab.schedule import NoiseSchedule
+
+    torch.manual_seed(0)
+    net = UNet(config.unet_config()).eval()
+    sched = NoiseSchedule.linear(50)
+    x = torch.rand(4, 1, 28, 28)
+    loss = training_loss(net, x, torch.zeros(4, dtype=torch.long), config, sched, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    t = torch.randint(0, 50, (4,), generator=g)
+    eps = torch.randn(x.shape, generator=g)
+    ab = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 50), 0)[t].view(-1, 1, 1, 1)
+    expected = ((net(ab.sqrt() * x + (1 - ab).sqrt() * eps, (t + 1) / 50) - eps) ** 2).mean()
+    assert torch.allclose(loss, expected)
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize("data", ["mnist", "fashion-mnist"])
+def test_train_and_sample_cli(tmp_path, tiny_data, capsys, data):
+    run_dir = tmp_path / "t"
+    args = [
+        "train",
+        "class",
+        "--data",
+        data,
+        "--data-dir",
+        str(tiny_data),
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "16",
+        "--hidden",
+        "8",
+        "--num-steps",
+        "20",
+        "--out",
+        str(run_dir),
+    ]
+    code, out, _ = run_cli(args, capsys)
+    assert code in (0, None)
+    for name in ("model.safetensors", "model.json", "loss.csv", "loss.png", "train_state.safetensors"):
+        assert (run_dir / name).is_file(), name
+    assert len(losses(run_dir)) == 3 and "wrote:" in out
+    prompt = "3" if data == "mnist" else "sneaker"
+    code, out, _ = run_cli(
+        [
+            "sample",
+            "--model",
+            str(run_dir),
+            "--prompt",
+            prompt,
+            "-n",
+            "8",
+            "--out",
+            str(tmp_path / "s.png"),
+            "--gif",
+            str(tmp_path / "s.gif"),
+        ],
+        capsys,
+    )
+    assert code in (0, None) and (tmp_path / "s.png").is_file() and (tmp_path / "s.gif").is_file()
+    # nothing is overwritten: the same command again is refused
+    code, _, err = run_cli(["sample", "--model", str(run_dir), "--out", str(tmp_path / "s.png")], capsys)
+    assert code == 2 and "already exists" in err
+
+
+def test_full_epoch_writes_the_part_b_figures(tmp_path, tiny_data, capsys):
+    run_dir = tmp_path / "d"
+    code, _, _ = run_cli(
+        [
+            "train",
+            "denoiser",
+            "--data-dir",
+            str(tiny_data),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--hidden",
+            "8",
+            "--out",
+            str(run_dir),
+        ],
+        capsys,
+    )
+    assert code in (0, None)
+    names = {p.name for p in (run_dir / "figures").iterdir()}
+    assert {"noising_grid.png", "denoised_epoch1.png", "sigma_sweep.png"} <= names
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "class", "--data-dir", "{missing}"], "file not found"),
+        (["train", "class", "--data-dir", "{data}", "--resume", "--out", "{run}"], "cannot resume"),
+        (["train", "wizard", "--data-dir", "{data}"], "unknown model kind"),
+        (["sample", "--model", "{run}", "--prompt", "eleven", "--out", "{tmp}/x.png"], "valid prompts"),
+        (["sample", "--model", "{tmp}/nothing", "--out", "{tmp}/x.png"], "no such file"),
+        (["train", "class", "--data-dir", "{data}", "--out", "{run}"], "already holds a run"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path, tiny_data, capsys, args, message):
+    run = make_checkpoint(tmp_path / "run", kind="time")
+    before = (run / "model.safetensors").read_bytes()
+    subs = {"{missing}": str(tmp_path / "none"), "{data}": str(tiny_data), "{run}": str(run), "{tmp}": str(tmp_path)}
+    args = [subs.get(a, a) for a in args]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if message == "valid prompts":
+        make_checkpoint(tmp_path / "c", kind="class")
+        args[2] = str(tmp_path / "c")
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert (run / "model.safetensors").read_bytes() == before  # nothing overwritten
