@@ -255,6 +255,13 @@ def test_shipped_classifier(name: str, minimum: float, real_minimum: float) -> N
     assert conditional_accuracy(clf, to_float(test.images[:500]), test.labels[:500]) >= real_minimum
 
 
+def test_ordered_pairs() -> None:
+    from diffusionlab.evaluation import ordered_pairs
+
+    pairs = ordered_pairs(10)
+    assert len(pairs) == 90 == len(set(pairs)) and (0, 0) not in pairs and (3, 8) in pairs and (8, 3) in pairs
+
+
 def test_evaluate_model_flow(tiny_setup, tmp_path: Path) -> None:
     from diffusionlab.data import load_split
     from diffusionlab.evaluation import evaluate_model
@@ -266,3 +273,24 @@ def test_evaluate_model_flow(tiny_setup, tmp_path: Path) -> None:
     scores = evaluate_model(model, load_classifier(clf_path), 1, 3.0, 2, 0, test, train, progress=False)
     assert scores["sampler"] == "flow-euler" and scores["n_samples"] == 10 and scores["n_train_subset"] == 10
     assert math.isfinite(scores["frechet_distance"])
+
+
+def test_evaluate_cli_anagram_and_hybrid(
+    tiny_setup, tiny_class_model: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import diffusionlab.edits
+    import diffusionlab.evaluation
+
+    data_dir, clf = tiny_setup
+    # every ordered pair and the course's 30 strided steps are too slow for a unit test: 3 pairs, 3 steps
+    monkeypatch.setattr(diffusionlab.evaluation, "ordered_pairs", lambda k: [(1, 6), (6, 1), (3, 4)])
+    monkeypatch.setattr(diffusionlab.edits, "default_timesteps", lambda model: [299, 150, 0])
+    out = tmp_path / "s.json"
+    args = ["evaluate", "--model", str(tiny_class_model), "--classifier", str(clf), "--data-dir", str(data_dir)]
+    args += ["-n", "1", "--steps", "2", "--anagram", "rot180", "--hybrid", "--out", str(out), "--device", "cpu"]
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0 and "anagram success (rot180, 3 pairs)" in stdout
+    scores = json.loads(out.read_text())
+    assert scores["anagram"]["n_pairs"] == 3 and set(scores["anagram"]["per_pair"]) == {"1->6", "6->1", "3->4"}
+    assert 0.0 <= scores["anagram"]["anagram_success"] <= scores["anagram"]["anagram_first"]
+    assert 0.0 <= scores["hybrid"]["hybrid_success"] <= 1.0

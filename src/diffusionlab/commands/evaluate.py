@@ -30,6 +30,12 @@ def evaluate(
         str | None,
         typer.Option("--classifier", help="Classifier .safetensors (default: the shipped one of the model's data)."),
     ] = None,
+    anagram: Annotated[
+        str | None,
+        typer.Option("--anagram", help="Also score visual anagrams with this view (e.g. rot180) over all class pairs."),
+    ] = None,
+    hybrid: Annotated[bool, typer.Option("--hybrid", help="Also score hybrid images over all class pairs.")] = False,
+    pair_n: Annotated[int, typer.Option("--pair-n", help="Anagram/hybrid images per ordered class pair.")] = 1,
     out: Annotated[Path, typer.Option("--out", help="JSON file for the scores.")] = Path("scores.json"),
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
@@ -63,11 +69,26 @@ def evaluate(
     test = load_split(data, "test", data_dir)
     train = load_split(data, "train", data_dir)
     scores = evaluate_model(m, clf, n, cfg, steps, seed, test, train)
+    if anagram:
+        from diffusionlab.evaluation import evaluate_anagrams
+
+        res = evaluate_anagrams(m, clf, anagram, pair_n, cfg, seed)
+        res.pop("images")
+        scores["anagram"] = res
+    if hybrid:
+        from diffusionlab.evaluation import evaluate_hybrids
+
+        res = evaluate_hybrids(m, clf, pair_n, cfg, seed)
+        res.pop("images")
+        scores["hybrid"] = res
     scores["classifier"] = str(classifier or f"shipped {data}-classifier")
     scores["command"] = shlex.join(
         ["diffusionlab", "evaluate", "--model", str(model), "-n", str(n), "--cfg", str(cfg)]
         + (["--steps", str(steps)] if steps else [])
         + ["--seed", str(seed)]
+        + (["--anagram", anagram] if anagram else [])
+        + (["--hybrid"] if hybrid else [])
+        + (["--pair-n", str(pair_n)] if anagram or hybrid else [])
     )
     print(format_scores(scores, m.class_names))
     atomic_write_json(out, scores)
