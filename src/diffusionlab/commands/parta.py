@@ -116,6 +116,12 @@ def prompt_of(model, prompt: str | None) -> str:
     return p
 
 
+def prompts_of(model, prompts: list[str]) -> list[str]:
+    """Validate (and, for IF, cache the embeddings of) several prompts with ONE encode call: one T5 load at most."""
+    model.encode(list(prompts))
+    return list(prompts)
+
+
 def show(prompt: str) -> str:
     return repr(prompt) if prompt == "" else prompt
 
@@ -472,7 +478,7 @@ def anagram(
         raise DiffusionLabError("-n must be at least 1")
     m = _model(model, device, model_dir, prompt_embeds, offload)
     v = get_view(view, m.image_shape, m.value_range, seed)
-    p1, p2 = (prompt_of(m, p) for p in prompt)
+    p1, p2 = prompts_of(m, prompt)
     path = _out(out, "anagram.png", force)
     res = edits.anagram(m, p1, p2, v, n, scale, generator_for(seed), seed=seed)
     viewed = v.apply(res)
@@ -529,7 +535,7 @@ def hybrid(
     k0, s0 = scaled_blur(m.image_shape[1])
     k, s = kernel or k0, sigma or s0
     check_blur(k, s, m.image_shape[1], m.image_shape[2])
-    p1, p2 = (prompt_of(m, p) for p in prompt)
+    p1, p2 = prompts_of(m, prompt)
     path = _out(out, "hybrid.png", force)
     res = edits.hybrid(m, p1, p2, n, s, k, scale, generator_for(seed))
     far = lowpass(res, k, s)

@@ -104,6 +104,11 @@ def sample(
     seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option(help="Output grid PNG.")] = Path("samples.png"),
     gif: Annotated[Path | None, typer.Option(help="Also write a GIF of the sampling process.")] = None,
+    stage2: Annotated[
+        bool, typer.Option("--stage2", help="DeepFloyd IF: upsample the 64 px results to 256 px with stage II.")
+    ] = False,
+    stage2_steps: Annotated[int, typer.Option(help="Stage-II steps (IF default 50).")] = 50,
+    noise_level: Annotated[int, typer.Option(help="Stage-II noise level of the low-res image (IF default 250).")] = 250,
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
     model_dir: ModelDirOpt = None,
@@ -135,7 +140,6 @@ def sample(
         T = m.schedule.num_steps
         timesteps = spaced_timesteps(T, steps) if steps else (strided_timesteps(T) if big else full_timesteps(T))
     frames: list | None = [] if gif else None
-    generator_for(seed)
     x = generate(
         m,
         prompts or None,
@@ -147,6 +151,16 @@ def sample(
         frames=frames,
         frame_every=max(1, (len(timesteps) if timesteps else (steps or 300)) // 30),
     )
+    if stage2:
+        if not hasattr(m, "stage2"):
+            raise DiffusionLabError("--stage2 upsampling is for DeepFloyd IF (--model deepfloyd)")
+        from diffusionlab.models.deepfloyd import upscale
+
+        s2 = m.stage2()
+        cond = s2.encode([p for p in prompts for _ in range(n)] or [getattr(m, "default_prompt", "")] * len(x))
+        x = upscale(
+            s2, x, cond, s2.null(1), num_steps=stage2_steps, noise_level=noise_level, generator=generator_for(seed + 1)
+        )
     labels = [p for p in prompts] if prompts else None
     save_grid(
         x,
