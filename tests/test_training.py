@@ -217,3 +217,18 @@ def test_bad_input_one_line_exit_2(tmp_path, tiny_data, capsys, args, message):
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
     assert (run / "model.safetensors").read_bytes() == before  # nothing overwritten
+
+
+def test_sigterm_stops_a_run_like_ctrl_c():
+    import os
+    import signal
+
+    from diffusionlab.commands.train import _stop_on_sigterm
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        _stop_on_sigterm()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -78,6 +78,7 @@ def train(
             epoch_figures(event, test_images.to(dev), final)
 
     trainer = open_run(config, run_dir, resume, device=dev, data_dir=data_dir, on_epoch_end=hook)
+    _stop_on_sigterm()
     summary = trainer.run(split)
     loss = f"{summary['loss']:.5f}" if summary["loss"] is not None else "n/a"
     print(
@@ -85,6 +86,16 @@ def train(
         f"mean loss of the last epoch {loss}, {summary['seconds']:.1f} s"
     )
     wrote(run_dir / "model.safetensors", run_dir / "loss.csv", run_dir / "loss.png", run_dir / "figures")
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (kill, a batch scheduler's stop) ends a run like Ctrl-C: the trainer saves it first."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def sample(

@@ -1,0 +1,44 @@
+"""Copy trained runs into src/diffusionlab/weights/ as shipped models (float16 safetensors + JSON + loss log).
+
+    python scripts/ship_weights.py runs/ship/mnist-class mnist-class [--snapshot 1]
+
+The JSON keeps the run's provenance (command, data md5, seed, loss, time, device) and gains the shipped name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from diffusionlab.checkpoint import load_checkpoint, save_checkpoint
+from diffusionlab.model import shipped_weights_dir
+
+
+def ship(run_dir: Path, name: str, snapshots: list[int]) -> list[Path]:
+    out_dir = shipped_weights_dir()
+    state, config = load_checkpoint(run_dir)
+    config["name"] = name
+    written = [out_dir / f"{name}.safetensors"]
+    save_checkpoint(written[0], state, config, dtype=torch.float16)
+    shutil.copyfile(run_dir / "loss.csv", out_dir / f"{name}.loss.csv")
+    written.append(out_dir / f"{name}.loss.csv")
+    for epoch in snapshots:
+        snap_state, snap_config = load_checkpoint(run_dir / "snapshots" / f"epoch_{epoch}.safetensors")
+        snap_config["name"] = f"{name} after epoch {epoch}"
+        path = out_dir / f"{name}.epoch{epoch}.safetensors"
+        save_checkpoint(path, snap_state, snap_config, dtype=torch.float16)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("--snapshot", type=int, action="append", default=[])
+    args = parser.parse_args()
+    for p in ship(args.run_dir, args.name, args.snapshot):
+        print("wrote", p)
