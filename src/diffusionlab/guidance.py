@@ -103,7 +103,7 @@ def hybrid(
 
     lowpass is a Gaussian blur; kernel and sigma default to the course's 33 and 2 at 64 px, scaled with the image
     size by filters.scaled_blur (15 and 0.875 at 28 px). The three branches (low, high, uncond) are one predict.
-    The variance (IF) is split the same way: lowpass(v_low) + highpass(v_high).
+    The variance (IF) is the mean of the two conditional branches', as for anagrams and the reference code.
     """
     k_default, s_default = scaled_blur(model.image_shape[1])
     k = kernel_size if kernel_size is not None else k_default
@@ -119,7 +119,7 @@ def hybrid(
         var = None
         if out.var_values is not None:
             v_low, v_high, _ = out.var_values.split(n)
-            var = lowpass(v_low, k, s) + highpass(v_high, k, s)
+            var = _mean([v_low, v_high])
         return Prediction(eps, var)
 
     return estimate
