@@ -28,7 +28,18 @@ from diffusionlab.checkpoint import (
     save_checkpoint,
 )
 from diffusionlab.data import Split, dataset_info, load_split, to_float
+from diffusionlab.distributed import (
+    SINGLE,
+    DistContext,
+    all_reduce_mean,
+    current,
+    shard_rows,
+    sharded_mse,
+    sync_batchnorm,
+    wrap_ddp,
+)
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.fastpath import fast_dtype
 from diffusionlab.figures import plot_curves
 from diffusionlab.model import CourseModel
 from diffusionlab.models.unet import UNet, UNetConfig
@@ -128,30 +139,75 @@ def _rand(shape, generator: torch.Generator, device: torch.device, like_int_high
     return torch.randn(shape, generator=generator, device=generator.device).to(device)
 
 
+_ABAR_TABLES: dict = {}
+
+
+def _abar_table(schedule: NoiseSchedule, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """schedule.abar's table (abar_t for t = 0..T-1, then 1) on the device, copied there once."""
+    key = (id(schedule), str(device), dtype)
+    hit = _ABAR_TABLES.get(key)
+    if hit is None or hit[0] is not schedule:
+        table = torch.cat([schedule.alphas_cumprod, torch.ones(1)]).to(device, dtype)
+        hit = _ABAR_TABLES[key] = (schedule, table)
+    return hit[1]
+
+
 def training_loss(
-    net: UNet,
+    net,
     x: Tensor,
     labels: Tensor,
     config: TrainConfig,
     schedule: NoiseSchedule | None,
     generator: torch.Generator,
+    *,
+    rows: slice | None = None,
+    n_global: int | None = None,
+    ctx: DistContext = SINGLE,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> Tensor:
-    """The L2 loss of one batch for the run's kind and objective. All randomness comes from `generator`."""
-    n, dev = x.shape[0], x.device
+    """The L2 loss of one batch for the run's kind and objective. All randomness comes from `generator`.
+
+    Multi-process (ctx): x and labels are this rank's `rows` of a global batch of n_global rows; the random draws are
+    made for the whole global batch (the same on every rank) and sliced, so that every rank sees exactly what one
+    process would, and the loss is this rank's share of the global mean (DDP averages the gradients).
+    autocast_dtype / channels_last: the fast path (bf16 autocast, channels_last input); the loss is taken in fp32.
+    """
+    n_local, dev = x.shape[0], x.device
+    n = n_global if n_global is not None else n_local
+    sel = rows if rows is not None else slice(None)
+    shape = (n, *x.shape[1:])
+
+    def call(*args) -> Tensor:
+        inp = args[0].contiguous(memory_format=torch.channels_last) if channels_last else args[0]
+        with torch.autocast(dev.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            out = net(inp, *args[1:])
+        return out.float()
+
+    def mse(pred: Tensor, target: Tensor) -> Tensor:
+        return sharded_mse(pred, target, n, ctx) if ctx.enabled else F.mse_loss(pred, target)
+
     if config.kind == "denoiser":  # B1: z = x + sigma eps, D(z) vs x
-        z = x + config.sigma * _rand(x.shape, generator, dev)
-        return F.mse_loss(net(z), x)
-    c = one_hot_dropped(labels, 10, config.p_uncond, generator) if config.kind == "class" else None
+        z = x + config.sigma * _rand(shape, generator, dev)[sel]
+        return mse(call(z), x)
+    c = None
+    if config.kind == "class":  # one_hot_dropped, with the draw made for the whole global batch
+        keep = torch.rand(n, generator=generator, device=generator.device).to(dev)[sel] >= config.p_uncond
+        c = F.one_hot(labels, 10).float() * keep[:, None].float()
     if config.objective == "ddpm":  # B2: t ~ U{0..T-1} (the course's 1..T), predict eps
-        t = _rand((n,), generator, dev, like_int_high=config.num_steps)
-        eps = _rand(x.shape, generator, dev)
-        x_t = add_noise(x, t, eps, schedule)
-        return F.mse_loss(net(x_t, (t.float() + 1) / config.num_steps, c), eps)
+        t = _rand((n,), generator, dev, like_int_high=config.num_steps)[sel]
+        eps = _rand(shape, generator, dev)[sel]
+        if dev.type == "cpu":
+            x_t = add_noise(x, t, eps, schedule)
+        else:  # the same formula with abar kept on the device: no CPU indexing, no host round trip per step
+            abar = _abar_table(schedule, dev, x.dtype)[t].reshape(-1, 1, 1, 1)
+            x_t = abar.sqrt() * x + (1 - abar).sqrt() * eps
+        return mse(call(x_t, (t.float() + 1) / config.num_steps, c), eps)
     # B3 flow matching: x_t = (1 - t) x0 + t x1, x0 noise, x1 data, predict u = x1 - x0
-    x0 = _rand(x.shape, generator, dev)
-    t = torch.rand(n, generator=generator, device=generator.device).to(dev)
+    x0 = _rand(shape, generator, dev)[sel]
+    t = torch.rand(n, generator=generator, device=generator.device).to(dev)[sel]
     x_t = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * x
-    return F.mse_loss(net(x_t, t, c), x - x0)
+    return mse(call(x_t, t, c), x - x0)
 
 
 def model_config(config: TrainConfig, provenance: dict) -> dict:
@@ -201,20 +257,53 @@ class Trainer:
     progress: bool = True
     on_epoch_end: object = None  # callable(EpochEnd) -> None, e.g. the Part B figures
     command: str = field(default_factory=lambda: shlex.join(["diffusionlab", *sys.argv[1:]]))
+    fast: bool | None = None  # the fast path; None = on for CUDA, off on CPU
+    compile: bool = True  # torch.compile the train step on the fast path (CUDA only; CUDA graphs on one GPU)
+    log_every: int = 50  # losses stay on the device and reach loss.csv (one row per step) every log_every steps
+    precision: str = "auto"  # "auto" (bf16 autocast on the fast path where native, else fp32), "fp32" or "bf16"
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
+        self.device = torch.device(self.device)
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise DiffusionLabError(f"unknown precision {self.precision!r}; choose auto, fp32 or bf16")
+        if self.log_every < 1:
+            raise DiffusionLabError(f"--log-every must be at least 1, got {self.log_every}")
+        cuda = self.device.type == "cuda"
+        self.fast = bool(self.fast) if self.fast is not None else cuda
+        self.dist = current()  # torch.distributed already initialised (torchrun): DDP over the ranks
+        # bf16 autocast on the fast path where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16/AMX)
+        self.autocast_dtype = fast_dtype(self.device, self.precision) if self.fast or self.precision == "bf16" else None
+        self.channels_last = self.fast
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
             torch.manual_seed(self.config.seed)
             self.net = UNet(self.config.unet_config()).to(self.device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
+        if self.dist.enabled:  # global-batch BatchNorm statistics, so N ranks train what one process would
+            self.net = sync_batchnorm(self.net, self.device)
+        self.optimizer = torch.optim.Adam(
+            self.net.parameters(), lr=self.config.lr, **({"fused": True} if self.fast and cuda else {})
+        )
         self.lr_scheduler = (
             torch.optim.lr_scheduler.ExponentialLR(self.optimizer, self.config.lr_gamma)
             if self.config.lr_gamma
             else None
         )
         self.schedule = NoiseSchedule.linear(self.config.num_steps) if self.config.objective == "ddpm" else None
-        self.generator = torch.Generator("cpu").manual_seed(self.config.seed)
+        self.generator = torch.Generator("cpu").manual_seed(
+            self.config.seed
+        )  # permutations (and noise off the fast path)
+        # on the CUDA fast path the per-step noise is drawn on the GPU (no host round trip); else the same generator
+        self.noise_generator = (
+            torch.Generator(self.device).manual_seed(self.config.seed) if self.fast and cuda else self.generator
+        )
+        self.train_net = wrap_ddp(self.net, self.device) if self.dist.enabled else self.net
+        self._graphs = False
+        if self.fast and cuda and self.compile:
+            # CUDA graphs (reduce-overhead) on one GPU; with DDP plain compilation (collectives do not go in a graph)
+            self._graphs = not self.dist.enabled
+            self.train_net = torch.compile(
+                self.train_net, mode="reduce-overhead" if self._graphs else None, dynamic=False
+            )
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimizer steps
         self.batch_in_epoch = 0
@@ -243,6 +332,8 @@ class Trainer:
         config = model_config(self.config, self._provenance(split, loss))
         save_checkpoint(self.run_dir / WEIGHTS_NAME, self.net.state_dict(), config)
         tensors = {"rng": self.generator.get_state()}
+        if self.noise_generator is not self.generator:
+            tensors["noise_rng"] = self.noise_generator.get_state()
         if self.perm is not None:
             tensors["perm"] = self.perm
         opt = self.optimizer.state_dict()
@@ -283,6 +374,11 @@ class Trainer:
             meta = json.loads(f.metadata()["state"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         self.generator.set_state(tensors["rng"])
+        if self.noise_generator is not self.generator:
+            if "noise_rng" in tensors:
+                self.noise_generator.set_state(tensors["noise_rng"])
+            else:  # a run started on another path: continue with a noise stream derived from the saved one
+                self.noise_generator.manual_seed(self.config.seed + 1_000_003 * self.step)
         self.perm = tensors.get("perm")
         opt_state: dict = {}
         for key, value in tensors.items():
@@ -294,7 +390,8 @@ class Trainer:
             self.lr_scheduler.load_state_dict(meta["lr_scheduler"])
         self.epoch, self.step = meta["epoch"], meta["step"]
         self.batch_in_epoch, self.train_seconds = meta["batch_in_epoch"], meta["train_seconds"]
-        self._truncate_log()
+        if self.dist.is_main:
+            self._truncate_log()
 
     def _truncate_log(self) -> None:
         log = self.run_dir / LOG_NAME
@@ -307,7 +404,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, split: Split | None = None) -> dict:
-        cfg = self.config
+        cfg, ctx, main = self.config, self.dist, self.dist.is_main
         split = split or load_split(cfg.data, "train", self.data_dir)
         images = split.images.to(self.device)  # uint8 on the device; batches are sliced from it
         labels = split.labels.to(self.device)
@@ -317,41 +414,83 @@ class Trainer:
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
         log_path = self.run_dir / LOG_NAME
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        new_log = not log_path.is_file()
-        log_file = log_path.open("a", newline="")
-        writer = csv.writer(log_file)
-        if new_log:
-            writer.writerow(["step", "epoch", "loss", "lr"])
+        log_file = writer = None
+        if main:  # logs and checkpoints come from rank 0 only
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            new_log = not log_path.is_file()
+            log_file = log_path.open("a", newline="")
+            writer = csv.writer(log_file)
+            if new_log:
+                writer.writerow(["step", "epoch", "loss", "lr"])
         bar = tqdm(
-            total=total, initial=min(self.step, total), desc=f"train {cfg.kind}", disable=not self.progress, unit="step"
+            total=total,
+            initial=min(self.step, total),
+            desc=f"train {cfg.kind}",
+            disable=not (self.progress and main),
+            unit="step",
         )
         epoch_losses: list[float] = []
+        pending: list[tuple[int, int, float]] = []  # (step, epoch, lr) of the steps whose loss is still on the device
+        pending_losses: list[Tensor] = []
         mean_loss = None
+
+        def flush(reduce: bool = True) -> None:
+            """One host synchronisation for the last few steps: their rows go to loss.csv."""
+            if not pending:
+                return
+            values = torch.stack(pending_losses).float()
+            if reduce:
+                values = all_reduce_mean(values, ctx)  # the global-batch loss (rank shares averaged)
+            for (step, epoch, lr), value in zip(pending, values.tolist(), strict=True):
+                epoch_losses.append(value)
+                if writer is not None:
+                    writer.writerow([step, epoch, f"{value:.6g}", f"{lr:.6g}"])
+            bar.update(len(pending))
+            bar.set_postfix(epoch=pending[-1][1], loss=f"{epoch_losses[-1]:.4f}")
+            pending.clear()
+            pending_losses.clear()
+
         self.net.train()
         try:
             while self.epoch < cfg.epochs and self.step < total:
                 if self.perm is None:
                     self.perm = torch.randperm(n, generator=self.generator)
                     self.batch_in_epoch = 0
+                perm = self.perm.to(self.device)  # one copy per epoch, not one per step
                 start = time.perf_counter()
                 while self.batch_in_epoch < batches_per_epoch and self.step < total:
-                    idx = self.perm[self.batch_in_epoch * cfg.batch_size : (self.batch_in_epoch + 1) * cfg.batch_size]
-                    idx = idx.to(self.device)
+                    idx = perm[self.batch_in_epoch * cfg.batch_size : (self.batch_in_epoch + 1) * cfg.batch_size]
+                    n_global = idx.shape[0]
+                    rows = None
+                    if ctx.enabled:  # this rank's disjoint slice of the global batch
+                        rows = shard_rows(n_global, ctx)
+                        idx = idx[rows]
                     x = to_float(images[idx], cfg.value_range)
-                    loss = training_loss(self.net, x, labels[idx], cfg, self.schedule, self.generator)
+                    if self._graphs:
+                        torch.compiler.cudagraph_mark_step_begin()
+                    loss = training_loss(
+                        self.train_net,
+                        x,
+                        labels[idx],
+                        cfg,
+                        self.schedule,
+                        self.noise_generator,
+                        rows=rows,
+                        n_global=n_global,
+                        ctx=ctx,
+                        autocast_dtype=self.autocast_dtype,
+                        channels_last=self.channels_last,
+                    )
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
                     self.step += 1
                     self.batch_in_epoch += 1
-                    value = float(loss.detach())
-                    epoch_losses.append(value)
-                    writer.writerow(
-                        [self.step, self.epoch + 1, f"{value:.6g}", f"{self.optimizer.param_groups[0]['lr']:.6g}"]
-                    )
-                    bar.update(1)
-                    bar.set_postfix(epoch=self.epoch + 1, loss=f"{value:.4f}")
+                    pending.append((self.step, self.epoch + 1, self.optimizer.param_groups[0]["lr"]))
+                    pending_losses.append(loss.detach())
+                    if len(pending) >= self.log_every:
+                        flush()
+                flush()
                 self.train_seconds += time.perf_counter() - start
                 if self.batch_in_epoch < batches_per_epoch:  # stopped by max_steps inside an epoch
                     break
@@ -362,30 +501,38 @@ class Trainer:
                     self.lr_scheduler.step()
                 mean_loss = sum(epoch_losses) / max(1, len(epoch_losses))
                 self.last_losses, epoch_losses = epoch_losses, []
-                log_file.flush()
+                if log_file is not None:
+                    log_file.flush()
                 self._end_of_epoch(split, mean_loss)
         except KeyboardInterrupt:
-            log_file.flush()
-            self.save(split, mean_loss)
+            # no collective here: the other ranks may already be gone; rank 0 logs its own share's estimate
+            flush(reduce=False)
+            if log_file is not None:
+                log_file.flush()
+            if main:
+                self.save(split, mean_loss)
             bar.close()
-            print(
-                f"\ninterrupted: saved the run at step {self.step} in {self.run_dir}; continue with --resume",
-                file=sys.stderr,
-            )
+            if main:
+                print(
+                    f"\ninterrupted: saved the run at step {self.step} in {self.run_dir}; continue with --resume",
+                    file=sys.stderr,
+                )
             raise
         finally:
-            log_file.close()
+            if log_file is not None:
+                log_file.close()
             bar.close()
         if epoch_losses:  # a partial epoch (max_steps): still checkpoint it
             mean_loss = sum(epoch_losses) / len(epoch_losses)
             self.last_losses = epoch_losses
             self._end_of_epoch(split, mean_loss, partial=True)
         self.net.eval()
-        plot_curves(
-            {"training loss": read_loss_log(log_path)},
-            self.run_dir / "loss.png",
-            title=f"{cfg.data} {cfg.kind} {cfg.objective_name}",
-        )
+        if main:
+            plot_curves(
+                {"training loss": read_loss_log(log_path)},
+                self.run_dir / "loss.png",
+                title=f"{cfg.data} {cfg.kind} {cfg.objective_name}",
+            )
         return {
             "epoch": self.epoch,
             "step": self.step,
@@ -395,6 +542,8 @@ class Trainer:
         }
 
     def _end_of_epoch(self, split: Split, mean_loss: float, partial: bool = False) -> None:
+        if not self.dist.is_main:  # checkpoints and figures from rank 0 only
+            return
         path = self.save(split, mean_loss)
         if not partial and self.epoch in self.config.snapshot_epochs:
             snap = self.run_dir / "snapshots" / f"epoch_{self.epoch}.safetensors"

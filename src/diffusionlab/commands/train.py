@@ -41,15 +41,32 @@ def train(
     seed: SeedOpt = 0,
     figures: Annotated[bool, typer.Option(help="Write the Part B figures into the run directory.")] = True,
     device: DeviceOpt = "auto",
+    fast: Annotated[
+        bool | None,
+        typer.Option(
+            "--fast/--plain",
+            help="Fast path (bf16 autocast, channels_last, CUDA graphs, fused Adam); default: on with CUDA, off on CPU.",
+        ),
+    ] = None,
+    compile_: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile the train step on the CUDA fast path.")
+    ] = True,
+    log_every: Annotated[
+        int, typer.Option(help="Losses reach loss.csv (still one row per step) every this many steps.")
+    ] = 50,
 ) -> None:
     """Train a course UNet from scratch with the course recipe (SPEC Part B); every default is the course's.
 
     Writes into the run directory: model.safetensors + model.json (every epoch), train_state.safetensors
     (for --resume), loss.csv (every step), loss.png, snapshots/epoch_E.*, figures/*.png and sampling.gif.
 
+    Several processes: torchrun --nproc_per_node N -m diffusionlab train ... (DistributedDataParallel; nccl on
+    CUDA, gloo on CPU; each rank a slice of every global batch; rank 0 writes the run).
+
     Example: diffusionlab train class --data-dir data/mnist --epochs 1 --max-steps 50 --out runs/t
     """
     from diffusionlab.data import load_split
+    from diffusionlab.distributed import destroy, init_from_env
     from diffusionlab.model import resolve_device
     from diffusionlab.partb import epoch_figures
     from diffusionlab.training import open_run, recipe
@@ -68,6 +85,7 @@ def train(
     )
     run_dir = out or Path("runs") / (f"{data}-{kind}" + ("-flow" if objective == "flow" and kind != "denoiser" else ""))
     dev = resolve_device(device)
+    ctx, dev = init_from_env(dev)
     split = load_split(data, "train", data_dir)
     hook = None
     if figures:
@@ -77,9 +95,24 @@ def train(
         def hook(event) -> None:
             epoch_figures(event, test_images.to(dev), final)
 
-    trainer = open_run(config, run_dir, resume, device=dev, data_dir=data_dir, on_epoch_end=hook)
+    trainer = open_run(
+        config,
+        run_dir,
+        resume,
+        device=dev,
+        data_dir=data_dir,
+        on_epoch_end=hook,
+        fast=fast,
+        compile=compile_,
+        log_every=log_every,
+    )
     _stop_on_sigterm()
-    summary = trainer.run(split)
+    try:
+        summary = trainer.run(split)
+    finally:
+        destroy(ctx)
+    if not ctx.is_main:
+        return
     loss = f"{summary['loss']:.5f}" if summary["loss"] is not None else "n/a"
     print(
         f"trained {config.data} {config.kind} {config.objective_name}: epoch {summary['epoch']}, step {summary['step']}, "
@@ -125,12 +158,27 @@ def sample(
     model_dir: ModelDirOpt = None,
     prompt_embeds: PromptEmbedsOpt = None,
     offload: OffloadOpt = False,
+    fast: Annotated[
+        bool | None,
+        typer.Option(
+            "--fast/--plain",
+            help="Fast path for our UNets (bf16 autocast, channels_last, CUDA graphs); default: on with CUDA only.",
+        ),
+    ] = None,
+    compile_: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile the model call on the CUDA fast path.")
+    ] = True,
 ) -> None:
     """Sample images from a model: one row per prompt, n images each, all in one batch.
 
+    With torchrun (--nproc_per_node N) the images are split across the ranks (each draws its own noise from the
+    seed and its rank) and rank 0 writes the grid.
+
     Example: diffusionlab sample --model mnist --prompt 3 --prompt seven -n 8 --out s.png
     """
+    from diffusionlab.distributed import destroy, init_from_env, sharded_generate
     from diffusionlab.figures import save_gif, save_grid
+    from diffusionlab.model import resolve_device
     from diffusionlab.sampling import generate
     from diffusionlab.schedule import full_timesteps, spaced_timesteps, strided_timesteps
 
@@ -139,6 +187,9 @@ def sample(
     out = check_new_file(out, force)
     if gif is not None:
         gif = check_new_file(gif, force)
+    ctx, dev = init_from_env(resolve_device(device))
+    if ctx.enabled:
+        device = str(dev)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     prompts = list(prompt or [])
     is_flow = getattr(m, "objective", "ddpm") == "flow"
@@ -151,17 +202,22 @@ def sample(
         T = m.schedule.num_steps
         timesteps = spaced_timesteps(T, steps) if steps else (strided_timesteps(T) if big else full_timesteps(T))
     frames: list | None = [] if gif else None
-    x = generate(
-        m,
-        prompts or None,
-        n,
-        scale,
-        seed,
+    kwargs = dict(
         timesteps=timesteps,
         flow_steps=steps,
-        frames=frames,
         frame_every=max(1, (len(timesteps) if timesteps else (steps or 300)) // 30),
     )
+    if fast or (fast is None and m.device.type == "cuda"):
+        from diffusionlab.fastpath import accelerate
+
+        accelerate(m, compile=compile_)
+    if ctx.enabled:  # torchrun: each rank samples its share of the images; rank 0 gathers and writes them
+        x = sharded_generate(m, prompts or None, n, scale, seed, ctx, frames, **kwargs)
+        destroy(ctx)
+        if not ctx.is_main:
+            return
+    else:
+        x = generate(m, prompts or None, n, scale, seed, frames=frames, **kwargs)
     if stage2:
         if not hasattr(m, "stage2"):
             raise DiffusionLabError("--stage2 upsampling is for DeepFloyd IF (--model deepfloyd)")

@@ -1,0 +1,62 @@
+"""Shared helpers: each measured variant runs in its own fresh process (so its peak memory is its own), one
+variant after the other, all from the one command that prints the ratios."""
+
+from __future__ import annotations
+
+import datetime
+import multiprocessing as mp
+import platform
+import resource
+import shlex
+import sys
+import time
+
+import torch
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads"
+
+
+def header(device: str, threads: int) -> str:
+    load = ""
+    try:
+        load = " load average " + open("/proc/loadavg").read().split()[0]
+    except OSError:
+        pass
+    return (
+        f"date {datetime.datetime.now().isoformat(timespec='seconds')}, device {device} "
+        f"({device_name(device) if device.startswith('cuda') else f'{platform.machine()} CPU, {threads} torch thread(s)'}),"
+        f" torch {torch.__version__},{load}\ncommand: {shlex.join([sys.executable.split('/')[-1], *sys.argv])}"
+    )
+
+
+def _child(queue, target, threads, kwargs):
+    torch.set_num_threads(threads)
+    try:
+        if kwargs.get("device", "cpu").startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        result = target(**kwargs)
+        result["peak_cpu_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if kwargs.get("device", "cpu").startswith("cuda"):
+            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        queue.put(result)
+    except BaseException as e:  # report, do not hang the parent
+        queue.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def isolated(target, threads: int = 1, **kwargs) -> dict:
+    """Run target(**kwargs) -> dict in a fresh spawned process; add its peak memory (maxrss, CUDA max allocated)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, target, threads, kwargs))
+    start = time.perf_counter()
+    proc.start()
+    result = queue.get()
+    proc.join()
+    result["process_wall_s"] = time.perf_counter() - start
+    if "error" in result:
+        raise RuntimeError(result["error"])
+    return result

@@ -1,0 +1,119 @@
+"""Multi-process training on PyTorch's own engine: torchrun with 2 ranks and gloo on the CPU equals one process."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import make_idx_dir
+
+from diffusionlab.checkpoint import load_checkpoint
+from diffusionlab.cli import main
+from diffusionlab.distributed import DistContext, shard_rows
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+
+
+def train_args(data, out, max_steps):
+    return [
+        "train",
+        "class",
+        "--data-dir",
+        str(data),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--hidden",
+        "8",
+        "--num-steps",
+        "50",
+        "--max-steps",
+        str(max_steps),
+        "--no-figures",
+        "--device",
+        "cpu",
+        "--log-every",
+        "3",
+        "--out",
+        str(out),
+    ]
+
+
+def torchrun(args, nproc=2, timeout=120):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    result = subprocess.run(
+        [*cmd, "-m", "diffusionlab", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def losses(run_dir):
+    with (run_dir / "loss.csv").open() as f:
+        return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
+
+
+def test_shards_are_disjoint_and_cover_the_batch():
+    for n in (16, 7, 1):
+        for world in (1, 2, 3):
+            parts = [shard_rows(n, DistContext(r, world)) for r in range(world)]
+            covered = [i for p in parts for i in range(n)[p]]
+            assert covered == list(range(n))
+            assert max(len(range(n)[p]) for p in parts) - min(len(range(n)[p]) for p in parts) <= 1
+
+
+def test_two_ranks_train_what_one_process_trains_and_resume(tmp_path, capsys):
+    """2 ranks (gloo, CPU) x 8 rows each = one process x 16 rows: same weights (1e-5) and losses; the 2-rank run
+    stopped inside epoch 2 (step 3) and resumed to step 4 ends the same; rank 0 alone writes the run."""
+    data = make_idx_dir(tmp_path / "data", n_train=32)
+    with pytest.raises(SystemExit) as e:
+        main(train_args(data, tmp_path / "one", 4))
+    assert e.value.code in (0, None)
+    capsys.readouterr()
+    torchrun(train_args(data, tmp_path / "two", 3))
+    assert [s for s, _ in losses(tmp_path / "two")] == [1, 2, 3]
+    torchrun([*train_args(data, tmp_path / "two", 4), "--resume"])
+    a, _ = load_checkpoint(tmp_path / "one")
+    b, config = load_checkpoint(tmp_path / "two")
+    assert set(a) == set(b)
+    diffs = {k: float((a[k].float() - b[k].float()).abs().max()) for k in a}
+    # A conv bias right before a BatchNorm has a gradient of exactly zero in exact arithmetic (the norm removes the
+    # mean), so Adam turns the rounding noise of that gradient (summed in another order over 2 ranks) into full-size
+    # steps; such a bias has no effect on the training-mode output, and it shifts the running means by the same
+    # amount. Those are compared through the network's output (training mode, batch statistics) instead.
+    before_bn = {k for k in a if k.endswith(".0.bias") and k.replace(".0.bias", ".1.running_mean") in a}
+    running_means = {k.replace(".0.bias", ".1.running_mean") for k in before_bn}
+    bad = {k: d for k, d in diffs.items() if k not in before_bn | running_means and d > 1e-5}
+    assert not bad, bad
+    assert len(diffs) - len(before_bn | running_means) > 40  # every other weight and buffer is compared
+    from diffusionlab.models.unet import UNet, UNetConfig
+
+    nets = []
+    for state in (a, b):
+        net = UNet(UNetConfig.from_dict(config["unet"]))
+        net.load_state_dict(state)
+        nets.append(net.train())
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(16, 1, 28, 28, generator=g), torch.rand(16, generator=g)
+    c = torch.nn.functional.one_hot(torch.arange(16) % 10, 10).float()
+    with torch.no_grad():
+        assert torch.allclose(nets[0](x, t, c), nets[1](x, t, c), atol=1e-5, rtol=0)
+    la, lb = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert [s for s, _ in la] == [s for s, _ in lb] == list(range(1, 5))
+    assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(la, lb, strict=True))
+    assert config["provenance"]["step"] == 4
+
+
+def test_sampling_splits_the_images_across_ranks(tmp_path):
+    from conftest import make_checkpoint
+
+    run = make_checkpoint(tmp_path / "run", num_steps=20)
+    out = tmp_path / "s.png"
+    torchrun(["sample", "--model", str(run), "-p", "3", "-p", "7", "-n", "3", "--steps", "4", "--out", str(out)])
+    assert out.is_file()
