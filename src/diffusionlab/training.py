@@ -433,6 +433,7 @@ class Trainer:
         pending: list[tuple[int, int, float]] = []  # (step, epoch, lr) of the steps whose loss is still on the device
         pending_losses: list[Tensor] = []
         mean_loss = None
+        start = time.perf_counter()
 
         def flush(reduce: bool = True) -> None:
             """One host synchronisation for the last few steps: their rows go to loss.csv."""
@@ -509,6 +510,9 @@ class Trainer:
             flush(reduce=False)
             if log_file is not None:
                 log_file.flush()
+            self.train_seconds += time.perf_counter() - start  # the interrupted epoch's time so far
+            if mean_loss is None and epoch_losses:
+                mean_loss = sum(epoch_losses) / len(epoch_losses)
             if main:
                 self.save(split, mean_loss)
             bar.close()
