@@ -25,6 +25,9 @@ for _info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.nam
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors end in one line on stderr and exit status 2, never a traceback."""
+    from diffusionlab.runtime import tune_malloc
+
+    tune_malloc()  # big CPU tensors stay in the heap instead of being page-faulted afresh every step
     try:
         app(args=argv, standalone_mode=True)
     except DiffusionLabError as e:

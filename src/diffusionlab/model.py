@@ -6,6 +6,7 @@ A model answers `predict(x_t, t, cond) -> Prediction(eps, var_values)` for a bat
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -171,7 +172,9 @@ SHIPPED = ("mnist", "fashion-mnist", "mnist-time", "mnist-flow", "mnist-denoiser
 
 
 def shipped_weights_dir() -> Path:
-    return Path(str(resources.files("diffusionlab") / "weights"))
+    """The package's weights/ folder, or $DIFFUSIONLAB_WEIGHTS_DIR (tests and custom installs)."""
+    override = os.environ.get("DIFFUSIONLAB_WEIGHTS_DIR")
+    return Path(override) if override else Path(str(resources.files("diffusionlab") / "weights"))
 
 
 def shipped_path(name: str) -> Path:
