@@ -17,10 +17,12 @@ from diffusionlab.checkpoint import load_checkpoint, save_checkpoint
 from diffusionlab.model import shipped_weights_dir
 
 
-def ship(run_dir: Path, name: str, snapshots: list[int]) -> list[Path]:
+def ship(run_dir: Path, name: str, snapshots: list[int], note: str | None = None) -> list[Path]:
     out_dir = shipped_weights_dir()
     state, config = load_checkpoint(run_dir)
     config["name"] = name
+    if note:
+        config["provenance"]["note"] = note
     written = [out_dir / f"{name}.safetensors"]
     save_checkpoint(written[0], state, config, dtype=torch.float16)
     shutil.copyfile(run_dir / "loss.csv", out_dir / f"{name}.loss.csv")
@@ -39,6 +41,7 @@ if __name__ == "__main__":
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("name")
     parser.add_argument("--snapshot", type=int, action="append", default=[])
+    parser.add_argument("--note", help="how the run was made, kept in the provenance (e.g. shortened CPU recipe)")
     args = parser.parse_args()
-    for p in ship(args.run_dir, args.name, args.snapshot):
+    for p in ship(args.run_dir, args.name, args.snapshot, args.note):
         print("wrote", p)
