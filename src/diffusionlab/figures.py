@@ -72,6 +72,22 @@ def grid_image(
     return canvas
 
 
+def stack_vertically(parts: Sequence[Image.Image]) -> Image.Image:
+    """Figures one above the other on white (e.g. a grid and its transformed twin)."""
+    width = max(p.width for p in parts)
+    canvas = Image.new("RGB", (width, sum(p.height for p in parts)), "white")
+    y = 0
+    for p in parts:
+        canvas.paste(p, (0, y))
+        y += p.height
+    return canvas
+
+
+def show_prompt(prompt: str) -> str:
+    """A prompt as a label: the empty (unconditional) prompt shows as ''."""
+    return repr(prompt) if prompt == "" else prompt
+
+
 def save_png(image: Image.Image, path: str | Path) -> Path:
     buf = io.BytesIO()
     image.save(buf, format="PNG")

@@ -34,6 +34,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.figures import show_prompt, stack_vertically
 from diffusionlab.runtime import free_cores
 
 WEIGHTS_ENV = "DIFFUSIONLAB_WEIGHTS_DIR"
@@ -319,20 +320,6 @@ class MissingError(DiffusionLabError):
 
 
 # -- small helpers -------------------------------------------------------------------------------------------------
-def _stack(parts: list[Image.Image]) -> Image.Image:
-    width = max(p.width for p in parts)
-    canvas = Image.new("RGB", (width, sum(p.height for p in parts)), "white")
-    y = 0
-    for p in parts:
-        canvas.paste(p, (0, y))
-        y += p.height
-    return canvas
-
-
-def _show(prompt: str) -> str:
-    return repr(prompt) if prompt == "" else prompt
-
-
 def is_ours(m: Any) -> bool:
     return hasattr(m, "config") and isinstance(getattr(m, "config", None), dict) and "kind" in m.config
 
@@ -381,7 +368,7 @@ def test_images(ctx: Context, m: Any, out: SectionOut, k: int = 1) -> tuple[Tens
     cond = m.encode(prompts) if any(prompts) else m.null(k)
     g = ctx.generator(1000)
     x = edits.sample(m, k, cond, generator=g, progress=False)
-    return x, [f"generated {_show(p)}" for p in prompts]
+    return x, [f"generated {show_prompt(p)}" for p in prompts]
 
 
 def prompts_for(m: Any) -> dict[str, Any]:
@@ -434,7 +421,12 @@ def sec_a0(ctx: Context, out: SectionOut) -> None:
         last = x
         path = ctx.fig("A0", f"steps{count}")
         save_grid(
-            x, path, n, m.value_range, row_labels=[_show(p) for p in prompts], title=f"{count} steps, seed {ctx.seed}"
+            x,
+            path,
+            n,
+            m.value_range,
+            row_labels=[show_prompt(p) for p in prompts],
+            title=f"{count} steps, seed {ctx.seed}",
         )
         out.figures.append(Figure(ctx.rel(path), f"{len(ts)} inference steps ({ts[0]} .. {ts[-1]}), CFG {scale:g}"))
     out.caption = (
@@ -496,10 +488,10 @@ def _forward_grid(ctx: Context, section: str, out: SectionOut, mode: str) -> Non
         )
         out.caption = (
             "One-step denoising x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t) with the unconditional "
-            f"prompt ({_show(edits.unconditional_prompt(m))})."
+            f"prompt ({show_prompt(edits.unconditional_prompt(m))})."
         )
     path = ctx.fig(section, mode)
-    save_png(_stack(parts), path)
+    save_png(stack_vertically(parts), path)
     out.figures.append(Figure(ctx.rel(path), labels[0]))
     out.settings.update({"t": ts, "T": T, "image": labels[0]})
 
@@ -558,7 +550,7 @@ def sec_a1_5(ctx: Context, out: SectionOut) -> None:
     save_grid(x, path, 5, m.value_range, title="5 samples, no guidance")
     out.figures.append(Figure(ctx.rel(path)))
     p = edits.unconditional_prompt(m)
-    out.caption = f"Sampling: iterative denoising from pure noise (i_start = 0), prompt {_show(p)}, no guidance."
+    out.caption = f"Sampling: iterative denoising from pure noise (i_start = 0), prompt {show_prompt(p)}, no guidance."
     out.settings = {"i_start": 0, "steps": len(edits.default_timesteps(m)), "prompt": p, "cfg": 1.0}
 
 
@@ -575,7 +567,7 @@ def sec_a1_6(ctx: Context, out: SectionOut) -> None:
     else:
         prompts = [edits.unconditional_prompt(m)]
         cond = prompts[0]
-        what = f"prompt {_show(prompts[0])}"
+        what = f"prompt {show_prompt(prompts[0])}"
     x = edits.sample(m, 5, cond, scale, generator=ctx.generator(), progress=False)
     path = ctx.fig("A1.6", "cfg")
     save_grid(x, path, 5, m.value_range, title=f"CFG {scale:g}")
@@ -604,7 +596,7 @@ def _sdedit_figure(ctx, m, section, name, x, labels, res, i_starts, title) -> Pa
         cols = [f"i_start={i}" for i in i_starts] + ["original"]
         parts.append(grid_image(cells, len(cols), m.value_range, None, cols, f"{label}: {title}"))
     path = ctx.fig(section, name)
-    save_png(_stack(parts), path)
+    save_png(stack_vertically(parts), path)
     return path
 
 
@@ -655,7 +647,7 @@ def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
             )
         )
     path = ctx.fig("A1.7.2", "inpaint")
-    save_png(_stack(parts), path)
+    save_png(stack_vertically(parts), path)
     out.figures.append(Figure(ctx.rel(path)))
     out.caption = (
         "Inpainting: from pure noise; after every step x <- m x + (1 - m) forward(x_orig, t), so new content "
@@ -672,9 +664,9 @@ def sec_a1_7_3(ctx: Context, out: SectionOut) -> None:
     x, labels = _inputs(ctx, m, out)
     starts = list(edits.SDEDIT_I_STARTS)
     res = edits.translate(m, x, prompt, starts, generator=ctx.generator(), progress=False)
-    path = _sdedit_figure(ctx, m, "A1.7.3", "translate", x, labels, res, starts, f"towards {_show(prompt)}")
+    path = _sdedit_figure(ctx, m, "A1.7.3", "translate", x, labels, res, starts, f"towards {show_prompt(prompt)}")
     out.figures.append(Figure(ctx.rel(path)))
-    out.caption = f"Conditional image-to-image: SDEdit guided by the real prompt {_show(prompt)}."
+    out.caption = f"Conditional image-to-image: SDEdit guided by the real prompt {show_prompt(prompt)}."
     out.settings = {"prompt": prompt, "i_start": starts, "cfg": edits.default_scale(m)}
 
 
@@ -689,11 +681,11 @@ def sec_a1_8(ctx: Context, out: SectionOut) -> None:
     for k, (p1, p2, view) in enumerate(prompts_for(m)["anagrams"]):
         v = get_view(view, m.image_shape, m.value_range, ctx.seed)
         res = edits.anagram(m, p1, p2, v, n, generator=ctx.generator(k), seed=ctx.seed, progress=False)
-        rows = [f"{_show(p1)} upright", f"{_show(p2)} ({view})"]
+        rows = [f"{show_prompt(p1)} upright", f"{show_prompt(p2)} ({view})"]
         parts.append(grid_image(torch.cat([res, v.apply(res)]), n, m.value_range, rows, None, f"view {view}"))
-        done.append(f"{_show(p1)} / {_show(p2)} ({view})")
+        done.append(f"{show_prompt(p1)} / {show_prompt(p2)} ({view})")
     path = ctx.fig("A1.8", "anagrams")
-    save_png(_stack(parts), path)
+    save_png(stack_vertically(parts), path)
     out.figures.append(Figure(ctx.rel(path)))
     out.caption = (
         "Visual anagrams: eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all branches in one batch. "
@@ -714,13 +706,15 @@ def sec_a1_9(ctx: Context, out: SectionOut) -> None:
     for j, (low, high) in enumerate(prompts_for(m)["hybrids"]):
         res = edits.hybrid(m, low, high, n, generator=ctx.generator(j), progress=False)
         far = lowpass(res, k, s)
-        rows = ["hybrid", f"low-pass ({_show(low)})"]
+        rows = ["hybrid", f"low-pass ({show_prompt(low)})"]
         parts.append(
-            grid_image(torch.cat([res, far]), n, m.value_range, rows, None, f"far {_show(low)}, near {_show(high)}")
+            grid_image(
+                torch.cat([res, far]), n, m.value_range, rows, None, f"far {show_prompt(low)}, near {show_prompt(high)}"
+            )
         )
-        done.append(f"far {_show(low)} / near {_show(high)}")
+        done.append(f"far {show_prompt(low)} / near {show_prompt(high)}")
     path = ctx.fig("A1.9", "hybrids")
-    save_png(_stack(parts), path)
+    save_png(stack_vertically(parts), path)
     out.figures.append(Figure(ctx.rel(path)))
     out.caption = (
         "Hybrid images: eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)); seen from afar (the low-pass "
@@ -1014,7 +1008,7 @@ def sec_scores(ctx: Context, out: SectionOut) -> None:
     full = len(pairs) == k * (k - 1)
     nrow = k - 1 if full else min(10, len(images))
     rows = [f"{a} ->" for a in range(k)] if full else None
-    fig = _stack(
+    fig = stack_vertically(
         [
             grid_image(images, nrow, row_labels=rows, title="upright: prompt 1 (rows) -> prompt 2", cell=48),
             grid_image(v.apply(images), nrow, row_labels=rows, title="rotated 180 degrees: prompt 2", cell=48),
@@ -1227,7 +1221,7 @@ def _e(s: Any) -> str:
 
 def _value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
-        return ", ".join(_show(x) if isinstance(x, str) else str(x) for x in v)
+        return ", ".join(show_prompt(x) if isinstance(x, str) else str(x) for x in v)
     return str(v)
 
 
@@ -1336,96 +1330,58 @@ def reproduce(
     elif threads:
         torch.set_num_threads(threads)
     try:
-        return _reproduce(
-            out,
-            index,
-            model,
-            train,
-            data_dir,
-            seed,
-            device,
-            quick,
-            weights,
-            budget,
-            train_overrides,
-            sections,
-            model_kwargs,
-            download,
-            progress,
-            command,
+        start = time.perf_counter()
+        bud = budget or (QUICK if quick else FULL)
+        ctx = Context(
+            out, model, seed, device, Path(data_dir) if data_dir else None, weights, bud, None, model_kwargs, download
         )
+        chosen = [s for s in SECTIONS if sections is None or s.id in sections]
+        training = None
+        if train:
+            ctx.runs, training = train_all(out, ctx, train_overrides, progress=progress)
+        results: list[tuple[Section, SectionOut]] = []
+        bar = tqdm(chosen, desc="reproduce", unit="section", disable=not progress)
+        for section in bar:
+            bar.set_postfix_str(section.id)
+            results.append((section, run_section(ctx, section)))
+        bar.close()
+        seconds = time.perf_counter() - start
+        from diffusionlab import __version__
+
+        meta = {
+            "command": command or shlex.join(["diffusionlab", "reproduce", "--out", str(out), "--model", model]),
+            "model": model,
+            "seed": seed,
+            "device": str(ctx.device),
+            "threads": torch.get_num_threads(),
+            "budget": "quick" if bud == QUICK else ("full" if bud == FULL else "custom"),
+            "seconds": seconds,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "version": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
+        summary_sections = [
+            {
+                "id": s.id,
+                "title": s.title,
+                "status": o.status,
+                "seconds": round(o.seconds, 2),
+                "notes": o.notes,
+                "figures": [f.path for f in o.figures],
+            }
+            for s, o in results
+        ]
+        scores = {**ctx.scores, "sections": summary_sections, "meta": meta, "budget": asdict(bud)}
+        if training is not None:
+            scores["training"] = training.table
+        from diffusionlab.checkpoint import atomic_write_bytes, atomic_write_json
+
+        atomic_write_json(out / "scores.json", _jsonable(scores))
+        atomic_write_bytes(index, render_html(results, meta, training).encode())
+        return {"index": index, "seconds": seconds, "sections": summary_sections, "scores": ctx.scores}
     finally:
         torch.set_num_threads(threads_before)
-
-
-def _reproduce(
-    out,
-    index,
-    model,
-    train,
-    data_dir,
-    seed,
-    device,
-    quick,
-    weights,
-    budget,
-    train_overrides,
-    sections,
-    model_kwargs,
-    download,
-    progress,
-    command,
-) -> dict[str, Any]:
-    start = time.perf_counter()
-    bud = budget or (QUICK if quick else FULL)
-    ctx = Context(
-        out, model, seed, device, Path(data_dir) if data_dir else None, weights, bud, None, model_kwargs, download
-    )
-    chosen = [s for s in SECTIONS if sections is None or s.id in sections]
-    training = None
-    if train:
-        ctx.runs, training = train_all(out, ctx, train_overrides, progress=progress)
-    results: list[tuple[Section, SectionOut]] = []
-    bar = tqdm(chosen, desc="reproduce", unit="section", disable=not progress)
-    for section in bar:
-        bar.set_postfix_str(section.id)
-        results.append((section, run_section(ctx, section)))
-    bar.close()
-    seconds = time.perf_counter() - start
-    from diffusionlab import __version__
-
-    meta = {
-        "command": command or shlex.join(["diffusionlab", "reproduce", "--out", str(out), "--model", model]),
-        "model": model,
-        "seed": seed,
-        "device": str(ctx.device),
-        "threads": torch.get_num_threads(),
-        "budget": "quick" if bud == QUICK else ("full" if bud == FULL else "custom"),
-        "seconds": seconds,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "version": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    summary_sections = [
-        {
-            "id": s.id,
-            "title": s.title,
-            "status": o.status,
-            "seconds": round(o.seconds, 2),
-            "notes": o.notes,
-            "figures": [f.path for f in o.figures],
-        }
-        for s, o in results
-    ]
-    scores = {**ctx.scores, "sections": summary_sections, "meta": meta, "budget": asdict(bud)}
-    if training is not None:
-        scores["training"] = training.table
-    from diffusionlab.checkpoint import atomic_write_bytes, atomic_write_json
-
-    atomic_write_json(out / "scores.json", _jsonable(scores))
-    atomic_write_bytes(index, render_html(results, meta, training).encode())
-    return {"index": index, "seconds": seconds, "sections": summary_sections, "scores": ctx.scores}
 
 
 def _on_cpu(device: str) -> bool:

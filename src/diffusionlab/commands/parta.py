@@ -28,6 +28,7 @@ from diffusionlab.commands.common import (
     wrote,
 )
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.figures import show_prompt, stack_vertically
 
 ImageOpt = Annotated[
     list[str],
@@ -120,20 +121,6 @@ def prompts_of(model, prompts: list[str]) -> list[str]:
     """Validate (and, for IF, cache the embeddings of) several prompts with ONE encode call: one T5 load at most."""
     model.encode(list(prompts))
     return list(prompts)
-
-
-def show(prompt: str) -> str:
-    return repr(prompt) if prompt == "" else prompt
-
-
-def stack_vertically(parts: list[Image.Image]) -> Image.Image:
-    width = max(p.width for p in parts)
-    canvas = Image.new("RGB", (width, sum(p.height for p in parts)), "white")
-    y = 0
-    for p in parts:
-        canvas.paste(p, (0, y))
-        y += p.height
-    return canvas
 
 
 def finish(
@@ -375,7 +362,7 @@ def sdedit(
     cols = [f"i={i} (t={strided[i]})" for i in starts] + ["original"]
     scale_v = edits.default_scale(m) if scale is None else scale
     grid = grid_image(
-        torch.stack(cells), len(cols), m.value_range, rows, cols, f"SDEdit, prompt {show(p)}, cfg {scale_v:g}"
+        torch.stack(cells), len(cols), m.value_range, rows, cols, f"SDEdit, prompt {show_prompt(p)}, cfg {scale_v:g}"
     )
     finish(grid, path, save_all, singles, m.value_range, force)
 
@@ -434,7 +421,9 @@ def inpaint(
         for k in range(n):
             singles[f"{_safe(label)}_inpaint_{k + 1}"] = res[j * n + k]
     cols = ["original", "mask", "kept"] + [f"result {k + 1}" for k in range(n)]
-    grid = grid_image(torch.stack(cells), len(cols), m.value_range, labels, cols, f"inpainting, prompt {show(p)}")
+    grid = grid_image(
+        torch.stack(cells), len(cols), m.value_range, labels, cols, f"inpainting, prompt {show_prompt(p)}"
+    )
     finish(grid, path, save_all, singles, m.value_range, force)
 
 
@@ -486,7 +475,7 @@ def anagram(
         torch.cat([res, viewed]),
         n,
         m.value_range,
-        [f"{show(p1)} (upright)", f"{show(p2)} ({view})"],
+        [f"{show_prompt(p1)} (upright)", f"{show_prompt(p2)} ({view})"],
         None,
         f"anagram, view {view}",
     )
@@ -543,9 +532,9 @@ def hybrid(
         torch.cat([res, far]),
         n,
         m.value_range,
-        ["hybrid", f"low-pass ({show(p1)})"],
+        ["hybrid", f"low-pass ({show_prompt(p1)})"],
         None,
-        f"hybrid: far {show(p1)}, near {show(p2)}; kernel {k}, sigma {s:g}",
+        f"hybrid: far {show_prompt(p1)}, near {show_prompt(p2)}; kernel {k}, sigma {s:g}",
     )
     singles = {f"hybrid_{j + 1}": res[j] for j in range(n)}
     finish(grid, path, save_all, singles, m.value_range, force)
