@@ -428,12 +428,12 @@ def hybrid_scores(
 
 # -- evaluating a generative model ----------------------------------------------------------------------------
 def evenly_spaced_timesteps(num_steps: int, steps: int) -> list[int]:
-    """`steps` timesteps from T - 1 down to 0, evenly spaced (rounded; duplicates removed)."""
+    """`steps` timesteps from T - 1 down to 0, evenly spaced; more steps than T means every step."""
+    from diffusionlab.schedule import spaced_timesteps
+
     if steps < 1:
         raise DiffusionLabError(f"--steps must be at least 1, got {steps}")
-    steps = min(steps, num_steps)
-    ts = torch.linspace(num_steps - 1, 0, steps).round().long().tolist()
-    return sorted(set(ts), reverse=True)
+    return spaced_timesteps(num_steps, min(steps, num_steps))
 
 
 @torch.no_grad()
