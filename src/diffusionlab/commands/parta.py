@@ -72,10 +72,6 @@ def default_ts(model) -> list[int]:
     return [T // 4, T // 2, 3 * T // 4]
 
 
-def _model(model, device, model_dir, prompt_embeds, offload):
-    return open_model(model, device, model_dir, prompt_embeds, offload)
-
-
 def load_inputs(model, specs: list[str], data_dir: Path | None, invert: bool) -> tuple[Tensor, list[str]]:
     """--image values -> (k, C, H, W) in the model's value range, and a short label for each."""
     from diffusionlab.data import load_split, to_float
@@ -182,7 +178,7 @@ def noise(
     from diffusionlab.edits import blur, forward
     from diffusionlab.figures import grid_image
 
-    m = _model(model, device, model_dir, prompt_embeds, offload)
+    m = open_model(model, device, model_dir, prompt_embeds, offload)
     ts = int_list(t, "--t") or default_ts(m)
     for tt in ts:
         m.schedule.check_timestep(tt)
@@ -253,7 +249,7 @@ def denoise(
         raise DiffusionLabError(f"unknown --method {bad[0]!r}; choose blur, one-step or iterative")
     if every < 1:
         raise DiffusionLabError("--every must be at least 1")
-    m = _model(model, device, model_dir, prompt_embeds, offload)
+    m = open_model(model, device, model_dir, prompt_embeds, offload)
     ts = int_list(t, "--t") or default_ts(m)
     for tt in ts:
         m.schedule.check_timestep(tt)
@@ -342,7 +338,7 @@ def sdedit(
 
     if n < 1:
         raise DiffusionLabError("-n must be at least 1")
-    m = _model(model, device, model_dir, prompt_embeds, offload)
+    m = open_model(model, device, model_dir, prompt_embeds, offload)
     starts = int_list(i_start, "--i-start") or list(edits.SDEDIT_I_STARTS)
     strided = edits.default_timesteps(m)
     for i in starts:
@@ -405,7 +401,7 @@ def inpaint(
 
     if n < 1:
         raise DiffusionLabError("-n must be at least 1")
-    m = _model(model, device, model_dir, prompt_embeds, offload)
+    m = open_model(model, device, model_dir, prompt_embeds, offload)
     mk = load_mask(mask, m.image_shape).to(m.device)
     p = prompt_of(m, prompt)
     path = _out(out, "inpaint.png", force)
@@ -465,7 +461,7 @@ def anagram(
         )
     if n < 1:
         raise DiffusionLabError("-n must be at least 1")
-    m = _model(model, device, model_dir, prompt_embeds, offload)
+    m = open_model(model, device, model_dir, prompt_embeds, offload)
     v = get_view(view, m.image_shape, m.value_range, seed)
     p1, p2 = prompts_of(m, prompt)
     path = _out(out, "anagram.png", force)
@@ -520,7 +516,7 @@ def hybrid(
         raise DiffusionLabError(f"hybrid needs exactly two --prompt options (low, high), got {len(prompt or [])}")
     if n < 1:
         raise DiffusionLabError("-n must be at least 1")
-    m = _model(model, device, model_dir, prompt_embeds, offload)
+    m = open_model(model, device, model_dir, prompt_embeds, offload)
     k0, s0 = scaled_blur(m.image_shape[1])
     k, s = kernel or k0, sigma or s0
     check_blur(k, s, m.image_shape[1], m.image_shape[2])
