@@ -20,12 +20,12 @@ import torch
 T = 300
 
 
-def _model(device: str):
+def _model(device: str, hidden: int = 64):
     from diffusionlab.model import CourseModel
     from diffusionlab.models.unet import UNet
     from diffusionlab.training import model_config, recipe
 
-    config = recipe("class")
+    config = recipe("class", hidden=hidden)
     torch.manual_seed(0)
     return CourseModel(UNet(config.unet_config()), model_config(config, {}), torch.device(device))
 
@@ -35,12 +35,20 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def ours(steps: int, device: str, fast: bool, precision: str = "auto", n_per_class: int = 4, compile: bool = True):
+def ours(
+    steps: int,
+    device: str,
+    fast: bool,
+    precision: str = "auto",
+    n_per_class: int = 4,
+    compile: bool = True,
+    hidden: int = 64,
+):
     from diffusionlab.fastpath import accelerate
     from diffusionlab.sampling import generate
     from diffusionlab.schedule import spaced_timesteps
 
-    model = _model(device)
+    model = _model(device, hidden)
     if fast:
         accelerate(model, compile=compile, precision=precision)
     prompts = [str(k) for k in range(10)]
@@ -57,10 +65,10 @@ def ours(steps: int, device: str, fast: bool, precision: str = "auto", n_per_cla
     return {"seconds": time.perf_counter() - start, "warmup_s": warm, "n": len(x)}
 
 
-def reference(steps: int, device: str, n_per_class: int = 4):
+def reference(steps: int, device: str, n_per_class: int = 4, hidden: int = 64):
     import reference as ref
 
-    net = _model(device).net
+    net = _model(device, hidden).net
     start = time.perf_counter()
     x = ref.sample_all_classes(net, n_per_class, num_steps=steps, device=device)
     _sync(device)
@@ -78,11 +86,12 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--big", type=int, default=0, help="also time this many samples on our fast path (GPU)")
+    p.add_argument("--hidden", type=int, default=64, help="UNet width D (the recipe's 64; smaller for a smoke run)")
     args = p.parse_args()
     print(header(args.device, args.threads))
     scale = T / args.steps
     note = "" if args.steps == T else f" (measured {args.steps} steps, scaled x{scale:g} to 300: EXTRAPOLATED)"
-    common = dict(steps=args.steps, device=args.device)
+    common = dict(steps=args.steps, device=args.device, hidden=args.hidden)
     variants = {
         "reference (one class of 4 at a time, 2 UNet calls per step, fp32)": (reference, {}),
         "ours --plain (all 40 in one batch, cond+uncond in one call, fp32)": (ours, {"fast": False}),

@@ -1,0 +1,69 @@
+"""The benchmark scripts run end to end (a smoke run at tiny sizes on the CPU) and print every row of RESULTS.md;
+the IF-I-XL-shaped config they scale is IF-I-XL's own."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_idx_dir
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+RATIO = r"= (\d+\.\d+)x"
+
+
+def run_script(name: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / name), *args], cwd=BENCH, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bench_train_prints_every_variant_with_accuracy(tmp_path: Path) -> None:
+    data = make_idx_dir(tmp_path / "data")
+    out = run_script(
+        "bench_train.py", "--steps", "2", "--hidden", "8", "--accuracy", "1", "--sample-steps", "2",
+        "--data-dir", str(data),
+    )  # fmt: skip
+    rows = [line for line in out.splitlines() if "steps/s;" in line]
+    assert len(rows) == 4 and rows[0].startswith("reference")
+    for row in rows:
+        assert "2 steps in" in row and "EXTRAPOLATED" in row and "peak RSS" in row
+        assert re.search(r"conditional accuracy \d+\.\d% \(1 per digit\)", row)
+    assert len(re.findall(r"ratio steps/s .*" + RATIO, out)) == 3
+
+
+def test_bench_sample_prints_ratios_and_the_big_run() -> None:
+    out = run_script("bench_sample.py", "--steps", "1", "--hidden", "8", "--big", "20")
+    assert len(re.findall(r"40 samples x 300 steps .* scaled x300", out)) == 4
+    assert len(re.findall(r"ratio speed .*" + RATIO, out)) == 3
+    assert re.search(r"ours --fast: 20 samples x 300 steps", out)
+
+
+def test_bench_parta_scaled_unet_runs_every_row_on_cpu() -> None:
+    out = run_script(
+        "bench_parta.py", "--device", "cpu", "--width", "1", "--threads", "1", "--repeats", "1", "--warmup", "0",
+        "--many", "2",
+    )  # fmt: skip
+    for row, calls in (("CFG step", 2), ("anagram step", 4), ("hybrid step", 3)):
+        assert re.search(rf"{row}: {calls} sequential calls [\d.]+ ms, ours batched [\d.]+ ms, ratio [\d.]+x", out)
+    assert re.search(r"2 anagrams: one at a time [\d.]+ ms/step, in one batch [\d.]+ ms/step", out)
+    assert "peak RSS" in out
+
+
+def test_bench_parta_width_11_is_the_if_i_xl_config() -> None:
+    pytest.importorskip("diffusers")
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_parta
+    finally:
+        sys.path.remove(str(BENCH))
+    config = bench_parta.unet_config()
+    assert config["block_out_channels"] == (704, 1408, 2112, 2816)
+    assert config["cross_attention_dim"] == 2816
+    assert config["encoder_hid_dim"] == 4096 and config["layers_per_block"] == 3
+    assert bench_parta.unet_config(1)["block_out_channels"] == (64, 128, 192, 256)
