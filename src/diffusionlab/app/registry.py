@@ -1,0 +1,170 @@
+"""The model chooser's list and the in-memory model cache, and the caps on one request (`Limits`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffusionlab.checkpoint import WEIGHTS_NAME
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model import SHIPPED, shipped_path
+
+DEEPFLOYD_REPOS = ("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-I-L-v1.0", "DeepFloyd/IF-I-M-v1.0")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what one request may ask for."""
+
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 4096 * 4096
+    max_images: int = 16  # images per request (prompts x n)
+    max_steps: int = 1000
+    max_cached_models: int = 3
+    queue_size: int = 64
+
+
+def hf_hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(home) / "hub"
+
+
+def deepfloyd_available(cache: Path | None = None) -> str | None:
+    """The first DeepFloyd IF stage I variant (e.g. "IF-I-XL-v1.0") whose weights are in the Hugging Face cache, or
+    None. Only looks at the files; nothing is loaded."""
+    cache = cache or hf_hub_cache()
+    for repo in DEEPFLOYD_REPOS:
+        snapshots = cache / ("models--" + repo.replace("/", "--")) / "snapshots"
+        if not snapshots.is_dir():
+            continue
+        for snap in snapshots.iterdir():
+            unet = snap / "unet"
+            if unet.is_dir() and any(p.suffix in (".safetensors", ".bin") for p in unet.iterdir()):
+                return repo.split("/")[1]
+    return None
+
+
+def _describe_run(config_path: Path) -> str:
+    try:
+        cfg = json.loads(config_path.read_text())
+        return f"{cfg.get('kind', '?')} {cfg.get('objective', 'ddpm')}, {cfg.get('data', '?')}"
+    except (OSError, ValueError):
+        return "unreadable config"
+
+
+class ModelRegistry:
+    """Which models the chooser offers, and the loaded ones (an LRU cache) with one lock per model."""
+
+    def __init__(
+        self,
+        runs_dir: str | Path | None,
+        device: str = "auto",
+        extra_models: Sequence[str | Path] = (),
+        limits: Limits = Limits(),
+        max_depth: int = 4,
+    ) -> None:
+        self.runs_dir = Path(runs_dir).resolve() if runs_dir else None
+        self.device = device
+        self.extra = [str(Path(m).resolve()) if Path(m).exists() else str(m) for m in extra_models]
+        self.limits = limits
+        self.max_depth = max_depth
+        self._models: OrderedDict[str, Any] = OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    # -- the list --------------------------------------------------------------------------------------------
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, value) pairs: shipped models present, given models, runs under runs_dir, DeepFloyd if cached."""
+        out: list[tuple[str, str]] = []
+        for name in SHIPPED:
+            if shipped_path(name).is_file():
+                out.append((f"{name} (shipped)", f"shipped:{name}"))
+        for spec in self.extra:
+            if spec in SHIPPED:
+                if shipped_path(spec).is_file() and (f"{spec} (shipped)", f"shipped:{spec}") not in out:
+                    out.append((f"{spec} (shipped)", f"shipped:{spec}"))
+            elif spec != "deepfloyd":
+                out.append((f"{spec} (given at start)", f"given:{spec}"))
+        for rel in self.runs():
+            out.append((f"run: {rel} ({_describe_run(self.runs_dir / rel / 'model.json')})", f"run:{rel}"))
+        variant = deepfloyd_available()
+        if variant:
+            out.append((f"DeepFloyd {variant} (stage I, local weights)", f"deepfloyd:{variant}"))
+        elif "deepfloyd" in self.extra:
+            out.append(("DeepFloyd IF (stage I, --model-dir / cache)", "deepfloyd"))
+        return out
+
+    def runs(self) -> list[str]:
+        """Run directories (relative to runs_dir) that hold a model.safetensors, at most max_depth levels down."""
+        if self.runs_dir is None or not self.runs_dir.is_dir():
+            return []
+        found = []
+        for path in self.runs_dir.rglob(WEIGHTS_NAME):
+            rel = path.parent.relative_to(self.runs_dir)
+            if len(rel.parts) > self.max_depth:
+                continue
+            if not path.resolve().is_relative_to(self.runs_dir):  # a symlink pointing out of the runs dir
+                continue
+            found.append(rel.as_posix() or ".")
+        return sorted(found)
+
+    def default(self, wanted: str | None = None) -> str | None:
+        values = [v for _, v in self.choices()]
+        if wanted:
+            for candidate in (wanted, f"shipped:{wanted}", f"run:{wanted}", f"given:{wanted}"):
+                if candidate in values:
+                    return candidate
+            if self.runs_dir and Path(wanted).exists():
+                resolved = Path(wanted).resolve()
+                if resolved.is_relative_to(self.runs_dir):
+                    return f"run:{resolved.relative_to(self.runs_dir).as_posix() or '.'}"
+                if str(resolved) in self.extra:
+                    return f"given:{resolved}"
+        return values[0] if values else None
+
+    def spec_for(self, value: str | None) -> str:
+        """A chooser value -> what `load_model` takes. Anything not on the server's list is refused."""
+        if not value:
+            raise DiffusionLabError("no model chosen; pick one in the model list (or start the app with --model)")
+        values = {v for _, v in self.choices()}
+        if value not in values:
+            raise DiffusionLabError(f"unknown model {value!r}; pick one from the list (press ↻ to refresh it)")
+        if value.startswith("shipped:"):
+            return value.removeprefix("shipped:")
+        if value.startswith("given:"):
+            return value.removeprefix("given:")
+        if value.startswith("run:"):
+            assert self.runs_dir is not None
+            path = (self.runs_dir / value.removeprefix("run:")).resolve()
+            if not path.is_relative_to(self.runs_dir):
+                raise DiffusionLabError("that run is outside the runs directory")
+            return str(path)
+        return value  # deepfloyd
+
+    # -- loading ---------------------------------------------------------------------------------------------
+    def lock(self, value: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(value, threading.Lock())
+
+    def get(self, value: str | None):
+        spec = self.spec_for(value)
+        with self._guard:
+            if value in self._models:
+                self._models.move_to_end(value)
+                return self._models[value]
+        from diffusionlab.commands.common import open_model
+
+        model = open_model(spec, self.device)
+        with self._guard:
+            self._models[value] = model
+            while len(self._models) > self.limits.max_cached_models:
+                self._models.popitem(last=False)
+        return model
