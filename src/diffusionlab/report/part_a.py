@@ -1,0 +1,418 @@
+"""Part A sections of the report (A0, A1.1 ... A1.9) and their helpers: test and hand-drawn inputs, prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.figures import show_prompt, stack_vertically
+from diffusionlab.report.context import IF_PROMPTS, Context, Figure, SectionOut
+
+
+# -- small helpers -------------------------------------------------------------------------------------------------
+def is_ours(m: Any) -> bool:
+    return hasattr(m, "config") and isinstance(getattr(m, "config", None), dict) and "kind" in m.config
+
+
+def hand_drawn(image_shape: tuple[int, int, int], value_range, digit_like: bool) -> tuple[Tensor, Image.Image]:
+    """A drawing made in code, as a user would with a pen: a '7' (digit models; inverted to white on black, like
+    MNIST) or a simple house under a sun in colour (RGB models). Returns ((1, C, H, W), the drawing)."""
+    from diffusionlab.images import pil_to_tensor
+
+    size = 280
+    img = Image.new("RGB", (size, size), "white")
+    d = ImageDraw.Draw(img)
+    if digit_like:
+        d.line([(70, 60), (215, 60), (120, 235)], fill="black", width=26, joint="curve")
+        d.line([(105, 150), (185, 150)], fill="black", width=20)
+    else:
+        d.rectangle([0, 190, size, size], fill=(60, 150, 60))
+        d.ellipse([190, 20, 260, 90], fill=(250, 200, 30))
+        d.rectangle([60, 120, 180, 220], fill=(180, 60, 50))
+        d.polygon([(50, 125), (120, 60), (190, 125)], fill=(90, 60, 40))
+        d.rectangle([105, 165, 135, 220], fill=(70, 40, 20))
+    x = pil_to_tensor(img, image_shape, value_range, invert=digit_like)
+    return x, img
+
+
+def test_images(ctx: Context, m: Any, out: SectionOut, k: int = 1) -> tuple[Tensor, list[str]]:
+    """k test images of the Part A model's data set (model range); IF or no data: images the model generates."""
+    from diffusionlab import edits
+
+    data = m.config.get("data") if is_ours(m) else None
+    split = ctx.split(data, "test") if data else None
+    if split is not None:
+        from diffusionlab.data import to_float
+
+        return to_float(split.images[:k], m.value_range).to(m.device), [f"test {i}" for i in range(k)]
+    if data:
+        out.notes.append(
+            f"no {data} test data in --data-dir or the cache, so the 'test image' is a sample of the model itself "
+            "(pass --data-dir or --download for real test digits)"
+        )
+        names = getattr(m, "class_names", [])
+        prompts = [names[i % len(names)] for i in (7, 2, 1, 0)][:k] if getattr(m, "num_classes", 0) else [""] * k
+    else:
+        out.notes.append("the 'test image' is a sample of the model itself (no test set for this model)")
+        prompts = (IF_PROMPTS["test"] * k)[:k]
+    cond = m.encode(prompts) if any(prompts) else m.null(k)
+    g = ctx.generator(1000)
+    x = edits.sample(m, k, cond, generator=g, progress=False)
+    return x, [f"generated {show_prompt(p)}" for p in prompts]
+
+
+def prompts_for(m: Any) -> dict[str, Any]:
+    """The prompts of each Part A deliverable for this model: class names for ours, the course's for IF."""
+    names = list(getattr(m, "class_names", []) or [])
+    if not is_ours(m):
+        return IF_PROMPTS
+    if not getattr(m, "num_classes", 0):
+        return {"a0": [""], "translate": "", "anagrams": [("", "", "rot180")], "hybrids": [("", "")]}
+    if names[:10] == [str(i) for i in range(10)]:
+        return {
+            "a0": ["0", "three", "7"],
+            "translate": "3",
+            "anagrams": [("6", "9", "rot180"), ("4", "7", "flip"), ("1", "0", "negate")],
+            "hybrids": [("8", "1"), ("0", "7")],
+        }
+    k = len(names)
+    return {
+        "a0": [names[0], names[3 % k], names[7 % k]],
+        "translate": names[9 % k],
+        "anagrams": [(names[1 % k], names[3 % k], "rot180"), (names[7 % k], names[8 % k], "flip")],
+        "hybrids": [(names[8 % k], names[1 % k]), (names[5 % k], names[9 % k])],
+    }
+
+
+def _timesteps_for(m: Any, count: int) -> list[int]:
+    from diffusionlab.schedule import spaced_timesteps
+
+    if hasattr(m, "timesteps") and callable(m.timesteps):
+        return list(m.timesteps(count))
+    return spaced_timesteps(m.schedule.num_steps, count)
+
+
+# -- Part A ----------------------------------------------------------------------------------------------------------
+def sec_a0(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import edits
+    from diffusionlab.figures import save_grid
+    from diffusionlab.sampling import generate
+
+    m = ctx.part_a_model()
+    prompts = prompts_for(m)["a0"]
+    scale = edits.default_scale(m)
+    T = m.schedule.num_steps
+    counts = ctx.budget.if_a0_counts if T >= 1000 else ctx.budget.a0_counts
+    n = ctx.budget.a0_per_prompt
+    last = None
+    for count in counts:
+        ts = _timesteps_for(m, count)
+        x = generate(m, prompts, n, scale, ctx.seed, timesteps=ts, progress=False)
+        last = x
+        path = ctx.fig("A0", f"steps{count}")
+        save_grid(
+            x,
+            path,
+            n,
+            m.value_range,
+            row_labels=[show_prompt(p) for p in prompts],
+            title=f"{count} steps, seed {ctx.seed}",
+        )
+        out.figures.append(Figure(ctx.rel(path), f"{len(ts)} inference steps ({ts[0]} .. {ts[-1]}), CFG {scale:g}"))
+    out.caption = (
+        f"Samples of {len(prompts)} prompts, {n} each, at {len(counts)} step counts; the same seed, so the same "
+        "starting noise: more steps, more detail."
+    )
+    out.settings = {"model": getattr(m, "name", ctx.model_spec), "prompts": prompts, "steps": list(counts)}
+    out.settings["cfg"] = scale
+    if hasattr(m, "stage2") and last is not None:  # DeepFloyd IF: stage II upsampling to 256 px
+        try:
+            from diffusionlab.models.deepfloyd import upscale
+
+            s2 = m.stage2()
+            cond = s2.encode([p for p in prompts for _ in range(n)])
+            big = upscale(s2, last, cond, generator=ctx.generator(), progress=False)
+            path = ctx.fig("A0", "stage2")
+            save_grid(big, path, n, s2.value_range, row_labels=prompts, title="stage II, 256 px")
+            out.figures.append(Figure(ctx.rel(path), "stage II upsampling (x4) of the last row, CFG 4, 50 steps"))
+        except DiffusionLabError as e:
+            out.notes.append(f"stage II upsampling skipped: {e}")
+
+
+def _forward_grid(ctx: Context, section: str, out: SectionOut, mode: str) -> None:
+    from diffusionlab import edits
+    from diffusionlab.figures import grid_image, save_png
+
+    m = ctx.part_a_model()
+    T = m.schedule.num_steps
+    ts = [T // 4, T // 2, 3 * T // 4]
+    x, labels = test_images(ctx, m, out, 1)
+    noisy = edits.forward(m, x, ts, ctx.generator())  # (3, 1, C, H, W): the same noise in A1.1, A1.2 and A1.3
+    parts = []
+    if mode == "forward":
+        cells = torch.cat([x, noisy[:, 0]])
+        parts.append(grid_image(cells, len(ts) + 1, m.value_range, None, ["original"] + [f"t={t}" for t in ts]))
+        out.caption = "Forward process x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps at t = T/4, T/2, 3T/4."
+    elif mode == "blur":
+        blurred = torch.stack([edits.blur(nx) for nx in noisy])
+        cells = torch.cat([noisy[:, 0], blurred[:, 0]])
+        parts.append(
+            grid_image(cells, len(ts), m.value_range, ["noisy", "blurred"], [f"t={t}" for t in ts], "Gaussian blur")
+        )
+        from diffusionlab.filters import scaled_blur
+
+        k, s = scaled_blur(m.image_shape[-2], 5, 2.0)
+        out.settings["blur"] = f"kernel {k}, sigma {s:g} (5 and 2 at 64 px, scaled)"
+        out.caption = (
+            "Classical denoising: a Gaussian blur of the noisy image at the same t. It removes noise and detail."
+        )
+    else:
+        rows = []
+        for i, t in enumerate(ts):
+            est = edits.one_step_denoise(m, noisy[i], t)
+            rows += [x[0], noisy[i, 0], est[0]]
+        parts.append(
+            grid_image(
+                torch.stack(rows), 3, m.value_range, [f"t={t}" for t in ts], ["original", "noisy", "one-step"], None
+            )
+        )
+        out.caption = (
+            "One-step denoising x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t) with the unconditional "
+            f"prompt ({show_prompt(edits.unconditional_prompt(m))})."
+        )
+    path = ctx.fig(section, mode)
+    save_png(stack_vertically(parts), path)
+    out.figures.append(Figure(ctx.rel(path), labels[0]))
+    out.settings.update({"t": ts, "T": T, "image": labels[0]})
+
+
+def sec_a1_1(ctx: Context, out: SectionOut) -> None:
+    _forward_grid(ctx, "A1.1", out, "forward")
+
+
+def sec_a1_2(ctx: Context, out: SectionOut) -> None:
+    _forward_grid(ctx, "A1.2", out, "blur")
+
+
+def sec_a1_3(ctx: Context, out: SectionOut) -> None:
+    _forward_grid(ctx, "A1.3", out, "one-step")
+
+
+def sec_a1_4(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import edits
+    from diffusionlab.figures import grid_image, save_png
+
+    m = ctx.part_a_model()
+    ts = edits.default_timesteps(m)
+    i_start, every = 10, 5
+    x, labels = test_images(ctx, m, out, 1)
+    g = ctx.generator()
+    t0 = ts[i_start]
+    x_t = edits.forward(m, x, [t0], g)[0]
+    frames: list[tuple[int, Tensor]] = [(t0, x_t)]
+
+    def keep(state: dict) -> None:
+        if (state["i"] - i_start + 1) % every == 0 and state["t_prev"] >= 0:
+            frames.append((state["t_prev"], state["x"]))
+
+    clean = edits.iterative_denoise(m, x_t, i_start, None, 1.0, ts, g, keep, progress=False)
+    one = edits.one_step_denoise(m, x_t, t0)
+    blurred = edits.blur(x_t)
+    row = [f[0] for _, f in frames] + [clean[0], one[0], blurred[0], x[0]]
+    cols = [f"t={t}" for t, _ in frames] + ["iterative", "one-step", "blur", "original"]
+    path = ctx.fig("A1.4", "iterative")
+    save_png(grid_image(torch.stack(row), len(row), m.value_range, None, cols, f"from t={t0}"), path)
+    out.figures.append(Figure(ctx.rel(path), labels[0]))
+    out.caption = (
+        f"Iterative denoising along the strided timesteps from i_start = {i_start} (t = {t0}), every {every}th step "
+        "shown, then the result next to one-step denoising and a blur of the same noisy image."
+    )
+    out.settings = {"i_start": i_start, "t_start": t0, "timesteps": f"{ts[0]}, {ts[1]}, ..., {ts[-1]} ({len(ts)})"}
+
+
+def sec_a1_5(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import edits
+    from diffusionlab.figures import save_grid
+
+    m = ctx.part_a_model()
+    x = edits.sample(m, 5, None, 1.0, generator=ctx.generator(), progress=False)
+    path = ctx.fig("A1.5", "samples")
+    save_grid(x, path, 5, m.value_range, title="5 samples, no guidance")
+    out.figures.append(Figure(ctx.rel(path)))
+    p = edits.unconditional_prompt(m)
+    out.caption = f"Sampling: iterative denoising from pure noise (i_start = 0), prompt {show_prompt(p)}, no guidance."
+    out.settings = {"i_start": 0, "steps": len(edits.default_timesteps(m)), "prompt": p, "cfg": 1.0}
+
+
+def sec_a1_6(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import edits
+    from diffusionlab.figures import save_grid
+
+    m = ctx.part_a_model()
+    scale = edits.default_scale(m)
+    if is_ours(m) and getattr(m, "num_classes", 0):
+        prompts = [m.class_names[i % m.num_classes] for i in range(5)]
+        cond = m.encode(prompts)
+        what = f"one of each class {', '.join(prompts)}"
+    else:
+        prompts = [edits.unconditional_prompt(m)]
+        cond = prompts[0]
+        what = f"prompt {show_prompt(prompts[0])}"
+    x = edits.sample(m, 5, cond, scale, generator=ctx.generator(), progress=False)
+    path = ctx.fig("A1.6", "cfg")
+    save_grid(x, path, 5, m.value_range, title=f"CFG {scale:g}")
+    out.figures.append(Figure(ctx.rel(path)))
+    out.caption = f"Classifier-free guidance eps = eps_u + {scale:g} (eps_c - eps_u): 5 samples, {what}."
+    out.settings = {"cfg": scale, "prompts": prompts, "steps": len(edits.default_timesteps(m))}
+
+
+def _inputs(ctx: Context, m: Any, out: SectionOut) -> tuple[Tensor, list[str]]:
+    """The test image and the hand-drawn one (saved as a figure of its own once)."""
+    x, labels = test_images(ctx, m, out, 1)
+    digit_like = is_ours(m)
+    drawn, img = hand_drawn(m.image_shape, m.value_range, digit_like)
+    path = ctx.fig("A1.7", "hand_drawn_input")
+    if not path.exists():
+        img.save(path)
+    return torch.cat([x, drawn.to(x.device)]), [labels[0], "hand-drawn" + (" (inverted)" if digit_like else "")]
+
+
+def _sdedit_figure(ctx, m, section, name, x, labels, res, i_starts, title) -> Path:
+    from diffusionlab.figures import grid_image, save_png
+
+    parts = []
+    for j, label in enumerate(labels):
+        cells = torch.cat([res[:, j], x[j : j + 1]])
+        cols = [f"i_start={i}" for i in i_starts] + ["original"]
+        parts.append(grid_image(cells, len(cols), m.value_range, None, cols, f"{label}: {title}"))
+    path = ctx.fig(section, name)
+    save_png(stack_vertically(parts), path)
+    return path
+
+
+def sec_a1_7(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import edits
+
+    m = ctx.part_a_model()
+    x, labels = _inputs(ctx, m, out)
+    starts = list(edits.SDEDIT_I_STARTS)
+    res = edits.sdedit(m, x, None, starts, generator=ctx.generator(), progress=False)
+    path = _sdedit_figure(ctx, m, "A1.7", "sdedit", x, labels, res, starts, "SDEdit")
+    drawn = ctx.fig("A1.7", "hand_drawn_input")
+    out.figures.append(Figure(ctx.rel(path), "test image and a hand-drawn image"))
+    out.figures.append(Figure(ctx.rel(drawn), "the hand-drawn input, drawn in code with PIL"))
+    p = edits.unconditional_prompt(m)
+    out.caption = (
+        "SDEdit: noise the image to ts[i_start], then denoise with CFG. A small i_start (much noise) makes a new "
+        "image; a large one stays close to the input."
+    )
+    out.settings = {
+        "i_start": starts,
+        "prompt": p,
+        "cfg": edits.default_scale(m),
+        "steps": len(edits.default_timesteps(m)),
+    }
+
+
+def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import edits
+    from diffusionlab.figures import grid_image, save_png
+    from diffusionlab.images import default_mask, rect_mask
+
+    m = ctx.part_a_model()
+    x, labels = _inputs(ctx, m, out)
+    _, h, w = m.image_shape
+    masks = [default_mask(m.image_shape), rect_mask(m.image_shape, h // 2, h, 0, w)]  # course mask; lower half
+    mask_names = ["course mask (rows 2-19, cols 24-41 at 64 px, scaled)", "lower half"]
+    mask = torch.cat(masks).to(x.device)
+    res = edits.inpaint(m, x, mask, generator=ctx.generator(), progress=False)
+    lo, hi = m.value_range
+    shown_mask = mask.expand_as(x) * (hi - lo) + lo
+    parts = []
+    for j, label in enumerate(labels):
+        cells = torch.stack([x[j], shown_mask[j], x[j] * (1 - mask[j]) + lo * mask[j], res[j]])
+        parts.append(
+            grid_image(
+                cells, 4, m.value_range, None, ["original", "mask", "kept", "inpainted"], f"{label}: {mask_names[j]}"
+            )
+        )
+    path = ctx.fig("A1.7.2", "inpaint")
+    save_png(stack_vertically(parts), path)
+    out.figures.append(Figure(ctx.rel(path)))
+    out.caption = (
+        "Inpainting: from pure noise; after every step x <- m x + (1 - m) forward(x_orig, t), so new content "
+        "appears only where the mask is 1 (white)."
+    )
+    out.settings = {"masks": mask_names, "prompt": edits.unconditional_prompt(m), "cfg": edits.default_scale(m)}
+
+
+def sec_a1_7_3(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import edits
+
+    m = ctx.part_a_model()
+    prompt = prompts_for(m)["translate"]
+    x, labels = _inputs(ctx, m, out)
+    starts = list(edits.SDEDIT_I_STARTS)
+    res = edits.translate(m, x, prompt, starts, generator=ctx.generator(), progress=False)
+    path = _sdedit_figure(ctx, m, "A1.7.3", "translate", x, labels, res, starts, f"towards {show_prompt(prompt)}")
+    out.figures.append(Figure(ctx.rel(path)))
+    out.caption = f"Conditional image-to-image: SDEdit guided by the real prompt {show_prompt(prompt)}."
+    out.settings = {"prompt": prompt, "i_start": starts, "cfg": edits.default_scale(m)}
+
+
+def sec_a1_8(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import edits
+    from diffusionlab.figures import grid_image, save_png
+    from diffusionlab.views import get_view
+
+    m = ctx.part_a_model()
+    n = ctx.budget.pair_n
+    parts, done = [], []
+    for k, (p1, p2, view) in enumerate(prompts_for(m)["anagrams"]):
+        v = get_view(view, m.image_shape, m.value_range, ctx.seed)
+        res = edits.anagram(m, p1, p2, v, n, generator=ctx.generator(k), seed=ctx.seed, progress=False)
+        rows = [f"{show_prompt(p1)} upright", f"{show_prompt(p2)} ({view})"]
+        parts.append(grid_image(torch.cat([res, v.apply(res)]), n, m.value_range, rows, None, f"view {view}"))
+        done.append(f"{show_prompt(p1)} / {show_prompt(p2)} ({view})")
+    path = ctx.fig("A1.8", "anagrams")
+    save_png(stack_vertically(parts), path)
+    out.figures.append(Figure(ctx.rel(path)))
+    out.caption = (
+        "Visual anagrams: eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all branches in one batch. "
+        "Top row of each: the images; bottom row: the same images through the view."
+    )
+    out.settings = {"pairs": done, "n": n, "cfg": edits.default_scale(m)}
+
+
+def sec_a1_9(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import edits
+    from diffusionlab.figures import grid_image, save_png
+    from diffusionlab.filters import lowpass, scaled_blur
+
+    m = ctx.part_a_model()
+    n = ctx.budget.pair_n
+    k, s = scaled_blur(m.image_shape[1])
+    parts, done = [], []
+    for j, (low, high) in enumerate(prompts_for(m)["hybrids"]):
+        res = edits.hybrid(m, low, high, n, generator=ctx.generator(j), progress=False)
+        far = lowpass(res, k, s)
+        rows = ["hybrid", f"low-pass ({show_prompt(low)})"]
+        parts.append(
+            grid_image(
+                torch.cat([res, far]), n, m.value_range, rows, None, f"far {show_prompt(low)}, near {show_prompt(high)}"
+            )
+        )
+        done.append(f"far {show_prompt(low)} / near {show_prompt(high)}")
+    path = ctx.fig("A1.9", "hybrids")
+    save_png(stack_vertically(parts), path)
+    out.figures.append(Figure(ctx.rel(path)))
+    out.caption = (
+        "Hybrid images: eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)); seen from afar (the low-pass "
+        "row) they show the first prompt, up close the second."
+    )
+    out.settings = {"pairs": done, "n": n, "lowpass": f"kernel {k}, sigma {s:g} (33 and 2 at 64 px, scaled)"}

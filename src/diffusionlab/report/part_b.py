@@ -1,0 +1,229 @@
+"""Part B sections of the report (B1, B2, B2.4, B3, Fashion-MNIST) and their helpers: loss curves, training
+figures, provenance, snapshots."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.report.context import PARTB_MODELS, Context, Figure, SectionOut, Source
+
+
+# -- Part B ----------------------------------------------------------------------------------------------------------
+def _loss_curve(ctx: Context, section: str, src: Source, out: SectionOut) -> None:
+    from diffusionlab.figures import plot_curves
+    from diffusionlab.training import read_loss_log
+
+    if not src.loss_csv.is_file():
+        out.notes.append(f"no loss log: {src.loss_csv.name} is not in {src.loss_csv.parent}")
+        return
+    try:
+        losses = read_loss_log(src.loss_csv)
+    except (KeyError, ValueError, TypeError) as e:
+        out.notes.append(f"{src.loss_csv.name}: not a loss log of ours ({type(e).__name__}: {e}); no loss curve")
+        return
+    if not losses:
+        out.notes.append(f"{src.loss_csv.name} is empty")
+        return
+    w = max(1, len(losses) // 50)
+    smooth = [
+        sum(losses[max(0, i - w + 1) : i + 1]) / len(losses[max(0, i - w + 1) : i + 1]) for i in range(len(losses))
+    ]
+    path = ctx.fig(section, "loss")
+    series = {"training loss (per step)": losses}
+    if w > 1:
+        series[f"moving average ({w} steps)"] = smooth
+    plot_curves(series, path, title=f"{src.name}: training loss", xlabel="step")
+    out.figures.append(Figure(ctx.rel(path), f"loss curve, {len(losses)} steps, last {losses[-1]:.4g}"))
+    out.settings["final loss (mean of the last 100 steps)"] = round(sum(losses[-100:]) / len(losses[-100:]), 5)
+
+
+def _training_figures(ctx: Context, section: str, src: Source, out: SectionOut) -> None:
+    """Figures written at training time (shipped in weights/figures/<name>*, or a --train run's figures/):
+    copied into the report so that it stays self-contained."""
+    import shutil
+
+    if src.name in ctx.runs:
+        found = sorted(p for p in (ctx.runs[src.name] / "figures").glob("*") if p.suffix in (".png", ".gif"))
+    else:
+        found = sorted(p for p in (ctx.weights / "figures").glob(f"{src.name}*") if p.suffix in (".png", ".gif"))
+        found = [p for p in found if src.name in PARTB_MODELS and _owner(p.name) == src.name]
+    for p in found:
+        dest = ctx.fig(section, f"training_{p.stem}", p.suffix[1:])
+        shutil.copyfile(p, dest)
+        out.figures.append(Figure(ctx.rel(dest), f"written during training: {p.name}"))
+
+
+def _owner(file_name: str) -> str | None:
+    """The longest Part B model name a file name starts with (mnist-class vs mnist-classifier...)."""
+    names = [n for n in PARTB_MODELS if file_name.startswith(n) and not file_name[len(n) :][:1].isalnum()]
+    return max(names, key=len) if names else None
+
+
+def _provenance(ctx: Context, src: Source, out: SectionOut) -> None:
+    try:
+        cfg = json.loads(src.weights.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return
+    prov = cfg.get("provenance", {})
+    train = cfg.get("train", {})
+    out.settings["weights"] = f"{src.weights.name} ({src.where})"
+    for key in ("epoch", "step", "loss", "train_seconds", "device"):
+        if prov.get(key) is not None:
+            out.settings[f"trained: {key}"] = prov[key]
+    for key in ("epochs", "batch_size", "hidden", "lr"):
+        if train.get(key) is not None:
+            out.settings[f"recipe: {key}"] = train[key]
+    if prov.get("command"):
+        out.settings["command"] = prov["command"]
+
+
+def _snapshots(ctx: Context, src: Source, out: SectionOut):
+    """(epoch, model) of each snapshot that loads; one that does not is noted, not fatal."""
+    for epoch, path in src.snapshots:
+        try:
+            yield epoch, ctx.load(path)
+        except DiffusionLabError as e:
+            out.notes.append(f"snapshot of epoch {epoch} skipped: {e}")
+
+
+def _steps_label(m, count: int | None) -> tuple[list[int] | None, str]:
+    from diffusionlab.schedule import full_timesteps, spaced_timesteps
+
+    T = m.schedule.num_steps
+    if count is None or count >= T:
+        return full_timesteps(T), f"DDPM, every step ({T}, Algorithm B.2)"
+    return spaced_timesteps(T, count), f"DDPM, {count} evenly spaced steps of T = {T} (strided, to save time)"
+
+
+def sec_b1(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import partb
+
+    src = ctx.source("mnist-denoiser")
+    digits = ctx.digits(ctx.budget.digits, out).cpu()
+    path = partb.noising_grid(digits, ctx.fig("B1", "noising_grid"), seed=ctx.seed)
+    out.figures.append(Figure(ctx.rel(path), "z = x + sigma eps at sigma 0, .2, .4, .5, .6, .8, 1"))
+    out.caption = "Single-step denoising UNet (D = 128) trained at sigma = 0.5 with an L2 loss."
+    out.settings["sigmas"] = list(partb.NOISE_SIGMAS)
+    if not src.exists:
+        out.status = "missing"
+        out.notes.append(src.missing())
+        return
+    _provenance(ctx, src, out)
+    for epoch, m in _snapshots(ctx, src, out):
+        p = partb.denoiser_results(
+            m, digits.to(m.device), ctx.fig("B1", f"denoised_epoch{epoch}"), 0.5, f"after epoch {epoch}", ctx.seed
+        )
+        out.figures.append(Figure(ctx.rel(p), f"test digits denoised after epoch {epoch} (snapshot)"))
+    m = ctx.load(src.weights)
+    final_epoch = json.loads(src.weights.with_suffix(".json").read_text()).get("provenance", {}).get("epoch", "final")
+    p = partb.denoiser_results(
+        m, digits.to(m.device), ctx.fig("B1", "denoised_final"), 0.5, f"final (epoch {final_epoch})", ctx.seed
+    )
+    out.figures.append(Figure(ctx.rel(p), f"test digits denoised by the final model (epoch {final_epoch})"))
+    p = partb.sigma_sweep(m, digits[:3].to(m.device), ctx.fig("B1", "sigma_sweep"), seed=ctx.seed)
+    out.figures.append(Figure(ctx.rel(p), "out of distribution: noise levels it was not trained for"))
+    _loss_curve(ctx, "B1", src, out)
+    _training_figures(ctx, "B1", src, out)
+
+
+def sec_b2(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import partb
+
+    src = ctx.source("mnist-time")
+    out.caption = "Time-conditioned DDPM (T = 300, D = 64): unconditional samples and the sampling process."
+    if not src.exists:
+        out.status = "missing"
+        out.notes.append(src.missing())
+        return
+    _provenance(ctx, src, out)
+    _loss_curve(ctx, "B2", src, out)
+    _training_figures(ctx, "B2", src, out)
+    b = ctx.budget
+    for epoch, m in _snapshots(ctx, src, out):
+        ts, how = _steps_label(m, b.snapshot_steps)
+        paths = partb.time_samples(
+            m,
+            ctx.fig("B2", f"samples_epoch{epoch}"),
+            b.time_n,
+            ctx.seed,
+            f"epoch {epoch}",
+            timesteps=ts,
+            progress=False,
+        )
+        out.figures.append(Figure(ctx.rel(paths[0]), f"after epoch {epoch} (snapshot); {how}"))
+    m = ctx.load(src.weights)
+    ts, how = _steps_label(m, b.time_steps)
+    paths = partb.time_samples(
+        m,
+        ctx.fig("B2", "samples_final"),
+        b.time_n,
+        ctx.seed,
+        "final",
+        gif=ctx.fig("B2", "sampling", "gif"),
+        timesteps=ts,
+        frame_every=max(1, len(ts) // 30),
+        progress=False,
+    )
+    out.figures.append(Figure(ctx.rel(paths[0]), f"{b.time_n} samples of the final model; {how}"))
+    out.figures.append(Figure(ctx.rel(paths[1]), "the sampling process (GIF)"))
+    out.settings["sampler"] = how
+
+
+def _class_section(ctx: Context, out: SectionOut, section: str, name: str, final_steps, gif: bool) -> None:
+    from diffusionlab import partb
+
+    src = ctx.source(name)
+    if not src.exists:
+        out.status = "missing"
+        out.notes.append(src.missing())
+        return
+    _provenance(ctx, src, out)
+    _loss_curve(ctx, section, src, out)
+    _training_figures(ctx, section, src, out)
+    b = ctx.budget
+
+    def run(m, label: str, fname: str, steps, with_gif: bool) -> None:
+        kw: dict[str, Any] = {"progress": False}
+        if m.objective == "flow":
+            kw["flow_steps"] = b.flow_steps
+            how = f"Euler, {b.flow_steps} steps (the course: 300)"
+            every = max(1, b.flow_steps // 30)
+        else:
+            ts, how = _steps_label(m, steps)
+            kw["timesteps"] = ts
+            every = max(1, len(ts) // 30)
+        g = ctx.fig(section, "sampling", "gif") if with_gif else None
+        paths = partb.class_samples(
+            m, ctx.fig(section, fname), b.per_class, 5.0, ctx.seed, label, gif=g, frame_every=every, **kw
+        )
+        out.figures.append(Figure(ctx.rel(paths[0]), f"{label}: {b.per_class} per class, CFG 5; {how}"))
+        if g is not None:
+            out.figures.append(Figure(ctx.rel(paths[1]), "the sampling process (GIF), final model"))
+        out.settings[f"sampler ({label})"] = how
+
+    for epoch, snap_model in _snapshots(ctx, src, out):
+        run(snap_model, f"after epoch {epoch}", f"samples_epoch{epoch}", b.snapshot_steps, False)
+    run(ctx.load(src.weights), "final model", "samples_final", final_steps, gif)
+
+
+def sec_b2_4(ctx: Context, out: SectionOut) -> None:
+    out.caption = (
+        "Class-conditioned DDPM (one-hot class, dropped with p = 0.1) with classifier-free guidance, scale 5: "
+        "samples of every digit, one column per class."
+    )
+    _class_section(ctx, out, "B2.4", "mnist-class", ctx.budget.final_class_steps, True)
+
+
+def sec_b3(ctx: Context, out: SectionOut) -> None:
+    out.caption = (
+        "Flow matching (class-conditioned, the course's later version): x_t = (1 - t) x0 + t x1, predict "
+        "u = x1 - x0, Euler sampling with CFG 5 on the velocity."
+    )
+    _class_section(ctx, out, "B3", "mnist-flow", None, True)
+
+
+def sec_fashion(ctx: Context, out: SectionOut) -> None:
+    out.caption = "The same class-conditioned DDPM recipe trained on Fashion-MNIST."
+    _class_section(ctx, out, "B-fashion", "fashion-mnist-class", ctx.budget.snapshot_steps, False)

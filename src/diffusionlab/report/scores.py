@@ -1,0 +1,158 @@
+"""The report's score section: live scores of the class DDPM next to the shipped ones, as a table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from diffusionlab.figures import stack_vertically
+from diffusionlab.report.context import Context, Figure, SectionOut
+
+
+# -- scores ---------------------------------------------------------------------------------------------------------
+def _pct(v: Any) -> str:
+    return f"{100 * float(v):.2f} %" if isinstance(v, (int, float)) else "n/a"
+
+
+def _num(v: Any) -> str:
+    return f"{float(v):.3f}" if isinstance(v, (int, float)) else "n/a"
+
+
+def _find(d: Any, *keys: str) -> Any:
+    """The first value under any of keys, searched depth-first in nested dicts."""
+    if not isinstance(d, dict):
+        return None
+    for k in keys:
+        if k in d and not isinstance(d[k], dict):
+            return d[k]
+    for v in d.values():
+        found = _find(v, *keys)
+        if found is not None:
+            return found
+    return None
+
+
+def sec_scores(ctx: Context, out: SectionOut) -> None:
+    from diffusionlab import evaluation
+    from diffusionlab.figures import grid_image, save_png
+    from diffusionlab.schedule import spaced_timesteps
+
+    b = ctx.budget
+    m = ctx.score_model()
+    data = m.config.get("data", "mnist")
+    clf = ctx.classifier(data)
+    live: dict[str, Any] = {"model": m.name, "classifier_test_accuracy": clf.test_accuracy}
+    test, train = ctx.split(data, "test"), ctx.split(data, "train")
+    if test is not None and train is not None:
+        r = evaluation.evaluate_model(
+            m, clf, b.score_per_class, 5.0, b.score_steps, ctx.seed, test, train, progress=False
+        )
+        r.pop("per_class_accuracy", None)
+        live.update(r)
+    else:
+        labels = torch.arange(m.num_classes).repeat_interleave(b.score_per_class)
+        imgs = evaluation.generate_class_samples(m, labels, 5.0, b.score_steps, ctx.seed, progress=False)
+        live.update(
+            conditional_accuracy=evaluation.conditional_accuracy(clf, imgs, labels),
+            n_samples=len(labels),
+            n_per_class=b.score_per_class,
+            cfg_scale=5.0,
+            steps=b.score_steps,
+        )
+        out.notes.append(f"no {data} train/test data in --data-dir or the cache: Frechet distances not computed")
+    pairs = evaluation.ordered_pairs(m.num_classes)
+    if b.anagram_pairs is not None:
+        pairs = pairs[: b.anagram_pairs]
+    ts = spaced_timesteps(m.schedule.num_steps, b.score_steps)
+    a = evaluation.evaluate_anagrams(m, clf, "rot180", 1, 5.0, ctx.seed, pairs, ts, progress=False)
+    images = a.pop("images")
+    a.pop("per_pair", None)
+    live["anagram"] = a
+    from diffusionlab.views import get_view
+
+    v = get_view("rot180", m.image_shape, (0.0, 1.0))
+    k = m.num_classes
+    full = len(pairs) == k * (k - 1)
+    nrow = k - 1 if full else min(10, len(images))
+    rows = [f"{a} ->" for a in range(k)] if full else None
+    fig = stack_vertically(
+        [
+            grid_image(images, nrow, row_labels=rows, title="upright: prompt 1 (rows) -> prompt 2", cell=48),
+            grid_image(v.apply(images), nrow, row_labels=rows, title="rotated 180 degrees: prompt 2", cell=48),
+        ]
+    )
+    path = ctx.fig("scores", "anagrams")
+    save_png(fig, path)
+    out.figures.append(
+        Figure(ctx.rel(path), f"the {len(pairs)} anagrams scored (pairs a->b in order: 0->1, 0->2, ...)")
+    )
+
+    # precomputed scores from the shipped JSONs
+    shipped: dict[str, Any] = {}
+    for name in ("mnist-class", "fashion-mnist-class", "mnist-flow", "mnist-time"):
+        cfgp = ctx.weights / f"{name}.json"
+        try:
+            sc = json.loads(cfgp.read_text()).get("scores")
+        except (OSError, ValueError):
+            sc = None
+        if sc:
+            shipped[name] = sc
+    classifiers = {}
+    for d in ("mnist", "fashion-mnist"):
+        try:
+            classifiers[d] = json.loads((ctx.weights / f"{d}-classifier.json").read_text()).get("test_accuracy")
+        except (OSError, ValueError):
+            classifiers[d] = None
+    ctx.scores.update(live=live, shipped=shipped, classifiers=classifiers)
+
+    shipped_model = ctx.source("mnist-class")
+    is_shipped = "mnist-class" not in ctx.runs and ctx._models.get(str(shipped_model.weights)) is m
+    pre = shipped.get("mnist-class", {}) if is_shipped else {}
+    if not is_shipped and shipped.get("mnist-class"):
+        out.notes.append("the precomputed column is empty: the scored model is not the shipped mnist-class")
+    live_n = f"live: {live.get('n_samples')} samples, CFG 5, {b.score_steps} steps"
+    pre_n = (
+        f"precomputed: {_find(pre, 'n_samples') or '?'} samples, {_find(pre, 'steps') or 'all'} steps"
+        if pre
+        else "precomputed: none shipped"
+    )
+    ana = pre.get("anagram", {}) if isinstance(pre, dict) else {}
+    out.table = [
+        ["score", live_n, pre_n],
+        [
+            "conditional accuracy (CFG 5)",
+            _pct(live.get("conditional_accuracy")),
+            _pct(_find(pre, "conditional_accuracy")),
+        ],
+        ["Frechet distance, samples vs test", _num(live.get("frechet_distance")), _num(_find(pre, "frechet_distance"))],
+        [
+            "Frechet distance, train vs test (same N)",
+            _num(live.get("frechet_distance_train_vs_test")),
+            _num(_find(pre, "frechet_distance_train_vs_test")),
+        ],
+        [
+            f"anagram success, rot180 ({a['n_pairs']} ordered pairs live)",
+            f"{_pct(a['anagram_success'])} (upright {_pct(a['anagram_first'])}, rotated {_pct(a['anagram_second'])})",
+            _pct(_find(ana, "anagram_success")) if ana else _pct(_find(pre, "anagram_success")),
+        ],
+        ["MNIST classifier test accuracy", _pct(classifiers.get("mnist")), "(from its JSON)"],
+        ["Fashion-MNIST classifier test accuracy", _pct(classifiers.get("fashion-mnist")), "(from its JSON)"],
+    ]
+    for name, sc in shipped.items():
+        if name != "mnist-class":
+            out.table.append([f"{name}: conditional accuracy", "", _pct(_find(sc, "conditional_accuracy"))])
+    out.caption = (
+        "Scores of the MNIST class DDPM with the project's classifier: conditional accuracy (samples classified as "
+        "the class asked for), Frechet distance in the classifier's penultimate features next to the same distance "
+        "between the train and test sets, and anagram success (upright classified as prompt 1 AND rotated as "
+        "prompt 2). 'live' is recomputed now on a small sample; 'precomputed' is read from the shipped JSON."
+    )
+    out.settings = {
+        "model": m.name,
+        "live samples per class": b.score_per_class,
+        "live steps": f"{b.score_steps} evenly spaced of T = {m.schedule.num_steps}",
+        "anagram pairs": len(pairs),
+        "classifier": f"{data}-classifier.safetensors",
+    }
