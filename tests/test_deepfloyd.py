@@ -351,3 +351,12 @@ def test_out_of_memory_is_one_line(tiny_if, monkeypatch):
     with pytest.raises(DiffusionLabError, match="--offload") as e:
         model.predict(torch.zeros(1, 3, S1, S1), torch.tensor(10), torch.zeros(1, 77, D_TEXT))
     assert "\n" not in str(e.value)
+
+
+def test_each_loader_refuses_the_other_stage(tiny_if):
+    from diffusionlab.models.deepfloyd import load_stage2
+
+    with pytest.raises(DiffusionLabError, match="not an IF stage-I model .*6 channels"):
+        load_deepfloyd(f"deepfloyd:{tiny_if / 'IF-II-L-v1.0'}", device="cpu")
+    with pytest.raises(DiffusionLabError, match="not an IF stage-II model .*3 channels"):
+        load_stage2(str(tiny_if / "IF-I-XL-v1.0"), device="cpu")

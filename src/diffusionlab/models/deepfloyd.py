@@ -26,7 +26,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -510,6 +510,43 @@ def _device_dtype(device) -> tuple[torch.device, torch.dtype]:
     return dev, torch.float32
 
 
+class _Stage(NamedTuple):
+    """What loading either stage starts with: where its files are, its scheduler, its UNet on the device."""
+
+    model_id: str
+    source: Any
+    extra: Any
+    device: torch.device
+    dtype: torch.dtype
+    scheduler: Any
+    unet: Any
+    hook: Any
+
+    def prompt_encoder(self, model_dir, known, offload: bool) -> PromptEncoder:
+        hid = int(self.unet.config.encoder_hid_dim or 4096)
+        return PromptEncoder(
+            self.source, self.extra, self.model_id, model_dir, self.device, self.dtype, hid, known, offload
+        )
+
+
+def _open_stage(spec: str, default: str, stage: str, in_channels: int, device, model_dir, offload: bool) -> _Stage:
+    """Resolve the model, find its files, load its scheduler and its UNet (checked to be this stage's) to the device."""
+    _require_extra()
+    from diffusers import UNet2DConditionModel
+
+    dev, dtype = _device_dtype(device)
+    model_id = resolve_model_id(spec, default)
+    source, extra = locate(model_id, model_dir, in_channels=in_channels)
+    scheduler = _load_scheduler(source, "scheduler", extra, model_id, model_dir)
+    unet = _load(UNet2DConditionModel, source, "unet", dtype, extra, model_id, model_dir)
+    if unet.config.in_channels != in_channels:
+        raise DiffusionLabError(
+            f"{model_id} is not an IF stage-{stage} model (its UNet takes {unet.config.in_channels} channels)"
+        )
+    unet, hook = _to_device(unet, dev, offload, f"stage {stage} UNet")
+    return _Stage(model_id, source, extra, dev, dtype, scheduler, unet, hook)
+
+
 def load_deepfloyd(
     spec: str = "deepfloyd",
     device: str | torch.device | None = None,
@@ -518,24 +555,13 @@ def load_deepfloyd(
     offload: bool = False,
 ) -> IFModel:
     """--model deepfloyd[:<IF-I-XL-v1.0 | IF-I-L-v1.0 | IF-I-M-v1.0 | hub id | local dir>] -> stage I model."""
-    _require_extra()
-    from diffusers import UNet2DConditionModel
-
-    dev, dtype = _device_dtype(device)
-    model_id = resolve_model_id(spec, STAGE1_DEFAULT)
-    source, extra = locate(model_id, model_dir, in_channels=3)
-    scheduler = _load_scheduler(source, "scheduler", extra, model_id, model_dir)
-    unet = _load(UNet2DConditionModel, source, "unet", dtype, extra, model_id, model_dir)
-    if unet.config.in_channels != 3:
-        raise DiffusionLabError(
-            f"{model_id} is not an IF stage-I model (its UNet takes {unet.config.in_channels} channels)"
-        )
-    unet, hook = _to_device(unet, dev, offload, "stage I UNet")
+    st = _open_stage(spec, STAGE1_DEFAULT, "I", 3, device, model_dir, offload)
     known = load_prompt_embeds(prompt_embeds) if isinstance(prompt_embeds, (str, Path)) else prompt_embeds
-    prompts = PromptEncoder(
-        source, extra, model_id, model_dir, dev, dtype, int(unet.config.encoder_hid_dim or 4096), known, offload
-    )
-    return IFModel(unet, scheduler, prompts, dev, dtype, model_id, hook=hook, model_dir=model_dir, offload=offload)
+    prompts = st.prompt_encoder(model_dir, known, offload)
+    return IFModel(
+        st.unet, st.scheduler, prompts, st.device, st.dtype, st.model_id, hook=st.hook, model_dir=model_dir,
+        offload=offload,
+    )  # fmt: skip
 
 
 def load_stage2(
@@ -546,25 +572,11 @@ def load_stage2(
     offload: bool = False,
 ) -> IFStage2:
     """Stage II (`DeepFloyd/IF-II-L-v1.0` by default); prompts: the stage-I model's encoder (shared T5 cache)."""
-    _require_extra()
-    from diffusers import UNet2DConditionModel
-
-    dev, dtype = _device_dtype(device)
-    model_id = resolve_model_id(spec, STAGE2_DEFAULT)
-    source, extra = locate(model_id, model_dir, in_channels=6)
-    scheduler = _load_scheduler(source, "scheduler", extra, model_id, model_dir)
-    noising = _load_scheduler(source, "image_noising_scheduler", extra, model_id, model_dir)
-    unet = _load(UNet2DConditionModel, source, "unet", dtype, extra, model_id, model_dir)
-    if unet.config.in_channels != 6:
-        raise DiffusionLabError(
-            f"{model_id} is not an IF stage-II model (its UNet takes {unet.config.in_channels} channels)"
-        )
-    unet, hook = _to_device(unet, dev, offload, "stage II UNet")
+    st = _open_stage(spec, STAGE2_DEFAULT, "II", 6, device, model_dir, offload)
+    noising = _load_scheduler(st.source, "image_noising_scheduler", st.extra, st.model_id, model_dir)
     if prompts is None:
-        prompts = PromptEncoder(
-            source, extra, model_id, model_dir, dev, dtype, int(unet.config.encoder_hid_dim or 4096), None, offload
-        )
-    return IFStage2(unet, scheduler, noising, prompts, dev, dtype, model_id, hook=hook)
+        prompts = st.prompt_encoder(model_dir, None, offload)
+    return IFStage2(st.unet, st.scheduler, noising, prompts, st.device, st.dtype, st.model_id, hook=st.hook)
 
 
 # -- stage II upsampling on the one sampler -------------------------------------------------------------------
