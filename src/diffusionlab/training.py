@@ -7,11 +7,13 @@ in the epoch) is checkpointed every epoch and on Ctrl-C, so `resume` continues e
 
 from __future__ import annotations
 
-import csv
-import json
 import math
+import os
+import platform
 import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,12 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffusionlab.checkpoint import (
-    WEIGHTS_NAME,
-    atomic_save_tensors,
-    load_checkpoint,
-    save_checkpoint,
-)
+from diffusionlab.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoint
 from diffusionlab.data import Split, dataset_info, load_split, to_float
 from diffusionlab.distributed import (
     SINGLE,
@@ -38,17 +35,27 @@ from diffusionlab.distributed import (
     sync_batchnorm,
     wrap_ddp,
 )
+from diffusionlab.ema import ema_decay_at, ema_init, ema_state_dict, ema_update
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.fastpath import fast_dtype
 from diffusionlab.figures import plot_curves
 from diffusionlab.model import CourseModel
 from diffusionlab.models.unet import UNet, UNetConfig
+from diffusionlab.run_state import (
+    LOG_HEADER,
+    LOG_NAME,
+    STATE_NAME,
+    RunState,
+    clean_temp_files,
+    read_log_rows,
+    read_state,
+    truncate_log,
+    write_state,
+)
 from diffusionlab.schedule import NoiseSchedule, add_noise
 
 KINDS = ("denoiser", "time", "class")
 OBJECTIVES = ("ddpm", "flow")
-STATE_NAME = "train_state.safetensors"
-LOG_NAME = "loss.csv"
 
 
 @dataclass
@@ -70,6 +77,7 @@ class TrainConfig:
     max_steps: int | None = None
     snapshot_epochs: tuple[int, ...] = (1, 5, 20)
     value_range: tuple[float, float] = (0.0, 1.0)
+    ema_decay: float = 0.999  # EMA of the weights (what the run exports); 0 = off, the raw weights are exported
 
     def check(self) -> TrainConfig:
         if self.kind not in KINDS:
@@ -80,8 +88,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "hidden", "num_steps"):
             if getattr(self, name) < 1:
                 raise DiffusionLabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise DiffusionLabError(f"--lr must be positive, got {self.lr}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise DiffusionLabError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise DiffusionLabError(f"--ema-decay must be in [0, 1) (0 turns EMA off), got {self.ema_decay}")
         return self
 
     @property
@@ -245,10 +255,35 @@ class EpochEnd:
     partial: bool = False  # True when max_steps ended the run inside an epoch
 
 
+class StopRequest:
+    """SIGINT/SIGTERM during a run: the first one asks the loop to stop at the next step boundary (it saves an
+    exact checkpoint there); a second one stops at once, without saving (the last checkpoint stays)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
 @dataclass
 class Trainer:
-    """A run in a directory: model.safetensors/.json (latest), train_state.safetensors, loss.csv, loss.png,
-    snapshots/epoch_E.safetensors at the snapshot epochs."""
+    """A run in a directory: train_state.safetensors (everything --resume needs, one atomic file), the exported
+    model.safetensors/.json (EMA weights when EMA is on), loss.csv, loss.png and snapshots/epoch_E.safetensors
+    (EMA) with snapshots/raw/epoch_E.safetensors (raw weights) at the snapshot epochs."""
 
     config: TrainConfig
     run_dir: Path
@@ -257,10 +292,11 @@ class Trainer:
     progress: bool = True
     on_epoch_end: object = None  # callable(EpochEnd) -> None, e.g. the Part B figures
     command: str = field(default_factory=lambda: shlex.join(["diffusionlab", *sys.argv[1:]]))
-    fast: bool | None = None  # the fast path; None = on for CUDA, off on CPU
+    fast: bool | None = None  # the fast path; None = on (bf16 autocast only where native, channels_last, ...)
     compile: bool = True  # torch.compile the train step on the fast path (CUDA only; CUDA graphs on one GPU)
     log_every: int = 50  # losses stay on the device and reach loss.csv (one row per step) every log_every steps
     precision: str = "auto"  # "auto" (bf16 autocast on the fast path where native, else fp32), "fp32" or "bf16"
+    save_every: int | None = None  # also checkpoint every this many steps (a SIGKILL loses at most that many)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -269,8 +305,10 @@ class Trainer:
             raise DiffusionLabError(f"unknown precision {self.precision!r}; choose auto, fp32 or bf16")
         if self.log_every < 1:
             raise DiffusionLabError(f"--log-every must be at least 1, got {self.log_every}")
+        if self.save_every is not None and self.save_every < 1:
+            raise DiffusionLabError(f"--save-every must be at least 1 step, got {self.save_every}")
         cuda = self.device.type == "cuda"
-        self.fast = bool(self.fast) if self.fast is not None else cuda
+        self.fast = True if self.fast is None else bool(self.fast)
         self.dist = current()  # torch.distributed already initialised (torchrun): DDP over the ranks
         # bf16 autocast on the fast path where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16/AMX)
         self.autocast_dtype = fast_dtype(self.device, self.precision) if self.fast or self.precision == "bf16" else None
@@ -280,8 +318,9 @@ class Trainer:
             self.net = UNet(self.config.unet_config()).to(self.device)
         if self.dist.enabled:  # global-batch BatchNorm statistics, so N ranks train what one process would
             self.net = sync_batchnorm(self.net, self.device)
+        self.ema = ema_init(self.net) if self.config.ema_decay > 0 else None
         self.optimizer = torch.optim.Adam(
-            self.net.parameters(), lr=self.config.lr, **({"fused": True} if self.fast and cuda else {})
+            self.net.parameters(), lr=self.config.lr, **({"fused": True} if self.fast and cuda else {"foreach": True})
         )
         self.lr_scheduler = (
             torch.optim.lr_scheduler.ExponentialLR(self.optimizer, self.config.lr_gamma)
@@ -289,9 +328,7 @@ class Trainer:
             else None
         )
         self.schedule = NoiseSchedule.linear(self.config.num_steps) if self.config.objective == "ddpm" else None
-        self.generator = torch.Generator("cpu").manual_seed(
-            self.config.seed
-        )  # permutations (and noise off the fast path)
+        self.generator = torch.Generator("cpu").manual_seed(self.config.seed)  # permutations (+ noise off CUDA)
         # on the CUDA fast path the per-step noise is drawn on the GPU (no host round trip); else the same generator
         self.noise_generator = (
             torch.Generator(self.device).manual_seed(self.config.seed) if self.fast and cuda else self.generator
@@ -310,6 +347,20 @@ class Trainer:
         self.perm: Tensor | None = None
         self.train_seconds = 0.0
         self.last_losses: list[float] = []
+        self.history: list[dict] = []  # one entry per session of the run (resumes), the last one is this one
+        self._segment = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "from_step": 0,
+            "device": self._device_name(),
+            "threads": torch.get_num_threads(),
+            "precision": "bf16" if self.autocast_dtype is not None else "fp32",
+            "fast": self.fast,
+        }
+
+    def _device_name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return f"cpu ({_cpu_model()})"
 
     # -- state ----------------------------------------------------------------------------------------------
     def _provenance(self, split: Split, loss: float | None) -> dict:
@@ -322,24 +373,26 @@ class Trainer:
             "step": self.step,
             "loss": loss,
             "train_seconds": round(self.train_seconds, 2),
-            "device": str(self.device) if self.device.type != "cuda" else torch.cuda.get_device_name(self.device),
+            "device": self._device_name() if self.device.type == "cuda" else str(self.device),
             "torch": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "ema_decay": self.config.ema_decay,
+            "weights": "ema" if self.ema is not None else "raw",
+            "history": self._history(),
         }
 
+    def _history(self) -> list[dict]:
+        segment = {**self._segment, "to_step": self.step, "command": self.command}
+        return [*self.history, segment]
+
+    def exported_state(self) -> dict[str, Tensor]:
+        """The weights the run exports: the EMA when it is on, else the raw weights."""
+        return ema_state_dict(self.ema, self.net) if self.ema is not None else self.net.state_dict()
+
     def save(self, split: Split, loss: float | None) -> Path:
-        """Weights + config, then the optimizer/LR/RNG state; each file atomically, state last."""
+        """The resume state (one atomic file: the checkpoint), then the exported model made from the same step."""
         config = model_config(self.config, self._provenance(split, loss))
-        save_checkpoint(self.run_dir / WEIGHTS_NAME, self.net.state_dict(), config)
-        tensors = {"rng": self.generator.get_state()}
-        if self.noise_generator is not self.generator:
-            tensors["noise_rng"] = self.noise_generator.get_state()
-        if self.perm is not None:
-            tensors["perm"] = self.perm
         opt = self.optimizer.state_dict()
-        for idx, st in opt["state"].items():
-            for key, value in st.items():
-                tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
         meta = {
             "epoch": self.epoch,
             "step": self.step,
@@ -348,62 +401,71 @@ class Trainer:
             "param_groups": opt["param_groups"],
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
             "config": config["train"],
+            "loss": loss,
+            "history": config["provenance"]["history"],
         }
-        atomic_save_tensors(self.run_dir / STATE_NAME, tensors, {"state": json.dumps(meta)})
+        state = RunState(
+            meta,
+            self.generator.get_state(),
+            self.noise_generator.get_state() if self.noise_generator is not self.generator else None,
+            self.perm,
+            raw=self.net.state_dict(),
+            ema=self.ema,
+            optimizer=opt["state"],
+        )
+        write_state(self.run_dir / STATE_NAME, state)
+        save_checkpoint(self.run_dir / WEIGHTS_NAME, self.exported_state(), config)
         return self.run_dir / WEIGHTS_NAME
 
     def load(self) -> None:
-        """Continue a run: weights, optimizer, LR schedule, RNG and position; the loss log is cut to match."""
-        state, config = load_checkpoint(self.run_dir)
-        want = model_config(self.config, {})
-        for key in ("kind", "objective", "unet", "data"):
-            if config.get(key) != want[key]:
+        """Continue a run from its state file alone: weights, EMA, optimizer, LR schedule, RNG and position."""
+        clean_temp_files(self.run_dir)
+        state = read_state(self.run_dir / STATE_NAME)
+        meta = state.meta
+        raw = state.raw
+        if raw is None:  # a state written before it held the weights: they are model.safetensors of the same step
+            raw, saved = load_checkpoint(self.run_dir)
+            if saved.get("provenance", {}).get("step") != meta["step"]:
                 raise DiffusionLabError(
-                    f"{self.run_dir}: cannot resume, the checkpoint is a {config.get('data')} {config.get('kind')} "
-                    f"{config.get('objective')} model ({key} differs from this command's); use its own command or another --out"
+                    f"{self.run_dir}: cannot resume, model.safetensors is of step {saved.get('provenance', {}).get('step')} "
+                    f"and train_state of step {meta['step']} (a write was cut short); start again from a snapshot"
                 )
-        self.net.load_state_dict(state)
-        from safetensors import safe_open
-
-        path = self.run_dir / STATE_NAME
-        if not path.is_file():
+        try:
+            self.net.load_state_dict(raw)
+        except RuntimeError as e:
             raise DiffusionLabError(
-                f"{path}: missing, so the run cannot be resumed exactly; start a new run with another --out"
-            )
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads(f.metadata()["state"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        self.generator.set_state(tensors["rng"])
+                f"{self.run_dir}: cannot resume, the saved weights do not fit this run's network "
+                f"({str(e).strip().splitlines()[0]}); use the run's own command or another --out"
+            ) from None
+        if self.ema is not None:
+            self.ema = {k: v.to(self.device) for k, v in state.ema.items()} if state.ema else ema_init(self.net)
+        self.generator.set_state(state.rng)
         if self.noise_generator is not self.generator:
-            if "noise_rng" in tensors:
-                self.noise_generator.set_state(tensors["noise_rng"])
+            if state.noise_rng is not None:
+                self.noise_generator.set_state(state.noise_rng)
             else:  # a run started on another path: continue with a noise stream derived from the saved one
-                self.noise_generator.manual_seed(self.config.seed + 1_000_003 * self.step)
-        self.perm = tensors.get("perm")
-        opt_state: dict = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, idx, name = key.split(".", 2)
-                opt_state.setdefault(int(idx), {})[name] = value.to(self.device) if name != "step" else value
+                self.noise_generator.manual_seed(self.config.seed + 1_000_003 * meta["step"])
+        self.perm = state.perm
+        opt_state = {
+            idx: {name: (v.to(self.device) if name != "step" else v) for name, v in st.items()}
+            for idx, st in state.optimizer.items()
+        }
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
         if self.lr_scheduler and meta["lr_scheduler"]:
             self.lr_scheduler.load_state_dict(meta["lr_scheduler"])
         self.epoch, self.step = meta["epoch"], meta["step"]
         self.batch_in_epoch, self.train_seconds = meta["batch_in_epoch"], meta["train_seconds"]
+        self.history = list(meta.get("history") or [])
+        self._segment["from_step"] = self.step
         if self.dist.is_main:
-            self._truncate_log()
-
-    def _truncate_log(self) -> None:
-        log = self.run_dir / LOG_NAME
-        if not log.is_file():
-            return
-        rows = list(csv.reader(log.open()))
-        kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= self.step]
-        with log.open("w", newline="") as f:
-            csv.writer(f).writerows(kept)
+            truncate_log(self.run_dir / LOG_NAME, self.step)
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, split: Split | None = None) -> dict:
+        with StopRequest() as stop:
+            return self._run(split, stop)
+
+    def _run(self, split: Split | None, stop: StopRequest) -> dict:
         cfg, ctx, main = self.config, self.dist, self.dist.is_main
         split = split or load_split(cfg.data, "train", self.data_dir)
         images = split.images.to(self.device)  # uint8 on the device; batches are sliced from it
@@ -414,18 +476,11 @@ class Trainer:
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
         log_path = self.run_dir / LOG_NAME
-        log_file = writer = None
-        if main:  # logs and checkpoints come from rank 0 only
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            new_log = not log_path.is_file()
-            log_file = log_path.open("a", newline="")
-            writer = csv.writer(log_file)
-            if new_log:
-                writer.writerow(["step", "epoch", "loss", "lr"])
+        log = _LossLog(log_path if main else None)
         bar = tqdm(
             total=total,
             initial=min(self.step, total),
-            desc=f"train {cfg.kind}",
+            desc=f"train {cfg.kind} epoch {self.epoch + 1}/{cfg.epochs}",
             disable=not (self.progress and main),
             unit="step",
         )
@@ -433,66 +488,45 @@ class Trainer:
         pending: list[tuple[int, int, float]] = []  # (step, epoch, lr) of the steps whose loss is still on the device
         pending_losses: list[Tensor] = []
         mean_loss = None
-        start = time.perf_counter()
 
-        def flush(reduce: bool = True) -> None:
+        def flush() -> None:
             """One host synchronisation for the last few steps: their rows go to loss.csv."""
             if not pending:
                 return
-            values = torch.stack(pending_losses).float()
-            if reduce:
-                values = all_reduce_mean(values, ctx)  # the global-batch loss (rank shares averaged)
+            values = all_reduce_mean(torch.stack(pending_losses).float(), ctx)  # the global-batch loss
             for (step, epoch, lr), value in zip(pending, values.tolist(), strict=True):
                 epoch_losses.append(value)
-                if writer is not None:
-                    writer.writerow([step, epoch, f"{value:.6g}", f"{lr:.6g}"])
-            bar.update(len(pending))
-            bar.set_postfix(epoch=pending[-1][1], loss=f"{epoch_losses[-1]:.4f}")
+                log.write(step, epoch, value, lr)
+            bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
             pending.clear()
             pending_losses.clear()
 
         self.net.train()
+        start = time.perf_counter()
         try:
             while self.epoch < cfg.epochs and self.step < total:
                 if self.perm is None:
                     self.perm = torch.randperm(n, generator=self.generator)
                     self.batch_in_epoch = 0
+                bar.set_description(f"train {cfg.kind} epoch {self.epoch + 1}/{cfg.epochs}")
                 perm = self.perm.to(self.device)  # one copy per epoch, not one per step
-                start = time.perf_counter()
                 while self.batch_in_epoch < batches_per_epoch and self.step < total:
-                    idx = perm[self.batch_in_epoch * cfg.batch_size : (self.batch_in_epoch + 1) * cfg.batch_size]
-                    n_global = idx.shape[0]
-                    rows = None
-                    if ctx.enabled:  # this rank's disjoint slice of the global batch
-                        rows = shard_rows(n_global, ctx)
-                        idx = idx[rows]
-                    x = to_float(images[idx], cfg.value_range)
-                    if self._graphs:
-                        torch.compiler.cudagraph_mark_step_begin()
-                    loss = training_loss(
-                        self.train_net,
-                        x,
-                        labels[idx],
-                        cfg,
-                        self.schedule,
-                        self.noise_generator,
-                        rows=rows,
-                        n_global=n_global,
-                        ctx=ctx,
-                        autocast_dtype=self.autocast_dtype,
-                        channels_last=self.channels_last,
-                    )
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.optimizer.step()
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    pending.append((self.step, self.epoch + 1, self.optimizer.param_groups[0]["lr"]))
-                    pending_losses.append(loss.detach())
+                    if stop.signum is not None:  # a stop at a step boundary: the saved state is exact
+                        raise KeyboardInterrupt
+                    self._train_step(images, labels, perm, pending, pending_losses)
+                    bar.update(1)
                     if len(pending) >= self.log_every:
                         flush()
+                    if self.save_every and self.step % self.save_every == 0 and self.batch_in_epoch < batches_per_epoch:
+                        flush()
+                        log.flush()
+                        self.train_seconds += time.perf_counter() - start
+                        start = time.perf_counter()
+                        if main:
+                            self.save(split, _mean(epoch_losses))
                 flush()
                 self.train_seconds += time.perf_counter() - start
+                start = time.perf_counter()
                 if self.batch_in_epoch < batches_per_epoch:  # stopped by max_steps inside an epoch
                     break
                 self.epoch += 1
@@ -500,34 +534,36 @@ class Trainer:
                 self.batch_in_epoch = 0
                 if self.lr_scheduler:
                     self.lr_scheduler.step()
-                mean_loss = sum(epoch_losses) / max(1, len(epoch_losses))
+                mean_loss = _mean(epoch_losses)
                 self.last_losses, epoch_losses = epoch_losses, []
-                if log_file is not None:
-                    log_file.flush()
+                log.flush()
                 self._end_of_epoch(split, mean_loss)
+                start = time.perf_counter()
         except KeyboardInterrupt:
-            # no collective here: the other ranks may already be gone; rank 0 logs its own share's estimate
-            flush(reduce=False)
-            if log_file is not None:
-                log_file.flush()
-            self.train_seconds += time.perf_counter() - start  # the interrupted epoch's time so far
-            if mean_loss is None and epoch_losses:
-                mean_loss = sum(epoch_losses) / len(epoch_losses)
-            if main:
-                self.save(split, mean_loss)
+            # pending losses belong to completed steps; no collective here (other ranks may be gone)
+            for (step, epoch, lr), value in zip(
+                pending, torch.stack(pending_losses).tolist() if pending else [], strict=True
+            ):
+                epoch_losses.append(value)
+                log.write(step, epoch, value, lr)
+            log.close()
+            self.train_seconds += time.perf_counter() - start
             bar.close()
-            if main:
-                print(
-                    f"\ninterrupted: saved the run at step {self.step} in {self.run_dir}; continue with --resume",
-                    file=sys.stderr,
-                )
+            if stop.signum is not None or not stop._old:  # at a step boundary (or no handler): exact, save it
+                if main:
+                    self.save(split, mean_loss if mean_loss is not None else _mean(epoch_losses))
+                    print(
+                        f"\ninterrupted: saved the run at step {self.step} in {self.run_dir}; continue with --resume",
+                        file=sys.stderr,
+                    )
+            elif main:
+                print("\nstopped at once: not saved; --resume continues from the last checkpoint", file=sys.stderr)
             raise
         finally:
-            if log_file is not None:
-                log_file.close()
+            log.close()
             bar.close()
         if epoch_losses:  # a partial epoch (max_steps): still checkpoint it
-            mean_loss = sum(epoch_losses) / len(epoch_losses)
+            mean_loss = _mean(epoch_losses)
             self.last_losses = epoch_losses
             self._end_of_epoch(split, mean_loss, partial=True)
         self.net.eval()
@@ -540,60 +576,164 @@ class Trainer:
         return {
             "epoch": self.epoch,
             "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "batches_per_epoch": batches_per_epoch,
             "loss": mean_loss,
             "run_dir": str(self.run_dir),
             "seconds": self.train_seconds,
         }
+
+    def _train_step(self, images: Tensor, labels: Tensor, perm: Tensor, pending: list, pending_losses: list) -> None:
+        cfg, ctx = self.config, self.dist
+        idx = perm[self.batch_in_epoch * cfg.batch_size : (self.batch_in_epoch + 1) * cfg.batch_size]
+        n_global = idx.shape[0]
+        rows = None
+        if ctx.enabled:  # this rank's disjoint slice of the global batch
+            rows = shard_rows(n_global, ctx)
+            idx = idx[rows]
+        x = to_float(images[idx], cfg.value_range)
+        if self._graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        loss = training_loss(
+            self.train_net,
+            x,
+            labels[idx],
+            cfg,
+            self.schedule,
+            self.noise_generator,
+            rows=rows,
+            n_global=n_global,
+            ctx=ctx,
+            autocast_dtype=self.autocast_dtype,
+            channels_last=self.channels_last,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        self.batch_in_epoch += 1
+        if self.ema is not None:
+            ema_update(self.ema, self.net, ema_decay_at(cfg.ema_decay, self.step))
+        pending.append((self.step, self.epoch + 1, self.optimizer.param_groups[0]["lr"]))
+        pending_losses.append(loss.detach())
 
     def _end_of_epoch(self, split: Split, mean_loss: float, partial: bool = False) -> None:
         if not self.dist.is_main:  # checkpoints and figures from rank 0 only
             return
         path = self.save(split, mean_loss)
         if not partial and self.epoch in self.config.snapshot_epochs:
-            snap = self.run_dir / "snapshots" / f"epoch_{self.epoch}.safetensors"
             _, config = load_checkpoint(path)
-            save_checkpoint(snap, self.net.state_dict(), config)
+            save_checkpoint(
+                self.run_dir / "snapshots" / f"epoch_{self.epoch}.safetensors", self.exported_state(), config
+            )
+            if self.ema is not None:
+                raw_config = {**config, "name": f"{config['name']} (raw weights)"}
+                save_checkpoint(
+                    self.run_dir / "snapshots" / "raw" / f"epoch_{self.epoch}.safetensors",
+                    self.net.state_dict(),
+                    raw_config,
+                )
         if self.on_epoch_end is not None:
             was_training = self.net.training
             self.net.eval()
-            model = CourseModel(self.net, model_config(self.config, {}), self.device)
+            model = CourseModel(_export_net(self), model_config(self.config, {}), self.device)
             self.on_epoch_end(EpochEnd(self.epoch, self.step, mean_loss, model, self.run_dir, partial))
             self.net.train(was_training)
 
 
+def _export_net(trainer: Trainer) -> UNet:
+    """The exported weights (EMA or raw) in a network of their own, for the epoch figures."""
+    if trainer.ema is None:
+        return trainer.net
+    net = UNet(trainer.config.unet_config()).to(trainer.device)
+    net.load_state_dict(trainer.exported_state())
+    return net.eval()
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class _LossLog:
+    """loss.csv, one whole row per step: rows are buffered and written whole on flush (a kill can tear only the
+    last line of a write, which the reader and resume drop)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.rows: list[str] = []
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.is_file() or path.stat().st_size == 0:
+                path.write_text(",".join(LOG_HEADER) + "\n")
+
+    def write(self, step: int, epoch: int, loss: float, lr: float) -> None:
+        if self.path is not None:
+            self.rows.append(f"{step},{epoch},{loss:.6g},{lr:.6g}\n")
+
+    def flush(self) -> None:
+        if self.path is not None and self.rows:
+            with self.path.open("a") as f:
+                f.write("".join(self.rows))
+                f.flush()
+                os.fsync(f.fileno())
+            self.rows.clear()
+
+    close = flush
+
+
 def read_loss_log(path: str | Path) -> list[float]:
-    with Path(path).open() as f:
-        return [float(row["loss"]) for row in csv.DictReader(f)]
+    return [r["loss"] for r in read_log_rows(Path(path))]
 
 
 def open_run(config: TrainConfig, run_dir: str | Path, resume: bool, **kwargs) -> Trainer:
-    """A new run in an empty (or new) directory, or the continuation of the one there with resume=True."""
+    """A new run in a new or empty directory, or the continuation of the one there with resume=True."""
     run_dir = Path(run_dir)
-    existing = (run_dir / WEIGHTS_NAME).exists()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DiffusionLabError(f"--out {run_dir}: is a file; a run needs a directory of its own")
+    existing = (run_dir / STATE_NAME).exists() or (run_dir / WEIGHTS_NAME).exists()
     if resume and not existing:
         raise DiffusionLabError(
-            f"--resume: no run to continue in {run_dir} (no {WEIGHTS_NAME}); drop --resume to start one"
+            f"--resume: no run to continue in {run_dir} (no {STATE_NAME}); drop --resume to start one"
         )
     if existing and not resume:
         raise DiffusionLabError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
+    if not existing and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise DiffusionLabError(
+            f"--out {run_dir}: the folder holds other files and no run; give a new or empty folder for the run"
+        )
     if resume:
-        _, saved = load_checkpoint(run_dir)
-        train = saved.get("train", {})
-        theirs = (saved.get("kind"), saved.get("objective"), saved.get("data"))
+        clean_temp_files(run_dir)
+        if (run_dir / STATE_NAME).exists():
+            train = read_state(run_dir / STATE_NAME).meta.get("config", {})
+        else:
+            train = load_checkpoint(run_dir)[1].get("train", {})
+        theirs = (
+            train.get("kind"),
+            "denoise" if train.get("kind") == "denoiser" else train.get("objective"),
+            train.get("data"),
+        )
         if theirs != (config.kind, config.objective_name, config.data):
             raise DiffusionLabError(
                 f"{run_dir}: cannot resume, it holds a {' '.join(map(str, theirs))} run and this command trains "
                 f"{config.kind} {config.objective_name} on {config.data}; use the run's own command or another --out"
             )
         # a resumed run keeps its own recipe; the command may only extend its length
+        known = set(TrainConfig.__dataclass_fields__) - {"epochs", "max_steps"}
         config = replace(
-            config,
-            **{
-                k: (tuple(v) if isinstance(v, list) else v)
-                for k, v in train.items()
-                if k not in ("epochs", "max_steps")
-            },
+            config, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in train.items() if k in known}
         )
+        if "ema_decay" not in train:  # a run from before EMA: it continues without one, as it was trained
+            config = replace(config, ema_decay=0.0)
     trainer = Trainer(config, run_dir, **kwargs)
     if resume:
         trainer.load()

@@ -42,18 +42,28 @@ def train(
     figures: Annotated[bool, typer.Option(help="Write the Part B figures into the run directory.")] = True,
     device: DeviceOpt = "auto",
     fast: Annotated[
-        bool | None,
+        bool,
         typer.Option(
             "--fast/--plain",
-            help="Fast path (bf16 autocast, channels_last, CUDA graphs, fused Adam); default: on with CUDA, off on CPU.",
+            help="Fast path, the default: bf16 autocast only where the device has native bf16 (else fp32), "
+            "channels_last, foreach Adam; on CUDA also CUDA graphs and fused Adam. --plain: eager fp32, as the course.",
         ),
-    ] = None,
+    ] = True,
     compile_: Annotated[
         bool, typer.Option("--compile/--no-compile", help="torch.compile the train step on the CUDA fast path.")
     ] = True,
     log_every: Annotated[
         int, typer.Option(help="Losses reach loss.csv (still one row per step) every this many steps.")
     ] = 50,
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(help="EMA of the weights (exported and sampled; raw ones in snapshots/raw): decay, 0 = off."),
+    ] = None,
+    save_every: Annotated[
+        int | None,
+        typer.Option(help="Also checkpoint every N steps inside an epoch: a SIGKILL then loses at most N steps."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: one per core).", min=1)] = None,
 ) -> None:
     """Train a course UNet from scratch with the course recipe (SPEC Part B); every default is the course's.
 
@@ -82,7 +92,12 @@ def train(
         num_steps=num_steps,
         max_steps=max_steps,
         seed=seed,
+        ema_decay=ema_decay,
     )
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     run_dir = out or Path("runs") / (f"{data}-{kind}" + ("-flow" if objective == "flow" and kind != "denoiser" else ""))
     dev = resolve_device(device)
     ctx, dev = init_from_env(dev)
@@ -105,8 +120,8 @@ def train(
         fast=fast,
         compile=compile_,
         log_every=log_every,
+        save_every=save_every,
     )
-    _stop_on_sigterm()
     try:
         summary = trainer.run(split)
     finally:
@@ -114,21 +129,14 @@ def train(
     if not ctx.is_main:
         return
     loss = f"{summary['loss']:.5f}" if summary["loss"] is not None else "n/a"
+    where = f"epoch {summary['epoch']}"
+    if summary["batch_in_epoch"]:  # stopped inside an epoch (--max-steps)
+        where = f"epoch {summary['epoch'] + 1} (step {summary['batch_in_epoch']} of {summary['batches_per_epoch']})"
     print(
-        f"trained {config.data} {config.kind} {config.objective_name}: epoch {summary['epoch']}, step {summary['step']}, "
-        f"mean loss of the last epoch {loss}, {summary['seconds']:.1f} s"
+        f"trained {config.data} {config.kind} {config.objective_name}: {where}, step {summary['step']} in all, "
+        f"mean loss {loss}, {summary['seconds']:.1f} s of training"
     )
     wrote(run_dir / "model.safetensors", run_dir / "loss.csv", run_dir / "loss.png", run_dir / "figures")
-
-
-def _stop_on_sigterm() -> None:
-    """SIGTERM (kill, a batch scheduler's stop) ends a run like Ctrl-C: the trainer saves it first."""
-    import signal
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
 
 
 def sample(

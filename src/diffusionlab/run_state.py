@@ -1,0 +1,132 @@
+"""The resume state of a training run: ONE safetensors file that holds everything `--resume` needs.
+
+`train_state.safetensors` carries the raw weights, the EMA weights, the optimizer, the RNG, the permutation and
+the position in the epoch, plus the run's metadata, and is replaced atomically. So a checkpoint is complete or
+absent: a kill at any moment leaves either the previous state or the new one, never a mix. `model.safetensors`
+and its JSON are exports made from the same step right after; resume never reads them (except from runs made
+before this file held the weights).
+
+Also here: the loss log (`loss.csv`) that tolerates a torn last row, and the cleanup of leftover temp files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import Tensor
+
+from diffusionlab.checkpoint import atomic_save_tensors
+from diffusionlab.errors import DiffusionLabError
+
+STATE_NAME = "train_state.safetensors"
+LOG_NAME = "loss.csv"
+LOG_HEADER = ["step", "epoch", "loss", "lr"]
+
+
+@dataclass
+class RunState:
+    """What a resumed run starts from. `raw`/`ema` are None in states written before they were kept here."""
+
+    meta: dict
+    rng: Tensor
+    noise_rng: Tensor | None = None
+    perm: Tensor | None = None
+    raw: dict[str, Tensor] | None = None
+    ema: dict[str, Tensor] | None = None
+    optimizer: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+
+
+def write_state(path: Path, state: RunState) -> None:
+    tensors: dict[str, Tensor] = {"rng": state.rng}
+    if state.noise_rng is not None:
+        tensors["noise_rng"] = state.noise_rng
+    if state.perm is not None:
+        tensors["perm"] = state.perm
+    for prefix, entries in (("net.", state.raw), ("ema.", state.ema)):
+        for key, value in (entries or {}).items():
+            tensors[prefix + key] = value
+    for idx, st in state.optimizer.items():
+        for key, value in st.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
+    atomic_save_tensors(path, tensors, {"state": json.dumps(state.meta)})
+
+
+def read_state(path: Path) -> RunState:
+    """The state in path, or a one-line error naming what to do when it is missing or unreadable."""
+    if not path.is_file():
+        raise DiffusionLabError(
+            f"{path}: missing, so the run cannot be resumed exactly; start a new run with another --out"
+        )
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {})["state"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DiffusionLabError(
+            f"{path}: cannot read the training state ({reason}); the file is corrupt, so this run cannot be resumed: "
+            "start a new run with another --out, or sample from its model.safetensors"
+        ) from None
+    if "rng" not in tensors or not isinstance(meta, dict) or "step" not in meta:
+        raise DiffusionLabError(f"{path}: not a diffusionlab training state (no RNG or step); start a new run")
+    state = RunState(meta, tensors["rng"], tensors.get("noise_rng"), tensors.get("perm"))
+    for key, value in tensors.items():
+        if key.startswith("net."):
+            state.raw = state.raw or {}
+            state.raw[key[4:]] = value
+        elif key.startswith("ema."):
+            state.ema = state.ema or {}
+            state.ema[key[4:]] = value
+        elif key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.optimizer.setdefault(int(idx), {})[name] = value
+    return state
+
+
+def clean_temp_files(run_dir: Path) -> list[Path]:
+    """Remove the temp files an interrupted atomic write leaves (.NAME.XXXX.tmp), in the run and its snapshots."""
+    removed = []
+    for folder in (run_dir, run_dir / "snapshots", run_dir / "snapshots" / "raw"):
+        if folder.is_dir():
+            for p in folder.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def read_log_rows(path: Path) -> list[dict]:
+    """The whole rows of loss.csv as dicts (step:int, epoch:int, loss:float, lr:float); a torn row is skipped."""
+    rows = []
+    if not path.is_file():
+        return rows
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                rows.append(
+                    {
+                        "step": int(row["step"]),
+                        "epoch": int(row["epoch"]),
+                        "loss": float(row["loss"]),
+                        "lr": float(row["lr"]),
+                    }
+                )
+            except (TypeError, ValueError, KeyError):
+                continue  # a row cut short by a kill, or garbage: not a logged step
+    return rows
+
+
+def truncate_log(path: Path, last_step: int) -> None:
+    """Keep the whole rows up to last_step: what the state says was trained (the rest is redone on resume)."""
+    if not path.is_file():
+        return
+    rows = [r for r in read_log_rows(path) if r["step"] <= last_step]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(LOG_HEADER)
+        for r in rows:
+            writer.writerow([r["step"], r["epoch"], f"{r['loss']:.6g}", f"{r['lr']:.6g}"])
