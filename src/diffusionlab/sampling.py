@@ -12,14 +12,8 @@ from tqdm.auto import tqdm
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.guidance import Estimator, cfg, cfg_combine, plain, repeat_cond
 from diffusionlab.model import DiffusionModel
-from diffusionlab.schedule import (
-    check_timesteps,
-    ddpm_step,
-    dynamic_threshold,
-    full_timesteps,
-    predict_x0,
-    step_variance,
-)
+from diffusionlab.schedule import check_timesteps, dynamic_threshold, full_timesteps, predict_x0
+from diffusionlab.steps import make_step_rule, needs_noise
 
 AfterStep = Callable[[Tensor, int, int], Tensor]  # (x at t_prev, t_prev, step index) -> x
 Callback = Callable[[dict[str, Any]], None]
@@ -65,9 +59,12 @@ def denoise(
     threshold: tuple[float, float] | None = None,
     clip: bool = False,
     progress: bool = True,
+    sampler: str = "ddpm",
+    eta: float = 0.0,
 ) -> Tensor:
     """Iterative denoising of x (at timesteps[i_start]) along strided timesteps down to a clean image.
 
+    sampler: the step rule (steps.py): "ddpm" (with `variance`), "ddim" (with `eta`) or "dpm++2m".
     variance: "auto" (learned-range when the model predicts it, else beta), "learned-range", "beta", "beta-tilde".
     threshold: (ratio, max value) for dynamic thresholding of x0_hat (IF: (0.95, 1.5)); clip clamps x0_hat to
     the model's value range instead. No noise is added on the step to the clean image.
@@ -77,6 +74,8 @@ def denoise(
     check_i_start(ts, i_start)
     ts = ts[i_start:]
     lo, hi = model.value_range
+    rule = make_step_rule(model.schedule, sampler, variance, eta)
+    noisy_steps = needs_noise(sampler, eta)
     for i, t in enumerate(tqdm(ts, desc="denoising", disable=not progress, leave=False)):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         pred = estimator(x, t)
@@ -85,12 +84,8 @@ def denoise(
             x0 = dynamic_threshold(x0, *threshold)
         elif clip:
             x0 = x0.clamp(lo, hi)
-        if t_prev >= 0:
-            noise = randn(x.shape, generator, like=x)
-            log_var = step_variance(model.schedule, t, t_prev, variance, pred.var_values)
-        else:
-            noise = log_var = None
-        x = ddpm_step(model.schedule, x, t, t_prev, x0, noise, log_var)
+        noise = randn(x.shape, generator, like=x) if noisy_steps and t_prev >= 0 else None
+        x = rule(x, t, t_prev, x0, pred.var_values, noise)
         if after_step is not None:
             x = after_step(x, t_prev, i_start + i)
         if callback is not None:

@@ -1,0 +1,100 @@
+"""Step rules: how the one sampler loop (sampling.denoise) moves x from timestep t to t_prev.
+
+A rule gets (x_t, t, t_prev, x0_hat, var_values, noise) and returns x at t_prev (t_prev = -1: the clean image).
+x0_hat is the loop's estimate of the clean image (after thresholding/clipping); every rule derives what else it
+needs from it, so guidance, views and thresholding work the same under every rule.
+
+- ddpm: the strided DDPM posterior step (Algorithm B.2 when t_prev = t - 1), with a variance mode:
+  "beta" (sigma^2 = 1 - abar_t / abar_t', the course's), "beta-tilde" (the posterior variance) or IF's learned range.
+- ddim: DDIM with eta (0 = deterministic; 1 = the DDPM posterior variance, beta-tilde).
+- dpm++2m: DPM-Solver++ (2M), a second-order multistep solver in the data prediction (Lu et al. 2022), first
+  order on its first and last steps, as diffusers' DPMSolverMultistepScheduler with final_sigmas_type="zero".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from torch import Tensor
+
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.schedule import NoiseSchedule, ddpm_step, step_variance
+
+SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+StepRule = Callable[[Tensor, int, int, Tensor, Tensor | None, Tensor | None], Tensor]
+
+
+def needs_noise(sampler: str, eta: float = 0.0) -> bool:
+    """Whether the rule adds fresh noise on a step (so the loop draws it)."""
+    return sampler == "ddpm" or (sampler == "ddim" and eta > 0)
+
+
+def check_sampler(sampler: str, eta: float = 0.0) -> None:
+    if sampler not in SAMPLERS:
+        raise DiffusionLabError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if not (math.isfinite(eta) and 0.0 <= eta <= 1.0):
+        raise DiffusionLabError(f"--eta must be between 0 and 1, got {eta}")
+
+
+def _abar(schedule: NoiseSchedule, t: int) -> float:
+    return float(schedule.abar(t).double())
+
+
+def ddpm_rule(schedule: NoiseSchedule, variance: str = "auto") -> StepRule:
+    def step(x: Tensor, t: int, t_prev: int, x0: Tensor, var_values: Tensor | None, noise: Tensor | None) -> Tensor:
+        log_var = step_variance(schedule, t, t_prev, variance, var_values) if t_prev >= 0 else None
+        return ddpm_step(schedule, x, t, t_prev, x0, noise if t_prev >= 0 else None, log_var)
+
+    return step
+
+
+def ddim_rule(schedule: NoiseSchedule, eta: float = 0.0) -> StepRule:
+    def step(x: Tensor, t: int, t_prev: int, x0: Tensor, var_values: Tensor | None, noise: Tensor | None) -> Tensor:
+        a_t, a_prev = _abar(schedule, t), _abar(schedule, t_prev)
+        eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)  # the noise that x0_hat implies
+        var = eta**2 * (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
+        out = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - var, 0.0)) * eps
+        if var > 0 and noise is not None:
+            out = out + math.sqrt(var) * noise
+        return out
+
+    return step
+
+
+def dpmpp_2m_rule(schedule: NoiseSchedule) -> StepRule:
+    """Each call is one step of one trajectory: the rule remembers the previous x0_hat and its lambda."""
+    history: list[tuple[Tensor, float]] = []  # (x0_hat, lambda) of the previous step
+
+    def lam(a: float) -> float:
+        return 0.5 * math.log(a) - 0.5 * math.log(1 - a)  # log(alpha / sigma)
+
+    def step(x: Tensor, t: int, t_prev: int, x0: Tensor, var_values: Tensor | None, noise: Tensor | None) -> Tensor:
+        a_t, a_prev = _abar(schedule, t), _abar(schedule, t_prev)
+        if t_prev < 0 or a_prev >= 1.0:  # to sigma = 0: the data prediction itself (first order, exp(-h) = 0)
+            history.clear()
+            return x0
+        lam_t, lam_prev = lam(a_t), lam(a_prev)
+        h = lam_prev - lam_t
+        sigma_ratio = math.sqrt(1 - a_prev) / math.sqrt(1 - a_t)
+        phi = math.sqrt(a_prev) * math.expm1(-h)  # alpha_prev (exp(-h) - 1)
+        d = x0
+        if history:
+            x0_last, lam_last = history[-1]
+            r = (lam_t - lam_last) / h
+            d = x0 + 0.5 / r * (x0 - x0_last)  # the midpoint second-order correction
+        history[:] = [(x0, lam_t)]
+        return sigma_ratio * x - phi * d
+
+    return step
+
+
+def make_step_rule(schedule: NoiseSchedule, sampler: str = "ddpm", variance: str = "auto", eta: float = 0.0) -> StepRule:
+    """A fresh rule for one run of the loop (dpm++2m keeps the previous step's estimate)."""
+    check_sampler(sampler, eta)
+    if sampler == "ddim":
+        return ddim_rule(schedule, eta)
+    if sampler == "dpm++2m":
+        return dpmpp_2m_rule(schedule)
+    return ddpm_rule(schedule, variance)
+

@@ -1,0 +1,102 @@
+"""The step rules of the sampler loop (DDIM, DPM-Solver++ 2M) against diffusers' schedulers and closed forms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from parta_helpers import FormulaModel, one_thread  # noqa: F401  (one_thread: autouse fixture)
+
+from diffusionlab import guidance, sampling
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.schedule import NoiseSchedule, spaced_timesteps, strided_timesteps
+from diffusionlab.steps import make_step_rule
+
+LINEAR = {"beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear"}
+
+
+def _ours(model, x, ts, **kw):
+    est = guidance.plain(model, model.null(1))
+    return sampling.denoise(model, x, ts, est, generator=torch.Generator().manual_seed(1), progress=False, **kw)
+
+
+def _diffusers_loop(model, scheduler, x, **step_kw):
+    y = x.clone()
+    for t in scheduler.timesteps:
+        eps = model.predict(y, torch.full((y.shape[0],), int(t)), model.null(y.shape[0])).eps
+        y = scheduler.step(eps, t, y, **step_kw).prev_sample
+    return y
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_matches_diffusers(eta):
+    diffusers = pytest.importorskip("diffusers")
+    model = FormulaModel(NoiseSchedule.linear(300), (1, 8, 8), (0.0, 1.0), variance=False)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ts = strided_timesteps(300)  # 290, 280, ..., 0: diffusers' "leading" spacing for 30 steps
+    ref = diffusers.DDIMScheduler(num_train_timesteps=300, clip_sample=False, set_alpha_to_one=True, **LINEAR)
+    ref.set_timesteps(30)
+    assert [int(t) for t in ref.timesteps] == ts
+    want = _diffusers_loop(model, ref, x, eta=eta, generator=torch.Generator().manual_seed(1))
+    got = _ours(model, x, ts, sampler="ddim", eta=eta)
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("count", [10, 20])
+def test_dpmpp_2m_matches_diffusers(count):
+    diffusers = pytest.importorskip("diffusers")
+    model = FormulaModel(NoiseSchedule.linear(300), (1, 8, 8), (0.0, 1.0), variance=False)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ts = spaced_timesteps(300, count)
+    ref = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=300,
+        solver_order=2,
+        algorithm_type="dpmsolver++",
+        solver_type="midpoint",
+        final_sigmas_type="zero",
+        lower_order_final=True,
+        **LINEAR,
+    )
+    ref.set_timesteps(timesteps=ts)
+    want = _diffusers_loop(model, ref, x)
+    got = _ours(model, x, ts, sampler="dpm++2m")
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+def test_ddim_eta0_is_deterministic_and_beta_tilde_is_eta1_variance():
+    model = FormulaModel(NoiseSchedule.linear(300), (1, 8, 8), (0.0, 1.0), variance=False)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ts = strided_timesteps(300)
+    a = sampling.denoise(
+        model,
+        x,
+        ts,
+        guidance.plain(model, model.null(1)),
+        generator=torch.Generator().manual_seed(1),
+        sampler="ddim",
+        progress=False,
+    )
+    b = sampling.denoise(
+        model,
+        x,
+        ts,
+        guidance.plain(model, model.null(1)),
+        generator=torch.Generator().manual_seed(9),
+        sampler="ddim",
+        progress=False,
+    )
+    assert torch.equal(a, b)  # eta = 0 draws no noise
+    # one step with eta = 1 is the DDPM posterior with beta-tilde variance (same noise)
+    s = NoiseSchedule.linear(300)
+    x0, noise = torch.rand(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+    ddim = make_step_rule(s, "ddim", eta=1.0)(x, 150, 140, x0, None, noise)
+    ddpm = make_step_rule(s, "ddpm", "beta-tilde")(x, 150, 140, x0, None, noise)
+    assert torch.allclose(ddim, ddpm, atol=1e-5)
+
+
+def test_unknown_sampler_and_bad_eta_are_one_line_errors():
+    s = NoiseSchedule.linear(300)
+    with pytest.raises(DiffusionLabError, match="unknown sampler 'euler'"):
+        make_step_rule(s, "euler")
+    for eta in (-0.1, 1.5, float("nan")):
+        with pytest.raises(DiffusionLabError, match="--eta"):
+            make_step_rule(s, "ddim", eta=eta)
