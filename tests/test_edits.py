@@ -32,8 +32,8 @@ def test_defaults_follow_the_model():
     assert edits.default_scale(if_like) == 7.0 and edits.default_scale(ours) == 5.0
     assert edits.default_timesteps(if_like) == list(range(990, -1, -30))
     assert edits.default_timesteps(ours) == list(range(290, -1, -10))
-    assert edits.sampler_defaults(if_like) == {"variance": "auto", "threshold": (0.95, 1.5)}
-    assert edits.sampler_defaults(ours) == {"variance": "auto", "threshold": None}
+    assert sampling.sampler_defaults(if_like) == {"sampler": "ddpm", "variance": "auto", "threshold": (0.95, 1.5)}
+    assert sampling.sampler_defaults(ours) == {**sampling.OUR_SAMPLER, "threshold": None}
 
 
 def test_one_step_and_iterative_denoise(model):

@@ -37,24 +37,6 @@ def default_timesteps(model: DiffusionModel) -> list[int]:
     return strided_timesteps(model.schedule.num_steps)
 
 
-def predicts_variance(model: DiffusionModel) -> bool:
-    """Whether the model returns learned-range variance values (IF); our UNets do not."""
-    flag = getattr(model, "predicts_variance", None)
-    return bool(flag) if flag is not None else model.schedule.num_steps >= 1000
-
-
-def sampler_defaults(model: DiffusionModel) -> dict[str, Any]:
-    """variance "auto"; IF-like models ([-1, 1] and learned variance) get dynamic thresholding (0.95, 1.5), as
-    IF's own scheduler; our MNIST models no clipping. A model's own `sampler_defaults` dict wins."""
-    own = getattr(model, "sampler_defaults", None)
-    if isinstance(own, dict):
-        return {"variance": "auto", "threshold": None, **own}
-    threshold = None
-    if tuple(float(v) for v in model.value_range) == (-1.0, 1.0) and predicts_variance(model):
-        threshold = (0.95, 1.5)
-    return {"variance": "auto", "threshold": threshold}
-
-
 def unconditional_prompt(model: DiffusionModel) -> str:
     """The prompt for "no particular content": "a high quality photo" for IF, the null class for ours."""
     return getattr(model, "default_prompt", "")
@@ -79,7 +61,7 @@ def _estimator(model: DiffusionModel, prompt: Prompt | None, scale: float | None
 
 def _denoise(model: DiffusionModel, x: Tensor, timesteps, estimator, i_start: int, **kwargs: Any) -> Tensor:
     """sampling.denoise with the model's defaults (sampler_defaults) under the caller's keyword arguments."""
-    return sampling.denoise(model, x, timesteps, estimator, i_start, **{**sampler_defaults(model), **kwargs})
+    return sampling.denoise(model, x, timesteps, estimator, i_start, **{**sampling.sampler_defaults(model), **kwargs})
 
 
 # -- A1.1 - A1.4 ------------------------------------------------------------------------------------------------

@@ -436,6 +436,16 @@ def evenly_spaced_timesteps(num_steps: int, steps: int) -> list[int]:
     return spaced_timesteps(num_steps, min(steps, num_steps))
 
 
+def background_std(raw: Tensor, value_range: Sequence[float] = (0.0, 1.0)) -> float:
+    """Mean over images of the pixel std of the darkest half of each raw (unclamped) sample, on a [0, 1] scale.
+
+    Real MNIST backgrounds are exactly 0, so this measures the grain a sampler leaves where there is no ink."""
+    lo, hi = float(value_range[0]), float(value_range[1])
+    flat = ((raw.float() - lo) / (hi - lo)).reshape(raw.shape[0], -1)
+    darkest = flat.sort(dim=1).values[:, : flat.shape[1] // 2]
+    return float(darkest.std(dim=1).mean())
+
+
 @torch.no_grad()
 def generate_class_samples(
     model: Any,
@@ -445,11 +455,15 @@ def generate_class_samples(
     seed: int = 0,
     batch_size: int = 250,
     progress: bool = True,
+    sampler: dict[str, Any] | None = None,
+    raw: list[Tensor] | None = None,
 ) -> Tensor:
     """Class-conditional samples of a class DDPM or flow model of ours, one per label, in [0, 1] on the CPU.
 
-    DDPM: CFG over every step T-1..0 (Algorithm B.2), or `steps` evenly spaced timesteps. Flow: Euler with `steps`
-    steps (default: the config's `sample_steps`, else the course's N = 300), CFG on the velocity.
+    DDPM: CFG over every step T-1..0 (Algorithm B.2), or `steps` evenly spaced timesteps, with the step rule of
+    `sampler` ({"sampler", "variance", "eta"}; default: the model's own, sampling.sampler_defaults). Flow: Euler
+    with `steps` steps (default: the config's `sample_steps`, else the course's N = 300), CFG on the velocity.
+    `raw` (a list) receives the unclamped samples, chunk by chunk.
     """
     from diffusionlab import guidance, sampling
     from diffusionlab.schedule import full_timesteps
@@ -459,7 +473,8 @@ def generate_class_samples(
     names = model.class_names or [str(i) for i in range(model.num_classes)]
     out = []
     chunks = labels.split(batch_size)
-    for chunk in tqdm(chunks, desc="sampling", disable=not progress or len(chunks) < 2, unit="batch"):
+    bar = tqdm(total=len(labels), desc="sampling", disable=not progress, unit="image")
+    for chunk in chunks:
         cond = model.encode([names[int(c)] for c in chunk])
         uncond = model.null(1)
         if model.objective == "flow":
@@ -469,8 +484,13 @@ def generate_class_samples(
             T = model.schedule.num_steps
             ts = full_timesteps(T) if steps is None else evenly_spaced_timesteps(T, steps)
             est = guidance.cfg(model, cond, uncond, cfg_scale)
-            x = sampling.sample(model, len(chunk), est, ts, generator=gen, progress=progress and len(chunks) < 2)
+            kwargs = {**sampling.sampler_defaults(model), **(sampler or {})}
+            x = sampling.sample(model, len(chunk), est, ts, generator=gen, progress=False, **kwargs)
+        if raw is not None:
+            raw.append(x.cpu())
         out.append(to_unit(x.cpu(), model.value_range))
+        bar.update(len(chunk))
+    bar.close()
     return torch.cat(out)
 
 
@@ -485,11 +505,14 @@ def evaluate_model(
     train_split: Split | None = None,
     batch_size: int = 250,
     progress: bool = True,
+    sampler: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Scores of a class-conditional model: conditional accuracy (overall and per class) of n_per_class samples
-    per class at CFG scale cfg_scale, their Frechet distance to the test set, and the reference: the Frechet
-    distance of a random same-size subset of the train set to the test set (same N, so the same small-sample
-    bias). Splits not given are loaded from the model's data set (its cache)."""
+    per class at CFG scale cfg_scale, the background std of the raw samples, and, when the splits are given, their
+    Frechet distance to the test set next to the reference: the Frechet distance of a random same-size subset of
+    the train set to the test set (same N, so the same small-sample bias). Without splits no FD is computed."""
+    from diffusionlab.sampling import sampler_defaults
+
     model.require("class", what="evaluate")
     if n_per_class < 1:
         raise DiffusionLabError(f"-n must be at least 1 per class, got {n_per_class}")
@@ -497,39 +520,53 @@ def evaluate_model(
     if getattr(classifier, "num_classes", k) != k:
         raise DiffusionLabError(f"the classifier has {classifier.num_classes} classes but the model has {k}")
     data = model.config.get("data", "mnist")
-    test_split = test_split or load_split(data, "test")
-    train_split = train_split or load_split(data, "train")
     labels = torch.arange(k).repeat_interleave(n_per_class)
     start = time.perf_counter()
-    images = generate_class_samples(model, labels, cfg_scale, steps, seed, batch_size, progress)
+    raw: list[Tensor] = []
+    images = generate_class_samples(model, labels, cfg_scale, steps, seed, batch_size, progress, sampler, raw)
     sample_seconds = time.perf_counter() - start
     n = labels.numel()
-    if n < 2:
-        raise DiffusionLabError("the Frechet distance needs at least 2 samples; raise -n")
-    test_feats = classifier.features(to_float(test_split.images))
-    gen = torch.Generator("cpu").manual_seed(int(seed) + 1)
-    subset = torch.randperm(len(train_split), generator=gen)[: min(n, len(train_split))]
-    train_feats = classifier.features(to_float(train_split.images[subset]))
-    fd = frechet_distance(classifier.features(images), test_feats)
-    fd_ref = frechet_distance(train_feats, test_feats)
-    return {
+    step_rule = {**sampler_defaults(model), **(sampler or {})}
+    scores = {
         "model": getattr(model, "name", "model"),
         "data": data,
         "n_per_class": n_per_class,
         "n_samples": n,
         "cfg_scale": cfg_scale,
         "steps": steps,
-        "sampler": "flow-euler" if model.objective == "flow" else "ddpm",
+        "sampler": "flow-euler" if model.objective == "flow" else sampler_name(step_rule),
         "seed": seed,
         "conditional_accuracy": conditional_accuracy(classifier, images, labels),
         "per_class_accuracy": per_class_accuracy(classifier, images, labels, k),
-        "frechet_distance": fd,
-        "frechet_distance_train_vs_test": fd_ref,
-        "n_test": len(test_split),
-        "n_train_subset": int(subset.numel()),
+        "background_std": background_std(torch.cat(raw), model.value_range),
+        "frechet_distance": None,
+        "frechet_distance_train_vs_test": None,
         "classifier_test_accuracy": getattr(classifier, "test_accuracy", None),
         "sample_seconds": round(sample_seconds, 2),
     }
+    if test_split is None or train_split is None:
+        return scores
+    if n < 2:
+        raise DiffusionLabError("the Frechet distance needs at least 2 samples; raise -n")
+    test_feats = classifier.features(to_float(test_split.images))
+    gen = torch.Generator("cpu").manual_seed(int(seed) + 1)
+    subset = torch.randperm(len(train_split), generator=gen)[: min(n, len(train_split))]
+    scores["frechet_distance"] = frechet_distance(classifier.features(images), test_feats)
+    scores["frechet_distance_train_vs_test"] = frechet_distance(
+        classifier.features(to_float(train_split.images[subset])), test_feats
+    )
+    scores["n_test"], scores["n_train_subset"] = len(test_split), int(subset.numel())
+    return scores
+
+
+def sampler_name(rule: dict[str, Any]) -> str:
+    """ "ddpm (beta-tilde)", "ddim (eta 0)", "dpm++2m": how a sampling run's step rule is reported."""
+    name = rule.get("sampler", "ddpm")
+    if name == "ddpm":
+        return f"ddpm ({rule.get('variance', 'auto')})"
+    if name == "ddim":
+        return f"ddim (eta {rule.get('eta', 0.0):g})"
+    return name
 
 
 def ordered_pairs(num_classes: int) -> list[tuple[int, int]]:
@@ -642,9 +679,14 @@ def format_scores(scores: dict[str, Any], class_names: Sequence[str] | None = No
             f"{scores['sampler']} {scores['steps'] or 'all'} steps, seed {scores['seed']}",
         ),
         ("conditional accuracy", f"{100 * scores['conditional_accuracy']:.2f} %"),
-        ("Frechet distance (samples vs test)", f"{scores['frechet_distance']:.3f}"),
-        ("Frechet distance (train vs test, same N)", f"{scores['frechet_distance_train_vs_test']:.3f}"),
+        ("background std (raw samples)", f"{scores['background_std']:.4f}"),
     ]
+    if scores.get("frechet_distance") is None:
+        rows.append(("Frechet distance", "not computed: it needs the test set (--data-dir, or the data in the cache)"))
+    else:
+        fd, ref = scores["frechet_distance"], scores["frechet_distance_train_vs_test"]
+        rows.append(("Frechet distance (samples vs test)", f"{fd:.3f} ({fd / ref:.1f}x the train-vs-test floor)"))
+        rows.append(("Frechet distance (train vs test, same N)", f"{ref:.3f}"))
     if scores.get("classifier_test_accuracy") is not None:
         rows.append(("classifier test accuracy", f"{100 * scores['classifier_test_accuracy']:.2f} %"))
     names = list(class_names or [str(i) for i in range(len(scores["per_class_accuracy"]))])

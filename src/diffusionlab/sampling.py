@@ -15,6 +15,7 @@ from diffusionlab.model import DiffusionModel
 from diffusionlab.schedule import check_timesteps, dynamic_threshold, full_timesteps, predict_x0
 from diffusionlab.steps import make_step_rule, needs_noise
 
+OUR_SAMPLER = {"sampler": "ddpm", "variance": "beta"}  # our MNIST models' default step rule
 AfterStep = Callable[[Tensor, int, int], Tensor]  # (x at t_prev, t_prev, step index) -> x
 Callback = Callable[[dict[str, Any]], None]
 
@@ -31,6 +32,28 @@ def randn(
         device, dtype = like.device, like.dtype
     gen_device = generator.device if generator is not None else device
     return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def predicts_variance(model: DiffusionModel) -> bool:
+    """Whether the model returns learned-range variance values (IF); our UNets do not."""
+    flag = getattr(model, "predicts_variance", None)
+    return bool(flag) if flag is not None else model.schedule.num_steps >= 1000
+
+
+def sampler_defaults(model: DiffusionModel) -> dict[str, Any]:
+    """The step rule and its settings for a model (the one place they are chosen): IF-like models ([-1, 1] and
+    learned variance) take DDPM steps with their learned variance and dynamic thresholding (0.95, 1.5), as IF's own
+    scheduler; our models take OUR_SAMPLER (measured: docs/sampling.md), no clipping. A model's own
+    `sampler_defaults` dict wins."""
+    own = getattr(model, "sampler_defaults", None)
+    if isinstance(own, dict):
+        return {"variance": "auto", "threshold": None, **own}
+    threshold = None
+    if tuple(float(v) for v in model.value_range) == (-1.0, 1.0) and predicts_variance(model):
+        threshold = (0.95, 1.5)
+    if threshold is not None:
+        return {"sampler": "ddpm", "variance": "auto", "threshold": threshold}
+    return {**OUR_SAMPLER, "threshold": None}
 
 
 def one_step(model: DiffusionModel, x_t: Tensor, t: int, estimator: Estimator) -> Tensor:
@@ -172,7 +195,7 @@ def generate(
     else:
         est = cfg(model, cond, model.null(n), scale) if guided else plain(model, cond)
         ts = list(timesteps) if timesteps is not None else full_timesteps(model.schedule.num_steps)
-        x = sample(model, n, est, ts, g, callback=keep, progress=progress, **getattr(model, "sampler_defaults", {}))
+        x = sample(model, n, est, ts, g, callback=keep, progress=progress, **sampler_defaults(model))
     if frames is not None:
         frames.append(x.detach().cpu())
     return x
