@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from diffusionlab.checkpoint import atomic_save_tensors
+from diffusionlab.checkpoint import atomic_save_tensors, atomic_write_bytes
 from diffusionlab.errors import DiffusionLabError
 
 STATE_NAME = "train_state.safetensors"
@@ -125,8 +125,7 @@ def truncate_log(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     rows = [r for r in read_log_rows(path) if r["step"] <= last_step]
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(LOG_HEADER)
-        for r in rows:
-            writer.writerow([r["step"], r["epoch"], f"{r['loss']:.6g}", f"{r['lr']:.6g}"])
+    lines = [",".join(LOG_HEADER)]
+    lines += [f"{r['step']},{r['epoch']},{r['loss']:.6g},{r['lr']:.6g}" for r in rows]
+    # replaced atomically: a kill while resuming must not lose the log of the steps already trained
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
