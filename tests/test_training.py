@@ -249,3 +249,58 @@ def test_a_signal_mid_epoch_saves_at_a_step_boundary_and_resume_is_exact(tmp_pat
     b = read_state(tmp_path / "run" / "train_state.safetensors")
     assert all(torch.equal(a.raw[k], b.raw[k]) for k in a.raw) and all(torch.equal(a.ema[k], b.ema[k]) for k in a.ema)
     assert signal.getsignal(signal.SIGTERM) is not None  # the run's handlers are gone, the old ones back
+
+
+def test_pure_noise_denoiser_loss_sees_no_trace_of_the_image():
+    """--pure-noise: the input is z = eps alone, so the loss is || D(eps) - x ||^2 with eps from the generator."""
+    from diffusionlab.models.unet import UNet
+
+    config = recipe("denoiser", hidden=8, pure_noise=True)
+    torch.manual_seed(0)
+    net = UNet(config.unet_config()).eval()
+    x = torch.rand(4, 1, 28, 28)
+    loss = training_loss(net, x, torch.zeros(4, dtype=torch.long), config, None, torch.Generator().manual_seed(3))
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(loss, ((net(eps) - x) ** 2).mean())
+    noisy = training_loss(
+        net,
+        x,
+        torch.zeros(4, dtype=torch.long),
+        recipe("denoiser", hidden=8, sigma=0.3),
+        None,
+        torch.Generator().manual_seed(3),
+    )
+    assert torch.allclose(noisy, ((net(x + 0.3 * eps) - x) ** 2).mean())
+    with pytest.raises(DiffusionLabError, match="--pure-noise is for the single-step denoiser"):
+        recipe("class", pure_noise=True)
+    with pytest.raises(DiffusionLabError, match="--sigma"):
+        recipe("denoiser", sigma=float("nan"))
+
+
+def test_ema_follows_the_formula_and_is_what_the_run_exports(tmp_path, tiny_data):
+    """ema_k = d_k ema_{k-1} + (1 - d_k) w_k with d_k = min(decay, (1 + k) / (10 + k)); model.safetensors holds it."""
+    from diffusionlab.ema import ema_decay_at
+    from diffusionlab.run_state import read_state
+    from diffusionlab.training import Trainer
+
+    split = load_split("mnist", "train", tiny_data)
+    seen = []
+    original = Trainer._train_step
+
+    def record(self, *args):
+        original(self, *args)
+        seen.append({k: v.detach().clone() for k, v in self.net.state_dict().items() if v.is_floating_point()})
+
+    trainer = open_run(tiny(ema_decay=0.9), tmp_path / "r", resume=False, progress=False)
+    first = {k: v.detach().clone() for k, v in trainer.net.state_dict().items() if v.is_floating_point()}
+    trainer._train_step = record.__get__(trainer)
+    trainer.run(split)
+    ema = first
+    for k, weights in enumerate(seen, start=1):
+        d = ema_decay_at(0.9, k)
+        ema = {name: d * ema[name] + (1 - d) * weights[name] for name in ema}
+    exported, _ = load_checkpoint(tmp_path / "r")
+    assert all(torch.allclose(exported[k], ema[k], atol=1e-6) for k in ema)
+    state = read_state(tmp_path / "r" / "train_state.safetensors")
+    assert all(torch.equal(state.raw[k], seen[-1][k]) for k in seen[-1])  # the raw weights stay in the state
+    assert not all(torch.equal(state.raw[k], exported[k]) for k in ema)

@@ -38,6 +38,21 @@ def denoiser_results(
     return save_grid(grid, path, 3, col_labels=["input", f"noisy sigma={sigma}", "denoised"], title=title)
 
 
+PURE_NOISE_CAPTION = (
+    "A denoiser trained on pure noise (z ~ N(0, I), no trace of the digit) cannot tell which digit to make, so the "
+    "L2-optimal answer for every input is the same: the mean of the training digits, a blurry superposition of all "
+    "of them. Its outputs barely depend on z; a model that adds noise step by step (B2) is what can sample digits."
+)
+
+
+def pure_noise_results(model: CourseModel, path: Path, n: int = 8, title: str = "", seed: int = 0) -> Path:
+    """Fall 2025 B1.2.3: inputs z ~ N(0, I) (top) and what the pure-noise denoiser makes of them (bottom)."""
+    g = torch.Generator("cpu").manual_seed(seed)
+    z = randn((n, *model.image_shape), g, device=model.device)
+    grid = torch.cat([z, model.denoise_once(z)])
+    return save_grid(grid, path, n, row_labels=["pure noise z", "D(z)"], title=title)
+
+
 def sigma_sweep(
     model: CourseModel, images: Tensor, path: Path, sigmas: Sequence[float] = NOISE_SIGMAS, seed: int = 0
 ) -> Path:
@@ -107,6 +122,11 @@ def epoch_figures(event, test_images: Tensor, final_epoch: int, progress: bool =
     if event.partial:  # a --max-steps run stopped inside an epoch: quick runs stay quick
         return written
     last = epoch == final_epoch
+    if model.kind == "denoiser" and model.config.get("pure_noise"):
+        if epoch in DENOISER_EPOCHS or last:
+            path = fig_dir / f"pure_noise_epoch{epoch}.png"
+            written.append(pure_noise_results(model, path, title=f"pure-noise denoiser after epoch {epoch}"))
+        return written
     if model.kind == "denoiser":
         if epoch == 1:
             written.append(noising_grid(test_images[:6], fig_dir / "noising_grid.png"))

@@ -71,6 +71,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_gamma: float | None = 0.1 ** (1 / 20)  # ExponentialLR factor per epoch; None = constant
     sigma: float = 0.5  # the denoiser's noise level
+    pure_noise: bool = False  # the denoiser maps pure noise z ~ N(0, I) to digits (Fall 2025 B1.2.3)
     p_uncond: float = 0.1
     num_steps: int = 300  # DDPM T
     seed: int = 0
@@ -90,6 +91,12 @@ class TrainConfig:
                 raise DiffusionLabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise DiffusionLabError(f"--lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise DiffusionLabError(f"--sigma must be a positive number, got {self.sigma}")
+        if self.pure_noise and self.kind != "denoiser":
+            raise DiffusionLabError(
+                "--pure-noise is for the single-step denoiser: diffusionlab train denoiser --pure-noise"
+            )
         if not 0 <= self.ema_decay < 1:
             raise DiffusionLabError(f"--ema-decay must be in [0, 1) (0 turns EMA off), got {self.ema_decay}")
         return self
@@ -197,8 +204,9 @@ def training_loss(
     def mse(pred: Tensor, target: Tensor) -> Tensor:
         return sharded_mse(pred, target, n, ctx) if ctx.enabled else F.mse_loss(pred, target)
 
-    if config.kind == "denoiser":  # B1: z = x + sigma eps, D(z) vs x
-        z = x + config.sigma * _rand(shape, generator, dev)[sel]
+    if config.kind == "denoiser":  # B1: z = x + sigma eps, D(z) vs x; pure noise: z = eps (no trace of x)
+        noise = _rand(shape, generator, dev)[sel]
+        z = noise if config.pure_noise else x + config.sigma * noise
         return mse(call(z), x)
     c = None
     if config.kind == "class":  # one_hot_dropped, with the draw made for the whole global batch
@@ -240,6 +248,9 @@ def model_config(config: TrainConfig, provenance: dict) -> dict:
         out["schedule"] = NoiseSchedule.linear(config.num_steps).to_config()
     if config.kind == "denoiser":
         out["sigma"] = config.sigma
+        out["pure_noise"] = config.pure_noise
+        if config.pure_noise:
+            out["name"] = f"{config.data}-denoiser-pure-noise"
     return out
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from diffusionlab.checks import check_batch, check_count, check_output_file, check_output_folder, write_together
 from diffusionlab.commands.common import (
     DeviceOpt,
     ForceOpt,
@@ -15,9 +16,11 @@ from diffusionlab.commands.common import (
     OffloadOpt,
     PromptEmbedsOpt,
     SeedOpt,
-    check_new_file,
+    cfg_callback,
     generator_for,
+    n_callback,
     open_model,
+    steps_callback,
     wrote,
 )
 from diffusionlab.errors import DiffusionLabError
@@ -35,6 +38,12 @@ def train(
     hidden: Annotated[int | None, typer.Option(help="UNet width D (course: 128 denoiser, 64 otherwise).")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate (course: 1e-4, 1e-3, 1e-2).")] = None,
     num_steps: Annotated[int | None, typer.Option(help="DDPM T (course: 300).")] = None,
+    sigma: Annotated[
+        float | None, typer.Option(help="Denoiser: training noise level, z = x + sigma eps (0.5).")
+    ] = None,
+    pure_noise: Annotated[
+        bool, typer.Option("--pure-noise", help="Denoiser: learn to map pure noise z ~ N(0, I) to digits (B1.2.3).")
+    ] = False,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps (quick runs).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<data>-<kind>[-flow]).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
@@ -74,6 +83,8 @@ def train(
     CUDA, gloo on CPU; each rank a slice of every global batch; rank 0 writes the run).
 
     Example: diffusionlab train class --data-dir data/mnist --epochs 1 --max-steps 50 --out runs/t
+
+    Example: diffusionlab train denoiser --pure-noise --data-dir data/mnist   (what a one-step model makes of noise)
     """
     from diffusionlab.data import load_split
     from diffusionlab.distributed import destroy, init_from_env
@@ -93,12 +104,16 @@ def train(
         max_steps=max_steps,
         seed=seed,
         ema_decay=ema_decay,
+        sigma=sigma,
+        pure_noise=pure_noise or None,
     )
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    run_dir = out or Path("runs") / (f"{data}-{kind}" + ("-flow" if objective == "flow" and kind != "denoiser" else ""))
+    suffix = "-flow" if objective == "flow" and kind != "denoiser" else ("-pure-noise" if pure_noise else "")
+    run_dir = out or Path("runs") / f"{data}-{kind}{suffix}"
+    check_output_folder(run_dir, "--out")  # a folder we can write, before the data is read (open_run: what is in it)
     dev = resolve_device(device)
     ctx, dev = init_from_env(dev)
     split = load_split(data, "train", data_dir)
@@ -145,13 +160,17 @@ def sample(
         list[str] | None,
         typer.Option("--prompt", "-p", help="Prompt(s): a class ('3', 'three', 'sneaker') or text (IF)."),
     ] = None,
-    n: Annotated[int, typer.Option("-n", help="Images per prompt.")] = 4,
+    n: Annotated[int, typer.Option("-n", help="Images per prompt.", callback=n_callback)] = 4,
     steps: Annotated[
         int | None,
-        typer.Option(help="Sampling steps (default: all T for our DDPMs, 34 strided for IF, 300/50 Euler for flow)."),
+        typer.Option(
+            help="Sampling steps (default: all T for our DDPMs, 34 strided for IF, 300/50 Euler for flow).",
+            callback=steps_callback,
+        ),
     ] = None,
     cfg_scale: Annotated[
-        float | None, typer.Option("--cfg", help="CFG scale (default 5 for our models, 7 for IF).")
+        float | None,
+        typer.Option("--cfg", help="CFG scale (default 5 for our models, 7 for IF).", callback=cfg_callback),
     ] = None,
     seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option(help="Output grid PNG.")] = Path("samples.png"),
@@ -190,11 +209,9 @@ def sample(
     from diffusionlab.sampling import generate
     from diffusionlab.schedule import full_timesteps, spaced_timesteps, strided_timesteps
 
-    if n < 1:
-        raise DiffusionLabError(f"-n must be at least 1, got {n}")
-    out = check_new_file(out, force)
+    out = check_output_file(out, force)
     if gif is not None:
-        gif = check_new_file(gif, force)
+        gif = check_output_file(gif, force, "--gif")
     ctx, dev = init_from_env(resolve_device(device))
     if ctx.enabled:
         device = str(dev)
@@ -205,6 +222,8 @@ def sample(
     scale = cfg_scale if cfg_scale is not None else (7.0 if big else 5.0)
     if prompts and getattr(m, "num_classes", 1) == 0:
         raise DiffusionLabError(f"{getattr(m, 'name', model)} is not class-conditioned; drop --prompt")
+    check_batch(n * max(1, len(prompts)), m.image_shape, "-n x --prompt")
+    s2 = open_stage2(m, stage2_steps, noise_level) if stage2 else None  # checked before stage I runs
     timesteps = None
     if not is_flow:
         T = m.schedule.num_steps
@@ -226,29 +245,33 @@ def sample(
             return
     else:
         x = generate(m, prompts or None, n, scale, seed, frames=frames, **kwargs)
-    if stage2:
-        if not hasattr(m, "stage2"):
-            raise DiffusionLabError("--stage2 upsampling is for DeepFloyd IF (--model deepfloyd)")
+    if s2 is not None:
         from diffusionlab.models.deepfloyd import upscale
 
-        s2 = m.stage2()
         cond = s2.encode([p for p in prompts for _ in range(n)] or [getattr(m, "default_prompt", "")] * len(x))
         x = upscale(
             s2, x, cond, s2.null(1), num_steps=stage2_steps, noise_level=noise_level, generator=generator_for(seed + 1)
         )
     labels = [p for p in prompts] if prompts else None
-    save_grid(
-        x,
-        out,
-        n,
-        m.value_range,
-        row_labels=labels,
-        title=f"{getattr(m, 'name', model)}  seed={seed}" + (f"  cfg={scale}" if prompts else ""),
-    )
-    written = [out]
+    title = f"{getattr(m, 'name', model)}  seed={seed}" + (f"  cfg={scale}" if prompts else "")
+    writers = {out: lambda path: save_grid(x, path, n, m.value_range, row_labels=labels, title=title)}
     if gif:
-        written.append(save_gif(frames, gif, n, m.value_range))
-    wrote(*written)
+        writers[gif] = lambda path: save_gif(frames, path, n, m.value_range)
+    write_together(writers)  # the grid and the GIF, or neither
+    wrote(*writers)
+
+
+def open_stage2(m, steps: int, noise_level: int):
+    """--stage2: DeepFloyd IF stage II, loaded and its options checked before stage I spends its time."""
+    if not hasattr(m, "stage2"):
+        raise DiffusionLabError("--stage2 upsampling is for DeepFloyd IF (--model deepfloyd)")
+    check_count(steps, "--stage2-steps")
+    s2 = m.stage2()
+    top = s2.noising_schedule.num_steps - 1
+    if not 0 <= noise_level <= top:
+        raise DiffusionLabError(f"--noise-level must be between 0 and {top}, got {noise_level}")
+    s2.timesteps(steps)  # a step count its scheduler cannot space fails here
+    return s2
 
 
 def register(app: typer.Typer) -> None:

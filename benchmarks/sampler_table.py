@@ -1,0 +1,87 @@
+"""Sampler quality table (issue 11 / 16): conditional accuracy, Frechet distance (with the train-vs-test floor at
+the same N) and raw background std of one class model's CFG samples, for each step rule and step count.
+
+  python benchmarks/sampler_table.py --model mnist --data-dir ../shared/data/mnist -n 100 --steps 30,100,300
+  python benchmarks/sampler_table.py --rules ddpm:beta,ddpm:beta-tilde,ddim:0,ddim:0.5,ddim:1,dpm++2m --steps 10,20
+
+Rules: ddpm:VARIANCE (beta, beta-tilde), ddim:ETA, dpm++2m; "+clip" clamps x0_hat to the value range. Steps: evenly spaced timesteps (300 = every step,
+Algorithm B.2 for ddpm:beta). Every row uses the same seed, so the same initial noise. Prints a markdown table
+(paste it into docs/sampling.md) and writes the rows as JSON with --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from _common import header
+
+
+def parse_rule(text: str) -> dict:
+    """ "ddpm:beta-tilde", "ddim:0.5", "dpm++2m", any of them with "+clip" (x0_hat clamped to the value range)."""
+    text, plus, _ = text.partition("+clip")
+    clip = {"clip": True} if plus else {}
+    name, _, arg = text.partition(":")
+    if name == "ddpm":
+        return {"sampler": "ddpm", "variance": arg or "beta", **clip}
+    if name == "ddim":
+        return {"sampler": "ddim", "eta": float(arg or 0.0), **clip}
+    return {"sampler": name, **clip}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mnist")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("-n", type=int, default=100, help="samples per class (N = 10 n)")
+    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--steps", default="30,100,300")
+    parser.add_argument("--rules", default="ddpm:beta,ddpm:beta-tilde,ddim:0,ddim:0.5,ddim:1,dpm++2m")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--plain", action="store_true", help="no fast path (BatchNorm folding, channels_last)")
+    parser.add_argument("--out", default=None, help="JSON file for the rows")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from diffusionlab.data import load_split
+    from diffusionlab.evaluation import evaluate_model, load_classifier
+    from diffusionlab.fastpath import accelerate
+    from diffusionlab.model import load_model
+
+    model = load_model(args.model, "cpu")
+    if not args.plain:
+        accelerate(model)
+    data = model.config.get("data", "mnist")
+    clf = load_classifier(data, "cpu")
+    test, train = load_split(data, "test", args.data_dir), load_split(data, "train", args.data_dir)
+    print(header("cpu", torch.get_num_threads()))
+    print(f"model {args.model}, N = {10 * args.n} ({args.n} per class), CFG {args.cfg}, seed {args.seed}\n")
+    print("| sampler | steps | cond. accuracy | FD | FD / floor | background std | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for steps in [int(s) for s in args.steps.split(",")]:
+        for rule_text in args.rules.split(","):
+            rule = parse_rule(rule_text)
+            start = time.perf_counter()
+            s = evaluate_model(model, clf, args.n, args.cfg, steps, args.seed, test, train, progress=False, sampler=rule)
+            secs = time.perf_counter() - start
+            fd, floor = s["frechet_distance"], s["frechet_distance_train_vs_test"]
+            rows.append({"rule": rule_text, "steps": steps, **{k: v for k, v in s.items() if k != "per_class_accuracy"}})
+            name = s["sampler"] + (" + clip" if rule.get("clip") else "")
+            print(
+                f"| {name} | {steps} | {100 * s['conditional_accuracy']:.1f} % | {fd:.2f} | {fd / floor:.1f}x "
+                f"| {s['background_std']:.4f} | {secs:.0f} |",
+                flush=True,
+            )
+    print(f"\ntrain-vs-test floor at N = {10 * args.n}: {rows[0]['frechet_distance_train_vs_test']:.3f}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
