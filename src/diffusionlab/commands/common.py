@@ -1,4 +1,5 @@
-"""Pieces shared by the commands: output checks, seeds, the summary line."""
+"""Pieces shared by the commands: seeds, the summary line, the options every command shares (their values are
+checked while the command line is parsed, by the rules in diffusionlab.checks)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,11 @@ from pathlib import Path
 
 import torch
 
-from diffusionlab.errors import DiffusionLabError
+from diffusionlab import checks
 
 
 def register(app) -> None:  # this module holds helpers, no commands
     return None
-
-
-def check_new_file(path: str | Path, force: bool = False) -> Path:
-    """An output file we may write: never replace a user's file unless --force; parent dirs are created."""
-    p = Path(path)
-    if p.exists() and not force:
-        raise DiffusionLabError(f"{p} already exists; choose another --out or pass --force to replace it")
-    if p.exists() and p.is_dir():
-        raise DiffusionLabError(f"{p} is a directory; --out needs a file name such as {p / 'out.png'}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def generator_for(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -33,6 +23,23 @@ def generator_for(seed: int, device: torch.device | str = "cpu") -> torch.Genera
 def wrote(*paths: str | Path, what: str = "wrote") -> None:
     """The summary line every command ends with."""
     print(f"{what}: " + ", ".join(str(p) for p in paths), file=sys.stdout)
+
+
+# -- option callbacks: a bad number is refused while the command line is parsed, before anything is loaded ------
+def cfg_callback(value: float | None) -> float | None:
+    return checks.check_scale(value, "--cfg")
+
+
+def steps_callback(value: int | None) -> int | None:
+    return checks.check_count(value, "--steps")
+
+
+def n_callback(value: int | None) -> int | None:
+    return checks.check_count(value, "-n")  # the upper bound needs the model's image size: checks.check_batch
+
+
+def seed_callback(value: int) -> int:
+    return checks.parse_seed(value, "--seed")
 
 
 # -- options every model-using command shares (typer Annotated types) ---------------------------------------
@@ -49,7 +56,9 @@ ModelOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N; default: CUDA when present, else CPU.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same images.")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Random seed; the same seed gives the same images.", callback=seed_callback)
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
 ModelDirOpt = Annotated[
     Path | None,

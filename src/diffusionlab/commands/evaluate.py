@@ -8,7 +8,18 @@ from typing import Annotated
 
 import typer
 
-from diffusionlab.commands.common import DeviceOpt, ForceOpt, ModelOpt, SeedOpt, check_new_file, open_model, wrote
+from diffusionlab.checks import MAX_SCORED_SAMPLES, check_batch, check_count, check_output_file
+from diffusionlab.commands.common import (
+    DeviceOpt,
+    ForceOpt,
+    ModelOpt,
+    SeedOpt,
+    cfg_callback,
+    n_callback,
+    open_model,
+    steps_callback,
+    wrote,
+)
 from diffusionlab.errors import DiffusionLabError
 
 DataDirOpt = Annotated[
@@ -18,11 +29,15 @@ DataDirOpt = Annotated[
 
 def evaluate(
     model: ModelOpt = "mnist",
-    n: Annotated[int, typer.Option("-n", "--n", help="Samples per class.")] = 100,
-    cfg: Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.")] = 5.0,
+    n: Annotated[int, typer.Option("-n", "--n", help="Samples per class.", callback=n_callback)] = 100,
+    cfg: Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.", callback=cfg_callback)] = 5.0,
     steps: Annotated[
         int | None,
-        typer.Option("--steps", help="Sampling steps (DDPM: evenly spaced, default all T; flow: Euler steps)."),
+        typer.Option(
+            "--steps",
+            help="Sampling steps (DDPM: evenly spaced, default all T; flow: Euler steps).",
+            callback=steps_callback,
+        ),
     ] = None,
     seed: SeedOpt = 0,
     data_dir: DataDirOpt = None,
@@ -35,7 +50,14 @@ def evaluate(
         typer.Option("--anagram", help="Also score visual anagrams with this view (e.g. rot180) over all class pairs."),
     ] = None,
     hybrid: Annotated[bool, typer.Option("--hybrid", help="Also score hybrid images over all class pairs.")] = False,
-    pair_n: Annotated[int, typer.Option("--pair-n", help="Anagram/hybrid images per ordered class pair.")] = 1,
+    pair_n: Annotated[
+        int,
+        typer.Option(
+            "--pair-n",
+            help="Anagram/hybrid images per ordered class pair.",
+            callback=lambda v: check_count(v, "--pair-n"),
+        ),
+    ] = 1,
     out: Annotated[Path, typer.Option("--out", help="JSON file for the scores.")] = Path("scores.json"),
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
@@ -49,7 +71,7 @@ def evaluate(
     from diffusionlab.data import load_split
     from diffusionlab.evaluation import evaluate_model, format_scores, load_classifier
 
-    out = check_new_file(out, force)
+    out = check_output_file(out, force)
     if model == "deepfloyd" or model.startswith("deepfloyd:"):
         raise DiffusionLabError(
             "evaluate scores our class-conditioned MNIST-like models; DeepFloyd IF has no classifier"
@@ -60,6 +82,7 @@ def evaluate(
             f"evaluate needs a class-conditioned model of ours, but {getattr(m, 'name', model)} is a "
             f"{getattr(m, 'kind', 'different')} model; pass --model mnist, fashion-mnist or a class run directory"
         )
+    check_inputs(m, n, pair_n if anagram or hybrid else 0, anagram)
     data = m.config.get("data", "mnist")
     clf = load_classifier(classifier or data, m.device)
     if clf.data is not None and clf.data != data:
@@ -95,6 +118,18 @@ def evaluate(
     wrote(out)
 
 
+def check_inputs(m, n: int, pair_n: int, anagram: str | None) -> None:
+    """What evaluate can check before any sampling: how many samples, the pair batch, the anagram view."""
+    k = m.num_classes
+    check_count(n, "-n", MAX_SCORED_SAMPLES // k, f" (samples per class: all {k} x n are kept for the scores)")
+    if pair_n:
+        check_batch(pair_n * k * (k - 1), m.image_shape, f"--pair-n x {k * (k - 1)} class pairs")
+    if anagram:
+        from diffusionlab.views import get_view
+
+        get_view(anagram, m.image_shape, m.value_range)
+
+
 def train_classifier(
     data: Annotated[str, typer.Option("--data", help="mnist or fashion-mnist.")] = "mnist",
     data_dir: DataDirOpt = None,
@@ -122,8 +157,8 @@ def train_classifier(
     out = out or Path(f"{data}-classifier.safetensors")
     if out.suffix != ".safetensors":
         raise DiffusionLabError(f"--out {out}: the classifier file must end in .safetensors")
-    check_new_file(out, force)
-    check_new_file(out.with_suffix(".json"), force)
+    check_output_file(out, force)
+    check_output_file(out.with_suffix(".json"), force)
     command = shlex.join(
         ["diffusionlab", "train-classifier", "--data", data]
         + (["--data-dir", str(data_dir)] if data_dir else [])

@@ -14,6 +14,7 @@ import typer
 from PIL import Image
 from torch import Tensor
 
+from diffusionlab.checks import check_batch, check_output_file, check_output_folder, write_together
 from diffusionlab.commands.common import (
     DeviceOpt,
     ForceOpt,
@@ -22,8 +23,9 @@ from diffusionlab.commands.common import (
     OffloadOpt,
     PromptEmbedsOpt,
     SeedOpt,
-    check_new_file,
+    cfg_callback,
     generator_for,
+    n_callback,
     open_model,
     wrote,
 )
@@ -48,9 +50,12 @@ InvertOpt = Annotated[
     bool, typer.Option("--invert", help="Invert input images: black-on-white drawings -> white-on-black MNIST.")
 ]
 ScaleOpt = Annotated[
-    float | None, typer.Option("--scale", "--cfg", help="CFG scale (default 7 for IF, 5 for our MNIST models).")
+    float | None,
+    typer.Option(
+        "--scale", "--cfg", help="CFG scale (default 7 for IF, 5 for our MNIST models).", callback=cfg_callback
+    ),
 ]
-NOpt = Annotated[int, typer.Option("-n", help="Results per input (or in all), made in one batch.")]
+NOpt = Annotated[int, typer.Option("-n", help="Results per input (or in all), made in one batch.", callback=n_callback)]
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
@@ -131,24 +136,24 @@ def finish(
     from diffusionlab.figures import save_png
     from diffusionlab.images import save_image
 
-    paths = []
+    writers = {out: lambda path: save_png(grid, path)}
     if save_all is not None:
-        targets = {save_all / f"{name}.png": img for name, img in singles.items()}
-        for path in targets:
-            check_new_file(path, force)
-        for path, img in targets.items():
-            save_image(img, path, value_range)
-        paths.append(f"{len(targets)} images in {save_all}")
-    save_png(grid, out)
-    wrote(out, *paths)
+        for name, img in singles.items():
+            single = check_output_file(save_all / f"{name}.png", force, "--save-all")
+            writers[single] = lambda path, img=img: save_image(img, path, value_range)
+    write_together(writers)
+    wrote(out, *([f"{len(singles)} images in {save_all}"] if save_all is not None else []))
 
 
 def _safe(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in s) or "none"
 
 
-def _out(out: Path | None, default: str, force: bool) -> Path:
-    return check_new_file(out if out is not None else Path(default), force)
+def check_outputs(out: Path | None, default: str, save_all: Path | None, force: bool) -> Path:
+    """--out (or its default) and --save-all, checked before the model is loaded; returns the grid's path."""
+    if save_all is not None:
+        check_output_folder(save_all)
+    return check_output_file(out if out is not None else Path(default), force)
 
 
 # -- commands -----------------------------------------------------------------------------------------------------
@@ -178,11 +183,11 @@ def noise(
     from diffusionlab.edits import blur, forward
     from diffusionlab.figures import grid_image
 
+    path = check_outputs(out, "noise.png", save_all, force)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     ts = int_list(t, "--t") or default_ts(m)
     for tt in ts:
         m.schedule.check_timestep(tt)
-    path = _out(out, "noise.png", force)
     x, labels = load_inputs(m, image, data_dir, invert)
     noisy = forward(m, x, ts, generator_for(seed))  # (len(ts), k, C, H, W)
     blurred = torch.stack([blur(nx, kernel, sigma) for nx in noisy])
@@ -217,7 +222,9 @@ def denoise(
     i_start: Annotated[int, typer.Option("--i-start", help="Iterative: index into the strided timesteps.")] = 10,
     every: Annotated[int, typer.Option("--every", help="Iterative: show every k-th step.")] = 5,
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Condition (default: unconditional).")] = None,
-    scale: Annotated[float, typer.Option("--scale", "--cfg", help="CFG scale (1 = no guidance, the course).")] = 1.0,
+    scale: Annotated[
+        float, typer.Option("--scale", "--cfg", help="CFG scale (1 = no guidance, the course).", callback=cfg_callback)
+    ] = 1.0,
     kernel: Annotated[int | None, typer.Option(help="Blur kernel (default 5 at 64 px, scaled).")] = None,
     sigma: Annotated[float | None, typer.Option(help="Blur sigma (default 2 at 64 px, scaled).")] = None,
     out: OutOpt = None,
@@ -249,6 +256,7 @@ def denoise(
         raise DiffusionLabError(f"unknown --method {bad[0]!r}; choose blur, one-step or iterative")
     if every < 1:
         raise DiffusionLabError("--every must be at least 1")
+    path = check_outputs(out, "denoise.png", save_all, force)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     ts = int_list(t, "--t") or default_ts(m)
     for tt in ts:
@@ -256,8 +264,9 @@ def denoise(
     strided = edits.default_timesteps(m)
     if "iterative" in methods:
         check_i_start(strided, i_start)
+    if "blur" in methods or "iterative" in methods:
+        edits.blur(torch.zeros(1, *m.image_shape), kernel, sigma)  # a bad --kernel/--sigma fails now, not after
     p = prompt_of(m, prompt)
-    path = _out(out, "denoise.png", force)
     x, labels = load_inputs(m, image, data_dir, invert)
     g = generator_for(seed)
     parts, singles = [], {}
@@ -336,16 +345,15 @@ def sdedit(
     from diffusionlab.figures import grid_image
     from diffusionlab.sampling import check_i_start
 
-    if n < 1:
-        raise DiffusionLabError("-n must be at least 1")
+    path = check_outputs(out, "sdedit.png", save_all, force)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     starts = int_list(i_start, "--i-start") or list(edits.SDEDIT_I_STARTS)
     strided = edits.default_timesteps(m)
     for i in starts:
         check_i_start(strided, i)
     p = prompt_of(m, prompt)
-    path = _out(out, "sdedit.png", force)
     x, labels = load_inputs(m, image, data_dir, invert)
+    check_batch(len(x) * n * len(starts), m.image_shape, "images x -n x --i-start")
     xs = x.repeat_interleave(n, 0)
     res = edits.sdedit(m, xs, p, starts, scale, generator_for(seed), strided)  # (len(starts), k*n, C, H, W)
     cells, rows, singles = [], [], {}
@@ -399,13 +407,12 @@ def inpaint(
     from diffusionlab.figures import grid_image
     from diffusionlab.images import load_mask
 
-    if n < 1:
-        raise DiffusionLabError("-n must be at least 1")
+    path = check_outputs(out, "inpaint.png", save_all, force)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     mk = load_mask(mask, m.image_shape).to(m.device)
     p = prompt_of(m, prompt)
-    path = _out(out, "inpaint.png", force)
     x, labels = load_inputs(m, image, data_dir, invert)
+    check_batch(len(x) * n, m.image_shape, "images x -n")
     xs = x.repeat_interleave(n, 0)
     res = edits.inpaint(m, xs, mk, p, scale, generator_for(seed))
     lo, hi = m.value_range
@@ -459,12 +466,11 @@ def anagram(
         raise DiffusionLabError(
             f"anagram needs exactly two --prompt options (upright, viewed), got {len(prompt or [])}"
         )
-    if n < 1:
-        raise DiffusionLabError("-n must be at least 1")
+    path = check_outputs(out, "anagram.png", save_all, force)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
+    check_batch(n, m.image_shape)
     v = get_view(view, m.image_shape, m.value_range, seed)
     p1, p2 = prompts_of(m, prompt)
-    path = _out(out, "anagram.png", force)
     res = edits.anagram(m, p1, p2, v, n, scale, generator_for(seed), seed=seed)
     viewed = v.apply(res)
     grid = grid_image(
@@ -514,14 +520,13 @@ def hybrid(
 
     if len(prompt or []) != 2:
         raise DiffusionLabError(f"hybrid needs exactly two --prompt options (low, high), got {len(prompt or [])}")
-    if n < 1:
-        raise DiffusionLabError("-n must be at least 1")
+    path = check_outputs(out, "hybrid.png", save_all, force)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
+    check_batch(n, m.image_shape)
     k0, s0 = scaled_blur(m.image_shape[1])
     k, s = kernel or k0, sigma or s0
     check_blur(k, s, m.image_shape[1], m.image_shape[2])
     p1, p2 = prompts_of(m, prompt)
-    path = _out(out, "hybrid.png", force)
     res = edits.hybrid(m, p1, p2, n, s, k, scale, generator_for(seed))
     far = lowpass(res, k, s)
     grid = grid_image(
