@@ -15,19 +15,70 @@ from torch import Tensor
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import save_png, to_pil
 
+# Images are refused above this many pixels, before decoding: 40 megapixels (e.g. 8000 x 5000) is more than any
+# camera picture a user would feed a 64 px model, and decodes to at most 160 MB (RGBA).
+MAX_IMAGE_PIXELS = 40_000_000
 COURSE_MASK = (2, 19, 24, 41)  # rows 2:19, cols 24:41 of a 64x64 image (the course's inpainting mask)
 
 
-def _open(path: str | Path) -> Image.Image:
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file's header alone, or None when no format takes the file. Image.open would
+    refuse a very large image (DecompressionBombError) without saying its size, so ask the format readers the way
+    Image.open does, without that check; nothing is decoded here."""
+    Image.init()
+    with open(path, "rb") as fp:
+        prefix = fp.read(16)
+        for fmt in Image.ID:
+            factory, accept = Image.OPEN[fmt]
+            taken = accept(prefix) if accept else True
+            if not taken or isinstance(taken, str):  # a str is Pillow's "looks like it, but unsupported"
+                continue
+            fp.seek(0)
+            try:
+                return factory(fp, str(path)).size
+            except Exception:  # noqa: BLE001 - not this format (Image.open goes on to the next one the same way)
+                continue
+    return None
+
+
+def check_pixels(size: tuple[int, int], label: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    w, h = size
+    if w * h > max_pixels:
+        raise DiffusionLabError(
+            f"{label}: too large: {w} x {h} pixels (limit {max_pixels / 1e6:g} megapixels); scale it down first"
+        )
+
+
+def open_image(path: str | Path, label: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """A user's image file -> a decoded PIL image (EXIF rotation applied), or one line saying why not.
+
+    The pixel count is checked from the header before anything is decoded (a 20000 x 20000 PNG of a few kB would
+    take 400 MB and more); the CLI, the library and the web UI (with its own limit) all open images here."""
     p = Path(path)
+    label = label or str(p)
     if not p.is_file():
-        raise DiffusionLabError(f"{p}: no such image file")
+        raise DiffusionLabError(f"{label}: no such image file")
     try:
-        img = Image.open(p)
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DiffusionLabError(f"{p}: cannot read it as an image ({type(e).__name__}); use a PNG or JPEG") from None
-    return ImageOps.exif_transpose(img) or img
+        size = header_size(p)
+        if size is not None:
+            check_pixels(size, label, max_pixels)
+        with Image.open(p) as img:
+            check_pixels(img.size, label, max_pixels)
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except DiffusionLabError:
+        raise
+    except Image.DecompressionBombError:  # Pillow's own limit, should a header reader above have missed it
+        raise DiffusionLabError(f"{label}: too large (limit {max_pixels / 1e6:g} megapixels)") from None
+    except Exception as e:  # noqa: BLE001 - whatever a decoder raises on a broken file is the file's problem
+        why = type(e).__name__ if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {_first_line(e)}"
+        raise DiffusionLabError(
+            f"cannot read {label}: not a picture Pillow can read ({why}); use a PNG or JPEG file"
+        ) from None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:120]
 
 
 def _flatten_alpha(img: Image.Image) -> Image.Image:
@@ -68,7 +119,7 @@ def load_image(
 ) -> Tensor:
     """PNG/JPEG of any mode and size -> (1, C, H, W) at the model's size and channels (short-side resize + centre
     crop), in its value range. invert=True turns a black-on-white drawing into MNIST's white on black."""
-    return pil_to_tensor(_open(path), image_shape, value_range, invert)
+    return pil_to_tensor(open_image(path), image_shape, value_range, invert)
 
 
 def default_mask(image_shape: tuple[int, int, int]) -> Tensor:
@@ -103,7 +154,7 @@ def load_mask(spec: str | Path, image_shape: tuple[int, int, int]) -> Tensor:
         except ValueError:
             raise DiffusionLabError(f"mask {s!r}: expected rect:r0:r1:c0:c1 with four integers") from None
         return rect_mask(image_shape, r0, r1, c0, c1)
-    img = _flatten_alpha(_open(s)).convert("L")
+    img = _flatten_alpha(open_image(s)).convert("L")
     _, h, w = image_shape
     if img.size != (w, h):
         raise DiffusionLabError(

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 from torch import Tensor
 
 from diffusionlab.app.registry import Limits, ModelRegistry
@@ -55,19 +55,9 @@ def open_upload(payload: Any, limits: Limits, what: str = "image", required: boo
         raise DiffusionLabError(
             f"the {what} is {size / 2**20:.1f} MB; the limit is {limits.max_upload_bytes / 2**20:.0f} MB"
         )
-    try:
-        with Image.open(p) as im:
-            w, h = im.size
-            if w * h > limits.max_pixels:
-                raise DiffusionLabError(
-                    f"the {what} is {w}x{h} = {w * h / 1e6:.1f} megapixels; the limit is {limits.max_pixels / 1e6:.1f}"
-                )
-            im.load()
-            return im.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise DiffusionLabError(
-            f"the uploaded {what} is not a picture Pillow can read; use a PNG, JPEG or WebP file"
-        ) from None
+    from diffusionlab.images import open_image
+
+    return open_image(p, f"the uploaded {what}", limits.max_pixels)  # pixel count checked before decoding
 
 
 def flatten(im: Image.Image, background: str = "white") -> Image.Image:
@@ -211,10 +201,12 @@ def as_float(value: Any, name: str, lo: float, hi: float) -> float:
 
 
 def seed_value(seed: Any) -> int:
-    """-1 (or empty) draws a random seed, which is then shown with the result."""
-    if seed in (None, "") or int(float(seed)) < 0:
+    """-1 (or empty) draws a random seed, which is then shown with the result; else checks.parse_seed's rule."""
+    from diffusionlab.checks import parse_seed
+
+    if seed is None or str(seed).strip() in ("", "-1", "-1.0"):
         return int(torch.randint(0, 2**31 - 1, (1,)).item())
-    return as_int(seed, "seed", 0, 2**63 - 1)
+    return parse_seed(seed, "seed (-1 for a random one)")
 
 
 def timesteps_for(model, steps: int) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,8 @@ from diffusionlab.app.handlers import Handlers, user_errors
 from diffusionlab.app.inputs import Outputs
 from diffusionlab.app.registry import Limits, ModelRegistry
 from diffusionlab.errors import DiffusionLabError
+
+log = logging.getLogger("diffusionlab.app")
 
 
 def build_app(
@@ -44,7 +47,7 @@ def build_app(
     invert_choices = ["auto", "yes", "no"]
     invert_info = "MNIST models want light strokes on dark: 'auto' inverts light pictures"
 
-    with gr.Blocks(title="diffusionlab", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+    with checked_blocks()(title="diffusionlab", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "## diffusionlab\nDiffusion models as an image tool: sampling with CFG, noising and denoising, SDEdit, "
             "inpainting, visual anagrams and hybrid images. Every result is a PNG (download button on the image) "
@@ -266,6 +269,30 @@ def build_app(
     demo.queue(max_size=limits.queue_size, default_concurrency_limit=2)
     demo.diffusionlab_handlers = h  # for tests and scripts
     return demo
+
+
+def checked_blocks():
+    """gr.Blocks whose own checks of the inputs, made before our handlers run (a file path that was not uploaded
+    through the page, a value of the wrong form), end in a one-line message instead of an empty error on the page
+    and a traceback in the server log."""
+    import gradio as gr
+    from gradio.exceptions import InvalidPathError
+    from pydantic import ValidationError
+
+    class CheckedBlocks(gr.Blocks):
+        async def preprocess_data(self, *args, **kwargs):
+            try:
+                return await super().preprocess_data(*args, **kwargs)
+            except InvalidPathError:
+                log.warning("refused a request naming a file that was not uploaded through the page")
+                message = "a file must be uploaded through this page; paths on the server are not accepted"
+                raise gr.Error(message, print_exception=False) from None
+            except ValidationError as e:
+                log.warning("refused a request with a malformed input (%s)", e.title)
+                message = "an input has the wrong form: image fields take a file uploaded through this page"
+                raise gr.Error(message, print_exception=False) from None
+
+    return CheckedBlocks
 
 
 def theme():
