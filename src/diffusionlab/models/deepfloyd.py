@@ -132,7 +132,20 @@ def locate(model_id: str, model_dir: str | Path | None, in_channels: int) -> tup
             return str(cand.resolve()), {}
     if (root / ("models--" + model_id.replace("/", "--"))).is_dir():
         return model_id, {"cache_dir": str(root)}
+    other = _unet_in_channels(root)
+    if in_channels == 3 and other is not None:  # stage I asked for, --model-dir is a pipeline of another stage
+        raise DiffusionLabError(wrong_stage_message(str(root), "I", other))
     return model_id, {}  # not under --model-dir: the Hugging Face cache (the error names both)
+
+
+def wrong_stage_message(where: str, stage: str, in_channels: int) -> str:
+    """A UNet of the other IF stage (stage I takes 3 input channels, stage II 6: the image and the low-res one)."""
+    found = {3: "stage I", 6: "stage II"}.get(in_channels, "no IF stage")
+    wanted = "IF-I-XL-v1.0, IF-I-L-v1.0 or IF-I-M-v1.0" if stage == "I" else "IF-II-L-v1.0 or IF-II-M-v1.0"
+    return (
+        f"this is {found}: {where} is not an IF stage-{stage} model (its UNet takes {in_channels} channels); "
+        f"give the folder of {wanted}"
+    )
 
 
 def _takes_dtype(cls: Any) -> bool:
@@ -148,7 +161,7 @@ def _takes_dtype(cls: Any) -> bool:
 def _load(cls: Any, source: str, subfolder: str, dtype: torch.dtype, extra: dict, model_id: str, model_dir) -> Any:
     """from_pretrained from disk only; fp16 variant files first on the GPU, full precision first on the CPU."""
     variants = ["fp16", None] if dtype == torch.float16 else [None, "fp16"]
-    last: Exception | None = None
+    errors: list[Exception] = []
     for variant in variants:
         kwargs = dict(subfolder=subfolder, local_files_only=True, **extra)
         if variant:
@@ -156,18 +169,67 @@ def _load(cls: Any, source: str, subfolder: str, dtype: torch.dtype, extra: dict
         kwargs["dtype" if _takes_dtype(cls) else "torch_dtype"] = dtype
         try:
             return cls.from_pretrained(source, **kwargs)
-        except (OSError, ValueError) as e:
-            last = e
+        except Exception as e:  # noqa: BLE001 - a missing variant, or a broken file: sorted out below
+            errors.append(e)
     what = {"unet": "UNet weights", "text_encoder": "T5 text encoder"}.get(subfolder, subfolder)
-    raise DiffusionLabError(missing_weights_message(model_id, model_dir, what)) from last
+    broken = next((e for e in errors if not isinstance(e, OSError)), None)
+    if broken is not None and _has_files(source, subfolder):
+        raise DiffusionLabError(f"{model_id}: cannot load its {what} ({_first_line(broken)})") from None
+    raise DiffusionLabError(missing_weights_message(model_id, model_dir, what)) from errors[-1]
+
+
+def _has_files(source: str, subfolder: str) -> bool:
+    folder = Path(source) / subfolder
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _first_line(e: Exception) -> str:
+    text = (str(e).strip().splitlines() or [""])[0][:200]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _unet_config(source: str, extra: dict, model_id: str, model_dir) -> dict:
+    """The UNet's config.json alone (no weights): enough to check the model before loading gigabytes."""
+    from diffusers import UNet2DConditionModel
+
+    try:
+        return dict(UNet2DConditionModel.load_config(source, subfolder="unet", local_files_only=True, **extra))
+    except Exception as e:  # noqa: BLE001 - missing, or not a JSON diffusers can read
+        if _has_files(source, "unet"):
+            raise DiffusionLabError(f"{model_id}: cannot read its unet/config.json ({_first_line(e)})") from None
+        raise DiffusionLabError(missing_weights_message(model_id, model_dir, "UNet weights")) from e
+
+
+def check_unet_config(config: dict, model_id: str, stage: str, in_channels: int, prompt_width: int | None) -> None:
+    """The UNet is this stage's (3 input channels for stage I, 6 for II), predicts IF's learned variance (6 output
+    channels: 3 noise + 3 variance values, which the sampler needs) and takes prompts as wide as --prompt-embeds."""
+    if config.get("in_channels") != in_channels:
+        raise DiffusionLabError(wrong_stage_message(model_id, stage, config.get("in_channels")))
+    if config.get("out_channels") != 6:
+        raise DiffusionLabError(
+            f"{model_id}: its UNet has {config.get('out_channels')} output channels; an IF UNet has 6 "
+            "(3 for the noise and 3 for the learned variance the sampler uses)"
+        )
+    width = int(config.get("encoder_hid_dim") or 4096)
+    if prompt_width is not None and prompt_width != width:
+        raise DiffusionLabError(
+            f"--prompt-embeds: the embeddings have width {prompt_width} but this IF UNet takes {width} "
+            "(embeddings of another text encoder?)"
+        )
 
 
 def _load_scheduler(source: str, subfolder: str, extra: dict, model_id: str, model_dir) -> Any:
     from diffusers import DDPMScheduler
 
     try:
-        return DDPMScheduler.from_pretrained(source, subfolder=subfolder, local_files_only=True, **extra)
-    except (OSError, ValueError) as e:
+        scheduler = DDPMScheduler.from_pretrained(source, subfolder=subfolder, local_files_only=True, **extra)
+        scheduler_timesteps(scheduler, 10)  # a config it builds but cannot space steps with fails now
+        return scheduler
+    except Exception as e:  # noqa: BLE001 - missing, or a config diffusers cannot build (NotImplementedError ...)
+        if _has_files(source, subfolder):
+            raise DiffusionLabError(
+                f"{model_id}: diffusers cannot build its {subfolder} from the config ({_first_line(e)})"
+            ) from None
         raise DiffusionLabError(missing_weights_message(model_id, model_dir)) from e
 
 
@@ -227,9 +289,15 @@ def load_prompt_embeds(path: str | Path) -> dict[str, Tensor]:
     out = {}
     for k, v in data.items():
         v = v.unsqueeze(0) if v.dim() == 2 else v
-        if v.dim() != 3 or v.shape[0] != 1:
-            raise DiffusionLabError(f"--prompt-embeds {p}: {k!r} has shape {tuple(v.shape)}, expected (1, 77, D)")
+        if v.dim() != 3 or v.shape[:2] != (1, MAX_LENGTH) or not v.is_floating_point():
+            raise DiffusionLabError(
+                f"--prompt-embeds {p}: {k!r} is a {str(v.dtype).removeprefix('torch.')} tensor of shape "
+                f"{tuple(v.shape)}; expected floats of shape (1, {MAX_LENGTH}, 4096), T5 embeddings as the course ships"
+            )
         out[k] = v
+    widths = sorted({v.shape[-1] for v in out.values()})
+    if len(widths) > 1:
+        raise DiffusionLabError(f"--prompt-embeds {p}: the embeddings have different widths {widths}")
     return out
 
 
@@ -529,20 +597,20 @@ class _Stage(NamedTuple):
         )
 
 
-def _open_stage(spec: str, default: str, stage: str, in_channels: int, device, model_dir, offload: bool) -> _Stage:
-    """Resolve the model, find its files, load its scheduler and its UNet (checked to be this stage's) to the device."""
+def _open_stage(
+    spec: str, default: str, stage: str, in_channels: int, device, model_dir, offload: bool, prompt_width=None
+) -> _Stage:
+    """Resolve the model, find its files, check its UNet's config (this stage's, learned variance, prompt width),
+    load its scheduler, then the UNet's weights (the heavy part, last) to the device."""
     _require_extra()
     from diffusers import UNet2DConditionModel
 
     dev, dtype = _device_dtype(device)
     model_id = resolve_model_id(spec, default)
     source, extra = locate(model_id, model_dir, in_channels=in_channels)
+    check_unet_config(_unet_config(source, extra, model_id, model_dir), model_id, stage, in_channels, prompt_width)
     scheduler = _load_scheduler(source, "scheduler", extra, model_id, model_dir)
     unet = _load(UNet2DConditionModel, source, "unet", dtype, extra, model_id, model_dir)
-    if unet.config.in_channels != in_channels:
-        raise DiffusionLabError(
-            f"{model_id} is not an IF stage-{stage} model (its UNet takes {unet.config.in_channels} channels)"
-        )
     unet, hook = _to_device(unet, dev, offload, f"stage {stage} UNet")
     return _Stage(model_id, source, extra, dev, dtype, scheduler, unet, hook)
 
@@ -555,8 +623,9 @@ def load_deepfloyd(
     offload: bool = False,
 ) -> IFModel:
     """--model deepfloyd[:<IF-I-XL-v1.0 | IF-I-L-v1.0 | IF-I-M-v1.0 | hub id | local dir>] -> stage I model."""
-    st = _open_stage(spec, STAGE1_DEFAULT, "I", 3, device, model_dir, offload)
     known = load_prompt_embeds(prompt_embeds) if isinstance(prompt_embeds, (str, Path)) else prompt_embeds
+    width = next((int(v.shape[-1]) for v in (known or {}).values()), None)
+    st = _open_stage(spec, STAGE1_DEFAULT, "I", 3, device, model_dir, offload, prompt_width=width)
     prompts = st.prompt_encoder(model_dir, known, offload)
     return IFModel(
         st.unet, st.scheduler, prompts, st.device, st.dtype, st.model_id, hook=st.hook, model_dir=model_dir,
