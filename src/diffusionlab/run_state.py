@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,20 @@ def write_state(path: Path, state: RunState) -> None:
     for idx, st in state.optimizer.items():
         for key, value in st.items():
             tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
-    atomic_save_tensors(path, tensors, {"state": json.dumps(state.meta)})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = json.dumps(state.meta)
+    atomic_save_tensors(path, tensors, {"state": meta, "crc32": str(_checksum(meta, tensors))})
+
+
+def _checksum(meta: str, tensors: dict[str, Tensor]) -> int:
+    """CRC-32 of the metadata and every tensor (name, dtype, shape, bytes): safetensors has no checksum of its
+    own, so without it a flipped bit in the weights, the RNG or the step would be resumed from without a word."""
+    crc = zlib.crc32(meta.encode())
+    for key in sorted(tensors):
+        t = tensors[key]
+        crc = zlib.crc32(f"{key}|{t.dtype}|{tuple(t.shape)}".encode(), crc)
+        crc = zlib.crc32(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes(), crc)
+    return crc
 
 
 def read_state(path: Path) -> RunState:
@@ -62,18 +76,25 @@ def read_state(path: Path) -> RunState:
         raise DiffusionLabError(
             f"{path}: missing, so the run cannot be resumed exactly; start a new run with another --out"
         )
+    corrupt = (
+        f"{path}: cannot read the training state ({{}}); the file is corrupt, so this run cannot be resumed: "
+        "start a new run with another --out, or sample from its model.safetensors"
+    )
     try:
         with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {})["state"])
+            metadata = f.metadata() or {}
+            meta = json.loads(metadata["state"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+    except (SafetensorError, OSError, ValueError, KeyError, RecursionError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DiffusionLabError(
-            f"{path}: cannot read the training state ({reason}); the file is corrupt, so this run cannot be resumed: "
-            "start a new run with another --out, or sample from its model.safetensors"
-        ) from None
+        raise DiffusionLabError(corrupt.format(reason)) from None
+    if "crc32" in metadata and metadata["crc32"] != str(_checksum(metadata["state"], tensors)):
+        raise DiffusionLabError(corrupt.format("checksum mismatch"))
     if "rng" not in tensors or not isinstance(meta, dict) or "step" not in meta:
         raise DiffusionLabError(f"{path}: not a diffusionlab training state (no RNG or step); start a new run")
+    problem = _check_state(meta, tensors)
+    if problem:
+        raise DiffusionLabError(corrupt.format(problem))
     state = RunState(meta, tensors["rng"], tensors.get("noise_rng"), tensors.get("perm"))
     for key, value in tensors.items():
         if key.startswith("net."):
@@ -86,6 +107,39 @@ def read_state(path: Path) -> RunState:
             _, idx, name = key.split(".", 2)
             state.optimizer.setdefault(int(idx), {})[name] = value
     return state
+
+
+def _check_state(meta: dict, tensors: dict[str, Tensor]) -> str | None:
+    """What is wrong with a state's fields (a file written by hand or by another program), or None: resume
+    then fails in one line here instead of with a traceback, or a wrong position, later."""
+    for key in ("epoch", "step", "batch_in_epoch"):
+        if type(meta.get(key)) is not int or meta[key] < 0:
+            return f"{key} is {meta.get(key)!r}, not a count"
+    if not isinstance(meta.get("train_seconds"), (int, float)) or not isinstance(meta.get("param_groups"), list):
+        return "no train_seconds or param_groups"
+    if not isinstance(meta.get("config", {}), dict) or not isinstance(meta.get("lr_scheduler"), (dict, type(None))):
+        return "config or lr_scheduler is not a mapping"
+    for key in ("rng", "noise_rng"):
+        if key in tensors and (tensors[key].dtype != torch.uint8 or tensors[key].dim() != 1):
+            return f"{key} is not a generator state"
+    try:
+        torch.Generator().set_state(tensors["rng"])
+    except RuntimeError:
+        return "rng is not a CPU generator state"
+    perm = tensors.get("perm")
+    if perm is not None and (
+        perm.dtype != torch.int64 or perm.dim() != 1 or not perm.sort().values.equal(torch.arange(len(perm)))
+    ):
+        return "perm is not a permutation"
+    for key in tensors:
+        parts = key.split(".", 2)
+        if parts[0] == "optim" and (len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit())):
+            return f"unknown entry {key!r}"
+    net = {k[4:]: v.shape for k, v in tensors.items() if k.startswith("net.")}
+    ema = {k[4:]: v.shape for k, v in tensors.items() if k.startswith("ema.")}
+    if net and any(net.get(k) != shape for k, shape in ema.items()):
+        return "the EMA weights do not match the raw weights"
+    return None
 
 
 def clean_temp_files(run_dir: Path) -> list[Path]:
