@@ -172,13 +172,14 @@ def generate(
     frames: list[Tensor] | None = None,
     frame_every: int = 10,
     progress: bool = True,
+    step_rule: dict[str, Any] | None = None,
 ) -> Tensor:
     """Samples of any protocol model, n per prompt, all in one batch: a DDPM over `timesteps` (default: every
     step, Algorithm B.2) or a flow model (Euler, `flow_steps`).
 
     prompts None or empty: unconditional. With prompts and scale != 1, CFG. The model's own sampler settings
     (e.g. IF's learned variance and dynamic thresholding, `sampler_defaults`) are used. `frames` collects x every
-    `frame_every` steps for a GIF.
+    `frame_every` steps for a GIF. `step_rule` ({"sampler", "variance", "eta"}) overrides the model's step rule.
     """
     g = torch.Generator("cpu").manual_seed(seed)
     n = n_per_prompt * (len(prompts) if prompts else 1)
@@ -195,7 +196,8 @@ def generate(
     else:
         est = cfg(model, cond, model.null(n), scale) if guided else plain(model, cond)
         ts = list(timesteps) if timesteps is not None else full_timesteps(model.schedule.num_steps)
-        x = sample(model, n, est, ts, g, callback=keep, progress=progress, **sampler_defaults(model))
+        rule = {**sampler_defaults(model), **(step_rule or {})}
+        x = sample(model, n, est, ts, g, callback=keep, progress=progress, **rule)
     if frames is not None:
         frames.append(x.detach().cpu())
     return x

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.schedule import NoiseSchedule, ddpm_step, step_variance
+from diffusionlab.schedule import VARIANCE_MODES, NoiseSchedule, ddpm_step, step_variance
 
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 StepRule = Callable[[Tensor, int, int, Tensor, Tensor | None, Tensor | None], Tensor]
@@ -89,7 +89,9 @@ def dpmpp_2m_rule(schedule: NoiseSchedule) -> StepRule:
     return step
 
 
-def make_step_rule(schedule: NoiseSchedule, sampler: str = "ddpm", variance: str = "auto", eta: float = 0.0) -> StepRule:
+def make_step_rule(
+    schedule: NoiseSchedule, sampler: str = "ddpm", variance: str = "auto", eta: float = 0.0
+) -> StepRule:
     """A fresh rule for one run of the loop (dpm++2m keeps the previous step's estimate)."""
     check_sampler(sampler, eta)
     if sampler == "ddim":
@@ -98,3 +100,23 @@ def make_step_rule(schedule: NoiseSchedule, sampler: str = "ddpm", variance: str
         return dpmpp_2m_rule(schedule)
     return ddpm_rule(schedule, variance)
 
+
+def choose_step_rule(sampler: str | None, variance: str | None, eta: float | None) -> dict:
+    """The step-rule options a user gave (CLI, web UI, API), checked before any work: only the given ones, so the
+    model's own defaults (sampling.sampler_defaults) fill the rest."""
+    choice: dict = {}
+    if sampler is not None:
+        check_sampler(sampler)
+        choice["sampler"] = sampler
+    if variance is not None:
+        if variance not in VARIANCE_MODES:
+            raise DiffusionLabError(f"unknown --variance {variance!r}; choose one of {', '.join(VARIANCE_MODES)}")
+        if choice.get("sampler", "ddpm") != "ddpm":
+            raise DiffusionLabError("--variance is for ddpm steps; ddim takes --eta, dpm++2m neither")
+        choice.update(sampler="ddpm", variance=variance)
+    if eta is not None:
+        if choice.get("sampler") not in (None, "ddim"):
+            raise DiffusionLabError("--eta is for ddim steps: add --sampler ddim")
+        check_sampler("ddim", eta)
+        choice.update(sampler="ddim", eta=eta)
+    return choice

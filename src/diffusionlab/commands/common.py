@@ -87,3 +87,24 @@ def open_model(
     if model == "deepfloyd" or model.startswith("deepfloyd:"):
         extra = {"model_dir": model_dir, "prompt_embeds": prompt_embeds, "offload": offload}
     return load_model(model, device, **extra)
+
+
+# -- the step rule of the sampler loop (every sampling command) ----------------------------------------------
+SamplerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sampler",
+        help="Step rule: ddpm, ddim or dpm++2m (default: the model's, see docs/sampling.md). "
+        "Example: --sampler ddim --eta 0 --steps 20",
+    ),
+]
+VarianceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--variance",
+        help="ddpm steps: beta (the course's), beta-tilde (the posterior's), learned-range (IF). Example: --variance beta-tilde",
+    ),
+]
+EtaOpt = Annotated[
+    float | None, typer.Option("--eta", help="ddim steps: 0 deterministic .. 1 (= ddpm beta-tilde). Example: --eta 0.5")
+]

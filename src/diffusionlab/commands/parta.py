@@ -17,12 +17,15 @@ from torch import Tensor
 from diffusionlab.checks import check_batch, check_output_file, check_output_folder, write_together
 from diffusionlab.commands.common import (
     DeviceOpt,
+    EtaOpt,
     ForceOpt,
     ModelDirOpt,
     ModelOpt,
     OffloadOpt,
     PromptEmbedsOpt,
+    SamplerOpt,
     SeedOpt,
+    VarianceOpt,
     cfg_callback,
     generator_for,
     n_callback,
@@ -31,6 +34,7 @@ from diffusionlab.commands.common import (
 )
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import show_prompt, stack_vertically
+from diffusionlab.steps import choose_step_rule
 
 ImageOpt = Annotated[
     list[str],
@@ -75,6 +79,18 @@ def default_ts(model) -> list[int]:
     """T/4, T/2, 3T/4: the course's 250, 500, 750 for T = 1000 (75, 150, 225 for T = 300)."""
     T = model.schedule.num_steps
     return [T // 4, T // 2, 3 * T // 4]
+
+
+def check_image_files(specs: list[str] | None, mask: str | None = None) -> None:
+    """Read every --image and --mask file once before the model is loaded, so that a missing, broken or too large
+    one is refused before the slow part (test:N and rect:/default masks need the model: checked with it)."""
+    from diffusionlab.images import open_image
+
+    if not specs:
+        raise DiffusionLabError("no --image given; pass a PNG/JPEG file or test:N (test image N of the data set)")
+    for spec in [*specs, *([mask] if mask else [])]:
+        if not spec.startswith(("test:", "rect:")) and spec != "default":
+            open_image(spec)
 
 
 def load_inputs(model, specs: list[str], data_dir: Path | None, invert: bool) -> tuple[Tensor, list[str]]:
@@ -184,6 +200,7 @@ def noise(
     from diffusionlab.figures import grid_image
 
     path = check_outputs(out, "noise.png", save_all, force)
+    check_image_files(image)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     ts = int_list(t, "--t") or default_ts(m)
     for tt in ts:
@@ -238,6 +255,9 @@ def denoise(
     model_dir: ModelDirOpt = None,
     prompt_embeds: PromptEmbedsOpt = None,
     offload: OffloadOpt = False,
+    sampler: SamplerOpt = None,
+    variance: VarianceOpt = None,
+    eta: EtaOpt = None,
 ) -> None:
     """Denoise a noised image: blur (A1.2), one-step estimate (A1.3), iterative strided DDPM (A1.4).
 
@@ -257,6 +277,8 @@ def denoise(
     if every < 1:
         raise DiffusionLabError("--every must be at least 1")
     path = check_outputs(out, "denoise.png", save_all, force)
+    check_image_files(image)
+    step_rule = choose_step_rule(sampler, variance, eta)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     ts = int_list(t, "--t") or default_ts(m)
     for tt in ts:
@@ -296,7 +318,7 @@ def denoise(
             if (state["i"] - i_start + 1) % every == 0 and state["t_prev"] >= 0:
                 frames.append((state["t_prev"], state["x"]))
 
-        clean = edits.iterative_denoise(m, x_t, i_start, p, scale, strided, g, keep)
+        clean = edits.iterative_denoise(m, x_t, i_start, p, scale, strided, g, keep, **step_rule)
         one_step = edits.one_step_denoise(m, x_t, t0, p, scale)
         blurred = edits.blur(x_t, kernel, sigma)
         cols = [f"t={tt}" for tt, _ in frames] + ["iterative", "one-step", "blur", "original"]
@@ -333,6 +355,9 @@ def sdedit(
     model_dir: ModelDirOpt = None,
     prompt_embeds: PromptEmbedsOpt = None,
     offload: OffloadOpt = False,
+    sampler: SamplerOpt = None,
+    variance: VarianceOpt = None,
+    eta: EtaOpt = None,
 ) -> None:
     """SDEdit image-to-image (A1.7) and, with a real --prompt, text/class-conditional image-to-image (A1.7.3).
 
@@ -346,6 +371,8 @@ def sdedit(
     from diffusionlab.sampling import check_i_start
 
     path = check_outputs(out, "sdedit.png", save_all, force)
+    check_image_files(image)
+    step_rule = choose_step_rule(sampler, variance, eta)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     starts = int_list(i_start, "--i-start") or list(edits.SDEDIT_I_STARTS)
     strided = edits.default_timesteps(m)
@@ -355,7 +382,9 @@ def sdedit(
     x, labels = load_inputs(m, image, data_dir, invert)
     check_batch(len(x) * n * len(starts), m.image_shape, "images x -n x --i-start")
     xs = x.repeat_interleave(n, 0)
-    res = edits.sdedit(m, xs, p, starts, scale, generator_for(seed), strided)  # (len(starts), k*n, C, H, W)
+    res = edits.sdedit(
+        m, xs, p, starts, scale, generator_for(seed), strided, **step_rule
+    )  # (len(starts), k*n, C, H, W)
     cells, rows, singles = [], [], {}
     for r in range(xs.shape[0]):
         label = labels[r // n] + (f" #{r % n + 1}" if n > 1 else "")
@@ -395,6 +424,9 @@ def inpaint(
     model_dir: ModelDirOpt = None,
     prompt_embeds: PromptEmbedsOpt = None,
     offload: OffloadOpt = False,
+    sampler: SamplerOpt = None,
+    variance: VarianceOpt = None,
+    eta: EtaOpt = None,
 ) -> None:
     """Inpainting (A1.7.2): new content inside the mask, the original (exactly) outside it.
 
@@ -408,13 +440,15 @@ def inpaint(
     from diffusionlab.images import load_mask
 
     path = check_outputs(out, "inpaint.png", save_all, force)
+    check_image_files(image, mask)
+    step_rule = choose_step_rule(sampler, variance, eta)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     mk = load_mask(mask, m.image_shape).to(m.device)
     p = prompt_of(m, prompt)
     x, labels = load_inputs(m, image, data_dir, invert)
     check_batch(len(x) * n, m.image_shape, "images x -n")
     xs = x.repeat_interleave(n, 0)
-    res = edits.inpaint(m, xs, mk, p, scale, generator_for(seed))
+    res = edits.inpaint(m, xs, mk, p, scale, generator_for(seed), **step_rule)
     lo, hi = m.value_range
     mask_img = (lo + (hi - lo) * mk[0]).expand(m.image_shape)
     cells, singles = [], {}
@@ -451,6 +485,9 @@ def anagram(
     model_dir: ModelDirOpt = None,
     prompt_embeds: PromptEmbedsOpt = None,
     offload: OffloadOpt = False,
+    sampler: SamplerOpt = None,
+    variance: VarianceOpt = None,
+    eta: EtaOpt = None,
 ) -> None:
     """Visual anagrams (A1.8): images that show the first prompt upright and the second through the view.
 
@@ -467,11 +504,12 @@ def anagram(
             f"anagram needs exactly two --prompt options (upright, viewed), got {len(prompt or [])}"
         )
     path = check_outputs(out, "anagram.png", save_all, force)
+    step_rule = choose_step_rule(sampler, variance, eta)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     check_batch(n, m.image_shape)
     v = get_view(view, m.image_shape, m.value_range, seed)
     p1, p2 = prompts_of(m, prompt)
-    res = edits.anagram(m, p1, p2, v, n, scale, generator_for(seed), seed=seed)
+    res = edits.anagram(m, p1, p2, v, n, scale, generator_for(seed), seed=seed, **step_rule)
     viewed = v.apply(res)
     grid = grid_image(
         torch.cat([res, viewed]),
@@ -506,6 +544,9 @@ def hybrid(
     model_dir: ModelDirOpt = None,
     prompt_embeds: PromptEmbedsOpt = None,
     offload: OffloadOpt = False,
+    sampler: SamplerOpt = None,
+    variance: VarianceOpt = None,
+    eta: EtaOpt = None,
 ) -> None:
     """Hybrid images (A1.9): the first prompt seen from afar (low frequencies), the second up close (high).
 
@@ -521,13 +562,14 @@ def hybrid(
     if len(prompt or []) != 2:
         raise DiffusionLabError(f"hybrid needs exactly two --prompt options (low, high), got {len(prompt or [])}")
     path = check_outputs(out, "hybrid.png", save_all, force)
+    step_rule = choose_step_rule(sampler, variance, eta)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     check_batch(n, m.image_shape)
     k0, s0 = scaled_blur(m.image_shape[1])
     k, s = kernel or k0, sigma or s0
     check_blur(k, s, m.image_shape[1], m.image_shape[2])
     p1, p2 = prompts_of(m, prompt)
-    res = edits.hybrid(m, p1, p2, n, s, k, scale, generator_for(seed))
+    res = edits.hybrid(m, p1, p2, n, s, k, scale, generator_for(seed), **step_rule)
     far = lowpass(res, k, s)
     grid = grid_image(
         torch.cat([res, far]),

@@ -10,12 +10,15 @@ import typer
 from diffusionlab.checks import check_batch, check_count, check_output_file, check_output_folder, write_together
 from diffusionlab.commands.common import (
     DeviceOpt,
+    EtaOpt,
     ForceOpt,
     ModelDirOpt,
     ModelOpt,
     OffloadOpt,
     PromptEmbedsOpt,
+    SamplerOpt,
     SeedOpt,
+    VarianceOpt,
     cfg_callback,
     generator_for,
     n_callback,
@@ -24,6 +27,7 @@ from diffusionlab.commands.common import (
     wrote,
 )
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.steps import choose_step_rule
 
 
 def train(
@@ -195,6 +199,9 @@ def sample(
     compile_: Annotated[
         bool, typer.Option("--compile/--no-compile", help="torch.compile the model call on the CUDA fast path.")
     ] = True,
+    sampler: SamplerOpt = None,
+    variance: VarianceOpt = None,
+    eta: EtaOpt = None,
 ) -> None:
     """Sample images from a model: one row per prompt, n images each, all in one batch.
 
@@ -215,6 +222,7 @@ def sample(
     ctx, dev = init_from_env(resolve_device(device))
     if ctx.enabled:
         device = str(dev)
+    step_rule = choose_step_rule(sampler, variance, eta)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     prompts = list(prompt or [])
     is_flow = getattr(m, "objective", "ddpm") == "flow"
@@ -230,6 +238,7 @@ def sample(
         timesteps = spaced_timesteps(T, steps) if steps else (strided_timesteps(T) if big else full_timesteps(T))
     frames: list | None = [] if gif else None
     kwargs = dict(
+        step_rule=step_rule,
         timesteps=timesteps,
         flow_steps=steps,
         frame_every=max(1, (len(timesteps) if timesteps else (steps or 300)) // 30),
