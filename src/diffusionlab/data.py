@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import struct
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
 
+MAX_IDX_DIMS = 8  # MNIST-like files have 1 (labels) or 3 (images)
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -117,11 +119,13 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DiffusionLabError(f"{path}: wrong IDX magic number {raw[:4].hex()!r}; not an IDX file, {fix}")
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if ndim > MAX_IDX_DIMS:  # the byte allows 255; numpy arrays have at most 64
+        raise DiffusionLabError(f"{path}: IDX header says {ndim} dimensions (at most {MAX_IDX_DIMS}); {fix}")
     if ndim == 0 or len(raw) < header:
         raise DiffusionLabError(f"{path}: IDX header is truncated; {fix}")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: np.prod would wrap around at 2**63
     if len(raw) != expected:
         raise DiffusionLabError(
             f"{path}: size {len(raw)} bytes does not match its IDX header {shape} ({expected} bytes); "
@@ -222,6 +226,13 @@ def load_split(
             f"{img_path} has {images.shape[0]} images but {lbl_path} has {labels.shape[0]} labels; "
             "use the image and label files of the same split"
         )
+    if images.shape[1:] != (28, 28):  # the course's UNets take 28x28; any other size fails inside the network
+        raise DiffusionLabError(
+            f"{img_path}: images are {images.shape[1]}x{images.shape[2]}, the models here take 28x28 (MNIST's size)"
+        )
+    for path, array in ((img_path, images), (lbl_path, labels)):
+        if array.dtype != np.uint8:  # floats would be cast silently (NaN labels to garbage), wider ints wrapped
+            raise DiffusionLabError(f"{path}: IDX values are {array.dtype}, expected unsigned bytes (type 0x08)")
     n_classes = len(dataset_info(name).class_names)
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise DiffusionLabError(f"{lbl_path}: labels must be 0..{n_classes - 1}, found {labels.min()}..{labels.max()}")
