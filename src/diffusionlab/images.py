@@ -65,7 +65,7 @@ def open_image(path: str | Path, label: str | None = None, max_pixels: int = MAX
         with Image.open(p) as img:
             check_pixels(img.size, label, max_pixels)
             img.load()
-            return ImageOps.exif_transpose(img)
+            return eight_bit(ImageOps.exif_transpose(img))
     except DiffusionLabError:
         raise
     except Image.DecompressionBombError:  # Pillow's own limit, should a header reader above have missed it
@@ -75,6 +75,20 @@ def open_image(path: str | Path, label: str | None = None, max_pixels: int = MAX
         raise DiffusionLabError(
             f"cannot read {label}: not a picture Pillow can read ({why}); use a PNG or JPEG file"
         ) from None
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grey images (a 16-bit PNG opens as I;16 or I) -> 8-bit L, scaled. Pillow's own convert
+    clips at 255, which turns every 16-bit picture white."""
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        top = 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0  # floats in [0, 1], or in 8-bit units
+        return Image.fromarray((np.clip(arr / top, 0, 1) * 255).round().astype(np.uint8), "L")
+    if img.mode.startswith("I"):
+        arr = np.asarray(img).astype(np.int64)
+        shift = 8 if arr.max(initial=0) > 255 else 0  # a 16-bit image; an 8-bit one stored as I is kept
+        return Image.fromarray((np.clip(arr, 0, 65535) >> shift).clip(0, 255).astype(np.uint8), "L")
+    return img
 
 
 def _first_line(e: Exception) -> str:
