@@ -118,9 +118,9 @@ def _unet_in_channels(folder: Path) -> int | None:
 def locate(model_id: str, model_dir: str | Path | None, in_channels: int) -> tuple[str, dict]:
     """model id (+ --model-dir) -> (what from_pretrained gets, extra kwargs such as cache_dir)."""
     if Path(model_id).is_absolute():
-        if _unet_in_channels(Path(model_id)) is None:
+        if not (Path(model_id) / "unet" / "config.json").is_file():
             raise DiffusionLabError(missing_weights_message(model_id, None))
-        return model_id, {}
+        return model_id, {}  # a config there that cannot be read is reported by _unet_config
     if model_dir is None:
         return model_id, {}
     root = Path(model_dir).expanduser()
@@ -132,9 +132,12 @@ def locate(model_id: str, model_dir: str | Path | None, in_channels: int) -> tup
             return str(cand.resolve()), {}
     if (root / ("models--" + model_id.replace("/", "--"))).is_dir():
         return model_id, {"cache_dir": str(root)}
-    other = _unet_in_channels(root)
-    if in_channels == 3 and other is not None:  # stage I asked for, --model-dir is a pipeline of another stage
-        raise DiffusionLabError(wrong_stage_message(str(root), "I", other))
+    # a folder named for this model, or (stage I asked for) --model-dir itself, holding a UNet of another stage
+    named = [root / name, root / model_id] + ([root] if in_channels == 3 else [])
+    for cand in named:
+        if _unet_in_channels(cand) is not None:
+            stage = "I" if in_channels == 3 else "II"
+            raise DiffusionLabError(wrong_stage_message(str(cand), stage, _unet_in_channels(cand)))
     return model_id, {}  # not under --model-dir: the Hugging Face cache (the error names both)
 
 
@@ -172,10 +175,17 @@ def _load(cls: Any, source: str, subfolder: str, dtype: torch.dtype, extra: dict
         except Exception as e:  # noqa: BLE001 - a missing variant, or a broken file: sorted out below
             errors.append(e)
     what = {"unet": "UNet weights", "text_encoder": "T5 text encoder"}.get(subfolder, subfolder)
-    broken = next((e for e in errors if not isinstance(e, OSError)), None)
-    if broken is not None and _has_files(source, subfolder):
-        raise DiffusionLabError(f"{model_id}: cannot load its {what} ({_first_line(broken)})") from None
+    # a variant whose weight files are there but would not load is broken, not missing
+    broken = [e for v, e in zip(variants, errors, strict=True) if _has_weights(source, subfolder, v)]
+    if broken:
+        raise DiffusionLabError(f"{model_id}: cannot load its {what} ({_first_line(broken[0])})") from None
     raise DiffusionLabError(missing_weights_message(model_id, model_dir, what)) from errors[-1]
+
+
+def _has_weights(source: str, subfolder: str, variant: str | None) -> bool:
+    folder = Path(source) / subfolder
+    names = [p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")] if folder.is_dir() else []
+    return any((".fp16." in name) == (variant == "fp16") for name in names)
 
 
 def _has_files(source: str, subfolder: str) -> bool:
