@@ -1,0 +1,197 @@
+"""The bad-input corpus for the web UI (rules as in tests/test_bad_inputs.py): every tab's handler, called as the
+page calls it (Gradio's raw upload payloads), with bad uploads, smuggled paths and bad form values; each is one
+line `DiffusionLabError` and no result file. Two requests that Gradio itself refuses (a server path instead of an
+upload) go through a real server: one-line message, no traceback in the log."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+pytest.importorskip("gradio")
+
+from bad_input_files import image_files  # noqa: E402
+from conftest import make_checkpoint  # noqa: E402
+from parta_helpers import one_thread  # noqa: E402, F401  (autouse fixture)
+
+from diffusionlab.app import Limits, ModelRegistry, serve  # noqa: E402
+from diffusionlab.app.handlers import Handlers  # noqa: E402
+from diffusionlab.app.inputs import Outputs  # noqa: E402
+from diffusionlab.errors import DiffusionLabError  # noqa: E402
+
+
+class AppCase(NamedTuple):
+    id: str
+    handler: str
+    values: dict[str, Any]  # form values that differ from DEFAULTS; image names refer to image_files
+    expect: str
+
+
+DEFAULTS: dict[str, dict[str, Any]] = {  # the form values of each tab, set small for speed
+    "generate": dict(prompts="3", n=1, steps=2, scale=5.0, seed=0),
+    "noise": dict(upload="digit", t=20, kernel=5, sigma=2.0, prompt="", scale=1.0, seed=0, invert="auto"),
+    "sdedit": dict(editor={"background": "digit"}, prompt="", i_starts="28", scale=5.0, seed=0, invert="auto"),
+    "inpaint": dict(
+        editor={"background": "digit"},
+        prompt="",
+        fallback="course mask",
+        n=1,
+        steps=2,
+        scale=5.0,
+        seed=0,
+        invert="auto",
+    ),  # fmt: skip
+    "anagram": dict(prompt1="6", prompt2="9", view="rot180", n=1, steps=2, scale=5.0, seed=0),
+    "hybrid": dict(low_prompt="0", high_prompt="1", sigma=1.0, kernel=9, n=1, steps=2, scale=5.0, seed=0),
+}
+BOMB = "too large: 20000 x 20000 pixels"
+APP_CASES: list[AppCase] = [
+    *[
+        AppCase(f"noise-{name}", "noise", {"upload": name}, expect)
+        for name, expect in [
+            ("bomb", BOMB),
+            ("bomb_100mp", "too large: 10000 x 10000"),
+            ("bomb_gif", "too large: 30000 x 30000"),
+            ("just_over", "too large: 8000 x 5001 pixels (limit 16.7772 megapixels)"),
+            ("truncated", "not a picture"),
+            ("zero", "not a picture"),
+            ("text", "not a picture"),
+            ("html_jpg", "not a picture"),
+            ("/etc/passwd", "uploaded through this page"),
+            (None, "no image"),
+        ]
+    ],  # fmt: skip
+    *[
+        AppCase(f"{h}-seed-{v}", h, {"seed": v}, "whole number")
+        for h, v in [
+            ("generate", "abc"),
+            ("generate", "1.5"),
+            ("generate", "1e400"),
+            ("noise", "abc"),
+            ("sdedit", "x1"),
+            ("inpaint", "nan"),
+            ("anagram", "abc"),
+            ("hybrid", "-7"),
+        ]
+    ],  # fmt: skip
+    *[
+        AppCase(f"{h}-cfg-{v}", h, {"scale": v}, "CFG scale")
+        for h, v in [
+            ("generate", "nan"),
+            ("generate", "inf"),
+            ("generate", -1),
+            ("noise", "nan"),
+            ("sdedit", "inf"),
+            ("inpaint", -1),
+            ("anagram", "nan"),
+            ("hybrid", "inf"),
+        ]
+    ],  # fmt: skip
+    *[
+        AppCase(f"{h}-n-{v}", h, {"n": v}, "number of images")
+        for h, v in [
+            ("generate", 0),
+            ("generate", 17),
+            ("inpaint", 0),
+            ("anagram", 100000),
+            ("hybrid", -1),
+        ]
+    ],  # fmt: skip
+    AppCase("generate-n-times-prompts", "generate", {"n": 9, "prompts": "1, 2"}, "more than the limit of 16"),
+    *[AppCase(f"{h}-steps-0", h, {"steps": 0}, "steps") for h in ("generate", "inpaint", "anagram", "hybrid")],
+    AppCase("generate-unknown-prompt", "generate", {"prompts": "banana"}, "unknown prompt"),
+    AppCase("noise-t-out-of-range", "noise", {"t": 5000}, "out of range"),
+    AppCase("noise-kernel-not-number", "noise", {"kernel": "big"}, "whole number"),
+    AppCase("sdedit-background-bomb", "sdedit", {"editor": {"background": "bomb"}}, BOMB),
+    AppCase("sdedit-composite-text", "sdedit", {"editor": {"composite": "text"}}, "not a picture"),
+    AppCase(
+        "sdedit-smuggled-layer", "sdedit", {"editor": {"background": "digit", "layers": ["/etc/passwd"]}}, "uploaded"
+    ),
+    AppCase("sdedit-i-starts-words", "sdedit", {"i_starts": "a b"}, "whole numbers"),
+    AppCase("sdedit-nothing", "sdedit", {"editor": None}, "no image"),
+    AppCase("inpaint-layer-bomb", "inpaint", {"editor": {"background": "digit", "layers": ["bomb"]}}, BOMB),
+    AppCase("inpaint-no-background", "inpaint", {"editor": {"layers": ["digit"]}}, "no image"),
+    AppCase("anagram-unknown-view", "anagram", {"view": "twirl"}, "unknown view"),
+    AppCase("hybrid-even-kernel", "hybrid", {"kernel": 4}, "odd"),
+    AppCase("hybrid-sigma-nan", "hybrid", {"sigma": "nan"}, "sigma"),
+]
+SERVER_CASES = [
+    ({"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, "paths on the server are not accepted"),
+    ("/etc/passwd", "image fields take a file uploaded through this page"),
+]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app_corpus")
+    make_checkpoint(root / "runs" / "tiny")
+    uploads = Path(tempfile.gettempdir()) / "gradio" / f"diffusionlab-corpus-{root.name}"
+    uploads.mkdir(parents=True)
+    files = {name: Path(shutil.copy(path, uploads / path.name)) for name, path in image_files(root / "img").items()}
+    limits = Limits()
+    handlers = Handlers(ModelRegistry(root / "runs", "cpu", (), limits), limits, Outputs(root / "results"))
+    yield handlers, files, root
+    shutil.rmtree(uploads, ignore_errors=True)
+
+
+def payload(value: Any, files: dict[str, Path]) -> Any:
+    """Image names -> Gradio's upload payloads (a path in its upload folder); other values as they are."""
+    if isinstance(value, str) and (value in files or value.startswith("/")):
+        return {"path": str(files.get(value, value))}
+    if isinstance(value, list):
+        return [payload(v, files) for v in value]
+    if isinstance(value, dict):
+        return {k: payload(v, files) for k, v in value.items()}
+    return value
+
+
+def call(handlers: Handlers, handler: str, values: dict[str, Any], files: dict[str, Path]):
+    form = {**DEFAULTS[handler], **values}
+    return getattr(handlers, handler)("run:tiny", **{k: payload(v, files) for k, v in form.items()})
+
+
+@pytest.mark.parametrize("case", APP_CASES, ids=[c.id for c in APP_CASES])
+def test_bad_form_input_is_one_line(case: AppCase, app):
+    handlers, files, root = app
+    before = sorted((root / "results").glob("*"))
+    with pytest.raises(DiffusionLabError) as e:
+        call(handlers, case.handler, case.values, files)
+    message = str(e.value)
+    assert "\n" not in message and case.expect in message, message
+    assert sorted((root / "results").glob("*")) == before
+
+
+@pytest.mark.parametrize("name", ["16bit", "palette", "cmyk", "animated", "alpha", "large"])
+def test_odd_uploads_work(name, app):
+    handlers, files, _ = app
+    *pngs, info = call(handlers, "noise", {"upload": name}, files)
+    assert len(pngs) == 5 and all(Path(p).is_file() for p in pngs) and "seed" in info
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    _, _, root = app
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = serve("127.0.0.1", port, root / "runs", "tiny", "cpu", block=False, quiet=True)
+    yield f"http://127.0.0.1:{port}"
+    demo.close()
+
+
+@pytest.mark.parametrize("upload, expect", SERVER_CASES, ids=["file-data-path", "plain-path"])
+def test_paths_refused_by_gradio_are_one_line(upload, expect, server, capfd):
+    """Sent as raw HTTP (gradio_client would upload a local file itself): Gradio refuses the path before our
+    handler runs; the page gets our one line, the log no traceback."""
+    import httpx
+
+    url = f"{server}/gradio_api/call/noise"
+    event = httpx.post(url, json={"data": ["run:tiny", upload, 20, 5, 2.0, "", 1.0, 0, "auto"]}, timeout=30)
+    reply = httpx.get(f"{url}/{event.json()['event_id']}", timeout=60).text
+    assert "event: error" in reply and expect in reply, reply
+    assert "Traceback" not in capfd.readouterr().err
