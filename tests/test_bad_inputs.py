@@ -259,11 +259,11 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 # Found by the corpus, in a file this corpus does not own: listed here until fixed there.
-KNOWN_BUGS = {
-    "sample-model-bad_unet_values": "model.py: a config with hidden -4 makes UNet() raise RuntimeError (a traceback)",
-}
+KNOWN_BUGS: dict[str, str] = {}  # case id -> why it still fails (strict xfail: a fixed bug must leave this list)
 PARAMS = [
-    pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=KNOWN_BUGS[c.id])] if c.id in KNOWN_BUGS else [])
+    pytest.param(
+        c, id=c.id, marks=[pytest.mark.xfail(reason=KNOWN_BUGS[c.id], strict=True)] if c.id in KNOWN_BUGS else []
+    )
     for c in CASES
 ]
 

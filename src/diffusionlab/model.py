@@ -110,7 +110,13 @@ class CourseModel:
             raise DiffusionLabError(
                 f"{path}: checkpoint config has no 'unet'/'kind' entry; not a course UNet checkpoint"
             )
-        net = UNet(UNetConfig.from_dict(config["unet"]))
+        try:
+            net = UNet(UNetConfig.from_dict(config["unet"]))
+        except (TypeError, ValueError, RuntimeError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DiffusionLabError(
+                f"{path}: the config's 'unet' entry does not describe a network ({first})"
+            ) from None
         try:
             net.load_state_dict(state)
         except RuntimeError as e:
@@ -183,8 +189,13 @@ def shipped_path(name: str) -> Path:
     return shipped_weights_dir() / f"{stem}.safetensors"
 
 
-def load_model(spec: str | Path = "mnist", device: str | torch.device | None = None, **kwargs) -> CourseModel:
-    """--model: a shipped name (mnist, fashion-mnist, ...), a run directory or checkpoint, or "deepfloyd"."""
+def load_model(
+    spec: str | Path = "mnist", device: str | torch.device | None = None, fast: bool = True, **kwargs
+) -> CourseModel:
+    """--model: a shipped name (mnist, fashion-mnist, ...), a run directory or checkpoint, or "deepfloyd".
+
+    fast (default): our UNets run on the inference fast path (fastpath.accelerate: BatchNorm folded into the
+    convolutions, channels_last, bf16 autocast only where the device computes bf16 natively); False: as trained."""
     dev = resolve_device(device)
     spec_s = str(spec)
     if spec_s == "deepfloyd" or spec_s.startswith("deepfloyd:"):
@@ -198,10 +209,18 @@ def load_model(spec: str | Path = "mnist", device: str | torch.device | None = N
                 f"shipped model {spec_s!r} is not in this install ({path}); train one with `diffusionlab train` "
                 "and pass its run directory"
             )
-        return CourseModel.from_checkpoint(path, dev)
+        return _maybe_fast(CourseModel.from_checkpoint(path, dev), fast)
     if not Path(spec_s).exists():
         raise DiffusionLabError(
             f"--model {spec_s!r}: no such file or directory, and not a shipped model ({', '.join(SHIPPED)}) "
             "or 'deepfloyd'"
         )
-    return CourseModel.from_checkpoint(spec_s, dev)
+    return _maybe_fast(CourseModel.from_checkpoint(spec_s, dev), fast)
+
+
+def _maybe_fast(model: CourseModel, fast: bool) -> CourseModel:
+    if not fast:
+        return model
+    from diffusionlab.fastpath import accelerate
+
+    return accelerate(model, compile=model.device.type == "cuda")

@@ -79,14 +79,16 @@ def open_model(
     model_dir: Path | None = None,
     prompt_embeds: Path | None = None,
     offload: bool = False,
+    fast: bool = True,
 ):
-    """--model and its DeepFloyd options -> a model that follows the protocol (see diffusionlab.model)."""
+    """--model and its DeepFloyd options -> a model that follows the protocol (see diffusionlab.model); our UNets
+    on the inference fast path unless fast=False (--plain)."""
     from diffusionlab.model import load_model
 
     extra = {}
     if model == "deepfloyd" or model.startswith("deepfloyd:"):
         extra = {"model_dir": model_dir, "prompt_embeds": prompt_embeds, "offload": offload}
-    return load_model(model, device, **extra)
+    return load_model(model, device, fast=fast, **extra)
 
 
 # -- the step rule of the sampler loop (every sampling command) ----------------------------------------------

@@ -11,9 +11,12 @@ import typer
 from diffusionlab.checks import MAX_SCORED_SAMPLES, check_batch, check_count, check_output_file
 from diffusionlab.commands.common import (
     DeviceOpt,
+    EtaOpt,
     ForceOpt,
     ModelOpt,
+    SamplerOpt,
     SeedOpt,
+    VarianceOpt,
     cfg_callback,
     n_callback,
     open_model,
@@ -21,6 +24,7 @@ from diffusionlab.commands.common import (
     wrote,
 )
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.steps import choose_step_rule
 
 DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="Folder with the four IDX files (.gz or raw); else the cache.")
@@ -61,17 +65,23 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", help="JSON file for the scores.")] = Path("scores.json"),
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
+    sampler: SamplerOpt = None,
+    variance: VarianceOpt = None,
+    eta: EtaOpt = None,
 ) -> None:
-    """Score a class-conditional model: conditional accuracy of its samples (classified as the class asked for)
-    and their Frechet distance to the test set in the classifier's features, next to the train-vs-test reference.
+    """Score a class-conditional model: conditional accuracy of its samples (classified as the class asked for),
+    the background std of the raw samples, and their Frechet distance to the test set in the classifier's
+    features, next to the train-vs-test reference at the same N. Without the data set (no --data-dir and nothing
+    in the cache) it scores what it can offline and says that the Frechet distance needs --data-dir.
 
-    Example: diffusionlab evaluate --model mnist -n 100 --cfg 5 --out scores.json
+    Example: diffusionlab evaluate --model mnist -n 100 --cfg 5 --steps 30 --out scores.json
     """
     from diffusionlab.checkpoint import atomic_write_json
     from diffusionlab.data import load_split
     from diffusionlab.evaluation import evaluate_model, format_scores, load_classifier
 
     out = check_output_file(out, force)
+    step_rule = choose_step_rule(sampler, variance, eta)
     if model == "deepfloyd" or model.startswith("deepfloyd:"):
         raise DiffusionLabError(
             "evaluate scores our class-conditioned MNIST-like models; DeepFloyd IF has no classifier"
@@ -89,9 +99,15 @@ def evaluate(
         raise DiffusionLabError(
             f"the classifier was trained on {clf.data} but the model generates {data}; pass a {data} --classifier"
         )
-    test = load_split(data, "test", data_dir)
-    train = load_split(data, "train", data_dir)
-    scores = evaluate_model(m, clf, n, cfg, steps, seed, test, train)
+    try:  # given a folder, its files must be good; without one, never download: score what needs no data
+        test = load_split(data, "test", data_dir, download=data_dir is not None)
+        train = load_split(data, "train", data_dir, download=data_dir is not None)
+    except DiffusionLabError:
+        if data_dir is not None:
+            raise
+        test = train = None
+        print(f"note: no {data} data set here, so no Frechet distance; pass --data-dir with its four IDX files")
+    scores = evaluate_model(m, clf, n, cfg, steps, seed, test, train, sampler=step_rule)
     if anagram:
         from diffusionlab.evaluation import evaluate_anagrams
 
@@ -108,6 +124,9 @@ def evaluate(
     scores["command"] = shlex.join(
         ["diffusionlab", "evaluate", "--model", str(model), "-n", str(n), "--cfg", str(cfg)]
         + (["--steps", str(steps)] if steps else [])
+        + (["--sampler", sampler] if sampler else [])
+        + (["--variance", variance] if variance else [])
+        + (["--eta", str(eta)] if eta is not None else [])
         + ["--seed", str(seed)]
         + (["--anagram", anagram] if anagram else [])
         + (["--hybrid"] if hybrid else [])

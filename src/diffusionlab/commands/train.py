@@ -190,12 +190,13 @@ def sample(
     prompt_embeds: PromptEmbedsOpt = None,
     offload: OffloadOpt = False,
     fast: Annotated[
-        bool | None,
+        bool,
         typer.Option(
             "--fast/--plain",
-            help="Fast path for our UNets (bf16 autocast, channels_last, CUDA graphs); default: on with CUDA only.",
+            help="Fast path for our UNets, the default: BatchNorm folded into the convolutions, channels_last, bf16 "
+            "autocast only where the device has native bf16, CUDA graphs on CUDA. --plain: the network as trained.",
         ),
-    ] = None,
+    ] = True,
     compile_: Annotated[
         bool, typer.Option("--compile/--no-compile", help="torch.compile the model call on the CUDA fast path.")
     ] = True,
@@ -223,7 +224,7 @@ def sample(
     if ctx.enabled:
         device = str(dev)
     step_rule = choose_step_rule(sampler, variance, eta)
-    m = open_model(model, device, model_dir, prompt_embeds, offload)
+    m = open_model(model, device, model_dir, prompt_embeds, offload, fast=False)
     prompts = list(prompt or [])
     is_flow = getattr(m, "objective", "ddpm") == "flow"
     big = m.schedule is not None and m.schedule.num_steps >= 1000
@@ -243,7 +244,7 @@ def sample(
         flow_steps=steps,
         frame_every=max(1, (len(timesteps) if timesteps else (steps or 300)) // 30),
     )
-    if fast or (fast is None and m.device.type == "cuda"):
+    if fast:
         from diffusionlab.fastpath import accelerate
 
         accelerate(m, compile=compile_)
