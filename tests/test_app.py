@@ -162,21 +162,41 @@ def test_serve_command_is_registered():
 
 
 # -- the API --------------------------------------------------------------------------------------------------------
-def test_ten_concurrent_generate_requests_all_complete(server):
+def test_ten_concurrent_requests_and_twenty_bad_ones_at_once(server):
+    """Load: 10 good /generate calls and 20 bad ones (path-like model names, unknown prompts, bad seeds) at the same
+    time. Every good one is served with its own seed, every bad one gets a one-line refusal, nothing hangs; the
+    figures (served / failed / median latency) are printed for the record."""
+    import statistics
+    import time
+
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
     client = Client(server, verbose=False)
+    bad_models = ["run:../../etc", "run:/etc/passwd", "run:..", "/etc/passwd", "run:tiny/../../x"]
+    bad = [(m, "3", 1, 2, 5.0, 0) for m in bad_models] * 2
+    bad += [("run:tiny", p, 1, 2, 5.0, 0) for p in ("banana", "11", "0x3", "3;rm -rf /", "seven and a half")] * 2
 
-    def one(seed: int):
-        return client.predict("run:tiny", "3", 1, 2, 5.0, seed, api_name="/generate")
+    def call(args):
+        start = time.perf_counter()
+        try:
+            return "ok", client.predict(*args, api_name="/generate"), time.perf_counter() - start
+        except AppError as e:
+            return "refused", str(e), time.perf_counter() - start
 
-    with ThreadPoolExecutor(max_workers=10) as pool:
-        futures = [pool.submit(one, seed) for seed in range(10)]
-        results = [f.result(timeout=180) for f in futures]
-    assert len(results) == 10
-    for seed, (gallery, info) in enumerate(results):
+    good = [("run:tiny", "3", 1, 2, 5.0, seed) for seed in range(10)]
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        results = list(pool.map(call, good + bad, timeout=300))
+    served = [r for r in results[:10] if r[0] == "ok"]
+    refused = [r for r in results[10:] if r[0] == "refused"]
+    latency = statistics.median(r[2] for r in results[:10])
+    print(f"\nweb UI load: {len(served)}/10 served, {len(refused)}/20 bad refused, median latency {latency:.1f} s")
+    assert len(served) == 10 and len(refused) == 20
+    for seed, (_, (gallery, info), _) in enumerate(served):
         assert len(gallery) == 1 and Path(gallery[0]["image"]).suffix == ".png"
         assert f"seed** {seed}" in info
+    for _, message, _ in refused:
+        assert message.strip() and "\n" not in message.strip() and "Traceback" not in message
 
 
 def test_api_errors_are_one_line_messages(server, files):
