@@ -48,7 +48,12 @@ ImageOpt = Annotated[
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="The grid PNG to write.")]
 SaveAllOpt = Annotated[Path | None, typer.Option("--save-all", help="Also write every single image into this folder.")]
 DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Folder with the model's IDX files, for --image test:N.")
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder with the model's test IDX files (t10k-*), for --image test:N; else the cache, else the "
+        "shipped sample of its first 100 test images (no download).",
+    ),
 ]
 InvertOpt = Annotated[
     bool, typer.Option("--invert", help="Invert input images: black-on-white drawings -> white-on-black MNIST.")
@@ -94,13 +99,16 @@ def check_image_files(specs: list[str] | None, mask: str | None = None) -> None:
 
 
 def load_inputs(model, specs: list[str], data_dir: Path | None, invert: bool) -> tuple[Tensor, list[str]]:
-    """--image values -> (k, C, H, W) in the model's value range, and a short label for each."""
-    from diffusionlab.data import load_split, to_float
+    """--image values -> (k, C, H, W) in the model's value range, and a short label for each. test:N images come
+    from diffusionlab.testdigits (--data-dir, the cache or the shipped sample; never a download); one line says
+    which."""
+    from diffusionlab.data import to_float
     from diffusionlab.images import load_image
+    from diffusionlab.testdigits import load_test_images
 
     if not specs:
         raise DiffusionLabError("no --image given; pass a PNG/JPEG file or test:N (test image N of the data set)")
-    images, labels, split = [], [], None
+    images, labels, sources = [], [], set()
     for spec in specs:
         if spec.startswith("test:"):
             data = getattr(model, "config", {}).get("data")
@@ -110,11 +118,9 @@ def load_inputs(model, specs: list[str], data_dir: Path | None, invert: bool) ->
                 idx = int(spec[5:])
             except ValueError:
                 raise DiffusionLabError(f"--image {spec}: N in test:N must be an integer") from None
-            if split is None:
-                split = load_split(data, "test", data_dir)
-            if not 0 <= idx < len(split):
-                raise DiffusionLabError(f"--image {spec}: the {data} test set has images 0..{len(split) - 1}")
-            x = to_float(split.images[idx : idx + 1], model.value_range)
+            test_image, _, source = load_test_images(data, [idx], data_dir)
+            sources.add(source)
+            x = to_float(test_image, model.value_range)
             if invert:
                 lo, hi = model.value_range
                 x = lo + hi - x
@@ -123,6 +129,8 @@ def load_inputs(model, specs: list[str], data_dir: Path | None, invert: bool) ->
         else:
             images.append(load_image(spec, model.image_shape, model.value_range, invert))
             labels.append(Path(spec).stem[:12])
+    for source in sorted(sources):
+        print(f"test images: {source}")
     return torch.cat(images).to(model.device), labels
 
 
@@ -194,7 +202,7 @@ def noise(
 ) -> None:
     """Forward process (A1.1) and classical Gaussian-blur denoising (A1.2): the image noised to each t, and blurred.
 
-    Example: diffusionlab noise --image test:0 --t 50,100,200 --data-dir data/mnist --out noise.png
+    Example: diffusionlab noise --image test:0 --t 50,100,200 --out noise.png
     """
     from diffusionlab.edits import blur, forward
     from diffusionlab.figures import grid_image
@@ -264,7 +272,7 @@ def denoise(
     blur/one-step: original | noisy | estimate at each --t. iterative: starts at the strided timestep i_start
     (t = 690 for IF, 190 for T = 300 models), shows every --every step and compares with one-step and blur there.
 
-    Example: diffusionlab denoise --image test:0 --data-dir data/mnist --method one-step --method iterative
+    Example: diffusionlab denoise --image test:0 --method one-step --method iterative
     """
     from diffusionlab import edits
     from diffusionlab.figures import grid_image
@@ -364,7 +372,7 @@ def sdedit(
     Noise the image to the strided timestep of each i_start, then denoise with CFG: a small i_start makes a new
     image, a large one stays close to the input. Every i_start and every -n result run in one batch.
 
-    Example: diffusionlab sdedit --image drawing.png --invert --prompt 3 --i-start 1,3,5,7,10,20 -n 2
+    Example: diffusionlab sdedit --image docs/examples/drawing_seven.png --invert --prompt 3 --i-start 1,3,5,7,10,20 -n 2
     """
     from diffusionlab import edits
     from diffusionlab.figures import grid_image
@@ -433,7 +441,7 @@ def inpaint(
     Starts from pure noise; after every step the part outside the mask is replaced by the original noised to
     that step.
 
-    Example: diffusionlab inpaint --image test:0 --data-dir data/mnist --mask rect:0:14:0:28 --prompt 7 -n 4
+    Example: diffusionlab inpaint --image test:0 --mask rect:0:14:0:28 --prompt 7 -n 4
     """
     from diffusionlab import edits
     from diffusionlab.figures import grid_image

@@ -94,6 +94,7 @@ def train(
     from diffusionlab.distributed import destroy, init_from_env
     from diffusionlab.model import resolve_device
     from diffusionlab.partb import epoch_figures
+    from diffusionlab.testdigits import first_test_images
     from diffusionlab.training import open_run, recipe
 
     config = recipe(
@@ -123,7 +124,10 @@ def train(
     split = load_split(data, "train", data_dir)
     hook = None
     if figures:
-        test_images = load_split(data, "test", data_dir).images[:8].float() / 255.0
+        # the figures' test digits: from --data-dir or the cache like the train split, else the shipped sample
+        test_digits, _, source = first_test_images(data, 8, data_dir)
+        print(f"test images for the figures: {source}")
+        test_images = test_digits.float() / 255.0
         final = config.epochs
 
         def hook(event) -> None:
