@@ -156,6 +156,7 @@ def reproduce(
                 "status": o.status,
                 "seconds": round(o.seconds, 2),
                 "notes": o.notes,
+                "inputs": o.inputs,
                 "figures": [f.path for f in o.figures],
             }
             for s, o in results

@@ -91,6 +91,7 @@ class SectionOut:
     caption: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    inputs: str = ""  # where the section's test images came from, shown with the caption
     table: list[list[str]] | None = None  # first row = header
     status: str = "ok"  # ok, missing (something not in this install), error (a bug or failure)
     seconds: float = 0.0
@@ -171,6 +172,7 @@ class Context:
         self.download = download
         self._models: dict[str, Any] = {}
         self._splits: dict[tuple[str, str], Any] = {}
+        self._test_digits: dict[tuple[str, int], tuple[Tensor, str]] = {}
         self._part_a: Any = None
         self.scores: dict[str, Any] = {}
 
@@ -269,26 +271,33 @@ class Context:
             raise MissingError(f"{path.name} is not in {path.parent}; train it with `diffusionlab train-classifier`")
         return load_classifier(path, self.device)
 
+    def test_digits(self, data: str, k: int) -> tuple[Tensor, str]:
+        """The first k genuine test images of `data`, uint8 (k, 1, 28, 28), and one line naming their source:
+        --data-dir or the cache (filled first only with --download), else the sample shipped in the package."""
+        from diffusionlab.testdigits import first_test_images
+
+        key = (data, k)
+        if key not in self._test_digits:
+            if self.download:
+                self.split(data, "test")  # downloads into the cache, where testdigits finds it
+            try:
+                images, _, source = first_test_images(data, k, self.data_dir_for(data))
+            except DiffusionLabError as e:  # --data-dir without this data's test files, a corrupt cached file
+                images, _, source = first_test_images(data, k, sample_because=str(e))
+            if all(source != seen for _, seen in self._test_digits.values()):
+                from tqdm.auto import tqdm
+
+                tqdm.write(f"test images: {source}")  # once per source, above the progress bar
+            self._test_digits[key] = (images, source)
+        return self._test_digits[key]
+
     def digits(self, k: int, out: SectionOut, data: str = "mnist") -> Tensor:
-        """k test images in [0, 1] from the data set; without the data files, k samples of the class DDPM."""
-        split = self.split(data, "test")
-        if split is not None:
-            from diffusionlab.data import to_float
+        """k test images in [0, 1] (from the data set, else the shipped sample); out says which."""
+        from diffusionlab.data import to_float
 
-            return to_float(split.images[:k]).to(self.device)
-        name = "mnist-class" if data == "mnist" else f"{data}-class"
-        m = self.partb_model(name)
-        from diffusionlab.evaluation import to_unit
-        from diffusionlab.sampling import generate
-        from diffusionlab.schedule import strided_timesteps
-
-        prompts = [m.class_names[i % m.num_classes] for i in (7, 2, 1, 0, 4, 9, 5, 6, 3, 8)][:k]
-        x = generate(m, prompts, 1, 5.0, self.seed, strided_timesteps(m.schedule.num_steps), progress=False)
-        out.notes.append(
-            f"no {data} test data in --data-dir or the cache: these 'test digits' are samples of the class DDPM "
-            "(pass --data-dir or --download for real ones)"
-        )
-        return to_unit(x, m.value_range)
+        images, source = self.test_digits(data, k)
+        out.inputs = source
+        return to_float(images).to(self.device)
 
 
 class MissingError(DiffusionLabError):

@@ -73,8 +73,9 @@ def render_html(
         parts.append(f'<section id="{_e(sid)}" data-section="{_e(sid)}" class="status-{o.status}">')
         parts.append(f'<h2><span class="id">{_e(sid)}</span> {_e(title)}</h2>')
         parts.append(f'<p class="meta">seed {o.seed} · {o.seconds:.1f} s · {o.status}</p>')
-        if o.caption:
-            parts.append(f"<p>{_e(o.caption)}</p>")
+        if o.caption or o.inputs:
+            inputs = f' <span class="inputs">Test images: {_e(o.inputs)}.</span>' if o.inputs else ""
+            parts.append(f"<p>{_e(o.caption)}{inputs}</p>")
         for note in o.notes:
             parts.append(f'<p class="note">{_e(note)}</p>')
         if o.table:

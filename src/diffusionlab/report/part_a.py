@@ -41,25 +41,19 @@ def hand_drawn(image_shape: tuple[int, int, int], value_range, digit_like: bool)
 
 
 def test_images(ctx: Context, m: Any, out: SectionOut, k: int = 1) -> tuple[Tensor, list[str]]:
-    """k test images of the Part A model's data set (model range); IF or no data: images the model generates."""
+    """k genuine test images of the Part A model's data set (model range): from --data-dir or the cache, else the
+    sample shipped in the package (out.inputs says which); IF, which has no test set: images it generates."""
     from diffusionlab import edits
 
     data = m.config.get("data") if is_ours(m) else None
-    split = ctx.split(data, "test") if data else None
-    if split is not None:
+    if data:
         from diffusionlab.data import to_float
 
-        return to_float(split.images[:k], m.value_range).to(m.device), [f"test {i}" for i in range(k)]
-    if data:
-        out.notes.append(
-            f"no {data} test data in --data-dir or the cache, so the 'test image' is a sample of the model itself "
-            "(pass --data-dir or --download for real test digits)"
-        )
-        names = getattr(m, "class_names", [])
-        prompts = [names[i % len(names)] for i in (7, 2, 1, 0)][:k] if getattr(m, "num_classes", 0) else [""] * k
-    else:
-        out.notes.append("the 'test image' is a sample of the model itself (no test set for this model)")
-        prompts = (IF_PROMPTS["test"] * k)[:k]
+        images, source = ctx.test_digits(data, k)
+        out.inputs = source
+        return to_float(images, m.value_range).to(m.device), [f"test {i}" for i in range(len(images))]
+    out.notes.append("the 'test image' is a sample of the model itself (no test set for this model)")
+    prompts = (IF_PROMPTS["test"] * k)[:k]
     cond = m.encode(prompts) if any(prompts) else m.null(k)
     g = ctx.generator(1000)
     x = edits.sample(m, k, cond, generator=g, progress=False)

@@ -102,13 +102,10 @@ def train_all(
             report.notes.append(f"{name}: no {data} train data in --data-dir or the cache; not trained")
             continue
         config = recipe(kind, objective, data=data, seed=ctx.seed, **(overrides or {}))
-        test = ctx.split(data, "test")
-        hook = None
-        if test is not None:
-            test_images = test.images[:8].float() / 255.0
+        test_images = ctx.test_digits(data, 8)[0].float() / 255.0  # the data set's, else the shipped sample
 
-            def hook(event, _t=test_images, _final=config.epochs) -> None:
-                epoch_figures(event, _t.to(event.model.device), _final)
+        def hook(event, _t=test_images, _final=config.epochs) -> None:
+            epoch_figures(event, _t.to(event.model.device), _final)
 
         resume = (run_dir / "model.safetensors").exists()
         trainer = open_run(
