@@ -110,15 +110,24 @@ def read_state(path: Path) -> RunState:
 
 
 def _check_state(meta: dict, tensors: dict[str, Tensor]) -> str | None:
-    """What is wrong with a state's fields (a file written by hand or by another program), or None: resume
-    then fails in one line here instead of with a traceback, or a wrong position, later."""
+    """What is wrong with a state's fields (a file written by hand, or by another program), or None: resume
+    then fails in one line here instead of with a traceback, or at a wrong position, later."""
     for key in ("epoch", "step", "batch_in_epoch"):
         if type(meta.get(key)) is not int or meta[key] < 0:
             return f"{key} is {meta.get(key)!r}, not a count"
-    if not isinstance(meta.get("train_seconds"), (int, float)) or not isinstance(meta.get("param_groups"), list):
-        return "no train_seconds or param_groups"
-    if not isinstance(meta.get("config", {}), dict) or not isinstance(meta.get("lr_scheduler"), (dict, type(None))):
-        return "config or lr_scheduler is not a mapping"
+    if not isinstance(meta.get("train_seconds"), (int, float)) or "lr_scheduler" not in meta:
+        return "no train_seconds or lr_scheduler"
+    groups = meta.get("param_groups")
+    is_group = lambda g: isinstance(g, dict) and isinstance(g.get("params"), list)  # noqa: E731
+    if not isinstance(groups, list) or not groups or not all(map(is_group, groups)):
+        return "param_groups is not a list of optimizer groups"
+    mappings = (meta.get("config", {}), meta["lr_scheduler"] or {})
+    if not all(isinstance(m, dict) for m in mappings) or not isinstance(meta.get("history", []), list):
+        return "config, lr_scheduler or history is not of its type"
+    return _check_tensors(tensors)
+
+
+def _check_tensors(tensors: dict[str, Tensor]) -> str | None:
     for key in ("rng", "noise_rng"):
         if key in tensors and (tensors[key].dtype != torch.uint8 or tensors[key].dim() != 1):
             return f"{key} is not a generator state"
@@ -131,14 +140,32 @@ def _check_state(meta: dict, tensors: dict[str, Tensor]) -> str | None:
         perm.dtype != torch.int64 or perm.dim() != 1 or not perm.sort().values.equal(torch.arange(len(perm)))
     ):
         return "perm is not a permutation"
-    for key in tensors:
-        parts = key.split(".", 2)
-        if parts[0] == "optim" and (len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit())):
-            return f"unknown entry {key!r}"
     net = {k[4:]: v.shape for k, v in tensors.items() if k.startswith("net.")}
-    ema = {k[4:]: v.shape for k, v in tensors.items() if k.startswith("ema.")}
-    if net and any(net.get(k) != shape for k, shape in ema.items()):
+    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    if net and any(net.get(k) != v.shape or not v.is_floating_point() for k, v in ema.items()):
         return "the EMA weights do not match the raw weights"
+    slots: dict[str, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        parts = key.split(".", 2)
+        if parts[0] == "optim":
+            if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
+                return f"unknown entry {key!r}"
+            slots.setdefault(parts[1], {})[parts[2]] = value
+    return _check_optimizer(slots)
+
+
+def _check_optimizer(slots: dict[str, dict[str, Tensor]]) -> str | None:
+    """Each parameter's optimizer entries: the same names for all, one shape of floats, a step count >= 0."""
+    names = {tuple(sorted(slot)) for slot in slots.values()}
+    if len(names) > 1:
+        return "the optimizer entries differ between parameters (one is missing)"
+    for idx, slot in slots.items():
+        step = slot.get("step")
+        if step is not None and (step.dim() != 0 or not step.is_floating_point() or not (step >= 0).item()):
+            return f"the optimizer step of parameter {idx} is not a count"
+        moments = [v for k, v in slot.items() if k != "step"]
+        if any(not v.is_floating_point() or v.shape != moments[0].shape for v in moments):
+            return f"the optimizer moments of parameter {idx} differ in shape or are not floats"
     return None
 
 
