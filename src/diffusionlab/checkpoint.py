@@ -83,12 +83,91 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise DiffusionLabError(
             f"{meta_path}: missing; a diffusionlab checkpoint has its config JSON beside it"
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DiffusionLabError(f"{meta_path}: not valid JSON ({e}); the checkpoint config is corrupt") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: "[[[[..." nested deep
+        raise DiffusionLabError(
+            f"{meta_path}: not valid JSON ({str(e)[:100]}); the checkpoint config is corrupt"
+        ) from None
+    except OSError as e:  # a folder, or unreadable
+        raise DiffusionLabError(f"{meta_path}: cannot read it ({e.strerror or e})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise DiffusionLabError(f'{meta_path}: not a diffusionlab checkpoint config (no "format": "{FORMAT}")')
+    problem = config_problem(config)
+    if problem:
+        raise DiffusionLabError(f"{meta_path}: {problem}; the checkpoint config is corrupt or was edited by hand")
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise DiffusionLabError(f"{weights}: cannot read the weights ({e}); the file is truncated or corrupt") from None
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}, config
+
+
+# -- the config's fields: what the loaders read, checked before a network is built from them ----------------------
+def _int(lo: int, hi: int):
+    return (lambda v: type(v) is int and lo <= v <= hi), f"an integer from {lo} to {hi}"
+
+
+def _number(lo: float, hi: float):
+    return (lambda v: type(v) in (int, float) and lo < v < hi), f"a number between {lo:g} and {hi:g}"
+
+
+def _is_range(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_number(-1e6, 1e6)[0](x) for x in v) and v[0] < v[1]
+
+
+def _is_widths(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_int(1, 1024)[0](c) for c in v)
+
+
+_STRING = (lambda v: isinstance(v, str)), "a string"
+_MAPPING = (lambda v: isinstance(v, dict)), "a mapping"
+_STRINGS = (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)), "a list of strings"
+_SHAPE = (lambda v: isinstance(v, list) and len(v) == 3), "[channels, height, width]"
+_BOOL = (lambda v: isinstance(v, bool)), "true or false"
+# (field path, (test, what it should be), required once its parent is there). Bounds keep a lying config from
+# allocating a network of many GB (the course's UNets have hidden 64 or 128, T = 300).
+CONFIG_FIELDS = [
+    (("kind",), _STRING, False),
+    (("objective",), _STRING, False),
+    (("name",), _STRING, False),
+    (("class_names",), _STRINGS, False),
+    (("image_shape",), _SHAPE, False),
+    (("value_range",), (_is_range, "[low, high] with low < high"), False),
+    (("sigma",), _number(0, 1e3), False),
+    (("unet",), _MAPPING, False),
+    (("unet", "hidden"), _int(1, 2048), False),
+    (("unet", "in_channels"), _int(1, 4), False),
+    (("unet", "time_conditioned"), _BOOL, False),
+    (("unet", "num_classes"), _int(0, 1000), False),
+    (("unet", "time_mode"), _STRING, False),
+    (("schedule",), _MAPPING, False),
+    (("schedule", "type"), _STRING, False),
+    (("schedule", "num_steps"), _int(1, 100_000), True),
+    (("schedule", "beta_start"), _number(0, 1), False),
+    (("schedule", "beta_end"), _number(0, 1), False),
+    (("classifier",), _MAPPING, False),
+    (("classifier", "channels"), (_is_widths, "[c1, c2], integers from 1 to 1024"), True),
+    (("classifier", "feature_dim"), _int(1, 65536), True),
+    (("classifier", "num_classes"), _int(1, 1000), True),
+    (("classifier", "dropout"), ((lambda v: type(v) in (int, float) and 0 <= v < 1), "a number in [0, 1)"), False),
+]
+
+
+def config_problem(config: dict) -> str | None:
+    """The first field of a checkpoint config that a loader could not use, in words, or None."""
+    for path, (ok, expected), required in CONFIG_FIELDS:
+        parent = config
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict):
+            continue  # checked (or absent) at the level above
+        name = ".".join(path)
+        if path[-1] not in parent:
+            if required:
+                return f'"{name}" is missing'
+            continue
+        if not ok(parent[path[-1]]):
+            return f'"{name}" is {json.dumps(parent[path[-1]])[:40]}, expected {expected}'
+    unet, shape = config.get("unet"), config.get("image_shape")
+    if isinstance(unet, dict) and shape is not None and shape != [unet.get("in_channels", 1), 28, 28]:
+        return f'"image_shape" is {json.dumps(shape)[:40]}, the course UNet makes [channels, 28, 28]'
+    return None
