@@ -1,0 +1,71 @@
+"""The crash tests' runner: `diffusionlab train ...` with a deterministic crash (tests/test_crash.py).
+
+Usage: python crash_runner.py POINT TRAIN-ARGS...; POINT says where the process dies.
+
+Kill points:
+  none                   no crash; copy train_state.safetensors to KEEP_STATES/step_S after every save
+  step:S                 SIGKILL right after optimizer step S (between two checkpoints)
+  NAME@S:MODE            SIGKILL at the atomic replace of NAME (relative to the run) in the save at step S
+                         (S=0: before the first step, i.e. during resume); MODE: empty (temp file made, nothing
+                         written), half (temp file half written), full (written, not replaced), after (replaced)
+  twice@S                two SIGTERMs while step S is being computed (after its noise is drawn)
+The step and the point of the kill go to the JSON file in env KILL_RECORD first.
+"""
+
+import json
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import diffusionlab.training as training
+from diffusionlab.cli import main
+
+point, args = sys.argv[1], sys.argv[2:]
+run_dir = Path(args[args.index("--out") + 1])
+keep = os.environ.get("KEEP_STATES")
+current = {"step": 0}
+real_step, real_replace, real_loss = training.Trainer._train_step, os.replace, training.training_loss
+
+
+def die() -> None:
+    Path(os.environ["KILL_RECORD"]).write_text(json.dumps({"point": point, "step": current["step"]}))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_step(self, *a):
+    current["step"] = self.step + 1  # the step in flight
+    real_step(self, *a)
+    if point == f"step:{self.step}":
+        die()
+
+
+def replace(src, dst, *a, **k):
+    name = os.path.relpath(dst, run_dir)
+    target, _, mode = point.partition(":")
+    hit = target == f"{name}@{current['step']}"
+    if hit and mode in ("empty", "half"):
+        os.truncate(src, 0 if mode == "empty" else os.path.getsize(src) // 2)
+    if hit and mode != "after":
+        die()
+    real_replace(src, dst, *a, **k)
+    if hit:
+        die()
+    if keep and name == "train_state.safetensors":
+        shutil.copy(dst, Path(keep) / f"step_{current['step']}.safetensors")
+
+
+def loss(*a, **k):
+    value = real_loss(*a, **k)
+    if point == f"twice@{current['step']}":
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return value
+
+
+training.Trainer._train_step = train_step
+training.training_loss = loss
+os.replace = replace
+sys.argv = ["diffusionlab", *args]
+main(args)
