@@ -179,7 +179,7 @@ def test_a_signal_mid_epoch_stops_saves_and_resume_is_exact(base, tmp_path, sign
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     step = saved_step(run)
-    print(f"{signum.name} after step {len(read_log_rows(run / 'loss.csv'))} was logged: saved at step {step}")
+    print(f"{signum.name} a moment after the save at step 5: stopped and saved at step {step}")
     assert proc.returncode == 130 and f"saved the run at step {step}" in err
     assert 0 < step < TOTAL and read_state(run / "train_state.safetensors").meta["batch_in_epoch"] > 0
     assert_rows_match(run, base["run"], up_to=step, at_least=step)
