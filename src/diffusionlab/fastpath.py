@@ -67,13 +67,20 @@ class FastNet(nn.Module):
         self._call = torch.compile(self.net, mode="reduce-overhead", dynamic=False) if self.graphs else self.net
 
     def forward(self, x: Tensor, t: Tensor | None = None, c: Tensor | None = None) -> Tensor:
+        return self._run(lambda inp: self._call(inp, t, c), x, graphs=self.graphs)
+
+    def branches(self, x: Tensor, k: int, t: Tensor | None = None, c: Tensor | None = None) -> Tensor:
+        """UNet.branches on the fast path (eager: the shared encoder changes the batch size between halves)."""
+        return self._run(lambda inp: self.net.branches(inp, k, t, c), x, graphs=False)
+
+    def _run(self, fn, x: Tensor, graphs: bool) -> Tensor:
         with torch.inference_mode():
             x = x.contiguous(memory_format=torch.channels_last)
             dtype = self.autocast_dtype or torch.bfloat16
             with torch.autocast(self.device_type, dtype=dtype, enabled=self.autocast_dtype is not None):
-                if self.graphs:
+                if graphs:
                     torch.compiler.cudagraph_mark_step_begin()
-                out = self._call(x, t, c)
+                out = fn(x)
             out = out.float().contiguous()
         return out.clone()  # a normal tensor (not an inference tensor, not a CUDA-graph buffer)
 

@@ -46,13 +46,26 @@ def batched_cfg(
     Returns one Prediction per pair; its variance is the conditional branch's, as IF's pipeline does.
     """
     n = x_views[0].shape[0]
-    xs = torch.cat(x_views + x_views)
-    cs = torch.cat([repeat_cond(c, n) for c in conds] + [repeat_cond(uncond, n)] * len(conds))
-    out = model.predict(xs, torch.full((xs.shape[0],), t, device=xs.device), cs)
     k = len(conds)
+    cs = torch.cat([repeat_cond(c, n) for c in conds] + [repeat_cond(uncond, n)] * k)
+    if all(v is x_views[0] for v in x_views):  # one input (CFG): its branches can share the model's encoder
+        out = predict_branches(model, x_views[0], 2 * k, t, cs)
+    else:
+        xs = torch.cat(x_views + x_views)
+        out = model.predict(xs, torch.full((xs.shape[0],), t, device=xs.device), cs)
     eps_c, eps_u = out.eps[: k * n].split(n), out.eps[k * n :].split(n)
     var_c = out.var_values[: k * n].split(n) if out.var_values is not None else [None] * k
     return [Prediction(cfg_combine(c, u, scale), v) for c, u, v in zip(eps_c, eps_u, var_c, strict=True)]
+
+
+def predict_branches(model: DiffusionModel, x: Tensor, k: int, t: int, conds: Tensor) -> Prediction:
+    """The model on k branches of one input x (conds: k N rows, branch-major), in one call: the model's own
+    predict_branches where it has one (our UNet computes its encoder once), else predict on k copies of x."""
+    ts = torch.full((x.shape[0] * k,), t, device=x.device)
+    own = getattr(model, "predict_branches", None)
+    if own is not None:
+        return own(x, k, ts, conds)
+    return model.predict(torch.cat([x] * k), ts, conds)
 
 
 def cfg(model: DiffusionModel, cond: Tensor, uncond: Tensor, scale: float) -> Estimator:
@@ -111,9 +124,8 @@ def hybrid(
 
     def estimate(x_t: Tensor, t: int) -> Prediction:
         n = x_t.shape[0]
-        xs = torch.cat([x_t, x_t, x_t])
         cs = torch.cat([repeat_cond(low_cond, n), repeat_cond(high_cond, n), repeat_cond(uncond, n)])
-        out = model.predict(xs, torch.full((xs.shape[0],), t, device=xs.device), cs)
+        out = predict_branches(model, x_t, 3, t, cs)
         e_low, e_high, e_u = out.eps.split(n)
         eps = lowpass(cfg_combine(e_low, e_u, scale), k, s) + highpass(cfg_combine(e_high, e_u, scale), k, s)
         var = None

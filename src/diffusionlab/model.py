@@ -163,6 +163,16 @@ class CourseModel:
         return Prediction(self.net(x_t, t_in, self._class_input(cond, x_t.shape[0])))
 
     @torch.no_grad()
+    def predict_branches(self, x_t: Tensor, k: int, t: Tensor | int, cond: Tensor | None = None) -> Prediction:
+        """predict(cat([x_t] * k), t, cond) for k branches of one input (cond and t branch-major, k N rows), with
+        the layers before the first condition computed once (UNet.branches): CFG's two branches, a hybrid's three."""
+        self.require(("time", "class"), "ddpm", "DDPM noise prediction")
+        n = x_t.shape[0] * k
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(n)
+        t_in = (t.float() + 1) / self.schedule.num_steps
+        return Prediction(self.net.branches(x_t, k, t_in, self._class_input(cond, n)))
+
+    @torch.no_grad()
     def velocity(self, x_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
         self.require(("time", "class"), "flow", "flow sampling")
         t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype).reshape(-1).expand(x_t.shape[0])

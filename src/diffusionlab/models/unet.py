@@ -71,18 +71,28 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor | None = None, c: Tensor | None = None) -> Tensor:
         """x: (N, C, 28, 28); t: (N,) normalised time in [0, 1]; c: (N, num_classes) one-hot (zeros = uncond)."""
+        return self.decode(self.encode(x), t, c)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, ...]:
+        """The layers before the first condition (e1, e2, e3, Flatten/Unflatten): they depend on x alone, so CFG's
+        branches and a hybrid's three share them (`branches`)."""
+        e1 = self.e1(x)
+        e2 = self.e2(e1)
+        e3 = self.e3(e2)
+        return e1, e2, e3, self.unflatten(self.flatten(e3))
+
+    def decode(self, encoded: tuple[Tensor, ...], t: Tensor | None = None, c: Tensor | None = None) -> Tensor:
+        """The rest of the network, where t and c enter (at Unflatten and the first UpBlock)."""
         cfg = self.config
         if cfg.time_conditioned and t is None:
             raise DiffusionLabError("this UNet is time-conditioned: pass t")
         if cfg.num_classes and c is None:
             raise DiffusionLabError("this UNet is class-conditioned: pass c")
-        t_in = t.reshape(-1, 1).to(x.dtype) if cfg.time_conditioned else None
-        c_in = c.to(x.dtype) if cfg.num_classes else None
-        e1 = self.e1(x)
-        e2 = self.e2(e1)
-        e3 = self.e3(e2)
+        e1, e2, e3, u0 = encoded
+        t_in = t.reshape(-1, 1).to(e1.dtype) if cfg.time_conditioned else None
+        c_in = c.to(e1.dtype) if cfg.num_classes else None
         u0 = self._condition(
-            self.unflatten(self.flatten(e3)),
+            u0,
             self.t1(t_in) if t_in is not None else None,
             self.c1(c_in) if c_in is not None else None,
         )
@@ -93,6 +103,12 @@ class UNet(nn.Module):
         )
         u2 = self.u2(concat(e2, u1))
         return self.out(self.o(concat(e1, u2)))
+
+    def branches(self, x: Tensor, k: int, t: Tensor | None = None, c: Tensor | None = None) -> Tensor:
+        """The network on k branches of one input: x (N, ...), t and c (k N, ...) branch-major; output (k N, ...).
+        Equal to forward(cat([x] * k), t, c), with the encoder run once instead of k times."""
+        encoded = tuple(h.repeat(k, *([1] * (h.dim() - 1))) for h in self.encode(x))
+        return self.decode(encoded, t, c)
 
 
 def count_parameters(module: nn.Module) -> int:
