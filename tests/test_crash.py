@@ -238,6 +238,12 @@ def corrupt_header(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def flip_a_data_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x10  # in the tensors: safetensors reads it, the state's CRC-32 does not match
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize(
     "corrupt",
     [
@@ -245,6 +251,7 @@ def corrupt_header(path: Path) -> None:
         pytest.param(lambda p: p.write_bytes(b""), id="empty"),
         pytest.param(lambda p: p.write_bytes(b"\x00" * 8 + b"not json"), id="bad-header-length"),
         pytest.param(corrupt_header, id="garbage-header"),
+        pytest.param(flip_a_data_bit, id="flipped-data-bit"),
         pytest.param(lambda p: p.write_text("step,epoch\n"), id="text"),
     ],
 )
