@@ -74,3 +74,38 @@ def test_the_cache_is_used_when_it_holds_the_test_files(empty_cache):
 def test_unknown_data_set_is_one_line():
     with pytest.raises(DiffusionLabError, match="unknown data set"):
         load_test_images("cifar", [0])
+
+
+def test_cli_test_image_without_data(tmp_path, capsys):
+    """--image test:N with no data anywhere: the shipped sample, said in one line; past it, one error line."""
+    from conftest import make_checkpoint
+
+    from diffusionlab.cli import main
+
+    model = make_checkpoint(tmp_path / "run", hidden=8)
+    common = ["noise", "--model", str(model), "--device", "cpu", "--t", "100"]
+    with pytest.raises(SystemExit) as e:
+        main([*common, "--image", "test:99", "--out", str(tmp_path / "a.png")])
+    out = capsys.readouterr()
+    assert e.value.code in (0, None), out.err
+    assert "test images: the shipped sample of 100 MNIST test digits (no --data-dir, none in the cache)\n" in out.out
+    with pytest.raises(SystemExit) as e:
+        main([*common, "--image", "test:100", "--out", str(tmp_path / "b.png")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "pass --data-dir" in err, err
+
+
+def test_web_ui_test_image():
+    import torch
+
+    from diffusionlab.app.inputs import test_image
+
+    class Model:
+        config = {"data": "fashion-mnist"}
+        image_shape, value_range, device = (1, 28, 28), (-1.0, 1.0), torch.device("cpu")
+
+    x, source = test_image(Model(), "3")
+    assert x.shape == (1, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    assert source.startswith("the shipped sample of 100 Fashion-MNIST test images")
+    with pytest.raises(DiffusionLabError, match="0..99"):
+        test_image(Model(), 100)
