@@ -125,6 +125,8 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DiffusionLabError(f"{path}: IDX header is truncated; {fix}")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(IDX_DTYPES[raw[2]])
+    if math.prod(max(d, 1) for d in shape) * dtype.itemsize > 2**40:  # numpy refuses such a shape even when empty
+        raise DiffusionLabError(f"{path}: IDX header {shape} describes more than a terabyte; not a data set, {fix}")
     expected = header + math.prod(shape) * dtype.itemsize  # Python ints: np.prod would wrap around at 2**63
     if len(raw) != expected:
         raise DiffusionLabError(
