@@ -193,6 +193,7 @@ def idx_headers(draw) -> bytes:
 )
 @example(bytes([0, 0, 8, 65]) + b"\x00\x00\x00\x01" * 65 + b"\x07")  # 65 dimensions: numpy has 64 (was ValueError)
 @example(bytes([0, 0, 8, 4]) + b"\x00\x01\x00\x00" * 4)  # 65536**4 wrapped to 0 in np.prod (was ValueError)
+@example(bytes([0, 0, 8, 3, 0, 0, 0, 0, 0x81, 3, 9, 0x1C]) + b"\xfd" * 4)  # 0 x 2e9 x 4e9 (was ValueError)
 def test_idx_reader(tmp_path_factory, data):
     """Raw and gzip IDX, including gzip files whose content is a mutated IDX (past the gzip checksum)."""
     path = write(tmp_path_factory.getbasetemp(), "fuzz-idx.gz", data)
