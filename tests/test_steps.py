@@ -100,3 +100,14 @@ def test_unknown_sampler_and_bad_eta_are_one_line_errors():
     for eta in (-0.1, 1.5, float("nan")):
         with pytest.raises(DiffusionLabError, match="--eta"):
             make_step_rule(s, "ddim", eta=eta)
+
+
+def test_auto_variance_is_b2_on_single_steps_and_beta_tilde_when_strided():
+    """Our models' default: Algorithm B.2's sigma^2 = beta_t over all T steps; the posterior's beta-tilde on strided
+    steps (where beta leaves grain the last steps cannot remove: docs/sampling.md)."""
+    from diffusionlab.schedule import step_variance
+
+    s = NoiseSchedule.linear(300)
+    assert torch.equal(step_variance(s, 150, 149, "auto"), step_variance(s, 150, 149, "beta"))
+    assert torch.equal(step_variance(s, 150, 140, "auto"), step_variance(s, 150, 140, "beta-tilde"))
+    assert not torch.equal(step_variance(s, 150, 140, "beta"), step_variance(s, 150, 140, "beta-tilde"))

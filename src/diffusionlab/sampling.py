@@ -15,7 +15,9 @@ from diffusionlab.model import DiffusionModel
 from diffusionlab.schedule import check_timesteps, dynamic_threshold, full_timesteps, predict_x0
 from diffusionlab.steps import make_step_rule, needs_noise
 
-OUR_SAMPLER = {"sampler": "ddpm", "variance": "beta"}  # our MNIST models' default step rule
+# our models' default step rule: DDPM steps with "auto" variance = Algorithm B.2's beta on single steps (all T
+# steps), the posterior variance beta-tilde on strided ones (measured in docs/sampling.md: beta leaves grain there)
+OUR_SAMPLER = {"sampler": "ddpm", "variance": "auto"}
 AfterStep = Callable[[Tensor, int, int], Tensor]  # (x at t_prev, t_prev, step index) -> x
 Callback = Callable[[dict[str, Any]], None]
 
@@ -88,7 +90,8 @@ def denoise(
     """Iterative denoising of x (at timesteps[i_start]) along strided timesteps down to a clean image.
 
     sampler: the step rule (steps.py): "ddpm" (with `variance`), "ddim" (with `eta`) or "dpm++2m".
-    variance: "auto" (learned-range when the model predicts it, else beta), "learned-range", "beta", "beta-tilde".
+    variance: "auto" (learned-range when the model predicts it, else beta on single steps and beta-tilde on strided
+    ones), "learned-range", "beta", "beta-tilde".
     threshold: (ratio, max value) for dynamic thresholding of x0_hat (IF: (0.95, 1.5)); clip clamps x0_hat to
     the model's value range instead. No noise is added on the step to the clean image.
     callback gets {"i", "t", "t_prev", "x" (after the step), "x0" (the estimate)} after every step.

@@ -155,8 +155,10 @@ def step_variance(schedule: NoiseSchedule, t: int, t_prev: int, mode: str, var_v
     abar_t, abar_prev = schedule.abar(t).double(), schedule.abar(t_prev).double()
     beta = 1 - abar_t / abar_prev
     beta_tilde = ((1 - abar_prev) / (1 - abar_t) * beta).clamp(min=1e-20)
-    if mode == "auto":
-        mode = "learned-range" if var_values is not None else "beta"
+    if (
+        mode == "auto"
+    ):  # learned when predicted; else Algorithm B.2's beta on single steps, the posterior's when strided
+        mode = "learned-range" if var_values is not None else ("beta" if t - t_prev == 1 else "beta-tilde")
     if mode == "beta":
         return beta.log().float()
     if mode == "beta-tilde":
