@@ -188,11 +188,6 @@ def test_a_signal_mid_epoch_stops_saves_and_resume_is_exact(base, tmp_path, sign
     assert_finished_like_base(run, base)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="training.py: after a second SIGTERM/Ctrl-C raised mid-step, _run still saves (stop.signum is set), "
-    "with the step's noise already drawn: the state is inexact (max loss difference 0.063 after resume)",
-)
 def test_a_second_signal_mid_step_stops_without_saving(base, tmp_path):
     run = tmp_path / "run"
     proc = train(base, run, "twice@5", resume=False)  # inside step 5, after its noise is drawn
@@ -202,11 +197,6 @@ def test_a_second_signal_mid_step_stops_without_saving(base, tmp_path):
     assert_finished_like_base(run, base)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="training.py: the epoch-end snapshots are written after the state; a kill in between loses them "
-    "for good (resume starts after the epoch end); writing the state last would redo them",
-)
 def test_sigkill_inside_an_epoch_snapshot_then_resume_writes_it(base, tmp_path):
     run = tmp_path / "run"
     crash(base, run, "snapshots/epoch_1.safetensors@16:half", resume=False)
@@ -217,11 +207,6 @@ def test_sigkill_inside_an_epoch_snapshot_then_resume_writes_it(base, tmp_path):
         assert load_file(run / name).keys() == load_file(base["run"] / name).keys()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="training.py open_run: a SIGKILL before the first checkpoint leaves loss.csv and a temp file, which "
-    "neither --resume ('no run to continue') nor a new start ('holds other files') accepts",
-)
 def test_sigkill_before_the_first_checkpoint_can_be_restarted(base, tmp_path):
     run = tmp_path / "run"
     assert crash(base, run, "train_state.safetensors@3:full", resume=False) == 3

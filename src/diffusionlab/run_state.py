@@ -11,7 +11,6 @@ Also here: the loss log (`loss.csv`) that tolerates a torn last row, and the cle
 
 from __future__ import annotations
 
-import csv
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -181,23 +180,27 @@ def clean_temp_files(run_dir: Path) -> list[Path]:
 
 
 def read_log_rows(path: Path) -> list[dict]:
-    """The whole rows of loss.csv as dicts (step:int, epoch:int, loss:float, lr:float); a torn row is skipped."""
-    rows = []
+    """The whole rows of loss.csv as dicts (step:int, epoch:int, loss:float, lr:float); a torn or garbled row is
+    skipped. Our rows are plain numbers, so lines are split on commas (no CSV quoting that could swallow rows)."""
     if not path.is_file():
-        return rows
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                rows.append(
-                    {
-                        "step": int(row["step"]),
-                        "epoch": int(row["epoch"]),
-                        "loss": float(row["loss"]),
-                        "lr": float(row["lr"]),
-                    }
-                )
-            except (TypeError, ValueError, KeyError):
-                continue  # a row cut short by a kill, or garbage: not a logged step
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    header = [h.strip() for h in lines[0].split(",")] if lines else []
+    if lines and not {"step", "epoch", "loss", "lr"} <= set(header):
+        raise DiffusionLabError(
+            f"{path}: not a loss log of ours (first line {lines[0][:60]!r}; want step,epoch,loss,lr); move it away"
+        )
+    cols = [header.index(k) for k in ("step", "epoch", "loss", "lr")] if lines else []
+    rows = []
+    for line in lines[1:]:
+        fields = line.split(",")
+        if len(fields) != len(header):
+            continue  # a row cut short by a kill
+        try:
+            step, epoch, loss, lr = (fields[i] for i in cols)
+            rows.append({"step": int(step), "epoch": int(epoch), "loss": float(loss), "lr": float(lr)})
+        except ValueError:
+            continue  # garbage: not a logged step
     return rows
 
 

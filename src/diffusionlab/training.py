@@ -266,6 +266,10 @@ class EpochEnd:
     partial: bool = False  # True when max_steps ended the run inside an epoch
 
 
+class StopAtBoundary(KeyboardInterrupt):
+    """Raised by the loop itself between two steps: the state there is exact, so it is saved."""
+
+
 class StopRequest:
     """SIGINT/SIGTERM during a run: the first one asks the loop to stop at the next step boundary (it saves an
     exact checkpoint there); a second one stops at once, without saving (the last checkpoint stays)."""
@@ -461,7 +465,13 @@ class Trainer:
             idx: {name: (v.to(self.device) if name != "step" else v) for name, v in st.items()}
             for idx, st in state.optimizer.items()
         }
-        self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+        try:
+            self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise DiffusionLabError(
+                f"{self.run_dir / STATE_NAME}: its optimizer state does not fit this run's network ({e}); "
+                "start a new run with another --out"
+            ) from None
         if self.lr_scheduler and meta["lr_scheduler"]:
             self.lr_scheduler.load_state_dict(meta["lr_scheduler"])
         self.epoch, self.step = meta["epoch"], meta["step"]
@@ -523,7 +533,7 @@ class Trainer:
                 perm = self.perm.to(self.device)  # one copy per epoch, not one per step
                 while self.batch_in_epoch < batches_per_epoch and self.step < total:
                     if stop.signum is not None:  # a stop at a step boundary: the saved state is exact
-                        raise KeyboardInterrupt
+                        raise StopAtBoundary
                     self._train_step(images, labels, perm, pending, pending_losses)
                     bar.update(1)
                     if len(pending) >= self.log_every:
@@ -550,7 +560,7 @@ class Trainer:
                 log.flush()
                 self._end_of_epoch(split, mean_loss)
                 start = time.perf_counter()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             # pending losses belong to completed steps; no collective here (other ranks may be gone)
             for (step, epoch, lr), value in zip(
                 pending, torch.stack(pending_losses).tolist() if pending else [], strict=True
@@ -560,7 +570,7 @@ class Trainer:
             log.close()
             self.train_seconds += time.perf_counter() - start
             bar.close()
-            if stop.signum is not None or not stop._old:  # at a step boundary (or no handler): exact, save it
+            if isinstance(interrupt, StopAtBoundary):  # between two steps: exact, save it
                 if main:
                     self.save(split, mean_loss if mean_loss is not None else _mean(epoch_losses))
                     print(
@@ -568,7 +578,10 @@ class Trainer:
                         file=sys.stderr,
                     )
             elif main:
-                print("\nstopped at once: not saved; --resume continues from the last checkpoint", file=sys.stderr)
+                print(
+                    "\nstopped at once (inside a step): not saved; --resume continues from the last checkpoint",
+                    file=sys.stderr,
+                )
             raise
         finally:
             log.close()
@@ -631,19 +644,16 @@ class Trainer:
     def _end_of_epoch(self, split: Split, mean_loss: float, partial: bool = False) -> None:
         if not self.dist.is_main:  # checkpoints and figures from rank 0 only
             return
-        path = self.save(split, mean_loss)
         if not partial and self.epoch in self.config.snapshot_epochs:
-            _, config = load_checkpoint(path)
-            save_checkpoint(
-                self.run_dir / "snapshots" / f"epoch_{self.epoch}.safetensors", self.exported_state(), config
-            )
+            # snapshots before the state: a kill in between makes --resume redo this epoch end and write them again
+            config = model_config(self.config, self._provenance(split, mean_loss))
+            snap = self.run_dir / "snapshots" / f"epoch_{self.epoch}.safetensors"
+            save_checkpoint(snap, self.exported_state(), config)
             if self.ema is not None:
                 raw_config = {**config, "name": f"{config['name']} (raw weights)"}
-                save_checkpoint(
-                    self.run_dir / "snapshots" / "raw" / f"epoch_{self.epoch}.safetensors",
-                    self.net.state_dict(),
-                    raw_config,
-                )
+                raw = self.run_dir / "snapshots" / "raw" / f"epoch_{self.epoch}.safetensors"
+                save_checkpoint(raw, self.net.state_dict(), raw_config)
+        self.save(split, mean_loss)
         if self.on_epoch_end is not None:
             was_training = self.net.training
             self.net.eval()
@@ -706,22 +716,34 @@ def read_loss_log(path: str | Path) -> list[float]:
     return [r["loss"] for r in read_log_rows(Path(path))]
 
 
+def _only_run_leftovers(run_dir: Path) -> bool:
+    """Does the folder hold only what a run writes before its first checkpoint (log, figures, temp files)?"""
+    allowed = {LOG_NAME, "loss.png", "figures", "snapshots"}
+    return all(p.name in allowed or (p.name.startswith(".") and p.name.endswith(".tmp")) for p in run_dir.iterdir())
+
+
 def open_run(config: TrainConfig, run_dir: str | Path, resume: bool, **kwargs) -> Trainer:
     """A new run in a new or empty directory, or the continuation of the one there with resume=True."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise DiffusionLabError(f"--out {run_dir}: is a file; a run needs a directory of its own")
     existing = (run_dir / STATE_NAME).exists() or (run_dir / WEIGHTS_NAME).exists()
-    if resume and not existing:
+    leftovers = not existing and run_dir.is_dir() and any(run_dir.iterdir()) and _only_run_leftovers(run_dir)
+    if resume and not existing and not leftovers:
         raise DiffusionLabError(
             f"--resume: no run to continue in {run_dir} (no {STATE_NAME}); drop --resume to start one"
         )
     if existing and not resume:
         raise DiffusionLabError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
     if not existing and run_dir.is_dir() and any(run_dir.iterdir()):
-        raise DiffusionLabError(
-            f"--out {run_dir}: the folder holds other files and no run; give a new or empty folder for the run"
-        )
+        if not _only_run_leftovers(run_dir):
+            raise DiffusionLabError(
+                f"--out {run_dir}: the folder holds other files and no run; give a new or empty folder for the run"
+            )
+        # a run killed before its first checkpoint: nothing to resume, start it again from step 0 (exact)
+        clean_temp_files(run_dir)
+        (run_dir / LOG_NAME).unlink(missing_ok=True)
+        resume = False
     if resume:
         clean_temp_files(run_dir)
         if (run_dir / STATE_NAME).exists():

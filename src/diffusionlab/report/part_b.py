@@ -20,8 +20,8 @@ def _loss_curve(ctx: Context, section: str, src: Source, out: SectionOut) -> Non
         return
     try:
         losses = read_loss_log(src.loss_csv)
-    except (KeyError, ValueError, TypeError) as e:
-        out.notes.append(f"{src.loss_csv.name}: not a loss log of ours ({type(e).__name__}: {e}); no loss curve")
+    except (KeyError, ValueError, TypeError, DiffusionLabError) as e:
+        out.notes.append(f"{src.loss_csv.name}: not a loss log of ours ({str(e).split(': ', 1)[-1]}); no loss curve")
         return
     if not losses:
         out.notes.append(f"{src.loss_csv.name} is empty")
