@@ -111,3 +111,22 @@ def test_auto_variance_is_b2_on_single_steps_and_beta_tilde_when_strided():
     assert torch.equal(step_variance(s, 150, 149, "auto"), step_variance(s, 150, 149, "beta"))
     assert torch.equal(step_variance(s, 150, 140, "auto"), step_variance(s, 150, 140, "beta-tilde"))
     assert not torch.equal(step_variance(s, 150, 140, "beta"), step_variance(s, 150, 140, "beta-tilde"))
+
+
+def test_the_python_api_refuses_bad_numbers_like_the_cli(tmp_path):
+    """The same input rules in the API as on the command line: CFG scale finite and >= 0, n >= 1 and bounded."""
+    from conftest import make_checkpoint
+
+    from diffusionlab.model import load_model
+
+    model = load_model(make_checkpoint(tmp_path / "run"), "cpu")
+    for kwargs, message in (
+        ({"scale": float("nan")}, "CFG scale must be a finite number"),
+        ({"scale": -1.0}, "CFG scale must be a finite number"),
+        ({"n_per_prompt": 0}, "n_per_prompt must be at least 1"),
+        ({"n_per_prompt": 10**6}, "the limit is"),
+    ):
+        with pytest.raises(DiffusionLabError, match=message):
+            sampling.generate(model, ["3"], **{"n_per_prompt": 1, "scale": 5.0, **kwargs})
+    with pytest.raises(DiffusionLabError, match="CFG scale"):
+        guidance.hybrid(model, model.encode(["1"]), model.encode(["2"]), model.null(1), float("inf"))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from diffusionlab.checks import check_scale
 from diffusionlab.filters import highpass, lowpass, scaled_blur
 from diffusionlab.model import DiffusionModel, Prediction
 from diffusionlab.views import View
@@ -70,6 +71,7 @@ def predict_branches(model: DiffusionModel, x: Tensor, k: int, t: int, conds: Te
 
 def cfg(model: DiffusionModel, cond: Tensor, uncond: Tensor, scale: float) -> Estimator:
     """Classifier-free guidance: eps_u + scale (eps_c - eps_u), both branches in one batch."""
+    check_scale(scale, "the CFG scale")
 
     def estimate(x_t: Tensor, t: int) -> Prediction:
         return batched_cfg(model, [x_t], [cond], uncond, scale, t)[0]
@@ -88,6 +90,7 @@ def anagram(model: DiffusionModel, views_prompts: list[tuple[View, Tensor]], unc
     (see views.View.apply_noisy) and its noise estimate comes back through the inverse, as a noise (negate: -eps).
     The variance is the mean of the conditional branches' variances moved back the same way (Visual Anagrams).
     """
+    check_scale(scale, "the CFG scale")
     views = [v for v, _ in views_prompts]
     conds = [c for _, c in views_prompts]
 
@@ -118,6 +121,7 @@ def hybrid(
     size by filters.scaled_blur (15 and 0.875 at 28 px). The three branches (low, high, uncond) are one predict.
     The variance (IF) is the mean of the two conditional branches', as for anagrams and the reference code.
     """
+    check_scale(scale, "the CFG scale")
     k_default, s_default = scaled_blur(model.image_shape[1])
     k = kernel_size if kernel_size is not None else k_default
     s = sigma if sigma is not None else s_default

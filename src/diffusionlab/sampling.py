@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from diffusionlab.checks import check_batch, check_count, check_scale
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.guidance import Estimator, cfg, cfg_combine, plain, repeat_cond
 from diffusionlab.model import DiffusionModel
@@ -184,8 +185,11 @@ def generate(
     (e.g. IF's learned variance and dynamic thresholding, `sampler_defaults`) are used. `frames` collects x every
     `frame_every` steps for a GIF. `step_rule` ({"sampler", "variance", "eta"}) overrides the model's step rule.
     """
+    check_count(n_per_prompt, "n_per_prompt")
+    check_scale(scale, "the CFG scale")
     g = torch.Generator("cpu").manual_seed(seed)
     n = n_per_prompt * (len(prompts) if prompts else 1)
+    check_batch(n, model.image_shape, "n_per_prompt x prompts")
     cond = model.encode([p for p in prompts for _ in range(n_per_prompt)]) if prompts else model.null(n)
     guided = bool(prompts) and getattr(model, "num_classes", 1) > 0 and scale != 1.0
 
