@@ -24,6 +24,7 @@ import torch
 from conftest import make_idx_dir
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from parta_helpers import one_thread  # noqa: F401  (autouse: one torch thread for the tiny networks)
 from PIL import Image
 
 from diffusionlab.checkpoint import WEIGHTS_NAME, load_checkpoint
@@ -131,15 +132,6 @@ def embeds_bytes(legacy: bool) -> bytes:
     data = {"an oil painting of a snowy mountain village": torch.randn(1, 77, 8).half(), "": torch.zeros(1, 77, 8)}
     torch.save(data, buffer, _use_new_zipfile_serialization=not legacy)
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: one torch thread is faster, and much faster on a busy machine (no OpenMP spinning)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_recipe(**overrides):

@@ -61,7 +61,7 @@ def _estimator(model: DiffusionModel, prompt: Prompt | None, scale: float | None
 
 def _denoise(model: DiffusionModel, x: Tensor, timesteps, estimator, i_start: int, **kwargs: Any) -> Tensor:
     """sampling.denoise with the model's defaults (sampler_defaults) under the caller's keyword arguments."""
-    return sampling.denoise(model, x, timesteps, estimator, i_start, **{**sampling.sampler_defaults(model), **kwargs})
+    return sampling.denoise(model, x, timesteps, estimator, i_start, **sampling.sampler_defaults(model, kwargs))
 
 
 # -- A1.1 - A1.4 ------------------------------------------------------------------------------------------------

@@ -484,8 +484,8 @@ def generate_class_samples(
             T = model.schedule.num_steps
             ts = full_timesteps(T) if steps is None else evenly_spaced_timesteps(T, steps)
             est = guidance.cfg(model, cond, uncond, cfg_scale)
-            kwargs = {**sampling.sampler_defaults(model), **(sampler or {})}
-            x = sampling.sample(model, len(chunk), est, ts, generator=gen, progress=False, **kwargs)
+            rule = sampling.sampler_defaults(model, sampler)
+            x = sampling.sample(model, len(chunk), est, ts, generator=gen, progress=False, **rule)
         if raw is not None:
             raw.append(x.cpu())
         out.append(to_unit(x.cpu(), model.value_range))
@@ -526,7 +526,7 @@ def evaluate_model(
     images = generate_class_samples(model, labels, cfg_scale, steps, seed, batch_size, progress, sampler, raw)
     sample_seconds = time.perf_counter() - start
     n = labels.numel()
-    step_rule = {**sampler_defaults(model), **(sampler or {})}
+    step_rule = sampler_defaults(model, sampler)
     scores = {
         "model": getattr(model, "name", "model"),
         "data": data,

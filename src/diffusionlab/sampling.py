@@ -43,20 +43,19 @@ def predicts_variance(model: DiffusionModel) -> bool:
     return bool(flag) if flag is not None else model.schedule.num_steps >= 1000
 
 
-def sampler_defaults(model: DiffusionModel) -> dict[str, Any]:
-    """The step rule and its settings for a model (the one place they are chosen): IF-like models ([-1, 1] and
-    learned variance) take DDPM steps with their learned variance and dynamic thresholding (0.95, 1.5), as IF's own
-    scheduler; our models take OUR_SAMPLER (measured: docs/sampling.md), no clipping. A model's own
-    `sampler_defaults` dict wins."""
+def sampler_defaults(model: DiffusionModel, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The step rule and its settings for a model (the one place they are chosen), with a caller's `overrides`
+    on top: IF-like models ([-1, 1] and learned variance) take DDPM steps with their learned variance and dynamic
+    thresholding (0.95, 1.5), as IF's own scheduler; our models take OUR_SAMPLER (measured: docs/sampling.md), no
+    clipping. A model's own `sampler_defaults` dict wins over both defaults."""
     own = getattr(model, "sampler_defaults", None)
     if isinstance(own, dict):
-        return {"variance": "auto", "threshold": None, **own}
-    threshold = None
-    if tuple(float(v) for v in model.value_range) == (-1.0, 1.0) and predicts_variance(model):
-        threshold = (0.95, 1.5)
-    if threshold is not None:
-        return {"sampler": "ddpm", "variance": "auto", "threshold": threshold}
-    return {**OUR_SAMPLER, "threshold": None}
+        rule = {"variance": "auto", "threshold": None, **own}
+    elif tuple(float(v) for v in model.value_range) == (-1.0, 1.0) and predicts_variance(model):
+        rule = {"sampler": "ddpm", "variance": "auto", "threshold": (0.95, 1.5)}
+    else:
+        rule = {**OUR_SAMPLER, "threshold": None}
+    return {**rule, **(overrides or {})}
 
 
 def one_step(model: DiffusionModel, x_t: Tensor, t: int, estimator: Estimator) -> Tensor:
@@ -203,8 +202,7 @@ def generate(
     else:
         est = cfg(model, cond, model.null(n), scale) if guided else plain(model, cond)
         ts = list(timesteps) if timesteps is not None else full_timesteps(model.schedule.num_steps)
-        rule = {**sampler_defaults(model), **(step_rule or {})}
-        x = sample(model, n, est, ts, g, callback=keep, progress=progress, **rule)
+        x = sample(model, n, est, ts, g, callback=keep, progress=progress, **sampler_defaults(model, step_rule))
     if frames is not None:
         frames.append(x.detach().cpu())
     return x

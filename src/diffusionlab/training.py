@@ -432,10 +432,10 @@ class Trainer:
         save_checkpoint(self.run_dir / WEIGHTS_NAME, self.exported_state(), config)
         return self.run_dir / WEIGHTS_NAME
 
-    def load(self) -> None:
-        """Continue a run from its state file alone: weights, EMA, optimizer, LR schedule, RNG and position."""
-        clean_temp_files(self.run_dir)
-        state = read_state(self.run_dir / STATE_NAME)
+    def load(self, state: RunState | None = None) -> None:
+        """Continue a run from its state file alone (read here unless given): weights, EMA, optimizer, LR
+        schedule, RNG and position."""
+        state = state or read_state(self.run_dir / STATE_NAME)
         meta = state.meta
         raw = state.raw
         if raw is None:  # a state written before it held the weights: they are model.safetensors of the same step
@@ -510,11 +510,13 @@ class Trainer:
         pending_losses: list[Tensor] = []
         mean_loss = None
 
-        def flush() -> None:
+        def flush(reduce: bool = True) -> None:
             """One host synchronisation for the last few steps: their rows go to loss.csv."""
             if not pending:
                 return
-            values = all_reduce_mean(torch.stack(pending_losses).float(), ctx)  # the global-batch loss
+            values = torch.stack(pending_losses).float()
+            if reduce:
+                values = all_reduce_mean(values, ctx)  # the global-batch loss (rank shares averaged)
             for (step, epoch, lr), value in zip(pending, values.tolist(), strict=True):
                 epoch_losses.append(value)
                 log.write(step, epoch, value, lr)
@@ -561,12 +563,7 @@ class Trainer:
                 self._end_of_epoch(split, mean_loss)
                 start = time.perf_counter()
         except KeyboardInterrupt as interrupt:
-            # pending losses belong to completed steps; no collective here (other ranks may be gone)
-            for (step, epoch, lr), value in zip(
-                pending, torch.stack(pending_losses).tolist() if pending else [], strict=True
-            ):
-                epoch_losses.append(value)
-                log.write(step, epoch, value, lr)
+            flush(reduce=False)  # pending losses belong to completed steps; no collective (other ranks may be gone)
             log.close()
             self.train_seconds += time.perf_counter() - start
             bar.close()
@@ -736,7 +733,7 @@ def open_run(config: TrainConfig, run_dir: str | Path, resume: bool, **kwargs) -
     if existing and not resume:
         raise DiffusionLabError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
     if not existing and run_dir.is_dir() and any(run_dir.iterdir()):
-        if not _only_run_leftovers(run_dir):
+        if not leftovers:
             raise DiffusionLabError(
                 f"--out {run_dir}: the folder holds other files and no run; give a new or empty folder for the run"
             )
@@ -744,10 +741,12 @@ def open_run(config: TrainConfig, run_dir: str | Path, resume: bool, **kwargs) -
         clean_temp_files(run_dir)
         (run_dir / LOG_NAME).unlink(missing_ok=True)
         resume = False
+    state = None
     if resume:
         clean_temp_files(run_dir)
         if (run_dir / STATE_NAME).exists():
-            train = read_state(run_dir / STATE_NAME).meta.get("config", {})
+            state = read_state(run_dir / STATE_NAME)
+            train = state.meta.get("config", {})
         else:
             train = load_checkpoint(run_dir)[1].get("train", {})
         theirs = (
@@ -769,5 +768,5 @@ def open_run(config: TrainConfig, run_dir: str | Path, resume: bool, **kwargs) -
             config = replace(config, ema_decay=0.0)
     trainer = Trainer(config, run_dir, **kwargs)
     if resume:
-        trainer.load()
+        trainer.load(state)
     return trainer
