@@ -34,8 +34,9 @@ def conditional_accuracy(net, device: str, per_class: int, sample_steps: int | N
     """Conditional accuracy of K CFG samples per digit of a trained class UNet (the shipped MNIST classifier)."""
     if per_class < 1:
         return None
-    from diffusionlab.evaluation import conditional_accuracy as score
-    from diffusionlab.evaluation import generate_class_samples, load_classifier
+    from diffusionlab.evaluation.classifier import load_classifier
+    from diffusionlab.evaluation.evaluate import generate_class_samples
+    from diffusionlab.evaluation.metrics import conditional_accuracy as score
     from diffusionlab.model import CourseModel
     from diffusionlab.training import model_config, recipe
 

@@ -48,7 +48,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from diffusionlab.data import load_split
-    from diffusionlab.evaluation import evaluate_model, load_classifier
+    from diffusionlab.evaluation.classifier import load_classifier
+    from diffusionlab.evaluation.evaluate import evaluate_model
     from diffusionlab.fastpath import accelerate
     from diffusionlab.model import load_model
 

@@ -19,14 +19,14 @@ import signal
 import sys
 from pathlib import Path
 
-import diffusionlab.training as training
+import diffusionlab.training.trainer as trainer
 from diffusionlab.cli import main
 
 point, args = sys.argv[1], sys.argv[2:]
 run_dir = Path(args[args.index("--out") + 1])
 keep = os.environ.get("KEEP_STATES")
 current = {"step": 0}
-real_step, real_replace, real_loss = training.Trainer._train_step, os.replace, training.training_loss
+real_step, real_replace, real_loss = trainer.Trainer._train_step, os.replace, trainer.training_loss
 
 
 def die() -> None:
@@ -64,8 +64,8 @@ def loss(*a, **k):
     return value
 
 
-training.Trainer._train_step = train_step
-training.training_loss = loss
+trainer.Trainer._train_step = train_step
+trainer.training_loss = loss  # the name the train step calls
 os.replace = replace
 sys.argv = ["diffusionlab", *args]
 main(args)

@@ -20,7 +20,7 @@ from parta_helpers import one_thread  # noqa: E402, F401  (autouse fixture)
 from test_bad_inputs import Case, output_folder, run, snapshot  # noqa: E402
 from test_deepfloyd import D_TEXT, build_tiny_if  # noqa: E402
 
-from diffusionlab.models import deepfloyd  # noqa: E402
+from diffusionlab.models.deepfloyd import loading  # noqa: E402
 
 STAGE1 = ["--model", "deepfloyd:{if[good]}/IF-I-XL-v1.0"]
 EMBEDS = [*STAGE1, "--prompt-embeds"]
@@ -95,9 +95,9 @@ def if_paths(tmp_path_factory) -> dict:
 
 @pytest.fixture(autouse=True)
 def _quiet(tmp_path, monkeypatch):
-    """The T5 cache in tmp; the once-a-process 'IF on a CPU is slow' warning counted as already given."""
+    """The T5 cache in tmp; the loader's 'IF on a CPU is slow' warning left out (each case loads IF anew)."""
     monkeypatch.setenv("DIFFUSIONLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(deepfloyd, "_warned", {"cpu"})
+    monkeypatch.setattr(loading, "warn_cpu", lambda: None)
 
 
 @pytest.mark.parametrize("case", IF_CASES, ids=[c.id for c in IF_CASES])

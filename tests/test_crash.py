@@ -25,7 +25,8 @@ from safetensors.torch import load_file
 
 from diffusionlab.checkpoint import load_checkpoint
 from diffusionlab.cli import main
-from diffusionlab.run_state import read_log_rows, read_state
+from diffusionlab.training.losslog import read_log_rows
+from diffusionlab.training.state import read_state
 
 RUNNER = Path(__file__).with_name("crash_runner.py")
 STEPS_PER_EPOCH, EPOCHS, SAVE_EVERY = 16, 3, 3

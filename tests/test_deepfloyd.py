@@ -18,8 +18,10 @@ from diffusionlab.errors import DiffusionLabError  # noqa: E402
 from diffusionlab.guidance import cfg  # noqa: E402
 from diffusionlab.model import load_model  # noqa: E402
 from diffusionlab.models import deepfloyd  # noqa: E402
-from diffusionlab.models.deepfloyd import load_deepfloyd, load_prompt_embeds, upscale  # noqa: E402
-from diffusionlab.sampling import denoise, randn  # noqa: E402
+from diffusionlab.models.deepfloyd import load_deepfloyd, load_prompt_embeds  # noqa: E402
+from diffusionlab.protocol import is_if_like, randn  # noqa: E402
+from diffusionlab.sampling import denoise  # noqa: E402
+from diffusionlab.upscale import condition, upscale  # noqa: E402
 
 WORDS = "a an the photo of man old people around campfire skull waterfalls rocket ship high quality".split()
 D_TEXT = 16  # the tiny T5's d_model (4096 in IF)
@@ -166,6 +168,19 @@ def test_protocol_and_config(tiny_if):
     m2 = load_model(f"deepfloyd:{tiny_if / 'IF-I-XL-v1.0'}", "cpu")
     assert m2.image_shape == model.image_shape
     assert m2.stage2().image_shape == (3, S2, S2)  # found beside the stage-I folder
+    assert is_if_like(model) and is_if_like(m2.stage2())
+    assert m2.stage2().slot is m2.slot  # stage I and its stage II take turns on the GPU under --offload
+
+
+def test_a_bare_if_folder_is_a_model_spec(tiny_if, tmp_path):
+    """--model <IF folder>, without the deepfloyd: prefix: recognised by its contents, with the IF options."""
+    embeds = tmp_path / "embeds.pth"
+    torch.save({"a skull": torch.randn(1, 77, D_TEXT), "": torch.zeros(1, 77, D_TEXT)}, embeds)
+    m = load_model(tiny_if / "IF-I-XL-v1.0", "cpu", prompt_embeds=embeds)
+    assert isinstance(m, deepfloyd.IFModel) and m.image_shape == (3, S1, S1)
+    assert m.encode(["a skull"]).shape == (1, 77, D_TEXT) and m.prompts.encoder_loads == 0
+    with pytest.raises(DiffusionLabError, match="this is stage II"):
+        load_model(str(tiny_if / "IF-II-L-v1.0"), "cpu")
 
 
 def test_stage1_matches_ifpipeline(tiny_if):
@@ -228,7 +243,7 @@ def test_stage2_views_tile_the_low_res_images(tiny_if):
     stage2 = model.stage2()
     low = torch.rand(1, 3, S1, S1) * 2 - 1
     flip = lambda z: torch.flip(z, dims=[-2, -1])  # noqa: E731
-    both = stage2.condition(low, 250, torch.Generator().manual_seed(0), views=[lambda z: z, flip])
+    both = condition(stage2, low, 250, torch.Generator().manual_seed(0), views=[lambda z: z, flip])
     assert both.shape == (2, 3, S2, S2) and torch.equal(both[1:], flip(both[:1]))
     x = torch.randn(1, 3, S2, S2)
     cond = model.encode(["a skull"])

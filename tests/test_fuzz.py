@@ -33,8 +33,9 @@ from diffusionlab.errors import DiffusionLabError
 from diffusionlab.images import load_image, load_mask
 from diffusionlab.model import CourseModel
 from diffusionlab.models.deepfloyd import load_prompt_embeds
-from diffusionlab.run_state import STATE_NAME, RunState, read_log_rows, read_state, truncate_log, write_state
 from diffusionlab.training import open_run, recipe
+from diffusionlab.training.losslog import read_log_rows, truncate_log
+from diffusionlab.training.state import STATE_NAME, RunState, read_state, write_state
 
 _common = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck))
 settings.register_profile("default", max_examples=200, **_common)
@@ -331,7 +332,7 @@ def mutate_state(state: RunState, data) -> None:
 @given(data=st.data())
 def test_resume_from_a_state_written_wrong(tmp_path_factory, valid, monkeypatch, data):
     """Past the checksum: a state with a valid CRC but wrong fields is refused in one line, or resumed from."""
-    monkeypatch.setattr("diffusionlab.training.plot_curves", lambda *args, **kwargs: None)  # the slow part
+    monkeypatch.setattr("diffusionlab.training.trainer.plot_curves", lambda *args, **kwargs: None)  # the slow part
     state = read_state(valid["run"] / STATE_NAME)
     mutate_state(state, data)
     folder = tmp_path_factory.getbasetemp() / "fuzz-resume"

@@ -158,3 +158,27 @@ def test_readme_examples_run_as_written(workspace, tmp_path, monkeypatch, capsys
     with capsys.disabled():
         print(f"\n{len(RUN)} README commands ({len(SKIPPED)} skipped by their blocks' markers):")
         print("\n".join(timings))
+
+
+def python_blocks(text: str) -> list[tuple[int, str]]:
+    lines = text.splitlines()
+    starts = [i for i, s in enumerate(lines) if s.strip() == "```python"]
+    out = []
+    for i in starts:
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].strip() == "```")
+        out.append((i + 1, "\n".join(lines[i + 1 : end])))
+    return out
+
+
+def test_readme_python_examples_run_as_written(workspace, tmp_path, monkeypatch):
+    blocks = python_blocks(README.read_text())
+    assert blocks, "the README's Python example is gone: has the block format changed?"
+    monkeypatch.setenv("DIFFUSIONLAB_CACHE", str(tmp_path / "empty-cache"))
+    for line, code in blocks:
+        try:
+            exec(compile(code, f"README.md:{line}", "exec"), {})
+        finally:
+            from diffusionlab.progress import set_progress
+
+            set_progress(True)
+    assert (workspace / "six_nine.png").is_file()

@@ -16,7 +16,7 @@ from conftest import make_checkpoint, make_idx_dir
 from diffusionlab import report
 from diffusionlab.checkpoint import WEIGHTS_NAME
 from diffusionlab.cli import main
-from diffusionlab.evaluation import Classifier, TrainedClassifier, save_classifier
+from diffusionlab.evaluation.classifier import Classifier, TrainedClassifier, save_classifier
 
 TINY = report.Budget(
     a0_counts=(3, 5),

@@ -91,6 +91,45 @@ def test_class_dropout_rate():
     assert abs((c.sum(1) == 0).float().mean().item() - 0.1) < 0.01
 
 
+class Recorder(torch.nn.Module):
+    """The network as the training loss calls it, with the class vectors it is given recorded."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.classes = net, []
+
+    def forward(self, x, t=None, c=None):
+        self.classes.append(None if c is None else c.detach().clone())
+        return self.net(x, t, c) if self.net is not None else torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("objective", ["ddpm", "flow"])
+def test_the_training_loss_drops_class_labels_at_p_uncond(objective):
+    """CFG needs the unconditional branch: training_loss gives the network zero class vectors at rate p_uncond and
+    the one-hot labels otherwise (a test of one_hot_dropped alone passes when the loss stops calling it)."""
+    from diffusionlab.schedule import NoiseSchedule
+
+    net, labels = Recorder(None), torch.arange(8000) % 10
+    x, schedule = torch.rand(8000, 1, 28, 28), NoiseSchedule.linear(50) if objective == "ddpm" else None
+    training_loss(net, x, labels, tiny("class", objective, p_uncond=0.25), schedule, torch.Generator().manual_seed(0))
+    (c,) = net.classes
+    dropped = c.sum(1) == 0
+    assert abs(dropped.float().mean().item() - 0.25) < 0.02
+    assert torch.equal(c[~dropped], torch.nn.functional.one_hot(labels[~dropped], 10).float())
+
+
+def test_training_drops_class_labels(tmp_path, tiny_data):
+    """The same through the Trainer's steps, the path a run takes: zero class vectors at about p_uncond, one-hot
+    vectors otherwise."""
+    trainer = open_run(tiny(p_uncond=0.25), tmp_path / "r", resume=False, progress=False)
+    trainer.train_net = recorder = Recorder(trainer.train_net)
+    trainer.run(load_split("mnist", "train", tiny_data))
+    c = torch.cat(recorder.classes)
+    assert len(recorder.classes) == 8 and c.shape == (128, 10)  # 2 epochs of 4 steps of 16 images
+    assert bool(((c == 0) | (c == 1)).all()) and set(c.sum(1).tolist()) == {0.0, 1.0}
+    assert 0.12 < (c.sum(1) == 0).float().mean().item() < 0.38
+
+
 def test_ddpm_loss_matches_the_formula():
     """The DDPM loss is || eps - net(sqrt(abar) x + sqrt(1 - abar) eps, (t + 1) / T, c) ||^2 with draws from the generator."""
     config = tiny("time")
@@ -226,8 +265,8 @@ def test_a_signal_mid_epoch_saves_at_a_step_boundary_and_resume_is_exact(tmp_pat
     import os
     import signal
 
-    from diffusionlab.run_state import read_state
     from diffusionlab.training import Trainer
+    from diffusionlab.training.state import read_state
 
     split = load_split("mnist", "train", tiny_data)
     open_run(tiny(), tmp_path / "full", resume=False, progress=False).run(split)
@@ -279,9 +318,9 @@ def test_pure_noise_denoiser_loss_sees_no_trace_of_the_image():
 
 def test_ema_follows_the_formula_and_is_what_the_run_exports(tmp_path, tiny_data):
     """ema_k = d_k ema_{k-1} + (1 - d_k) w_k with d_k = min(decay, (1 + k) / (10 + k)); model.safetensors holds it."""
-    from diffusionlab.ema import ema_decay_at
-    from diffusionlab.run_state import read_state
     from diffusionlab.training import Trainer
+    from diffusionlab.training.ema import ema_decay_at
+    from diffusionlab.training.state import read_state
 
     split = load_split("mnist", "train", tiny_data)
     seen = []

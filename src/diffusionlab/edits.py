@@ -17,7 +17,7 @@ from torch import Tensor
 
 from diffusionlab import guidance, sampling
 from diffusionlab.filters import gaussian_blur, scaled_blur
-from diffusionlab.model import DiffusionModel
+from diffusionlab.protocol import DiffusionModel, is_if_like, randn
 from diffusionlab.schedule import add_noise, strided_timesteps
 from diffusionlab.views import View, get_view
 
@@ -28,8 +28,8 @@ SDEDIT_I_STARTS = (1, 3, 5, 7, 10, 20)
 
 # -- defaults ---------------------------------------------------------------------------------------------------
 def default_scale(model: DiffusionModel) -> float:
-    """CFG scale: 7 for T = 1000 models (DeepFloyd IF, as the course), 5 for our MNIST models (T = 300)."""
-    return 7.0 if model.schedule.num_steps >= 1000 else 5.0
+    """CFG scale: 7 for IF-like models (DeepFloyd IF, as the course), 5 for our MNIST models."""
+    return 7.0 if is_if_like(model) else 5.0
 
 
 def default_timesteps(model: DiffusionModel) -> list[int]:
@@ -73,7 +73,7 @@ def forward(model: DiffusionModel, x0: Tensor, ts: Sequence[int], generator: tor
     for t in ts:
         if int(t) != -1:
             model.schedule.check_timestep(int(t))
-        noise = sampling.randn(x0.shape, generator, like=x0)
+        noise = randn(x0.shape, generator, like=x0)
         out.append(add_noise(x0, int(t), noise, model.schedule))
     return torch.stack(out)
 
@@ -126,7 +126,7 @@ def sample(
     **sampler: Any,
 ) -> Tensor:
     """n CFG samples of one prompt from pure noise (A1.5, A1.6)."""
-    x = sampling.randn((n, *model.image_shape), generator, device=model.device)
+    x = randn((n, *model.image_shape), generator, device=model.device)
     return iterative_denoise(model, x, 0, prompt, scale, timesteps, generator, **sampler)
 
 
@@ -155,9 +155,7 @@ def sdedit(
         sampling.check_i_start(ts, i)
     n = x_orig.shape[0]
     x_orig = x_orig.to(model.device)
-    inits = [
-        add_noise(x_orig, ts[i], sampling.randn(x_orig.shape, generator, like=x_orig), model.schedule) for i in starts
-    ]
+    inits = [add_noise(x_orig, ts[i], randn(x_orig.shape, generator, like=x_orig), model.schedule) for i in starts]
     x = torch.cat(inits)
     first = min(starts)
 
@@ -209,14 +207,14 @@ def inpaint(
     sampling.check_i_start(ts, i_start)
     x_orig = x_orig.to(model.device)
     m = mask.to(x_orig.device, x_orig.dtype)
-    noise = sampling.randn(x_orig.shape, generator, like=x_orig)
+    noise = randn(x_orig.shape, generator, like=x_orig)
     x = noise if i_start == 0 else add_noise(x_orig, ts[i_start], noise, model.schedule)
 
     def paste_known(x: Tensor, t_prev: int, step: int) -> Tensor:
         if t_prev < 0:
             known = x_orig
         else:
-            known = add_noise(x_orig, t_prev, sampling.randn(x.shape, generator, like=x), model.schedule)
+            known = add_noise(x_orig, t_prev, randn(x.shape, generator, like=x), model.schedule)
         return torch.where(m >= 1, x, known) if bool(((m == 0) | (m == 1)).all()) else m * x + (1 - m) * known
 
     est = _estimator(model, cond, scale, uncond)
@@ -248,7 +246,7 @@ def anagram(
     identity = get_view("identity", model.image_shape, model.value_range)
     s = default_scale(model) if scale is None else scale
     est = guidance.anagram(model, [(identity, cond_of(model, prompt1)), (v, cond_of(model, prompt2))], model.null(1), s)
-    x = sampling.randn((n, *model.image_shape), generator, device=model.device)
+    x = randn((n, *model.image_shape), generator, device=model.device)
     ts = list(timesteps) if timesteps is not None else default_timesteps(model)
     return _denoise(model, x, ts, est, 0, generator=generator, callback=callback, **sampler)
 
@@ -273,6 +271,6 @@ def hybrid(
     est = guidance.hybrid(
         model, cond_of(model, low_prompt), cond_of(model, high_prompt), model.null(1), s, kernel, sigma
     )
-    x = sampling.randn((n, *model.image_shape), generator, device=model.device)
+    x = randn((n, *model.image_shape), generator, device=model.device)
     ts = list(timesteps) if timesteps is not None else default_timesteps(model)
     return _denoise(model, x, ts, est, 0, generator=generator, callback=callback, **sampler)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from torch import Tensor
 
 from diffusionlab.checkpoint import atomic_write_bytes
@@ -88,9 +89,14 @@ def show_prompt(prompt: str) -> str:
     return repr(prompt) if prompt == "" else prompt
 
 
-def save_png(image: Image.Image, path: str | Path) -> Path:
+def save_png(image: Image.Image, path: str | Path, settings: dict | None = None) -> Path:
+    """Written atomically; `settings` go into the PNG's text chunk 'diffusionlab' as JSON (what made the image)."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    info = None
+    if settings:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("diffusionlab", json.dumps(settings, sort_keys=True, default=str))
+    image.save(buf, format="PNG", pnginfo=info)
     atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)
 
@@ -161,3 +167,15 @@ def plot_curves(
     if title:
         draw.text((box[0], 8), title, fill="black", font=font)
     return save_png(img, path)
+
+
+def show(images, value_range: tuple[float, float] = (0.0, 1.0), nrow: int | None = None, **labels) -> Image.Image:
+    """Images as one PIL grid, which a notebook displays inline: a (C, H, W) or (N, C, H, W) tensor in value_range
+    (our models: (0, 1); IF: (-1, 1)), a list of them, or anything with a `figure()` (a tool's Result).
+    labels: row_labels, col_labels, title as in grid_image."""
+    if hasattr(images, "figure"):
+        return images.figure()
+    if isinstance(images, list | tuple):
+        images = torch.cat([x.unsqueeze(0) if x.dim() == 3 else x for x in images])
+    x = images.unsqueeze(0) if images.dim() == 3 else images.flatten(0, -4)
+    return grid_image(x, nrow or min(len(x), 8), value_range, **labels)

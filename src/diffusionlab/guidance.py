@@ -14,7 +14,7 @@ from torch import Tensor
 
 from diffusionlab.checks import check_scale
 from diffusionlab.filters import highpass, lowpass, scaled_blur
-from diffusionlab.model import DiffusionModel, Prediction
+from diffusionlab.protocol import DiffusionModel, Prediction
 from diffusionlab.views import View
 
 Estimator = Callable[[Tensor, int], Prediction]

@@ -1,16 +1,14 @@
-"""The model protocol every tool runs on, and the adapter for the project's own checkpoints.
+"""The adapter for the project's own checkpoints (CourseModel) behind the model protocol (diffusionlab.protocol).
 
-A model answers `predict(x_t, t, cond) -> Prediction(eps, var_values)` for a batch, knows its `schedule`,
-`image_shape` and `value_range`, and turns prompts into conditions (`encode`) or the null condition (`null`).
+The protocol names (Prediction, DiffusionModel, default_device, resolve_device) live in diffusionlab.protocol and
+the spec -> model lookup (load_model, SHIPPED, shipped_path, shipped_weights_dir) in diffusionlab.model_registry;
+both stay importable from here for older code.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,29 +16,19 @@ from torch import Tensor
 from diffusionlab.checkpoint import load_checkpoint
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.models.unet import UNet, UNetConfig
+from diffusionlab.protocol import DiffusionModel, Prediction, default_device, resolve_device  # noqa: F401  (old home)
 from diffusionlab.schedule import NoiseSchedule
 
-
-@dataclass
-class Prediction:
-    """eps: the noise estimate (N, C, H, W). var_values: learned-range variance values in [-1, 1], or None."""
-
-    eps: Tensor
-    var_values: Tensor | None = None
+_REGISTRY_NAMES = ("SHIPPED", "load_model", "shipped_path", "shipped_weights_dir")
 
 
-@runtime_checkable
-class DiffusionModel(Protocol):
-    schedule: NoiseSchedule
-    image_shape: tuple[int, int, int]
-    value_range: tuple[float, float]
-    device: torch.device
+def __getattr__(name: str) -> Any:
+    """The registry's names, from their old home (imported on first use: the registry imports this module)."""
+    if name in _REGISTRY_NAMES:
+        from diffusionlab import model_registry
 
-    def predict(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Prediction: ...
-
-    def encode(self, prompts: list[str]) -> Tensor: ...
-
-    def null(self, n: int) -> Tensor: ...
+        return getattr(model_registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -66,28 +54,14 @@ def class_index(prompt: str, class_names: list[str]) -> int | None:
     raise DiffusionLabError(f"unknown prompt {prompt!r}; valid prompts for this model: {valid} (or '' for none)")
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return default_device()
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise DiffusionLabError(f"unknown device {device!r} ({e}); use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DiffusionLabError(f"device {device!r} asked for but no CUDA GPU is available; use --device cpu")
-    return dev
-
-
 class CourseModel:
     """One of our checkpoints (denoiser, time or class UNet; DDPM or flow) behind the model protocol.
 
     DDPM timesteps are 0-indexed integers; the network sees (t + 1) / T, the course's t / T with its 1-indexed t.
     Flow models take t in [0, 1] (0 = noise, 1 = data) through `velocity`.
     """
+
+    predicts_variance = False  # eps only (protocol.is_if_like)
 
     def __init__(self, net: UNet, config: dict, device: torch.device | None = None) -> None:
         self.device = device or torch.device("cpu")
@@ -182,55 +156,3 @@ class CourseModel:
     def denoise_once(self, z: Tensor) -> Tensor:
         self.require("denoiser", what="single-step denoising")
         return self.net(z)
-
-
-SHIPPED = ("mnist", "fashion-mnist", "mnist-time", "mnist-flow", "mnist-denoiser")
-
-
-def shipped_weights_dir() -> Path:
-    """The package's weights/ folder, or $DIFFUSIONLAB_WEIGHTS_DIR (tests and custom installs)."""
-    override = os.environ.get("DIFFUSIONLAB_WEIGHTS_DIR")
-    return Path(override) if override else Path(str(resources.files("diffusionlab") / "weights"))
-
-
-def shipped_path(name: str) -> Path:
-    """Shipped model name -> its .safetensors file ("mnist" is the class DDPM)."""
-    stem = {"mnist": "mnist-class", "fashion-mnist": "fashion-mnist-class"}.get(name, name)
-    return shipped_weights_dir() / f"{stem}.safetensors"
-
-
-def load_model(
-    spec: str | Path = "mnist", device: str | torch.device | None = None, fast: bool = True, **kwargs
-) -> CourseModel:
-    """--model: a shipped name (mnist, fashion-mnist, ...), a run directory or checkpoint, or "deepfloyd".
-
-    fast (default): our UNets run on the inference fast path (fastpath.accelerate: BatchNorm folded into the
-    convolutions, channels_last, bf16 autocast only where the device computes bf16 natively); False: as trained."""
-    dev = resolve_device(device)
-    spec_s = str(spec)
-    if spec_s == "deepfloyd" or spec_s.startswith("deepfloyd:"):
-        from diffusionlab.models.deepfloyd import load_deepfloyd  # optional extra, imported only when asked
-
-        return load_deepfloyd(spec_s, device=dev, **kwargs)
-    if spec_s in SHIPPED:
-        path = shipped_path(spec_s)
-        if not path.is_file():
-            raise DiffusionLabError(
-                f"shipped model {spec_s!r} is not in this install ({path}); train one with `diffusionlab train` "
-                "and pass its run directory"
-            )
-        return _maybe_fast(CourseModel.from_checkpoint(path, dev), fast)
-    if not Path(spec_s).exists():
-        raise DiffusionLabError(
-            f"--model {spec_s!r}: no such file or directory, and not a shipped model ({', '.join(SHIPPED)}) "
-            "or 'deepfloyd'"
-        )
-    return _maybe_fast(CourseModel.from_checkpoint(spec_s, dev), fast)
-
-
-def _maybe_fast(model: CourseModel, fast: bool) -> CourseModel:
-    if not fast:
-        return model
-    from diffusionlab.fastpath import accelerate
-
-    return accelerate(model, compile=model.device.type == "cuda")

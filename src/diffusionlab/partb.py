@@ -13,7 +13,8 @@ from torch import Tensor
 
 from diffusionlab.figures import save_gif, save_grid
 from diffusionlab.model import CourseModel
-from diffusionlab.sampling import generate, randn
+from diffusionlab.protocol import randn
+from diffusionlab.sampling import generate
 
 NOISE_SIGMAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 

@@ -7,12 +7,17 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from diffusionlab.checks import check_batch, check_count, check_scale
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.guidance import Estimator, cfg, cfg_combine, plain, repeat_cond
-from diffusionlab.model import DiffusionModel
+from diffusionlab.progress import bar
+from diffusionlab.protocol import (
+    DiffusionModel,
+    is_if_like,
+    predicts_variance,  # noqa: F401  (its old home; re-exported)
+    randn,
+)
 from diffusionlab.schedule import check_timesteps, dynamic_threshold, full_timesteps, predict_x0
 from diffusionlab.steps import make_step_rule, needs_noise
 
@@ -23,26 +28,6 @@ AfterStep = Callable[[Tensor, int, int], Tensor]  # (x at t_prev, t_prev, step i
 Callback = Callable[[dict[str, Any]], None]
 
 
-def randn(
-    shape: Sequence[int],
-    generator: torch.Generator | None,
-    like: Tensor | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Gaussian noise drawn on the generator's device (so a seed gives the same image on any device)."""
-    if like is not None:
-        device, dtype = like.device, like.dtype
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(device)
-
-
-def predicts_variance(model: DiffusionModel) -> bool:
-    """Whether the model returns learned-range variance values (IF); our UNets do not."""
-    flag = getattr(model, "predicts_variance", None)
-    return bool(flag) if flag is not None else model.schedule.num_steps >= 1000
-
-
 def sampler_defaults(model: DiffusionModel, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The step rule and its settings for a model (the one place they are chosen), with a caller's `overrides`
     on top: IF-like models ([-1, 1] and learned variance) take DDPM steps with their learned variance and dynamic
@@ -51,7 +36,7 @@ def sampler_defaults(model: DiffusionModel, overrides: dict[str, Any] | None = N
     own = getattr(model, "sampler_defaults", None)
     if isinstance(own, dict):
         rule = {"variance": "auto", "threshold": None, **own}
-    elif tuple(float(v) for v in model.value_range) == (-1.0, 1.0) and predicts_variance(model):
+    elif is_if_like(model):
         rule = {"sampler": "ddpm", "variance": "auto", "threshold": (0.95, 1.5)}
     else:
         rule = {**OUR_SAMPLER, "threshold": None}
@@ -102,7 +87,7 @@ def denoise(
     lo, hi = model.value_range
     rule = make_step_rule(model.schedule, sampler, variance, eta)
     noisy_steps = needs_noise(sampler, eta)
-    for i, t in enumerate(tqdm(ts, desc="denoising", disable=not progress, leave=False)):
+    for i, t in enumerate(bar(ts, progress, desc="denoising", leave=False)):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         pred = estimator(x, t)
         x0 = predict_x0(x, t, pred.eps, model.schedule)
@@ -149,7 +134,7 @@ def flow_sample(
     """
     x = randn((n, *model.image_shape), generator, device=model.device)
     guided = cond is not None and uncond is not None and scale != 1.0
-    for i in tqdm(range(num_steps), desc="flow sampling", disable=not progress, leave=False):
+    for i in bar(range(num_steps), progress, desc="flow sampling", leave=False):
         t = i / num_steps
         if guided:
             u_c, u_u = model.velocity(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -12,12 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image
 from torch import Tensor
 
 from diffusionlab.app.registry import Limits, ModelRegistry
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.figures import to_pil
+from diffusionlab.figures import save_png, to_pil
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -162,11 +161,8 @@ class Outputs:
         self.writes = getattr(self, "writes", 0) + 1
         if self.writes % 100 == 0:
             self.prune()
-        info = PngImagePlugin.PngInfo()
-        info.add_text("diffusionlab", json.dumps(settings, sort_keys=True))
         path = self.dir / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.png"
-        im.save(path, format="PNG", pnginfo=info)
-        return str(path)
+        return str(save_png(im, path, settings))
 
     def tensor_png(self, x: Tensor, model, settings: dict[str, Any], stem: str) -> str:
         im = to_pil(x.detach().cpu(), model.value_range)

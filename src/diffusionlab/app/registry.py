@@ -13,7 +13,7 @@ from typing import Any
 
 from diffusionlab.checkpoint import WEIGHTS_NAME
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.model import SHIPPED, shipped_path
+from diffusionlab.model_registry import SHIPPED, shipped_path
 
 DEEPFLOYD_REPOS = ("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-I-L-v1.0", "DeepFloyd/IF-I-M-v1.0")
 

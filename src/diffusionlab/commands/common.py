@@ -83,10 +83,10 @@ def open_model(
 ):
     """--model and its DeepFloyd options -> a model that follows the protocol (see diffusionlab.model); our UNets
     on the inference fast path unless fast=False (--plain)."""
-    from diffusionlab.model import load_model
+    from diffusionlab.model_registry import is_if_spec, load_model
 
     extra = {}
-    if model == "deepfloyd" or model.startswith("deepfloyd:"):
+    if is_if_spec(model):
         extra = {"model_dir": model_dir, "prompt_embeds": prompt_embeds, "offload": offload}
     return load_model(model, device, fast=fast, **extra)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -77,21 +78,12 @@ def evaluate(
     Example: diffusionlab evaluate --model mnist -n 100 --cfg 5 --steps 30 --out scores.json
     """
     from diffusionlab.checkpoint import atomic_write_json
-    from diffusionlab.data import load_split
-    from diffusionlab.evaluation import evaluate_model, format_scores, load_classifier
+    from diffusionlab.evaluation.classifier import load_classifier
+    from diffusionlab.evaluation.evaluate import evaluate_model
 
     out = check_output_file(out, force)
     step_rule = choose_step_rule(sampler, variance, eta)
-    if model == "deepfloyd" or model.startswith("deepfloyd:"):
-        raise DiffusionLabError(
-            "evaluate scores our class-conditioned MNIST-like models; DeepFloyd IF has no classifier"
-        )
-    m = open_model(model, device)
-    if getattr(m, "kind", None) != "class":
-        raise DiffusionLabError(
-            f"evaluate needs a class-conditioned model of ours, but {getattr(m, 'name', model)} is a "
-            f"{getattr(m, 'kind', 'different')} model; pass --model mnist, fashion-mnist or a class run directory"
-        )
+    m = open_class_model(model, device)
     check_inputs(m, n, pair_n if anagram or hybrid else 0, anagram)
     data = m.config.get("data", "mnist")
     clf = load_classifier(classifier or data, m.device)
@@ -99,27 +91,9 @@ def evaluate(
         raise DiffusionLabError(
             f"the classifier was trained on {clf.data} but the model generates {data}; pass a {data} --classifier"
         )
-    try:  # given a folder, its files must be good; without one, never download: score what needs no data
-        test = load_split(data, "test", data_dir, download=data_dir is not None)
-        train = load_split(data, "train", data_dir, download=data_dir is not None)
-    except DiffusionLabError:
-        if data_dir is not None:
-            raise
-        test = train = None
-        print(f"note: no {data} data set here, so no Frechet distance; pass --data-dir with its four IDX files")
+    test, train = load_splits(data, data_dir)
     scores = evaluate_model(m, clf, n, cfg, steps, seed, test, train, sampler=step_rule)
-    if anagram:
-        from diffusionlab.evaluation import evaluate_anagrams
-
-        res = evaluate_anagrams(m, clf, anagram, pair_n, cfg, seed)
-        res.pop("images")
-        scores["anagram"] = res
-    if hybrid:
-        from diffusionlab.evaluation import evaluate_hybrids
-
-        res = evaluate_hybrids(m, clf, pair_n, cfg, seed)
-        res.pop("images")
-        scores["hybrid"] = res
+    scores.update(pair_scores(m, clf, anagram, hybrid, pair_n, cfg, seed))
     scores["classifier"] = str(classifier or f"shipped {data}-classifier")
     scores["command"] = shlex.join(
         ["diffusionlab", "evaluate", "--model", str(model), "-n", str(n), "--cfg", str(cfg)]
@@ -135,6 +109,103 @@ def evaluate(
     print(format_scores(scores, m.class_names))
     atomic_write_json(out, scores)
     wrote(out)
+
+
+def open_class_model(model: str, device: str):
+    """The model to score: a class-conditioned model of ours (DeepFloyd IF and other kinds have no classifier)."""
+    from diffusionlab.model_registry import is_if_spec
+
+    if is_if_spec(model):
+        raise DiffusionLabError(
+            "evaluate scores our class-conditioned MNIST-like models; DeepFloyd IF has no classifier"
+        )
+    m = open_model(model, device)
+    if getattr(m, "kind", None) != "class":
+        raise DiffusionLabError(
+            f"evaluate needs a class-conditioned model of ours, but {getattr(m, 'name', model)} is a "
+            f"{getattr(m, 'kind', 'different')} model; pass --model mnist, fashion-mnist or a class run directory"
+        )
+    return m
+
+
+def load_splits(data: str, data_dir: Path | None):
+    """(test, train) splits, or (None, None) without --data-dir and nothing in the cache."""
+    from diffusionlab.data import load_split
+
+    try:  # given a folder, its files must be good; without one, never download: score what needs no data
+        test = load_split(data, "test", data_dir, download=data_dir is not None)
+        train = load_split(data, "train", data_dir, download=data_dir is not None)
+    except DiffusionLabError:
+        if data_dir is not None:
+            raise
+        print(f"note: no {data} data set here, so no Frechet distance; pass --data-dir with its four IDX files")
+        return None, None
+    return test, train
+
+
+def pair_scores(m, clf, anagram: str | None, hybrid: bool, pair_n: int, cfg: float, seed: int) -> dict:
+    """The --anagram and --hybrid scores (their images are not kept in the JSON)."""
+    from diffusionlab.evaluation.pairs import evaluate_anagrams, evaluate_hybrids
+
+    scores = {}
+    if anagram:
+        scores["anagram"] = evaluate_anagrams(m, clf, anagram, pair_n, cfg, seed)
+        scores["anagram"].pop("images")
+    if hybrid:
+        scores["hybrid"] = evaluate_hybrids(m, clf, pair_n, cfg, seed)
+        scores["hybrid"].pop("images")
+    return scores
+
+
+def format_scores(scores: dict[str, Any], class_names: Sequence[str] | None = None) -> str:
+    """The score table `diffusionlab evaluate` prints."""
+    rows = [
+        ("model", str(scores["model"])),
+        (
+            "samples",
+            f"{scores['n_samples']} ({scores['n_per_class']} per class), CFG {scores['cfg_scale']}, "
+            f"{scores['sampler']} {scores['steps'] or 'all'} steps, seed {scores['seed']}",
+        ),
+        ("conditional accuracy", f"{100 * scores['conditional_accuracy']:.2f} %"),
+        ("background std (raw samples)", f"{scores['background_std']:.4f}"),
+    ]
+    if scores.get("frechet_distance") is None:
+        rows.append(("Frechet distance", "not computed: it needs the test set (--data-dir, or the data in the cache)"))
+    else:
+        fd, ref = scores["frechet_distance"], scores["frechet_distance_train_vs_test"]
+        rows.append(("Frechet distance (samples vs test)", f"{fd:.3f} ({fd / ref:.1f}x the train-vs-test floor)"))
+        rows.append(("Frechet distance (train vs test, same N)", f"{ref:.3f}"))
+    if scores.get("classifier_test_accuracy") is not None:
+        rows.append(("classifier test accuracy", f"{100 * scores['classifier_test_accuracy']:.2f} %"))
+    names = list(class_names or [str(i) for i in range(len(scores["per_class_accuracy"]))])
+    per = ", ".join(f"{names[i]} {100 * a:.0f}%" for i, a in enumerate(scores["per_class_accuracy"]) if a is not None)
+    rows.append(("per class", per))
+    rows += pair_rows(scores)
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def pair_rows(scores: dict[str, Any]) -> list[tuple[str, str]]:
+    """The anagram and hybrid rows of the score table, when they were scored."""
+    rows = []
+    if "anagram" in scores:
+        a = scores["anagram"]
+        rows.append(
+            (
+                f"anagram success ({a['view']}, {a['n_pairs']} pairs)",
+                f"{100 * a['anagram_success']:.2f} % (upright {100 * a['anagram_first']:.1f} %, "
+                f"viewed {100 * a['anagram_second']:.1f} %)",
+            )
+        )
+    if "hybrid" in scores:
+        h = scores["hybrid"]
+        rows.append(
+            (
+                f"hybrid success ({h['n_pairs']} pairs)",
+                f"{100 * h['hybrid_success']:.2f} % (far {100 * h['hybrid_far']:.1f} %, near {100 * h['hybrid_near']:.1f} %)",
+            )
+        )
+    return rows
 
 
 def check_inputs(m, n: int, pair_n: int, anagram: str | None) -> None:
@@ -169,7 +240,7 @@ def train_classifier(
     import torch
 
     from diffusionlab.data import dataset_info
-    from diffusionlab.evaluation import train_classifier as train_fn
+    from diffusionlab.evaluation.classifier import train_classifier as train_fn
     from diffusionlab.model import resolve_device
 
     dataset_info(data)

@@ -11,10 +11,8 @@ from typing import Annotated
 
 import torch
 import typer
-from PIL import Image
-from torch import Tensor
 
-from diffusionlab.checks import check_batch, check_output_file, check_output_folder, write_together
+from diffusionlab.checks import check_output_file, check_output_folder, write_together
 from diffusionlab.commands.common import (
     DeviceOpt,
     EtaOpt,
@@ -27,14 +25,13 @@ from diffusionlab.commands.common import (
     SeedOpt,
     VarianceOpt,
     cfg_callback,
-    generator_for,
     n_callback,
     open_model,
     wrote,
 )
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.figures import show_prompt, stack_vertically
 from diffusionlab.steps import choose_step_rule
+from diffusionlab.tools.result import Result
 
 ImageOpt = Annotated[
     list[str],
@@ -80,12 +77,6 @@ def int_list(values: list[str] | None, what: str) -> list[int]:
     return out
 
 
-def default_ts(model) -> list[int]:
-    """T/4, T/2, 3T/4: the course's 250, 500, 750 for T = 1000 (75, 150, 225 for T = 300)."""
-    T = model.schedule.num_steps
-    return [T // 4, T // 2, 3 * T // 4]
-
-
 def check_image_files(specs: list[str] | None, mask: str | None = None) -> None:
     """Read every --image and --mask file once before the model is loaded, so that a missing, broken or too large
     one is refused before the slow part (test:N and rect:/default masks need the model: checked with it)."""
@@ -98,86 +89,27 @@ def check_image_files(specs: list[str] | None, mask: str | None = None) -> None:
             open_image(spec)
 
 
-def load_inputs(model, specs: list[str], data_dir: Path | None, invert: bool) -> tuple[Tensor, list[str]]:
-    """--image values -> (k, C, H, W) in the model's value range, and a short label for each. test:N images come
-    from diffusionlab.testdigits (--data-dir, the cache or the shipped sample; never a download); one line says
-    which."""
-    from diffusionlab.data import to_float
-    from diffusionlab.images import load_image
-    from diffusionlab.testdigits import load_test_images
-
-    if not specs:
-        raise DiffusionLabError("no --image given; pass a PNG/JPEG file or test:N (test image N of the data set)")
-    images, labels, sources = [], [], set()
-    for spec in specs:
-        if spec.startswith("test:"):
-            data = getattr(model, "config", {}).get("data")
-            if data is None:
-                raise DiffusionLabError(f"--image {spec}: test:N needs one of our MNIST-like models; give a file")
-            try:
-                idx = int(spec[5:])
-            except ValueError:
-                raise DiffusionLabError(f"--image {spec}: N in test:N must be an integer") from None
-            test_image, _, source = load_test_images(data, [idx], data_dir)
-            sources.add(source)
-            x = to_float(test_image, model.value_range)
-            if invert:
-                lo, hi = model.value_range
-                x = lo + hi - x
-            images.append(x)
-            labels.append(f"test {idx}")
-        else:
-            images.append(load_image(spec, model.image_shape, model.value_range, invert))
-            labels.append(Path(spec).stem[:12])
-    for source in sorted(sources):
-        print(f"test images: {source}")
-    return torch.cat(images).to(model.device), labels
-
-
-def prompt_of(model, prompt: str | None) -> str:
-    from diffusionlab.edits import unconditional_prompt
-
-    p = unconditional_prompt(model) if prompt is None else prompt
-    model.encode([p])  # an unknown prompt fails here, with the list of valid ones
-    return p
-
-
-def prompts_of(model, prompts: list[str]) -> list[str]:
-    """Validate (and, for IF, cache the embeddings of) several prompts with ONE encode call: one T5 load at most."""
-    model.encode(list(prompts))
-    return list(prompts)
-
-
-def finish(
-    grid: Image.Image,
-    out: Path,
-    save_all: Path | None,
-    singles: dict[str, Tensor],
-    value_range,
-    force: bool,
-) -> None:
-    """Write the grid and, with --save-all, each single image (name -> (C, H, W)); nothing is overwritten."""
-    from diffusionlab.figures import save_png
-    from diffusionlab.images import save_image
-
-    writers = {out: lambda path: save_png(grid, path)}
-    if save_all is not None:
-        for name, img in singles.items():
-            single = check_output_file(save_all / f"{name}.png", force, "--save-all")
-            writers[single] = lambda path, img=img: save_image(img, path, value_range)
-    write_together(writers)
-    wrote(out, *([f"{len(singles)} images in {save_all}"] if save_all is not None else []))
-
-
-def _safe(s: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in s) or "none"
-
-
 def check_outputs(out: Path | None, default: str, save_all: Path | None, force: bool) -> Path:
     """--out (or its default) and --save-all, checked before the model is loaded; returns the grid's path."""
     if save_all is not None:
         check_output_folder(save_all)
     return check_output_file(out if out is not None else Path(default), force)
+
+
+def finish(result: Result, out: Path, save_all: Path | None, force: bool) -> None:
+    """Say where the test images came from; write the figure (settings in its PNG text) and, with --save-all,
+    each single image; nothing is overwritten, and the files are written together or not at all."""
+    from diffusionlab.images import save_image
+
+    if "test images" in result.settings:
+        print(f"test images: {result.settings['test images']}")
+    writers = {out: result.save}
+    if save_all is not None:
+        for name, img in result.singles.items():
+            single = check_output_file(save_all / f"{name}.png", force, "--save-all")
+            writers[single] = lambda path, img=img: save_image(img, path, result.value_range)
+    write_together(writers)
+    wrote(out, *([f"{len(result.singles)} images in {save_all}"] if save_all is not None else []))
 
 
 # -- commands -----------------------------------------------------------------------------------------------------
@@ -204,35 +136,13 @@ def noise(
 
     Example: diffusionlab noise --image test:0 --t 50,100,200 --out noise.png
     """
-    from diffusionlab.edits import blur, forward
-    from diffusionlab.figures import grid_image
+    from diffusionlab import tools
 
     path = check_outputs(out, "noise.png", save_all, force)
     check_image_files(image)
     m = open_model(model, device, model_dir, prompt_embeds, offload)
-    ts = int_list(t, "--t") or default_ts(m)
-    for tt in ts:
-        m.schedule.check_timestep(tt)
-    x, labels = load_inputs(m, image, data_dir, invert)
-    noisy = forward(m, x, ts, generator_for(seed))  # (len(ts), k, C, H, W)
-    blurred = torch.stack([blur(nx, kernel, sigma) for nx in noisy])
-    parts, singles = [], {}
-    for j, label in enumerate(labels):
-        row = torch.stack([torch.cat([x[j : j + 1], noisy[:, j]]), torch.cat([x[j : j + 1], blurred[:, j]])])
-        parts.append(
-            grid_image(
-                row.flatten(0, 1),
-                len(ts) + 1,
-                m.value_range,
-                row_labels=["noisy", "blurred"],
-                col_labels=["original"] + [f"t={tt}" for tt in ts],
-                title=label,
-            )
-        )
-        for i, tt in enumerate(ts):
-            singles[f"{_safe(label)}_noisy_t{tt}"] = noisy[i, j]
-            singles[f"{_safe(label)}_blur_t{tt}"] = blurred[i, j]
-    finish(stack_vertically(parts), path, save_all, singles, m.value_range, force)
+    result = tools.forward(m, image, int_list(t, "--t") or None, kernel, sigma, seed, data_dir, invert)
+    finish(result, path, save_all, force)
 
 
 def denoise(
@@ -274,9 +184,10 @@ def denoise(
 
     Example: diffusionlab denoise --image test:0 --method one-step --method iterative
     """
-    from diffusionlab import edits
-    from diffusionlab.figures import grid_image
+    from diffusionlab import edits, tools
     from diffusionlab.sampling import check_i_start
+    from diffusionlab.tools.inputs import generator_for
+    from diffusionlab.tools.result import stacked
 
     methods = method or ["blur", "one-step", "iterative"]
     bad = [mm for mm in methods if mm not in ("blur", "one-step", "iterative")]
@@ -286,59 +197,22 @@ def denoise(
         raise DiffusionLabError("--every must be at least 1")
     path = check_outputs(out, "denoise.png", save_all, force)
     check_image_files(image)
-    step_rule = choose_step_rule(sampler, variance, eta)
+    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
     m = open_model(model, device, model_dir, prompt_embeds, offload)
-    ts = int_list(t, "--t") or default_ts(m)
-    for tt in ts:
-        m.schedule.check_timestep(tt)
-    strided = edits.default_timesteps(m)
     if "iterative" in methods:
-        check_i_start(strided, i_start)
+        check_i_start(edits.default_timesteps(m), i_start)
     if "blur" in methods or "iterative" in methods:
         edits.blur(torch.zeros(1, *m.image_shape), kernel, sigma)  # a bad --kernel/--sigma fails now, not after
-    p = prompt_of(m, prompt)
-    x, labels = load_inputs(m, image, data_dir, invert)
-    g = generator_for(seed)
-    parts, singles = [], {}
+    g = generator_for(seed)  # one stream through the methods, as before the tool layer
+    common = dict(prompt=prompt, scale=scale, kernel=kernel, sigma=sigma, seed=g, data_dir=data_dir, invert=invert)
+    results = []
     one = [mm for mm in methods if mm != "iterative"]
     if one:
-        noisy = edits.forward(m, x, ts, g)
-        for j, label in enumerate(labels):
-            cells, cols = [], ["original", "noisy"] + one
-            for i, tt in enumerate(ts):
-                row = [x[j], noisy[i, j]]
-                if "blur" in one:
-                    row.append(edits.blur(noisy[i, j : j + 1], kernel, sigma)[0])
-                if "one-step" in one:
-                    row.append(edits.one_step_denoise(m, noisy[i, j : j + 1], tt, p, scale)[0])
-                cells += row
-                for name, img in zip(cols[1:], row[1:], strict=True):
-                    singles[f"{_safe(label)}_{name}_t{tt}"] = img
-            parts.append(
-                grid_image(torch.stack(cells), len(cols), m.value_range, [f"t={tt}" for tt in ts], cols, label)
-            )
+        results.append(tools.one_step_denoise(m, image, int_list(t, "--t") or None, methods=one, **common))
     if "iterative" in methods:
-        t0 = strided[i_start]
-        x_t = edits.forward(m, x, [t0], g)[0]
-        frames: list[tuple[int, Tensor]] = [(t0, x_t)]
-
-        def keep(state: dict) -> None:
-            if (state["i"] - i_start + 1) % every == 0 and state["t_prev"] >= 0:
-                frames.append((state["t_prev"], state["x"]))
-
-        clean = edits.iterative_denoise(m, x_t, i_start, p, scale, strided, g, keep, **step_rule)
-        one_step = edits.one_step_denoise(m, x_t, t0, p, scale)
-        blurred = edits.blur(x_t, kernel, sigma)
-        cols = [f"t={tt}" for tt, _ in frames] + ["iterative", "one-step", "blur", "original"]
-        for j, label in enumerate(labels):
-            row = [f[j] for _, f in frames] + [clean[j], one_step[j], blurred[j], x[j]]
-            parts.append(
-                grid_image(torch.stack(row), len(row), m.value_range, None, cols, f"{label}: iterative from t={t0}")
-            )
-            singles[f"{_safe(label)}_iterative_from{t0}"] = clean[j]
-            for tt, f in frames:
-                singles[f"{_safe(label)}_iterative_frame_t{tt}"] = f[j]
-    finish(stack_vertically(parts), path, save_all, singles, m.value_range, force)
+        rule = dict(sampler=sampler, variance=variance, eta=eta)
+        results.append(tools.iterative_denoise(m, image, i_start, every, **common, **rule))
+    finish(stacked(results), path, save_all, force)
 
 
 def sdedit(
@@ -374,38 +248,16 @@ def sdedit(
 
     Example: diffusionlab sdedit --image docs/examples/drawing_seven.png --invert --prompt 3 --i-start 1,3,5,7,10,20 -n 2
     """
-    from diffusionlab import edits
-    from diffusionlab.figures import grid_image
-    from diffusionlab.sampling import check_i_start
+    from diffusionlab import edits, tools
 
     path = check_outputs(out, "sdedit.png", save_all, force)
     check_image_files(image)
-    step_rule = choose_step_rule(sampler, variance, eta)
+    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     starts = int_list(i_start, "--i-start") or list(edits.SDEDIT_I_STARTS)
-    strided = edits.default_timesteps(m)
-    for i in starts:
-        check_i_start(strided, i)
-    p = prompt_of(m, prompt)
-    x, labels = load_inputs(m, image, data_dir, invert)
-    check_batch(len(x) * n * len(starts), m.image_shape, "images x -n x --i-start")
-    xs = x.repeat_interleave(n, 0)
-    res = edits.sdedit(
-        m, xs, p, starts, scale, generator_for(seed), strided, **step_rule
-    )  # (len(starts), k*n, C, H, W)
-    cells, rows, singles = [], [], {}
-    for r in range(xs.shape[0]):
-        label = labels[r // n] + (f" #{r % n + 1}" if n > 1 else "")
-        rows.append(label)
-        cells += [res[s, r] for s in range(len(starts))] + [xs[r]]
-        for s, i in enumerate(starts):
-            singles[f"{_safe(label)}_istart{i}"] = res[s, r]
-    cols = [f"i={i} (t={strided[i]})" for i in starts] + ["original"]
-    scale_v = edits.default_scale(m) if scale is None else scale
-    grid = grid_image(
-        torch.stack(cells), len(cols), m.value_range, rows, cols, f"SDEdit, prompt {show_prompt(p)}, cfg {scale_v:g}"
-    )
-    finish(grid, path, save_all, singles, m.value_range, force)
+    rule = dict(sampler=sampler, variance=variance, eta=eta)
+    result = tools.sdedit(m, image, prompt, starts, n, scale, seed, data_dir, invert, **rule)
+    finish(result, path, save_all, force)
 
 
 def inpaint(
@@ -443,33 +295,15 @@ def inpaint(
 
     Example: diffusionlab inpaint --image test:0 --mask rect:0:14:0:28 --prompt 7 -n 4
     """
-    from diffusionlab import edits
-    from diffusionlab.figures import grid_image
-    from diffusionlab.images import load_mask
+    from diffusionlab import tools
 
     path = check_outputs(out, "inpaint.png", save_all, force)
     check_image_files(image, mask)
-    step_rule = choose_step_rule(sampler, variance, eta)
+    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
     m = open_model(model, device, model_dir, prompt_embeds, offload)
-    mk = load_mask(mask, m.image_shape).to(m.device)
-    p = prompt_of(m, prompt)
-    x, labels = load_inputs(m, image, data_dir, invert)
-    check_batch(len(x) * n, m.image_shape, "images x -n")
-    xs = x.repeat_interleave(n, 0)
-    res = edits.inpaint(m, xs, mk, p, scale, generator_for(seed), **step_rule)
-    lo, hi = m.value_range
-    mask_img = (lo + (hi - lo) * mk[0]).expand(m.image_shape)
-    cells, singles = [], {}
-    for j, label in enumerate(labels):
-        masked = x[j] * (1 - mk[0]) + lo * mk[0]
-        cells += [x[j], mask_img, masked] + [res[j * n + k] for k in range(n)]
-        for k in range(n):
-            singles[f"{_safe(label)}_inpaint_{k + 1}"] = res[j * n + k]
-    cols = ["original", "mask", "kept"] + [f"result {k + 1}" for k in range(n)]
-    grid = grid_image(
-        torch.stack(cells), len(cols), m.value_range, labels, cols, f"inpainting, prompt {show_prompt(p)}"
-    )
-    finish(grid, path, save_all, singles, m.value_range, force)
+    rule = dict(sampler=sampler, variance=variance, eta=eta)
+    result = tools.inpaint(m, image, mask, prompt, n, scale, seed, data_dir, invert, **rule)
+    finish(result, path, save_all, force)
 
 
 def anagram(
@@ -503,34 +337,17 @@ def anagram(
 
     Example: diffusionlab anagram --prompt 6 --prompt 9 --view rot180 -n 8 --out six_nine.png
     """
-    from diffusionlab import edits
-    from diffusionlab.figures import grid_image
-    from diffusionlab.views import get_view
+    from diffusionlab import tools
 
     if len(prompt or []) != 2:
         raise DiffusionLabError(
             f"anagram needs exactly two --prompt options (upright, viewed), got {len(prompt or [])}"
         )
     path = check_outputs(out, "anagram.png", save_all, force)
-    step_rule = choose_step_rule(sampler, variance, eta)
+    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
     m = open_model(model, device, model_dir, prompt_embeds, offload)
-    check_batch(n, m.image_shape)
-    v = get_view(view, m.image_shape, m.value_range, seed)
-    p1, p2 = prompts_of(m, prompt)
-    res = edits.anagram(m, p1, p2, v, n, scale, generator_for(seed), seed=seed, **step_rule)
-    viewed = v.apply(res)
-    grid = grid_image(
-        torch.cat([res, viewed]),
-        n,
-        m.value_range,
-        [f"{show_prompt(p1)} (upright)", f"{show_prompt(p2)} ({view})"],
-        None,
-        f"anagram, view {view}",
-    )
-    singles = {f"anagram_{k + 1}": res[k] for k in range(n)} | {
-        f"anagram_{k + 1}_{_safe(view)}": viewed[k] for k in range(n)
-    }
-    finish(grid, path, save_all, singles, m.value_range, force)
+    result = tools.anagram(m, prompt, view, n, scale, seed, sampler, variance, eta)
+    finish(result, path, save_all, force)
 
 
 def hybrid(
@@ -563,32 +380,15 @@ def hybrid(
 
     Example: diffusionlab hybrid --prompt 0 --prompt 1 -n 8 --out hybrid.png
     """
-    from diffusionlab import edits
-    from diffusionlab.figures import grid_image
-    from diffusionlab.filters import check_blur, lowpass, scaled_blur
+    from diffusionlab import tools
 
     if len(prompt or []) != 2:
         raise DiffusionLabError(f"hybrid needs exactly two --prompt options (low, high), got {len(prompt or [])}")
     path = check_outputs(out, "hybrid.png", save_all, force)
-    step_rule = choose_step_rule(sampler, variance, eta)
+    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
     m = open_model(model, device, model_dir, prompt_embeds, offload)
-    check_batch(n, m.image_shape)
-    k0, s0 = scaled_blur(m.image_shape[1])
-    k, s = kernel or k0, sigma or s0
-    check_blur(k, s, m.image_shape[1], m.image_shape[2])
-    p1, p2 = prompts_of(m, prompt)
-    res = edits.hybrid(m, p1, p2, n, s, k, scale, generator_for(seed), **step_rule)
-    far = lowpass(res, k, s)
-    grid = grid_image(
-        torch.cat([res, far]),
-        n,
-        m.value_range,
-        ["hybrid", f"low-pass ({show_prompt(p1)})"],
-        None,
-        f"hybrid: far {show_prompt(p1)}, near {show_prompt(p2)}; kernel {k}, sigma {s:g}",
-    )
-    singles = {f"hybrid_{j + 1}": res[j] for j in range(n)}
-    finish(grid, path, save_all, singles, m.value_range, force)
+    result = tools.hybrid(m, prompt, n, kernel, sigma, scale, seed, sampler, variance, eta)
+    finish(result, path, save_all, force)
 
 
 def register(app: typer.Typer) -> None:

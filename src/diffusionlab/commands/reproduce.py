@@ -56,10 +56,11 @@ def reproduce(
 
     Example: diffusionlab reproduce --out report --data-dir data/mnist
     """
+    from diffusionlab.model_registry import is_if_spec
     from diffusionlab.report import reproduce as run
 
     extra = {}
-    if model == "deepfloyd" or model.startswith("deepfloyd:"):
+    if is_if_spec(model):
         extra = {"model_dir": model_dir, "prompt_embeds": prompt_embeds, "offload": offload}
     result = run(
         out,

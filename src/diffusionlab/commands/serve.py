@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start the web UI (Gradio) on http://HOST:PORT: every Part A tool in a tab, with a model chooser."""
         from diffusionlab.app import Limits, serve
-        from diffusionlab.model import resolve_device
+        from diffusionlab.protocol import resolve_device
 
         resolve_device(device)  # a bad --device fails here, in one line
         models = list(model or [])

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from diffusionlab.checks import check_batch, check_count, check_output_file, check_output_folder, write_together
+from diffusionlab.checks import check_batch, check_count, check_output_file, write_together
 from diffusionlab.commands.common import (
     DeviceOpt,
     EtaOpt,
@@ -90,67 +90,34 @@ def train(
 
     Example: diffusionlab train denoiser --pure-noise --data-dir data/mnist   (what a one-step model makes of noise)
     """
-    from diffusionlab.data import load_split
-    from diffusionlab.distributed import destroy, init_from_env
-    from diffusionlab.model import resolve_device
-    from diffusionlab.partb import epoch_figures
-    from diffusionlab.testdigits import first_test_images
-    from diffusionlab.training import open_run, recipe
+    from diffusionlab import tools
 
-    config = recipe(
-        kind,
-        objective,
-        data=data,
-        epochs=epochs,
-        batch_size=batch_size,
-        hidden=hidden,
-        lr=lr,
-        num_steps=num_steps,
-        max_steps=max_steps,
-        seed=seed,
-        ema_decay=ema_decay,
-        sigma=sigma,
-        pure_noise=pure_noise or None,
-    )
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    suffix = "-flow" if objective == "flow" and kind != "denoiser" else ("-pure-noise" if pure_noise else "")
-    run_dir = out or Path("runs") / f"{data}-{kind}{suffix}"
-    check_output_folder(run_dir, "--out")  # a folder we can write, before the data is read (open_run: what is in it)
-    dev = resolve_device(device)
-    ctx, dev = init_from_env(dev)
-    split = load_split(data, "train", data_dir)
-    hook = None
-    if figures:
-        # the figures' test digits: from --data-dir or the cache like the train split, else the shipped sample
-        test_digits, _, source = first_test_images(data, 8, data_dir)
-        print(f"test images for the figures: {source}")
-        test_images = test_digits.float() / 255.0
-        final = config.epochs
-
-        def hook(event) -> None:
-            epoch_figures(event, test_images.to(dev), final)
-
-    trainer = open_run(
-        config,
-        run_dir,
-        resume,
-        device=dev,
-        data_dir=data_dir,
-        on_epoch_end=hook,
-        fast=fast,
-        compile=compile_,
-        log_every=log_every,
-        save_every=save_every,
+    recipe_values = dict(epochs=epochs, batch_size=batch_size, hidden=hidden, lr=lr, num_steps=num_steps)
+    recipe_values |= dict(
+        max_steps=max_steps, seed=seed, ema_decay=ema_decay, sigma=sigma, pure_noise=pure_noise or None
     )
-    try:
-        summary = trainer.run(split)
-    finally:
-        destroy(ctx)
-    if not ctx.is_main:
+    summary = tools.train(
+        kind,
+        objective,
+        data,
+        data_dir,
+        out,
+        resume,
+        figures,
+        device,
+        fast,
+        compile_,
+        log_every,
+        save_every,
+        **recipe_values,
+    )
+    if summary is None:  # not rank 0 under torchrun
         return
+    config, run_dir = summary["config"], summary["run_dir"]
     loss = f"{summary['loss']:.5f}" if summary["loss"] is not None else "n/a"
     where = f"epoch {summary['epoch']}"
     if summary["batch_in_epoch"]:  # stopped inside an epoch (--max-steps)
@@ -215,11 +182,12 @@ def sample(
 
     Example: diffusionlab sample --model mnist --prompt 3 --prompt seven -n 8 --out s.png
     """
+    from diffusionlab import tools
     from diffusionlab.distributed import destroy, init_from_env, sharded_generate
+    from diffusionlab.edits import default_scale
     from diffusionlab.figures import save_gif, save_grid
-    from diffusionlab.model import resolve_device
-    from diffusionlab.sampling import generate
-    from diffusionlab.schedule import full_timesteps, spaced_timesteps, strided_timesteps
+    from diffusionlab.protocol import resolve_device
+    from diffusionlab.tools.generate import sampling_timesteps
 
     out = check_output_file(out, force)
     if gif is not None:
@@ -230,35 +198,26 @@ def sample(
     step_rule = choose_step_rule(sampler, variance, eta)
     m = open_model(model, device, model_dir, prompt_embeds, offload, fast=False)
     prompts = list(prompt or [])
-    is_flow = getattr(m, "objective", "ddpm") == "flow"
-    big = m.schedule is not None and m.schedule.num_steps >= 1000
-    scale = cfg_scale if cfg_scale is not None else (7.0 if big else 5.0)
     if prompts and getattr(m, "num_classes", 1) == 0:
         raise DiffusionLabError(f"{getattr(m, 'name', model)} is not class-conditioned; drop --prompt")
     check_batch(n * max(1, len(prompts)), m.image_shape, "-n x --prompt")
     s2 = open_stage2(m, stage2_steps, noise_level) if stage2 else None  # checked before stage I runs
-    timesteps = None
-    if not is_flow:
-        T = m.schedule.num_steps
-        timesteps = spaced_timesteps(T, steps) if steps else (strided_timesteps(T) if big else full_timesteps(T))
+    scale = default_scale(m) if cfg_scale is None else cfg_scale
     frames: list | None = [] if gif else None
-    kwargs = dict(
-        step_rule=step_rule,
-        timesteps=timesteps,
-        flow_steps=steps,
-        frame_every=max(1, (len(timesteps) if timesteps else (steps or 300)) // 30),
-    )
     if fast:
         from diffusionlab.fastpath import accelerate
 
         accelerate(m, compile=compile_)
     if ctx.enabled:  # torchrun: each rank samples its share of the images; rank 0 gathers and writes them
+        ts = sampling_timesteps(m, steps)
+        every = max(1, (len(ts) if ts else (steps or 300)) // 30)
+        kwargs = dict(step_rule=step_rule, timesteps=ts, flow_steps=steps, frame_every=every)
         x = sharded_generate(m, prompts or None, n, scale, seed, ctx, frames, **kwargs)
         destroy(ctx)
         if not ctx.is_main:
             return
     else:
-        x = generate(m, prompts or None, n, scale, seed, frames=frames, **kwargs)
+        x = tools.sample(m, prompts, n, steps, scale, seed, frames, True, sampler, variance, eta).images
     if s2 is not None:
         from diffusionlab.models.deepfloyd import upscale
 

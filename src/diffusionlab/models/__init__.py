@@ -1,1 +1,1 @@
-"""Networks: the course UNet (blocks.py, unet.py) and the DeepFloyd IF adapter (deepfloyd.py, optional)."""
+"""Networks: the course UNet (blocks.py, unet.py) and the DeepFloyd IF adapter (deepfloyd/, optional)."""

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.progress import bar as progress_bar
 from diffusionlab.report.context import (
     FULL,
     IF_PROMPTS,
@@ -128,7 +128,7 @@ def reproduce(
         if train:
             ctx.runs, training = train_all(out, ctx, train_overrides, progress=progress)
         results: list[tuple[Section, SectionOut]] = []
-        bar = tqdm(chosen, desc="reproduce", unit="section", disable=not progress)
+        bar = progress_bar(chosen, progress, desc="reproduce", unit="section")
         for section in bar:
             bar.set_postfix_str(section.id)
             results.append((section, run_section(ctx, section)))

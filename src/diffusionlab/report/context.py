@@ -110,7 +110,7 @@ class Section:
 def weights_dir(override: str | Path | None = None) -> Path:
     """Where the shipped weights are: the argument, else model.shipped_weights_dir() ($DIFFUSIONLAB_WEIGHTS_DIR or
     the package's weights/ folder)."""
-    from diffusionlab.model import shipped_weights_dir
+    from diffusionlab.model_registry import shipped_weights_dir
 
     return Path(override) if override is not None else shipped_weights_dir()
 
@@ -157,7 +157,7 @@ class Context:
         model_kwargs: dict | None = None,
         download: bool = False,
     ) -> None:
-        from diffusionlab.model import resolve_device
+        from diffusionlab.protocol import resolve_device
 
         self.out_dir = out_dir
         self.fig_dir = out_dir / "figures"
@@ -264,7 +264,7 @@ class Context:
         return self.partb_model("mnist-class")
 
     def classifier(self, data: str):
-        from diffusionlab.evaluation import load_classifier
+        from diffusionlab.evaluation.classifier import load_classifier
 
         path = self.weights / f"{data}-classifier.safetensors"
         if not path.is_file():

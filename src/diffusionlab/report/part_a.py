@@ -11,6 +11,7 @@ from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import show_prompt, stack_vertically
+from diffusionlab.protocol import is_if_like
 from diffusionlab.report.context import IF_PROMPTS, Context, Figure, SectionOut
 
 
@@ -100,8 +101,7 @@ def sec_a0(ctx: Context, out: SectionOut) -> None:
     m = ctx.part_a_model()
     prompts = prompts_for(m)["a0"]
     scale = edits.default_scale(m)
-    T = m.schedule.num_steps
-    counts = ctx.budget.if_a0_counts if T >= 1000 else ctx.budget.a0_counts
+    counts = ctx.budget.if_a0_counts if is_if_like(m) else ctx.budget.a0_counts
     n = ctx.budget.a0_per_prompt
     last = None
     for count in counts:
@@ -126,7 +126,7 @@ def sec_a0(ctx: Context, out: SectionOut) -> None:
     out.settings["cfg"] = scale
     if hasattr(m, "stage2") and last is not None:  # DeepFloyd IF: stage II upsampling to 256 px
         try:
-            from diffusionlab.models.deepfloyd import upscale
+            from diffusionlab.upscale import upscale
 
             s2 = m.stage2()
             cond = s2.encode([p for p in prompts for _ in range(n)])

@@ -6,7 +6,7 @@ absent: a kill at any moment leaves either the previous state or the new one, ne
 and its JSON are exports made from the same step right after; resume never reads them (except from runs made
 before this file held the weights).
 
-Also here: the loss log (`loss.csv`) that tolerates a torn last row, and the cleanup of leftover temp files.
+Also here: the cleanup of the temp files an interrupted atomic write leaves.
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from diffusionlab.checkpoint import atomic_save_tensors, atomic_write_bytes
+from diffusionlab.checkpoint import atomic_save_tensors
 from diffusionlab.errors import DiffusionLabError
 
 STATE_NAME = "train_state.safetensors"
-LOG_NAME = "loss.csv"
-LOG_HEADER = ["step", "epoch", "loss", "lr"]
 
 
 @dataclass
@@ -177,39 +175,3 @@ def clean_temp_files(run_dir: Path) -> list[Path]:
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
-
-
-def read_log_rows(path: Path) -> list[dict]:
-    """The whole rows of loss.csv as dicts (step:int, epoch:int, loss:float, lr:float); a torn or garbled row is
-    skipped. Our rows are plain numbers, so lines are split on commas (no CSV quoting that could swallow rows)."""
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    header = [h.strip() for h in lines[0].split(",")] if lines else []
-    if lines and not {"step", "epoch", "loss", "lr"} <= set(header):
-        raise DiffusionLabError(
-            f"{path}: not a loss log of ours (first line {lines[0][:60]!r}; want step,epoch,loss,lr); move it away"
-        )
-    cols = [header.index(k) for k in ("step", "epoch", "loss", "lr")] if lines else []
-    rows = []
-    for line in lines[1:]:
-        fields = line.split(",")
-        if len(fields) != len(header):
-            continue  # a row cut short by a kill
-        try:
-            step, epoch, loss, lr = (fields[i] for i in cols)
-            rows.append({"step": int(step), "epoch": int(epoch), "loss": float(loss), "lr": float(lr)})
-        except ValueError:
-            continue  # garbage: not a logged step
-    return rows
-
-
-def truncate_log(path: Path, last_step: int) -> None:
-    """Keep the whole rows up to last_step: what the state says was trained (the rest is redone on resume)."""
-    if not path.is_file():
-        return
-    rows = [r for r in read_log_rows(path) if r["step"] <= last_step]
-    lines = [",".join(LOG_HEADER)]
-    lines += [f"{r['step']},{r['epoch']},{r['loss']:.6g},{r['lr']:.6g}" for r in rows]
-    # replaced atomically: a kill while resuming must not lose the log of the steps already trained
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())

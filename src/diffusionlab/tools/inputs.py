@@ -1,0 +1,116 @@
+"""What a tool takes from its user, made into tensors once for every front-end: the model (a name or a loaded
+one), images (test:N, a file, a PIL image or a tensor), prompts, the seed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from diffusionlab.errors import DiffusionLabError
+
+ImageInput = str | Path | Image.Image | Tensor
+
+
+def as_model(model: Any, device: str | None = None):
+    """A loaded model as it is; a name, run directory or checkpoint is loaded (diffusionlab.model.load_model)."""
+    if isinstance(model, str | Path):
+        from diffusionlab.model import load_model
+
+        return load_model(model, device)
+    return model
+
+
+def generator_for(seed: int) -> torch.Generator:
+    """Noise is drawn on the CPU so that a seed gives the same image on every device."""
+    return torch.Generator("cpu").manual_seed(int(seed))
+
+
+def _test_image(model, spec: str, data_dir: Path | None) -> tuple[Tensor, str]:
+    from diffusionlab.data import to_float
+    from diffusionlab.testdigits import load_test_images
+
+    data = getattr(model, "config", {}).get("data")
+    if data is None:
+        raise DiffusionLabError(f"--image {spec}: test:N needs one of our MNIST-like models; give a file")
+    try:
+        idx = int(spec[5:])
+    except ValueError:
+        raise DiffusionLabError(f"--image {spec}: N in test:N must be an integer") from None
+    test_image, _, source = load_test_images(data, [idx], data_dir)
+    return to_float(test_image, model.value_range), source
+
+
+def _tensor_image(model, x: Tensor) -> Tensor:
+    x = x.unsqueeze(0) if x.dim() == 3 else x
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(model.image_shape):
+        raise DiffusionLabError(
+            f"an image tensor must be (C, H, W) or (N, C, H, W) = {tuple(model.image_shape)}, got {tuple(x.shape)}"
+        )
+    return x.float()
+
+
+def load_inputs(
+    model, images: ImageInput | Sequence[ImageInput], data_dir: str | Path | None = None, invert: bool = False
+) -> tuple[Tensor, list[str], list[str]]:
+    """Images -> ((k, C, H, W) in the model's value range, a short label each, the test-image sources used).
+
+    test:N comes from diffusionlab.testdigits (data_dir, the cache or the shipped sample; never a download); files
+    and PIL images are resized and centre-cropped to the model's size; tensors are taken as in its value range.
+    invert turns black-on-white drawings into MNIST's white on black."""
+    from diffusionlab.images import load_image, pil_to_tensor
+
+    specs = list(images) if isinstance(images, list | tuple) else [images]
+    if not specs:
+        raise DiffusionLabError("no --image given; pass a PNG/JPEG file or test:N (test image N of the data set)")
+    lo, hi = model.value_range
+    out, labels, sources = [], [], []
+    for spec in specs:
+        if isinstance(spec, Tensor):
+            out.append(_tensor_image(model, spec))
+            labels += [f"image {len(labels) + k}" for k in range(out[-1].shape[0])]
+            continue
+        if isinstance(spec, Image.Image):
+            out.append(pil_to_tensor(spec, model.image_shape, model.value_range, invert))
+            labels.append(f"image {len(labels)}")
+            continue
+        spec = str(spec)
+        if spec.startswith("test:"):
+            x, source = _test_image(model, spec, Path(data_dir) if data_dir else None)
+            out.append(lo + hi - x if invert else x)
+            labels.append(f"test {spec[5:]}")
+            sources += [source] if source not in sources else []
+        else:
+            out.append(load_image(spec, model.image_shape, model.value_range, invert))
+            labels.append(Path(spec).stem[:12])
+    return torch.cat(out).to(model.device), labels, sources
+
+
+def prompt_of(model, prompt: str | None) -> str:
+    """The prompt, or the model's unconditional one; an unknown prompt fails here with the list of valid ones."""
+    from diffusionlab.edits import unconditional_prompt
+
+    p = unconditional_prompt(model) if prompt is None else prompt
+    model.encode([p])
+    return p
+
+
+def prompts_of(model, prompts: Sequence[str]) -> list[str]:
+    """Validate (and, for IF, cache the embeddings of) several prompts with ONE encode call: one T5 load at most."""
+    model.encode(list(prompts))
+    return list(prompts)
+
+
+def default_noise_levels(model) -> list[int]:
+    """T/4, T/2, 3T/4: the course's 250, 500, 750 for T = 1000 (75, 150, 225 for T = 300)."""
+    T = model.schedule.num_steps
+    return [T // 4, T // 2, 3 * T // 4]
+
+
+def safe_name(s: str) -> str:
+    """A label as part of a file name."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in s) or "none"

@@ -1,0 +1,77 @@
+"""Training as a tool (Part B): a course UNet from scratch with the course's recipe, into a run directory that
+resumes exactly. Under torchrun every rank calls this; rank 0 writes the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from diffusionlab.checks import check_output_folder
+
+
+def default_run_dir(kind: str, objective: str = "ddpm", data: str = "mnist", pure_noise: bool = False) -> Path:
+    suffix = "-flow" if objective == "flow" and kind != "denoiser" else ("-pure-noise" if pure_noise else "")
+    return Path("runs") / f"{data}-{kind}{suffix}"
+
+
+def train(
+    kind: str,
+    objective: str = "ddpm",
+    data: str = "mnist",
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    figures: bool = True,
+    device: str | None = None,
+    fast: bool = True,
+    compile: bool = True,
+    log_every: int = 50,
+    save_every: int | None = None,
+    **recipe_overrides: Any,
+) -> dict[str, Any]:
+    """Train `kind` (denoiser, time, class) with `objective` (ddpm, flow) on `data`; every recipe value
+    (epochs, batch_size, hidden, lr, num_steps, max_steps, seed, ema_decay, sigma, pure_noise) defaults to the
+    course's. Returns the summary (epoch, step, loss, seconds, run_dir) on rank 0, None on the other ranks.
+
+    Example: dl.train("class", data_dir="data/mnist", epochs=1, max_steps=50, out="runs/t")"""
+    from diffusionlab.data import load_split
+    from diffusionlab.distributed import destroy, init_from_env
+    from diffusionlab.model import resolve_device
+    from diffusionlab.partb import epoch_figures
+    from diffusionlab.testdigits import first_test_images
+    from diffusionlab.training import open_run, recipe
+
+    config = recipe(kind, objective, data=data, **recipe_overrides)
+    run_dir = Path(out) if out is not None else default_run_dir(kind, objective, data, bool(config.pure_noise))
+    check_output_folder(run_dir, "--out")  # a folder we can write, before the data is read
+    ctx, dev = init_from_env(resolve_device(device))
+    split = load_split(data, "train", data_dir)
+    hook = None
+    if figures:
+        # the figures' test digits: from data_dir or the cache like the train split, else the shipped sample
+        test_digits, _, source = first_test_images(data, 8, data_dir)
+        print(f"test images for the figures: {source}")
+        test_images = (test_digits.float() / 255.0).to(dev)
+
+        def hook(event) -> None:
+            epoch_figures(event, test_images, config.epochs)
+
+    trainer = open_run(
+        config,
+        run_dir,
+        resume,
+        device=dev,
+        data_dir=data_dir,
+        on_epoch_end=hook,
+        fast=fast,
+        compile=compile,
+        log_every=log_every,
+        save_every=save_every,
+    )
+    try:
+        summary = trainer.run(split)
+    finally:
+        destroy(ctx)
+    if not ctx.is_main:
+        return None
+    return {**summary, "run_dir": run_dir, "config": config}

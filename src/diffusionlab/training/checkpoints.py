@@ -1,0 +1,176 @@
+"""What a run writes to its folder and reads back: the resume state, the exported model beside it, the snapshots.
+
+train_state.safetensors (state.py) holds everything --resume needs in one atomic file; model.safetensors/.json is
+the exported model (EMA weights when EMA is on) of the same step, written right after it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from diffusionlab.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoint
+from diffusionlab.data import Split
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.models.unet import UNet
+from diffusionlab.training.config import model_config
+from diffusionlab.training.ema import ema_init, ema_state_dict
+from diffusionlab.training.losslog import LOG_NAME, truncate_log
+from diffusionlab.training.state import STATE_NAME, RunState, read_state, write_state
+
+if TYPE_CHECKING:
+    from diffusionlab.training.trainer import Trainer
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({_cpu_model()})"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(trainer: Trainer, split: Split, loss: float | None) -> dict:
+    """Where the weights came from: the command, data, position, device, and every session (resume) of the run."""
+    history = [*trainer.history, {**trainer.session, "to_step": trainer.step, "command": trainer.command}]
+    return {
+        "command": trainer.command,
+        "seed": trainer.config.seed,
+        "data": trainer.config.data,
+        "data_md5": split.md5,
+        "epoch": trainer.epoch,
+        "step": trainer.step,
+        "loss": loss,
+        "train_seconds": round(trainer.train_seconds, 2),
+        "device": device_name(trainer.device) if trainer.device.type == "cuda" else str(trainer.device),
+        "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ema_decay": trainer.config.ema_decay,
+        "weights": "ema" if trainer.ema is not None else "raw",
+        "history": history,
+    }
+
+
+def exported_state(trainer: Trainer) -> dict[str, Tensor]:
+    """The weights the run exports: the EMA when it is on, else the raw weights."""
+    return ema_state_dict(trainer.ema, trainer.net) if trainer.ema is not None else trainer.net.state_dict()
+
+
+def export_net(trainer: Trainer) -> UNet:
+    """The exported weights (EMA or raw) in a network of their own, for the epoch figures."""
+    if trainer.ema is None:
+        return trainer.net
+    net = UNet(trainer.config.unet_config()).to(trainer.device)
+    net.load_state_dict(exported_state(trainer))
+    return net.eval()
+
+
+def save_run(trainer: Trainer, split: Split, loss: float | None) -> Path:
+    """The resume state (one atomic file: the checkpoint), then the exported model made from the same step."""
+    config = model_config(trainer.config, provenance(trainer, split, loss))
+    opt = trainer.optimizer.state_dict()
+    meta = {
+        "epoch": trainer.epoch,
+        "step": trainer.step,
+        "batch_in_epoch": trainer.batch_in_epoch,
+        "train_seconds": trainer.train_seconds,
+        "param_groups": opt["param_groups"],
+        "lr_scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler else None,
+        "config": config["train"],
+        "loss": loss,
+        "history": config["provenance"]["history"],
+    }
+    noise_rng = trainer.noise_generator.get_state() if trainer.noise_generator is not trainer.generator else None
+    state = RunState(
+        meta,
+        trainer.generator.get_state(),
+        noise_rng,
+        trainer.perm,
+        raw=trainer.net.state_dict(),
+        ema=trainer.ema,
+        optimizer=opt["state"],
+    )
+    write_state(trainer.run_dir / STATE_NAME, state)
+    save_checkpoint(trainer.run_dir / WEIGHTS_NAME, exported_state(trainer), config)
+    return trainer.run_dir / WEIGHTS_NAME
+
+
+def save_snapshots(trainer: Trainer, split: Split, mean_loss: float | None) -> None:
+    """snapshots/epoch_E.safetensors (the exported weights) and, with EMA, snapshots/raw/epoch_E (raw weights)."""
+    config = model_config(trainer.config, provenance(trainer, split, mean_loss))
+    snapshots = trainer.run_dir / "snapshots"
+    save_checkpoint(snapshots / f"epoch_{trainer.epoch}.safetensors", exported_state(trainer), config)
+    if trainer.ema is not None:
+        raw_config = {**config, "name": f"{config['name']} (raw weights)"}
+        save_checkpoint(snapshots / "raw" / f"epoch_{trainer.epoch}.safetensors", trainer.net.state_dict(), raw_config)
+
+
+def load_run(trainer: Trainer, state: RunState | None = None) -> None:
+    """Continue a run from its state file alone (read here unless given): weights, EMA, optimizer, LR schedule, RNG
+    and position."""
+    state = state or read_state(trainer.run_dir / STATE_NAME)
+    meta = state.meta
+    _load_weights(trainer, state)
+    trainer.generator.set_state(state.rng)
+    if trainer.noise_generator is not trainer.generator:
+        if state.noise_rng is not None:
+            trainer.noise_generator.set_state(state.noise_rng)
+        else:  # a run started on another path: continue with a noise stream derived from the saved one
+            trainer.noise_generator.manual_seed(trainer.config.seed + 1_000_003 * meta["step"])
+    trainer.perm = state.perm
+    _load_optimizer(trainer, state)
+    trainer.epoch, trainer.step = meta["epoch"], meta["step"]
+    trainer.batch_in_epoch, trainer.train_seconds = meta["batch_in_epoch"], meta["train_seconds"]
+    trainer.history = list(meta.get("history") or [])
+    trainer.session["from_step"] = trainer.step
+    if trainer.dist.is_main:
+        truncate_log(trainer.run_dir / LOG_NAME, trainer.step)
+
+
+def _load_weights(trainer: Trainer, state: RunState) -> None:
+    raw, run_dir, step = state.raw, trainer.run_dir, state.meta["step"]
+    if raw is None:  # a state written before it held the weights: they are model.safetensors of the same step
+        raw, saved = load_checkpoint(run_dir)
+        if saved.get("provenance", {}).get("step") != step:
+            raise DiffusionLabError(
+                f"{run_dir}: cannot resume, model.safetensors is of step {saved.get('provenance', {}).get('step')} "
+                f"and train_state of step {step} (a write was cut short); start again from a snapshot"
+            )
+    try:
+        trainer.net.load_state_dict(raw)
+    except RuntimeError as e:
+        raise DiffusionLabError(
+            f"{run_dir}: cannot resume, the saved weights do not fit this run's network "
+            f"({str(e).strip().splitlines()[0]}); use the run's own command or another --out"
+        ) from None
+    if trainer.ema is not None:
+        trainer.ema = {k: v.to(trainer.device) for k, v in state.ema.items()} if state.ema else ema_init(trainer.net)
+
+
+def _load_optimizer(trainer: Trainer, state: RunState) -> None:
+    opt_state = {
+        idx: {name: (v.to(trainer.device) if name != "step" else v) for name, v in st.items()}
+        for idx, st in state.optimizer.items()
+    }
+    try:
+        trainer.optimizer.load_state_dict({"state": opt_state, "param_groups": state.meta["param_groups"]})
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise DiffusionLabError(
+            f"{trainer.run_dir / STATE_NAME}: its optimizer state does not fit this run's network ({e}); "
+            "start a new run with another --out"
+        ) from None
+    if trainer.lr_scheduler and state.meta["lr_scheduler"]:
+        trainer.lr_scheduler.load_state_dict(state.meta["lr_scheduler"])

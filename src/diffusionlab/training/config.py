@@ -1,0 +1,125 @@
+"""What a training run is: its config, the course's recipes (per-kind defaults) and the JSON beside the weights."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+from diffusionlab.data import dataset_info
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.models.unet import UNetConfig
+from diffusionlab.schedule import NoiseSchedule
+
+KINDS = ("denoiser", "time", "class")
+OBJECTIVES = ("ddpm", "flow")
+
+
+@dataclass
+class TrainConfig:
+    """A training run. `recipe(kind, objective)` gives the course's defaults."""
+
+    kind: str = "class"
+    objective: str = "ddpm"
+    data: str = "mnist"
+    epochs: int = 20
+    batch_size: int = 128
+    hidden: int = 64
+    lr: float = 1e-3
+    lr_gamma: float | None = 0.1 ** (1 / 20)  # ExponentialLR factor per epoch; None = constant
+    sigma: float = 0.5  # the denoiser's noise level
+    pure_noise: bool = False  # the denoiser maps pure noise z ~ N(0, I) to digits (Fall 2025 B1.2.3)
+    p_uncond: float = 0.1
+    num_steps: int = 300  # DDPM T
+    seed: int = 0
+    max_steps: int | None = None
+    snapshot_epochs: tuple[int, ...] = (1, 5, 20)
+    value_range: tuple[float, float] = (0.0, 1.0)
+    ema_decay: float = 0.999  # EMA of the weights (what the run exports); 0 = off, the raw weights are exported
+
+    def check(self) -> TrainConfig:
+        if self.kind not in KINDS:
+            raise DiffusionLabError(f"unknown model kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.objective not in OBJECTIVES:
+            raise DiffusionLabError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        dataset_info(self.data)
+        for name in ("epochs", "batch_size", "hidden", "num_steps"):
+            if getattr(self, name) < 1:
+                raise DiffusionLabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise DiffusionLabError(f"--lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise DiffusionLabError(f"--sigma must be a positive number, got {self.sigma}")
+        if self.pure_noise and self.kind != "denoiser":
+            raise DiffusionLabError(
+                "--pure-noise is for the single-step denoiser: diffusionlab train denoiser --pure-noise"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise DiffusionLabError(f"--ema-decay must be in [0, 1) (0 turns EMA off), got {self.ema_decay}")
+        return self
+
+    @property
+    def objective_name(self) -> str:
+        return "denoise" if self.kind == "denoiser" else self.objective
+
+    def unet_config(self) -> UNetConfig:
+        if self.kind == "denoiser":
+            return UNetConfig(self.hidden)
+        mul_time = self.objective == "flow" and self.kind == "time"  # the course's flow time model: Unflatten * t1
+        return UNetConfig(
+            self.hidden,
+            time_conditioned=True,
+            num_classes=10 if self.kind == "class" else 0,
+            time_mode="mul" if mul_time else "add",
+        )
+
+
+def recipe(kind: str = "class", objective: str = "ddpm", **overrides) -> TrainConfig:
+    """The course recipes (SPEC.md Part B), with any field overridden."""
+    if kind == "denoiser":
+        base = TrainConfig(
+            kind, "ddpm", epochs=5, batch_size=256, hidden=128, lr=1e-4, lr_gamma=None, snapshot_epochs=(1, 5)
+        )
+    elif objective == "flow":
+        base = TrainConfig(
+            kind,
+            "flow",
+            epochs=10,
+            batch_size=64,
+            hidden=64,
+            lr=1e-2,
+            lr_gamma=0.1 ** (1 / 10),
+            snapshot_epochs=(1, 5, 10),
+        )
+    else:
+        base = TrainConfig(kind, objective)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "epochs" in overrides and "lr_gamma" not in overrides and base.lr_gamma is not None:
+        # the LR decays by 10x over the whole run whatever its length, as the course's gamma = 0.1^(1/epochs)
+        overrides["lr_gamma"] = 0.1 ** (1 / overrides["epochs"])
+    return replace(base, **overrides).check()
+
+
+def model_config(config: TrainConfig, provenance: dict) -> dict:
+    """The JSON that goes beside the weights: enough to rebuild and use the model, and where it came from."""
+    info = dataset_info(config.data)
+    out = {
+        "kind": config.kind,
+        "objective": config.objective_name,
+        "name": f"{config.data}-{config.kind}"
+        + ("-flow" if config.objective == "flow" and config.kind != "denoiser" else ""),
+        "data": config.data,
+        "class_names": list(info.class_names),
+        "image_shape": [1, 28, 28],
+        "value_range": list(config.value_range),
+        "unet": config.unet_config().to_dict(),
+        "train": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        "provenance": provenance,
+    }
+    if config.kind != "denoiser" and config.objective == "ddpm":
+        out["schedule"] = NoiseSchedule.linear(config.num_steps).to_config()
+    if config.kind == "denoiser":
+        out["sigma"] = config.sigma
+        out["pure_noise"] = config.pure_noise
+        if config.pure_noise:
+            out["name"] = f"{config.data}-denoiser-pure-noise"
+    return out

@@ -1,0 +1,309 @@
+"""The Trainer: one loop for B1 (single-step denoiser), B2 (time DDPM), B2.4 (class DDPM) and B3 (flow matching).
+
+What differs between them is the loss (loss.py). State (weights, optimizer, LR schedule, RNG, position in the
+epoch) is checkpointed every epoch, every save_every steps and on a stop request, so `resume` continues exactly
+where the run stopped (checkpoints.py).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from diffusionlab.data import Split, load_split
+from diffusionlab.distributed import current, sync_batchnorm, wrap_ddp
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.fastpath import fast_dtype
+from diffusionlab.figures import plot_curves
+from diffusionlab.model import CourseModel
+from diffusionlab.models.unet import UNet
+from diffusionlab.progress import bar as progress_bar
+from diffusionlab.schedule import NoiseSchedule
+from diffusionlab.training.batches import draw_batch, new_permutation, steps_of
+from diffusionlab.training.checkpoints import (
+    device_name,
+    export_net,
+    exported_state,
+    load_run,
+    save_run,
+    save_snapshots,
+)
+from diffusionlab.training.config import TrainConfig, model_config
+from diffusionlab.training.ema import ema_decay_at, ema_init, ema_update
+from diffusionlab.training.loss import CallMode, training_loss
+from diffusionlab.training.losslog import LOG_NAME, LossLog, StepLosses, mean, read_loss_log
+from diffusionlab.training.state import RunState
+from diffusionlab.training.stop import StopAtBoundary, StopRequest
+
+
+@dataclass
+class EpochEnd:
+    """What the per-epoch hook receives."""
+
+    epoch: int
+    step: int
+    mean_loss: float
+    model: CourseModel
+    run_dir: Path
+    partial: bool = False  # True when max_steps ended the run inside an epoch
+
+
+@dataclass
+class Trainer:
+    """A run in a directory: train_state.safetensors (everything --resume needs, one atomic file), the exported
+    model.safetensors/.json (EMA weights when EMA is on), loss.csv, loss.png and snapshots/epoch_E.safetensors
+    (EMA) with snapshots/raw/epoch_E.safetensors (raw weights) at the snapshot epochs."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    data_dir: str | Path | None = None
+    progress: bool = True
+    on_epoch_end: object = None  # callable(EpochEnd) -> None, e.g. the Part B figures
+    command: str = field(default_factory=lambda: shlex.join(["diffusionlab", *sys.argv[1:]]))
+    fast: bool | None = None  # the fast path; None = on (bf16 autocast only where native, channels_last, ...)
+    compile: bool = True  # torch.compile the train step on the fast path (CUDA only; CUDA graphs on one GPU)
+    log_every: int = 50  # losses stay on the device and reach loss.csv (one row per step) every log_every steps
+    precision: str = "auto"  # "auto" (bf16 autocast on the fast path where native, else fp32), "fp32" or "bf16"
+    save_every: int | None = None  # also checkpoint every this many steps (a SIGKILL loses at most that many)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.device = torch.device(self.device)
+        self._check_options()
+        self.fast = True if self.fast is None else bool(self.fast)
+        self.dist = current()  # torch.distributed already initialised (torchrun): DDP over the ranks
+        # bf16 autocast on the fast path where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16/AMX)
+        self.autocast_dtype = fast_dtype(self.device, self.precision) if self.fast or self.precision == "bf16" else None
+        self.channels_last = self.fast
+        self._build_net_and_optimizer()
+        cuda_fast = self.fast and self.device.type == "cuda"
+        self.schedule = NoiseSchedule.linear(self.config.num_steps) if self.config.objective == "ddpm" else None
+        self.generator = torch.Generator("cpu").manual_seed(self.config.seed)  # permutations (+ noise off CUDA)
+        # on the CUDA fast path the per-step noise is drawn on the GPU (no host round trip); else the same generator
+        self.noise_generator = (
+            torch.Generator(self.device).manual_seed(self.config.seed) if cuda_fast else self.generator
+        )
+        self.train_net = wrap_ddp(self.net, self.device) if self.dist.enabled else self.net
+        self._graphs = False
+        if cuda_fast and self.compile:
+            # CUDA graphs (reduce-overhead) on one GPU; with DDP plain compilation (collectives do not go in a graph)
+            self._graphs = not self.dist.enabled
+            mode = "reduce-overhead" if self._graphs else None
+            self.train_net = torch.compile(self.train_net, mode=mode, dynamic=False)
+        self.epoch = 0  # completed epochs
+        self.step = 0  # completed optimizer steps
+        self.batch_in_epoch = 0
+        self.perm: Tensor | None = None
+        self.train_seconds = 0.0
+        self.last_losses: list[float] = []
+        self.history: list[dict] = []  # one entry per session of the run (resumes), the last one is this one
+        self.session = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "from_step": 0,
+            "device": device_name(self.device),
+            "threads": torch.get_num_threads(),
+            "precision": "bf16" if self.autocast_dtype is not None else "fp32",
+            "fast": self.fast,
+        }
+
+    def _check_options(self) -> None:
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise DiffusionLabError(f"unknown precision {self.precision!r}; choose auto, fp32 or bf16")
+        if self.log_every < 1:
+            raise DiffusionLabError(f"--log-every must be at least 1, got {self.log_every}")
+        if self.save_every is not None and self.save_every < 1:
+            raise DiffusionLabError(f"--save-every must be at least 1 step, got {self.save_every}")
+
+    def _build_net_and_optimizer(self) -> None:
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
+            torch.manual_seed(cfg.seed)
+            self.net = UNet(cfg.unet_config()).to(self.device)
+        if self.dist.enabled:  # global-batch BatchNorm statistics, so N ranks train what one process would
+            self.net = sync_batchnorm(self.net, self.device)
+        self.ema = ema_init(self.net) if cfg.ema_decay > 0 else None
+        fused = self.fast and self.device.type == "cuda"
+        self.optimizer = torch.optim.Adam(
+            self.net.parameters(), lr=cfg.lr, **({"fused": True} if fused else {"foreach": True})
+        )
+        self.lr_scheduler = (
+            torch.optim.lr_scheduler.ExponentialLR(self.optimizer, cfg.lr_gamma) if cfg.lr_gamma else None
+        )
+
+    # -- state (checkpoints.py) -----------------------------------------------------------------------------
+    def exported_state(self) -> dict[str, Tensor]:
+        """The weights the run exports: the EMA when it is on, else the raw weights."""
+        return exported_state(self)
+
+    def save(self, split: Split, loss: float | None) -> Path:
+        """The resume state (one atomic file), then the exported model made from the same step."""
+        return save_run(self, split, loss)
+
+    def load(self, state: RunState | None = None) -> None:
+        """Continue the run from its state file (read here unless given)."""
+        load_run(self, state)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def run(self, split: Split | None = None) -> dict:
+        """Train from where the run stands to its end (epochs or max_steps); a summary of where it stopped."""
+        with StopRequest() as stop:
+            return self._run(split or load_split(self.config.data, "train", self.data_dir), stop)
+
+    def _run(self, split: Split, stop: StopRequest) -> dict:
+        cfg, main = self.config, self.dist.is_main
+        images, labels = split.images.to(self.device), split.labels.to(self.device)  # batches are sliced from them
+        per_epoch, total = steps_of(len(split), cfg)
+        losses = StepLosses(LossLog(self.run_dir / LOG_NAME if main else None), self._bar(total), self.dist)
+        mean_loss = None
+        self.net.train()
+        self._tick = time.perf_counter()
+        try:
+            while self.epoch < cfg.epochs and self.step < total:
+                perm = self._epoch_permutation(len(split))
+                losses.bar.set_description(self._epoch_name())
+                while self.batch_in_epoch < per_epoch and self.step < total:
+                    if stop.signum is not None:  # a stop at a step boundary: the saved state is exact
+                        raise StopAtBoundary
+                    self._train_step(images, labels, perm, losses.steps, losses.values)
+                    losses.bar.update(1)
+                    if len(losses.steps) >= self.log_every:
+                        losses.flush()
+                    if self.save_every and self.step % self.save_every == 0 and self.batch_in_epoch < per_epoch:
+                        self._save_mid_epoch(split, losses)
+                losses.flush()
+                self._clock()
+                if self.batch_in_epoch < per_epoch:  # stopped by max_steps inside an epoch
+                    break
+                mean_loss = self._next_epoch(split, losses)
+        except KeyboardInterrupt as interrupt:
+            self._interrupted(interrupt, split, losses, mean_loss)
+            raise
+        finally:
+            losses.close()
+        return self._finish(split, losses, mean_loss, per_epoch)
+
+    def _finish(self, split: Split, losses: StepLosses, mean_loss: float | None, per_epoch: int) -> dict:
+        """After the loop: checkpoint a partial epoch, draw loss.png, and say where the run stands."""
+        if losses.epoch:  # a partial epoch (max_steps): still checkpoint it
+            mean_loss = mean(losses.epoch)
+            self.last_losses = losses.epoch
+            self._end_of_epoch(split, mean_loss, partial=True)
+        self.net.eval()
+        if self.dist.is_main:
+            cfg = self.config
+            curves = {"training loss": read_loss_log(self.run_dir / LOG_NAME)}
+            plot_curves(curves, self.run_dir / "loss.png", title=f"{cfg.data} {cfg.kind} {cfg.objective_name}")
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "batches_per_epoch": per_epoch,
+            "loss": mean_loss,
+            "run_dir": str(self.run_dir),
+            "seconds": self.train_seconds,
+        }
+
+    def _train_step(self, images: Tensor, labels: Tensor, perm: Tensor, pending: list, pending_losses: list) -> None:
+        """One optimizer step on batch batch_in_epoch of perm; its (step, epoch, lr) and loss go to the pending lists."""
+        cfg = self.config
+        x, y, shard = draw_batch(images, labels, perm, self.batch_in_epoch, cfg, self.dist)
+        if self._graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        mode = CallMode(self.autocast_dtype, self.channels_last)
+        loss = training_loss(self.train_net, x, y, cfg, self.schedule, self.noise_generator, shard=shard, mode=mode)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        self.batch_in_epoch += 1
+        if self.ema is not None:
+            ema_update(self.ema, self.net, ema_decay_at(cfg.ema_decay, self.step))
+        pending.append((self.step, self.epoch + 1, self.optimizer.param_groups[0]["lr"]))
+        pending_losses.append(loss.detach())
+
+    # -- the loop's pieces ----------------------------------------------------------------------------------
+    def _bar(self, total: int):
+        return progress_bar(
+            None,
+            self.progress and self.dist.is_main,
+            total=total,
+            initial=min(self.step, total),
+            desc=self._epoch_name(),
+            unit="step",
+        )
+
+    def _epoch_name(self) -> str:
+        return f"train {self.config.kind} epoch {self.epoch + 1}/{self.config.epochs}"
+
+    def _epoch_permutation(self, n_images: int) -> Tensor:
+        """This epoch's order on the device (one copy per epoch); a resumed run continues its saved one."""
+        if self.perm is None:
+            self.perm = new_permutation(n_images, self.generator)
+            self.batch_in_epoch = 0
+        return self.perm.to(self.device)
+
+    def _clock(self) -> None:
+        """Count the time since the last tick as training time."""
+        now = time.perf_counter()
+        self.train_seconds += now - self._tick
+        self._tick = now
+
+    def _save_mid_epoch(self, split: Split, losses: StepLosses) -> None:
+        losses.flush()
+        losses.log.flush()
+        self._clock()
+        if self.dist.is_main:
+            self.save(split, mean(losses.epoch))
+
+    def _next_epoch(self, split: Split, losses: StepLosses) -> float | None:
+        """Close the epoch just completed (LR step, checkpoint, hook); its mean loss."""
+        self.epoch += 1
+        self.perm = None
+        self.batch_in_epoch = 0
+        if self.lr_scheduler:
+            self.lr_scheduler.step()
+        mean_loss = mean(losses.epoch)
+        self.last_losses = losses.take_epoch()
+        losses.log.flush()
+        self._end_of_epoch(split, mean_loss)
+        self._tick = time.perf_counter()  # the epoch end's checkpoint and figures are not training time
+        return mean_loss
+
+    def _interrupted(self, interrupt: KeyboardInterrupt, split: Split, losses: StepLosses, mean_loss) -> None:
+        losses.flush(reduce=False)  # pending losses belong to completed steps; no collective (other ranks may be gone)
+        losses.close()
+        self._clock()
+        if not self.dist.is_main:
+            return
+        if isinstance(interrupt, StopAtBoundary):  # between two steps: exact, save it
+            self.save(split, mean_loss if mean_loss is not None else mean(losses.epoch))
+            print(
+                f"\ninterrupted: saved the run at step {self.step} in {self.run_dir}; continue with --resume",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                "\nstopped at once (inside a step): not saved; --resume continues from the last checkpoint",
+                file=sys.stderr,
+            )
+
+    def _end_of_epoch(self, split: Split, mean_loss: float, partial: bool = False) -> None:
+        if not self.dist.is_main:  # checkpoints and figures from rank 0 only
+            return
+        if not partial and self.epoch in self.config.snapshot_epochs:
+            # snapshots before the state: a kill in between makes --resume redo this epoch end and write them again
+            save_snapshots(self, split, mean_loss)
+        self.save(split, mean_loss)
+        if self.on_epoch_end is not None:
+            was_training = self.net.training
+            self.net.eval()
+            model = CourseModel(export_net(self), model_config(self.config, {}), self.device)
+            self.on_epoch_end(EpochEnd(self.epoch, self.step, mean_loss, model, self.run_dir, partial))
+            self.net.train(was_training)
