@@ -51,7 +51,7 @@ def main() -> None:
     from diffusionlab.evaluation.classifier import load_classifier
     from diffusionlab.evaluation.evaluate import evaluate_model
     from diffusionlab.fastpath import accelerate
-    from diffusionlab.model import load_model
+    from diffusionlab.model_registry import load_model
 
     model = load_model(args.model, "cpu")
     if not args.plain:
@@ -68,10 +68,14 @@ def main() -> None:
         for rule_text in args.rules.split(","):
             rule = parse_rule(rule_text)
             start = time.perf_counter()
-            s = evaluate_model(model, clf, args.n, args.cfg, steps, args.seed, test, train, progress=False, sampler=rule)
+            s = evaluate_model(
+                model, clf, args.n, args.cfg, steps, args.seed, test, train, progress=False, sampler=rule
+            )
             secs = time.perf_counter() - start
             fd, floor = s["frechet_distance"], s["frechet_distance_train_vs_test"]
-            rows.append({"rule": rule_text, "steps": steps, **{k: v for k, v in s.items() if k != "per_class_accuracy"}})
+            rows.append(
+                {"rule": rule_text, "steps": steps, **{k: v for k, v in s.items() if k != "per_class_accuracy"}}
+            )
             name = s["sampler"] + (" + clip" if rule.get("clip") else "")
             print(
                 f"| {name} | {steps} | {100 * s['conditional_accuracy']:.1f} % | {fd:.2f} | {fd / floor:.1f}x "

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from diffusionlab.checkpoint import load_checkpoint, save_checkpoint
-from diffusionlab.model import shipped_weights_dir
+from diffusionlab.model_registry import shipped_weights_dir
 
 
 def ship(run_dir: Path, name: str, snapshots: list[int], note: str | None = None) -> list[Path]:

@@ -39,7 +39,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {  # the form values of each tab, set smal
     "inpaint": dict(
         editor={"background": "digit"},
         prompt="",
-        fallback="course mask",
+        fallback="default mask",
         n=1,
         steps=2,
         scale=5.0,

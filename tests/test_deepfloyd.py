@@ -16,7 +16,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from diffusionlab.errors import DiffusionLabError  # noqa: E402
 from diffusionlab.guidance import cfg  # noqa: E402
-from diffusionlab.model import load_model  # noqa: E402
+from diffusionlab.model_registry import load_model  # noqa: E402
 from diffusionlab.models import deepfloyd  # noqa: E402
 from diffusionlab.models.deepfloyd import load_deepfloyd, load_prompt_embeds  # noqa: E402
 from diffusionlab.protocol import is_if_like, randn  # noqa: E402
@@ -313,7 +313,7 @@ def test_missing_weights_error(tmp_path, monkeypatch):
     with pytest.raises(DiffusionLabError) as e:
         load_deepfloyd("deepfloyd", device="cpu", model_dir=tmp_path)
     msg = str(e.value)
-    assert "\n" not in msg and "IF-I-XL-v1.0" in msg and "licence" in msg and "huggingface-cli login" in msg
+    assert "\n" not in msg and "IF-I-XL-v1.0" in msg and "licence" in msg and "hf auth login" in msg
     assert "GB" in msg
     with pytest.raises(DiffusionLabError, match="IF-I-L-v1.0"):
         load_deepfloyd("deepfloyd:L", device="cpu")
@@ -343,6 +343,7 @@ def test_cli_part_a_tools_on_tiny_if(tiny_if, tmp_path, capsys):
         "sdedit": ["sdedit", "--image", str(img), "--i-start", "30,33"],
         "inpaint": ["inpaint", "--image", str(img), "-p", "a rocket ship"],
         "sample": ["sample", "-p", "a photo of a dog", "-n", "2", "--steps", "5"],
+        "stage2": ["sample", "-p", "a photo of a dog", "-n", "1", "--steps", "3", "--stage2", "--stage2-steps", "2"],
         "noise": ["noise", "--image", str(img)],
         "denoise": ["denoise", "--image", str(img), "--method", "one-step"],
     }
@@ -352,6 +353,7 @@ def test_cli_part_a_tools_on_tiny_if(tiny_if, tmp_path, capsys):
             main([*args, *model, "--out", str(out)])
         assert e.value.code in (0, None), name
         assert out.is_file(), name
+    assert '"stage2": true' in Image.open(tmp_path / "stage2.png").text["diffusionlab"]  # sample --stage2 ran
     assert "wrote" in capsys.readouterr().out
 
 

@@ -122,10 +122,10 @@ def test_translate_is_sdedit_with_a_prompt(model):
 
 def test_anagram_identity_is_cfg_sampling_and_hybrid_same_prompt_is_too():
     m = GaussianDataModel(NoiseSchedule.linear(300))
-    want = edits.sample(m, 3, "ab", generator=gen(5), progress=False)
-    got = edits.anagram(m, "ab", "ab", "identity", 3, generator=gen(5), progress=False)
+    want = edits.sample(m, 3, "ab", scale=5.0, generator=gen(5), progress=False)
+    got = edits.anagram(m, "ab", "ab", "identity", 3, scale=5.0, generator=gen(5), progress=False)
     assert torch.allclose(got, want, atol=1e-5)
-    got = edits.hybrid(m, "ab", "ab", 3, generator=gen(5), progress=False)
+    got = edits.hybrid(m, "ab", "ab", 3, scale=5.0, generator=gen(5), progress=False)
     assert torch.allclose(got, want, atol=1e-5)
 
 
@@ -160,8 +160,8 @@ def test_load_image_any_mode_and_size(tmp_path):
 def test_masks(tmp_path):
     m = default_mask((3, 64, 64))
     assert m.shape == (1, 1, 64, 64) and m.sum() == 17 * 17 and m[0, 0, 2:19, 24:41].all()
-    m28 = default_mask((1, 28, 28))
-    assert m28.shape == (1, 1, 28, 28) and 0 < m28.sum() < 28 * 28
+    m28 = default_mask((1, 28, 28))  # at 28 px: over the top half of the digit, not the course's (background) spot
+    assert m28.shape == (1, 1, 28, 28) and m28.sum() == 10 * 20 and m28[0, 0, 4:14, 4:24].all()
     assert torch.equal(load_mask("rect:0:14:0:28", (1, 28, 28))[0, 0, :14], torch.ones(14, 28))
     arr = np.zeros((28, 28), np.uint8)
     arr[5:10, 5:10] = 255

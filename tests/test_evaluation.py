@@ -13,7 +13,6 @@ from conftest import SHARED_DATA, make_checkpoint, make_idx_dir
 from diffusionlab.cli import main
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.classifier import load_classifier, train_classifier
-from diffusionlab.evaluation.evaluate import evenly_spaced_timesteps
 from diffusionlab.evaluation.metrics import (
     anagram_success,
     conditional_accuracy,
@@ -22,7 +21,7 @@ from diffusionlab.evaluation.metrics import (
     frechet_from_stats,
     hybrid_scores,
 )
-from diffusionlab.model import shipped_weights_dir
+from diffusionlab.model_registry import shipped_weights_dir
 
 
 # -- Frechet distance ---------------------------------------------------------------------------------------
@@ -131,13 +130,6 @@ def test_hybrid_scores_hand_made() -> None:
     assert far_view(x).sub(0.45).abs().max() < 1e-5
     assert hybrid_scores(FirstPixel(), x, 4, 7) == {"far": 1.0, "near": 1.0, "success": 1.0}
     assert hybrid_scores(FirstPixel(), x, 7, 7) == {"far": 0.0, "near": 1.0, "success": 0.0}
-
-
-def test_evenly_spaced_timesteps() -> None:
-    assert evenly_spaced_timesteps(300, 4) == [299, 199, 100, 0]
-    assert evenly_spaced_timesteps(5, 50) == [4, 3, 2, 1, 0]
-    with pytest.raises(DiffusionLabError):
-        evenly_spaced_timesteps(300, 0)
 
 
 # -- the classifier -----------------------------------------------------------------------------------------
@@ -264,7 +256,7 @@ def test_ordered_pairs() -> None:
 def test_evaluate_model_flow(tiny_setup, tmp_path: Path) -> None:
     from diffusionlab.data import load_split
     from diffusionlab.evaluation.evaluate import evaluate_model
-    from diffusionlab.model import load_model
+    from diffusionlab.model_registry import load_model
 
     data_dir, clf_path = tiny_setup
     model = load_model(make_checkpoint(tmp_path / "flow_run", objective="flow"), "cpu")

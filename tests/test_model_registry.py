@@ -57,8 +57,6 @@ def test_old_names_still_import():
     assert model.Prediction is protocol.Prediction and model.DiffusionModel is protocol.DiffusionModel
     assert model.resolve_device is protocol.resolve_device and model.default_device is protocol.default_device
     assert sampling.randn is protocol.randn
-    assert model.load_model is reg.load_model and model.SHIPPED == reg.SHIPPED
-    assert model.shipped_path is reg.shipped_path and model.shipped_weights_dir is reg.shipped_weights_dir
 
 
 def _fake_if_folder(path: Path, index: bool = True) -> Path:

@@ -101,7 +101,7 @@ def test_the_python_api_refuses_bad_numbers_like_the_cli(tmp_path):
     """The same input rules in the API as on the command line: CFG scale finite and >= 0, n >= 1 and bounded."""
     from conftest import make_checkpoint
 
-    from diffusionlab.model import load_model
+    from diffusionlab.model_registry import load_model
 
     model = load_model(make_checkpoint(tmp_path / "run"), "cpu")
     for kwargs, message in (

@@ -18,7 +18,7 @@ from torch import Tensor
 from diffusionlab import guidance, sampling
 from diffusionlab.filters import gaussian_blur, scaled_blur
 from diffusionlab.protocol import DiffusionModel, is_if_like, randn
-from diffusionlab.schedule import add_noise, strided_timesteps
+from diffusionlab.schedule import add_noise
 from diffusionlab.views import View, get_view
 
 Prompt = str | Tensor
@@ -33,8 +33,8 @@ def default_scale(model: DiffusionModel) -> float:
 
 
 def default_timesteps(model: DiffusionModel) -> list[int]:
-    """range(990, -1, -30) for T = 1000, range(290, -1, -10) for T = 300."""
-    return strided_timesteps(model.schedule.num_steps)
+    """The course's strided schedule: range(990, -1, -30) for T = 1000, range(290, -1, -10) for T = 300."""
+    return sampling.timesteps_for(model, edit=True)
 
 
 def unconditional_prompt(model: DiffusionModel) -> str:

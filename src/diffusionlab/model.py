@@ -1,14 +1,13 @@
 """The adapter for the project's own checkpoints (CourseModel) behind the model protocol (diffusionlab.protocol).
 
 The protocol names (Prediction, DiffusionModel, default_device, resolve_device) live in diffusionlab.protocol and
-the spec -> model lookup (load_model, SHIPPED, shipped_path, shipped_weights_dir) in diffusionlab.model_registry;
-both stay importable from here for older code.
+stay importable from here for older code; the spec -> model lookup (load_model, SHIPPED, shipped_path,
+shipped_weights_dir) is diffusionlab.model_registry's, which imports this module (never the other way round).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,18 +17,6 @@ from diffusionlab.errors import DiffusionLabError
 from diffusionlab.models.unet import UNet, UNetConfig
 from diffusionlab.protocol import DiffusionModel, Prediction, default_device, resolve_device  # noqa: F401  (old home)
 from diffusionlab.schedule import NoiseSchedule
-
-_REGISTRY_NAMES = ("SHIPPED", "load_model", "shipped_path", "shipped_weights_dir")
-
-
-def __getattr__(name: str) -> Any:
-    """The registry's names, from their old home (imported on first use: the registry imports this module)."""
-    if name in _REGISTRY_NAMES:
-        from diffusionlab import model_registry
-
-        return getattr(model_registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 NULL_PROMPTS = ("", "none", "uncond", "unconditional", "null")

@@ -18,7 +18,14 @@ from diffusionlab.protocol import (
     predicts_variance,  # noqa: F401  (its old home; re-exported)
     randn,
 )
-from diffusionlab.schedule import check_timesteps, dynamic_threshold, full_timesteps, predict_x0
+from diffusionlab.schedule import (
+    check_timesteps,
+    dynamic_threshold,
+    full_timesteps,
+    predict_x0,
+    spaced_timesteps,
+    strided_timesteps,
+)
 from diffusionlab.steps import make_step_rule, needs_noise
 
 # our models' default step rule: DDPM steps with "auto" variance = Algorithm B.2's beta on single steps (all T
@@ -41,6 +48,22 @@ def sampler_defaults(model: DiffusionModel, overrides: dict[str, Any] | None = N
     else:
         rule = {**OUR_SAMPLER, "threshold": None}
     return {**rule, **(overrides or {})}
+
+
+def timesteps_for(model: DiffusionModel, steps: int | None = None, edit: bool = False) -> list[int]:
+    """The one place a model's timesteps are chosen (CLI, tools, report, web UI, evaluation).
+
+    steps None: Part A edits (edit=True) walk the course's strided schedule (990, 960, ... for IF; 290, 280, ...
+    for T = 300); sampling walks every step for our DDPMs (Algorithm B.2) and the strided ones for IF.
+    A count: the model's own spacing when it has one (IF's scheduler), else evenly spaced from T-1 down to 0."""
+    T = model.schedule.num_steps
+    if steps is None:
+        return strided_timesteps(T) if edit or is_if_like(model) else full_timesteps(T)
+    check_count(steps, "--steps")
+    own = getattr(model, "timesteps", None)
+    if callable(own):
+        return list(own(steps))
+    return spaced_timesteps(T, steps)
 
 
 def one_step(model: DiffusionModel, x_t: Tensor, t: int, estimator: Estimator) -> Tensor:

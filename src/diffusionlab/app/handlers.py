@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from diffusionlab import sampling
 from diffusionlab.app.inputs import (
     Outputs,
     as_float,
@@ -23,7 +24,6 @@ from diffusionlab.app.inputs import (
     parse_prompts,
     seed_value,
     settings_text,
-    timesteps_for,
 )
 from diffusionlab.app.registry import Limits, ModelRegistry
 from diffusionlab.errors import DiffusionLabError
@@ -60,7 +60,7 @@ def _prompt(text: str | None) -> str | None:
 
 
 def _generator(seed: int) -> torch.Generator:
-    from diffusionlab.commands.common import generator_for
+    from diffusionlab.tools.inputs import generator_for
 
     return generator_for(seed)
 
@@ -90,12 +90,23 @@ class Handlers:
             raise DiffusionLabError(f"{n} images x {per} prompts is more than the limit of {self.limits.max_images}")
         return n
 
+    def num_steps(self, model_value: str | None) -> int:
+        """The chosen model's T, for the sliders' ranges (1000, IF's, when it cannot be told without loading IF)."""
+        if not model_value or model_value.startswith("deepfloyd"):
+            return 1000
+        try:
+            model = self.registry.get(model_value)
+        except DiffusionLabError:
+            return 1000
+        schedule = getattr(model, "schedule", None)
+        return schedule.num_steps if schedule is not None else 1000
+
     def _steps(self, steps: Any, model) -> int:
         return as_int(steps, "steps", 1, min(self.limits.max_steps, model.schedule.num_steps))
 
     # -- Generate (A0, A1.5, A1.6) ------------------------------------------------------------------------------
     def generate(self, model_value, prompts, n, steps, scale, seed):
-        from diffusionlab import edits, sampling
+        from diffusionlab import edits
 
         plist = parse_prompts(prompts)
         n = self._n(n, len(plist))
@@ -104,19 +115,15 @@ class Handlers:
         seed = seed_value(seed)
 
         def work(model):
-            gen = _generator(seed)
-            objective = getattr(model, "objective", "ddpm")
-            if objective == "flow":
-                cond = model.encode([p for p in plist for _ in range(n)])
-                x = sampling.flow_sample(model, n * len(plist), steps, cond, model.null(1), scale, generator=gen)
-                return x, steps
-            check_ddpm(model, "sampling")
-            if steps > model.schedule.num_steps:
-                raise DiffusionLabError(f"steps must be at most {model.schedule.num_steps} for this model")
-            conds = model.encode([p if p else edits.unconditional_prompt(model) for p in plist for _ in range(n)])
-            ts = timesteps_for(model, steps)
-            x = edits.sample(model, n * len(plist), conds, scale, ts, gen)
-            return x, len(ts)
+            from diffusionlab import tools
+
+            if getattr(model, "objective", "ddpm") != "flow":
+                check_ddpm(model, "sampling")
+                if steps > model.schedule.num_steps:
+                    raise DiffusionLabError(f"steps must be at most {model.schedule.num_steps} for this model")
+            prompts = [p if p else edits.unconditional_prompt(model) for p in plist]
+            r = tools.sample(model, prompts, n, steps, scale, seed)
+            return r.images, steps
 
         x, used = self._run(model_value, work)
         model = self.registry.get(model_value)
@@ -134,8 +141,8 @@ class Handlers:
 
         im = open_upload(upload, self.limits)
         t = as_int(t, "t", 0, 10_000)
-        kernel = as_int(kernel, "blur kernel", 1, 99)
-        sigma = as_float(sigma, "blur sigma", 0.01, 50.0)
+        kernel = None if kernel in (None, "") else as_int(kernel, "blur kernel", 1, 99)
+        sigma = None if sigma in (None, "") else as_float(sigma, "blur sigma", 0.01, 50.0)
         scale = as_float(scale, "CFG scale", 0.0, 50.0)
         seed = seed_value(seed)
 
@@ -158,7 +165,13 @@ class Handlers:
         x0, x_t, blurred, one, it, t_iter = self._run(model_value, work)
         model = self.registry.get(model_value)
         st = self._base(
-            model_value, tool="noise", t=t, blur=f"{kernel}/{sigma}", prompt=prompt or "(none)", cfg=scale, seed=seed
+            model_value,
+            tool="noise",
+            t=t,
+            blur=f"{kernel or 'scaled'}/{sigma or 'scaled'}",
+            prompt=prompt or "(none)",
+            cfg=scale,
+            seed=seed,
         )
         names = ("original", "noisy", "blur", "one-step", "iterative")
         files = [
@@ -225,10 +238,10 @@ class Handlers:
             mask = mask_from_layers(layers, background.size, model)
             how = "painted"
             if mask is None:
-                if fallback != "course mask":
+                if fallback not in ("default mask", "course mask"):  # "course mask": its name before
                     raise DiffusionLabError("no mask: paint over the part to replace with the brush")
-                mask, how = images.default_mask(model.image_shape).to(model.device), "course mask"
-            ts = timesteps_for(model, self._steps(steps, model))
+                mask, how = images.default_mask(model.image_shape).to(model.device), "default mask"
+            ts = sampling.timesteps_for(model, self._steps(steps, model))
             out = edits.inpaint(model, x0.expand(n, *x0.shape[1:]), mask, _prompt(prompt), scale, _generator(seed), ts)
             return x0, mask, out, how
 
@@ -259,7 +272,7 @@ class Handlers:
         def work(model):
             check_ddpm(model, "visual anagrams")
             v = get_view(str(view), model.image_shape, model.value_range, seed)
-            ts = timesteps_for(model, self._steps(steps, model))
+            ts = sampling.timesteps_for(model, self._steps(steps, model))
             x = edits.anagram(model, prompt1 or "", prompt2 or "", v, n, scale, _generator(seed), ts, seed=seed)
             return x, v.apply(x)
 
@@ -297,7 +310,7 @@ class Handlers:
 
         def work(model):
             check_ddpm(model, "hybrid images")
-            ts = timesteps_for(model, self._steps(steps, model))
+            ts = sampling.timesteps_for(model, self._steps(steps, model))
             return edits.hybrid(
                 model, low_prompt or "", high_prompt or "", n, sigma, kernel, scale, _generator(seed), ts
             )

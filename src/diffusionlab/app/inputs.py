@@ -222,20 +222,6 @@ def seed_value(seed: Any) -> int:
     return parse_seed(seed, "seed (-1 for a random one)")
 
 
-def timesteps_for(model, steps: int) -> list[int]:
-    """`steps` strided timesteps of the model, from the course's start (e.g. 290 for T = 300) down to 0."""
-    from diffusionlab.schedule import strided_timesteps
-
-    full = strided_timesteps(model.schedule.num_steps)
-    if steps == len(full):
-        return full
-    start = full[0]
-    if steps == 1:
-        return [start]
-    ts = sorted({round(start - i * start / (steps - 1)) for i in range(steps)}, reverse=True)
-    return ts
-
-
 def check_ddpm(model, what: str) -> None:
     require = getattr(model, "require", None)
     if require is not None:

@@ -1,23 +1,19 @@
-"""Pieces shared by the commands: seeds, the summary line, the options every command shares (their values are
-checked while the command line is parsed, by the rules in diffusionlab.checks)."""
+"""Pieces shared by the commands: the summary line, the --model loader, the options every command shares (their
+values are checked while the command line is parsed, by the rules in diffusionlab.checks)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
-import torch
+import typer
 
 from diffusionlab import checks
 
 
 def register(app) -> None:  # this module holds helpers, no commands
     return None
-
-
-def generator_for(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """Noise is drawn on the CPU so that a seed gives the same image on every device."""
-    return torch.Generator("cpu").manual_seed(int(seed))
 
 
 def wrote(*paths: str | Path, what: str = "wrote") -> None:
@@ -43,10 +39,6 @@ def seed_callback(value: int) -> int:
 
 
 # -- options every model-using command shares (typer Annotated types) ---------------------------------------
-from typing import Annotated  # noqa: E402
-
-import typer  # noqa: E402
-
 ModelOpt = Annotated[
     str,
     typer.Option(
@@ -81,14 +73,11 @@ def open_model(
     offload: bool = False,
     fast: bool = True,
 ):
-    """--model and its DeepFloyd options -> a model that follows the protocol (see diffusionlab.model); our UNets
-    on the inference fast path unless fast=False (--plain)."""
-    from diffusionlab.model_registry import is_if_spec, load_model
+    """--model and its DeepFloyd options -> a model that follows the protocol (model_registry.load_model, which
+    gives the IF options to IF only); our UNets on the inference fast path unless fast=False (--plain)."""
+    from diffusionlab.model_registry import load_model
 
-    extra = {}
-    if is_if_spec(model):
-        extra = {"model_dir": model_dir, "prompt_embeds": prompt_embeds, "offload": offload}
-    return load_model(model, device, fast=fast, **extra)
+    return load_model(model, device, fast=fast, model_dir=model_dir, prompt_embeds=prompt_embeds, offload=offload)
 
 
 # -- the step rule of the sampler loop (every sampling command) ----------------------------------------------

@@ -154,7 +154,13 @@ def denoise(
     method: Annotated[
         list[str] | None, typer.Option("--method", help="blur, one-step, iterative (repeat; default all three).")
     ] = None,
-    i_start: Annotated[int, typer.Option("--i-start", help="Iterative: index into the strided timesteps.")] = 10,
+    i_start: Annotated[
+        int | None,
+        typer.Option(
+            "--i-start",
+            help="Iterative: index into the strided timesteps (default 10 for IF, as the course; 15 at 28 px).",
+        ),
+    ] = None,
     every: Annotated[int, typer.Option("--every", help="Iterative: show every k-th step.")] = 5,
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Condition (default: unconditional).")] = None,
     scale: Annotated[
@@ -180,12 +186,13 @@ def denoise(
     """Denoise a noised image: blur (A1.2), one-step estimate (A1.3), iterative strided DDPM (A1.4).
 
     blur/one-step: original | noisy | estimate at each --t. iterative: starts at the strided timestep i_start
-    (t = 690 for IF, 190 for T = 300 models), shows every --every step and compares with one-step and blur there.
+    (default 10, t = 690, for IF; 15, t = 140, for T = 300 models: docs/parta_28px.md), shows every --every step and compares with one-step and blur there.
 
     Example: diffusionlab denoise --image test:0 --method one-step --method iterative
     """
     from diffusionlab import edits, tools
     from diffusionlab.sampling import check_i_start
+    from diffusionlab.tools.image import default_i_start
     from diffusionlab.tools.inputs import generator_for
     from diffusionlab.tools.result import stacked
 
@@ -200,7 +207,7 @@ def denoise(
     choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     if "iterative" in methods:
-        check_i_start(edits.default_timesteps(m), i_start)
+        check_i_start(edits.default_timesteps(m), default_i_start(m) if i_start is None else i_start)
     if "blur" in methods or "iterative" in methods:
         edits.blur(torch.zeros(1, *m.image_shape), kernel, sigma)  # a bad --kernel/--sigma fails now, not after
     g = generator_for(seed)  # one stream through the methods, as before the tool layer

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         device: DeviceOpt = "auto",
         max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="Upload size limit.")] = 10,
-        max_images: Annotated[int, typer.Option("--max-images", help="Images per request limit.")] = 16,
+        max_images: Annotated[int, typer.Option("--max-images", help="Images per request limit.")] = 40,
     ) -> None:
         """Start the web UI (Gradio) on http://HOST:PORT: every Part A tool in a tab, with a model chooser."""
         from diffusionlab.app import Limits, serve

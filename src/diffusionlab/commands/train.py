@@ -20,7 +20,6 @@ from diffusionlab.commands.common import (
     SeedOpt,
     VarianceOpt,
     cfg_callback,
-    generator_for,
     n_callback,
     open_model,
     steps_callback,
@@ -29,54 +28,108 @@ from diffusionlab.commands.common import (
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.steps import choose_step_rule
 
+# -- `train` options (typer Annotated types, one per option; the values default to the course recipe) ------------
+KindArg = Annotated[str, typer.Argument(help="denoiser (B1), time (B2) or class (B2.4).")]
+ObjectiveOpt = Annotated[str, typer.Option(help="ddpm (predict the noise) or flow (flow matching, B3).")]
+DataOpt = Annotated[str, typer.Option(help="mnist or fashion-mnist.")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option(help="Folder with the four IDX files (.gz or raw); else the cache, downloaded once.")
+]
+EpochsOpt = Annotated[int | None, typer.Option(help="Epochs (course: denoiser 5, DDPM 20, flow 10).")]
+BatchSizeOpt = Annotated[int | None, typer.Option(help="Batch size (course: 256, 128, 64).")]
+HiddenOpt = Annotated[int | None, typer.Option(help="UNet width D (course: 128 denoiser, 64 otherwise).")]
+LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate (course: 1e-4, 1e-3, 1e-2).")]
+NumStepsOpt = Annotated[int | None, typer.Option(help="DDPM T (course: 300).")]
+SigmaOpt = Annotated[float | None, typer.Option(help="Denoiser: training noise level, z = x + sigma eps (0.5).")]
+PureNoiseOpt = Annotated[
+    bool, typer.Option("--pure-noise", help="Denoiser: learn to map pure noise z ~ N(0, I) to digits (B1.2.3).")
+]
+MaxStepsOpt = Annotated[int | None, typer.Option(help="Stop after this many optimizer steps (quick runs).")]
+RunOutOpt = Annotated[Path | None, typer.Option(help="Run directory (default runs/<data>-<kind>[-flow]).")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")]
+FiguresOpt = Annotated[bool, typer.Option(help="Write the Part B figures into the run directory.")]
+TrainFastOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fast/--plain",
+        help="Fast path, the default: bf16 autocast only where the device has native bf16 (else fp32), "
+        "channels_last, foreach Adam; on CUDA also CUDA graphs and fused Adam. --plain: eager fp32, as the course.",
+    ),
+]
+TrainCompileOpt = Annotated[
+    bool, typer.Option("--compile/--no-compile", help="torch.compile the train step on the CUDA fast path.")
+]
+LogEveryOpt = Annotated[int, typer.Option(help="Losses reach loss.csv (still one row per step) every this many steps.")]
+EmaDecayOpt = Annotated[
+    float | None,
+    typer.Option(help="EMA of the weights (exported and sampled; raw ones in snapshots/raw): decay, 0 = off."),
+]
+SaveEveryOpt = Annotated[
+    int | None,
+    typer.Option(help="Also checkpoint every N steps inside an epoch: a SIGKILL then loses at most N steps."),
+]
+ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads for torch (default: one per core).", min=1)]
+
+# -- `sample` options ----------------------------------------------------------------------------------------------
+PromptsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--prompt", "-p", help="Prompt(s): a class ('3', 'three', 'sneaker') or text (IF)."),
+]
+NOpt = Annotated[int, typer.Option("-n", help="Images per prompt.", callback=n_callback)]
+StepsOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Sampling steps (default: all T for our DDPMs, 34 strided for IF, 300/50 Euler for flow).",
+        callback=steps_callback,
+    ),
+]
+CfgOpt = Annotated[
+    float | None, typer.Option("--cfg", help="CFG scale (default 5 for our models, 7 for IF).", callback=cfg_callback)
+]
+GridOutOpt = Annotated[Path, typer.Option(help="Output grid PNG.")]
+GifOpt = Annotated[Path | None, typer.Option(help="Also write a GIF of the sampling process.")]
+Stage2Opt = Annotated[
+    bool, typer.Option("--stage2", help="DeepFloyd IF: upsample the 64 px results to 256 px with stage II.")
+]
+Stage2StepsOpt = Annotated[int, typer.Option(help="Stage-II steps (IF default 50).")]
+NoiseLevelOpt = Annotated[int, typer.Option(help="Stage-II noise level of the low-res image (IF default 250).")]
+SampleFastOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fast/--plain",
+        help="Fast path for our UNets, the default: BatchNorm folded into the convolutions, channels_last, bf16 "
+        "autocast only where the device has native bf16, CUDA graphs on CUDA. --plain: the network as trained.",
+    ),
+]
+SampleCompileOpt = Annotated[
+    bool, typer.Option("--compile/--no-compile", help="torch.compile the model call on the CUDA fast path.")
+]
+
 
 def train(
-    kind: Annotated[str, typer.Argument(help="denoiser (B1), time (B2) or class (B2.4).")],
-    objective: Annotated[str, typer.Option(help="ddpm (predict the noise) or flow (flow matching, B3).")] = "ddpm",
-    data: Annotated[str, typer.Option(help="mnist or fashion-mnist.")] = "mnist",
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Folder with the four IDX files (.gz or raw); else the cache, downloaded once.")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (course: denoiser 5, DDPM 20, flow 10).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size (course: 256, 128, 64).")] = None,
-    hidden: Annotated[int | None, typer.Option(help="UNet width D (course: 128 denoiser, 64 otherwise).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate (course: 1e-4, 1e-3, 1e-2).")] = None,
-    num_steps: Annotated[int | None, typer.Option(help="DDPM T (course: 300).")] = None,
-    sigma: Annotated[
-        float | None, typer.Option(help="Denoiser: training noise level, z = x + sigma eps (0.5).")
-    ] = None,
-    pure_noise: Annotated[
-        bool, typer.Option("--pure-noise", help="Denoiser: learn to map pure noise z ~ N(0, I) to digits (B1.2.3).")
-    ] = False,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps (quick runs).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<data>-<kind>[-flow]).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
+    kind: KindArg,
+    objective: ObjectiveOpt = "ddpm",
+    data: DataOpt = "mnist",
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    hidden: HiddenOpt = None,
+    lr: LrOpt = None,
+    num_steps: NumStepsOpt = None,
+    sigma: SigmaOpt = None,
+    pure_noise: PureNoiseOpt = False,
+    max_steps: MaxStepsOpt = None,
+    out: RunOutOpt = None,
+    resume: ResumeOpt = False,
     seed: SeedOpt = 0,
-    figures: Annotated[bool, typer.Option(help="Write the Part B figures into the run directory.")] = True,
+    figures: FiguresOpt = True,
     device: DeviceOpt = "auto",
-    fast: Annotated[
-        bool,
-        typer.Option(
-            "--fast/--plain",
-            help="Fast path, the default: bf16 autocast only where the device has native bf16 (else fp32), "
-            "channels_last, foreach Adam; on CUDA also CUDA graphs and fused Adam. --plain: eager fp32, as the course.",
-        ),
-    ] = True,
-    compile_: Annotated[
-        bool, typer.Option("--compile/--no-compile", help="torch.compile the train step on the CUDA fast path.")
-    ] = True,
-    log_every: Annotated[
-        int, typer.Option(help="Losses reach loss.csv (still one row per step) every this many steps.")
-    ] = 50,
-    ema_decay: Annotated[
-        float | None,
-        typer.Option(help="EMA of the weights (exported and sampled; raw ones in snapshots/raw): decay, 0 = off."),
-    ] = None,
-    save_every: Annotated[
-        int | None,
-        typer.Option(help="Also checkpoint every N steps inside an epoch: a SIGKILL then loses at most N steps."),
-    ] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: one per core).", min=1)] = None,
+    fast: TrainFastOpt = True,
+    compile_: TrainCompileOpt = True,
+    log_every: LogEveryOpt = 50,
+    ema_decay: EmaDecayOpt = None,
+    save_every: SaveEveryOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train a course UNet from scratch with the course recipe (SPEC Part B); every default is the course's.
 
@@ -115,8 +168,12 @@ def train(
         save_every,
         **recipe_values,
     )
-    if summary is None:  # not rank 0 under torchrun
-        return
+    if summary is not None:  # None: not rank 0 under torchrun
+        _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    """The line `train` ends with, and the files it wrote."""
     config, run_dir = summary["config"], summary["run_dir"]
     loss = f"{summary['loss']:.5f}" if summary["loss"] is not None else "n/a"
     where = f"epoch {summary['epoch']}"
@@ -126,51 +183,32 @@ def train(
         f"trained {config.data} {config.kind} {config.objective_name}: {where}, step {summary['step']} in all, "
         f"mean loss {loss}, {summary['seconds']:.1f} s of training"
     )
-    wrote(run_dir / "model.safetensors", run_dir / "loss.csv", run_dir / "loss.png", run_dir / "figures")
+    figures = sorted((run_dir / "figures").glob("*.*"))
+    shown = [f"{len(figures)} figures in {run_dir / 'figures'}"] if figures else []
+    wrote(run_dir / "model.safetensors", run_dir / "loss.csv", run_dir / "loss.png", *shown)
+    if not figures and summary["batch_in_epoch"]:
+        print("no figures yet: they are drawn at the end of an epoch, and this run stopped inside one")
 
 
 def sample(
     model: ModelOpt = "mnist",
-    prompt: Annotated[
-        list[str] | None,
-        typer.Option("--prompt", "-p", help="Prompt(s): a class ('3', 'three', 'sneaker') or text (IF)."),
-    ] = None,
-    n: Annotated[int, typer.Option("-n", help="Images per prompt.", callback=n_callback)] = 4,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            help="Sampling steps (default: all T for our DDPMs, 34 strided for IF, 300/50 Euler for flow).",
-            callback=steps_callback,
-        ),
-    ] = None,
-    cfg_scale: Annotated[
-        float | None,
-        typer.Option("--cfg", help="CFG scale (default 5 for our models, 7 for IF).", callback=cfg_callback),
-    ] = None,
+    prompt: PromptsOpt = None,
+    n: NOpt = 4,
+    steps: StepsOpt = None,
+    cfg_scale: CfgOpt = None,
     seed: SeedOpt = 0,
-    out: Annotated[Path, typer.Option(help="Output grid PNG.")] = Path("samples.png"),
-    gif: Annotated[Path | None, typer.Option(help="Also write a GIF of the sampling process.")] = None,
-    stage2: Annotated[
-        bool, typer.Option("--stage2", help="DeepFloyd IF: upsample the 64 px results to 256 px with stage II.")
-    ] = False,
-    stage2_steps: Annotated[int, typer.Option(help="Stage-II steps (IF default 50).")] = 50,
-    noise_level: Annotated[int, typer.Option(help="Stage-II noise level of the low-res image (IF default 250).")] = 250,
+    out: GridOutOpt = Path("samples.png"),
+    gif: GifOpt = None,
+    stage2: Stage2Opt = False,
+    stage2_steps: Stage2StepsOpt = 50,
+    noise_level: NoiseLevelOpt = 250,
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
     model_dir: ModelDirOpt = None,
     prompt_embeds: PromptEmbedsOpt = None,
     offload: OffloadOpt = False,
-    fast: Annotated[
-        bool,
-        typer.Option(
-            "--fast/--plain",
-            help="Fast path for our UNets, the default: BatchNorm folded into the convolutions, channels_last, bf16 "
-            "autocast only where the device has native bf16, CUDA graphs on CUDA. --plain: the network as trained.",
-        ),
-    ] = True,
-    compile_: Annotated[
-        bool, typer.Option("--compile/--no-compile", help="torch.compile the model call on the CUDA fast path.")
-    ] = True,
+    fast: SampleFastOpt = True,
+    compile_: SampleCompileOpt = True,
     sampler: SamplerOpt = None,
     variance: VarianceOpt = None,
     eta: EtaOpt = None,
@@ -183,11 +221,10 @@ def sample(
     Example: diffusionlab sample --model mnist --prompt 3 --prompt seven -n 8 --out s.png
     """
     from diffusionlab import tools
-    from diffusionlab.distributed import destroy, init_from_env, sharded_generate
+    from diffusionlab.distributed import init_from_env
     from diffusionlab.edits import default_scale
-    from diffusionlab.figures import save_gif, save_grid
+    from diffusionlab.figures import grid_image, save_gif, save_png
     from diffusionlab.protocol import resolve_device
-    from diffusionlab.tools.generate import sampling_timesteps
 
     out = check_output_file(out, force)
     if gif is not None:
@@ -209,29 +246,46 @@ def sample(
 
         accelerate(m, compile=compile_)
     if ctx.enabled:  # torchrun: each rank samples its share of the images; rank 0 gathers and writes them
-        ts = sampling_timesteps(m, steps)
-        every = max(1, (len(ts) if ts else (steps or 300)) // 30)
-        kwargs = dict(step_rule=step_rule, timesteps=ts, flow_steps=steps, frame_every=every)
-        x = sharded_generate(m, prompts or None, n, scale, seed, ctx, frames, **kwargs)
-        destroy(ctx)
-        if not ctx.is_main:
+        x = _sample_sharded(m, prompts, n, steps, scale, seed, ctx, frames, step_rule)
+        if x is None:  # not rank 0
             return
     else:
         x = tools.sample(m, prompts, n, steps, scale, seed, frames, True, sampler, variance, eta).images
     if s2 is not None:
-        from diffusionlab.models.deepfloyd import upscale
-
-        cond = s2.encode([p for p in prompts for _ in range(n)] or [getattr(m, "default_prompt", "")] * len(x))
-        x = upscale(
-            s2, x, cond, s2.null(1), num_steps=stage2_steps, noise_level=noise_level, generator=generator_for(seed + 1)
-        )
+        x = _upscale(s2, m, x, prompts, n, stage2_steps, noise_level, seed)
     labels = [p for p in prompts] if prompts else None
     title = f"{getattr(m, 'name', model)}  seed={seed}" + (f"  cfg={scale}" if prompts else "")
-    writers = {out: lambda path: save_grid(x, path, n, m.value_range, row_labels=labels, title=title)}
+    settings = {"tool": "sample", "model": getattr(m, "name", model), "prompts": prompts, "n": n, "steps": steps}
+    settings |= {"scale": scale, "seed": seed, "stage2": stage2, **step_rule}
+    grid = grid_image(x, n, m.value_range, row_labels=labels, title=title)
+    writers = {out: lambda path: save_png(grid, path, settings)}  # the settings in the PNG's text, as every tool's
     if gif:
         writers[gif] = lambda path: save_gif(frames, path, n, m.value_range)
     write_together(writers)  # the grid and the GIF, or neither
     wrote(*writers)
+
+
+def _sample_sharded(m, prompts: list[str], n: int, steps, scale: float, seed: int, ctx, frames, step_rule):
+    """`sample` under torchrun: each rank samples its share; rank 0 gets every image (None elsewhere)."""
+    from diffusionlab.distributed import destroy, sharded_generate
+    from diffusionlab.tools.generate import sampling_timesteps
+
+    ts = sampling_timesteps(m, steps)
+    every = max(1, (len(ts) if ts else (steps or 300)) // 30)
+    kwargs = dict(step_rule=step_rule, timesteps=ts, flow_steps=steps, frame_every=every)
+    x = sharded_generate(m, prompts or None, n, scale, seed, ctx, frames, **kwargs)
+    destroy(ctx)
+    return x if ctx.is_main else None
+
+
+def _upscale(s2, m, x, prompts: list[str], n: int, stage2_steps: int, noise_level: int, seed: int):
+    """--stage2: stage I's images x4 with IF stage II, its noise from seed + 1."""
+    from diffusionlab.tools.inputs import generator_for
+    from diffusionlab.upscale import upscale
+
+    cond = s2.encode([p for p in prompts for _ in range(n)] or [getattr(m, "default_prompt", "")] * len(x))
+    gen = generator_for(seed + 1)
+    return upscale(s2, x, cond, s2.null(1), num_steps=stage2_steps, noise_level=noise_level, generator=gen)
 
 
 def open_stage2(m, steps: int, noise_level: int):

@@ -20,7 +20,6 @@ from diffusionlab.evaluation.classifier import (
 )
 from diffusionlab.evaluation.evaluate import (
     evaluate_model,
-    evenly_spaced_timesteps,
     generate_class_samples,
     sampler_name,
 )
@@ -56,7 +55,6 @@ __all__ = [
     "evaluate_anagrams",
     "evaluate_hybrids",
     "evaluate_model",
-    "evenly_spaced_timesteps",
     "far_view",
     "frechet_distance",
     "frechet_from_stats",

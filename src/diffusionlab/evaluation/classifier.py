@@ -253,7 +253,7 @@ def save_classifier(classifier: TrainedClassifier, path: str | Path, dtype: torc
 
 def classifier_path(name_or_path: str | Path) -> Path:
     """A data set name (mnist, fashion-mnist) -> the shipped classifier; anything else is a file path."""
-    from diffusionlab.model import shipped_weights_dir
+    from diffusionlab.model_registry import shipped_weights_dir
 
     s = str(name_or_path)
     if s in ("mnist", "fashion-mnist"):

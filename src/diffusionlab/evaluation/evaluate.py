@@ -22,14 +22,6 @@ from diffusionlab.evaluation.metrics import (
     to_unit,
 )
 from diffusionlab.progress import bar as progress_bar
-from diffusionlab.schedule import full_timesteps, spaced_timesteps
-
-
-def evenly_spaced_timesteps(num_steps: int, steps: int) -> list[int]:
-    """`steps` timesteps from T - 1 down to 0, evenly spaced; more steps than T means every step."""
-    if steps < 1:
-        raise DiffusionLabError(f"--steps must be at least 1, got {steps}")
-    return spaced_timesteps(num_steps, min(steps, num_steps))
 
 
 def sampler_name(rule: dict[str, Any]) -> str:
@@ -76,8 +68,8 @@ def generate_class_samples(
             n_steps = steps or int(model.config.get("sample_steps", 300))
             x = sampling.flow_sample(model, len(chunk), n_steps, cond, uncond, cfg_scale, generator=gen, progress=False)
         else:
-            T = model.schedule.num_steps
-            ts = full_timesteps(T) if steps is None else evenly_spaced_timesteps(T, steps)
+            T = model.schedule.num_steps  # more steps than T means every step
+            ts = sampling.timesteps_for(model, None if steps is None or steps >= T else steps)
             est = guidance.cfg(model, cond, uncond, cfg_scale)
             rule = sampling.sampler_defaults(model, sampler)
             x = sampling.sample(model, len(chunk), est, ts, generator=gen, progress=False, **rule)

@@ -100,6 +100,40 @@ def reproduce(
     weights: the shipped-weights folder (default $DIFFUSIONLAB_WEIGHTS_DIR or the package's). budget overrides
     quick. train_overrides: TrainConfig fields for --train (tests use tiny settings). sections: only these ids.
     """
+    out = _prepare_out(out_dir, force, sections)
+    threads_before = torch.get_num_threads()
+    if _on_cpu(device):
+        torch.set_num_threads(threads or free_cores())
+    elif threads:
+        torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        bud = budget or (QUICK if quick else FULL)
+        ctx = Context(
+            out, model, seed, device, Path(data_dir) if data_dir else None, weights, bud, None, model_kwargs, download
+        )
+        training = None
+        if train:
+            ctx.runs, training = train_all(out, ctx, train_overrides, progress=progress)
+        results = _run_sections(ctx, sections, progress)
+        seconds = time.perf_counter() - start
+        command = command or shlex.join(["diffusionlab", "reproduce", "--out", str(out), "--model", model])
+        meta = _meta(command, model, seed, ctx, bud, seconds)
+        summary_sections = [_section_summary(s, o) for s, o in results]
+        scores = {**ctx.scores, "sections": summary_sections, "meta": meta, "budget": asdict(bud)}
+        if training is not None:
+            scores["training"] = training.table
+        from diffusionlab.checkpoint import atomic_write_bytes, atomic_write_json
+
+        atomic_write_json(out / "scores.json", _jsonable(scores))
+        atomic_write_bytes(out / "index.html", render_html(results, meta, training).encode())
+        return {"index": out / "index.html", "seconds": seconds, "sections": summary_sections, "scores": ctx.scores}
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _prepare_out(out_dir: str | Path, force: bool, sections: Sequence[str] | None) -> Path:
+    """The report folder, created; unknown section ids, an existing report (without force) or a file refused."""
     unknown = set(sections or []) - set(SECTION_IDS)
     if unknown:
         raise DiffusionLabError(
@@ -112,62 +146,47 @@ def reproduce(
     if out.exists() and not out.is_dir():
         raise DiffusionLabError(f"--out {out} is a file; give a folder for the report")
     out.mkdir(parents=True, exist_ok=True)
-    threads_before = torch.get_num_threads()
-    if _on_cpu(device):
-        torch.set_num_threads(threads or free_cores())
-    elif threads:
-        torch.set_num_threads(threads)
-    try:
-        start = time.perf_counter()
-        bud = budget or (QUICK if quick else FULL)
-        ctx = Context(
-            out, model, seed, device, Path(data_dir) if data_dir else None, weights, bud, None, model_kwargs, download
-        )
-        chosen = [s for s in SECTIONS if sections is None or s.id in sections]
-        training = None
-        if train:
-            ctx.runs, training = train_all(out, ctx, train_overrides, progress=progress)
-        results: list[tuple[Section, SectionOut]] = []
-        bar = progress_bar(chosen, progress, desc="reproduce", unit="section")
-        for section in bar:
-            bar.set_postfix_str(section.id)
-            results.append((section, run_section(ctx, section)))
-        bar.close()
-        seconds = time.perf_counter() - start
-        from diffusionlab import __version__
+    return out
 
-        meta = {
-            "command": command or shlex.join(["diffusionlab", "reproduce", "--out", str(out), "--model", model]),
-            "model": model,
-            "seed": seed,
-            "device": str(ctx.device),
-            "threads": torch.get_num_threads(),
-            "budget": "quick" if bud == QUICK else ("full" if bud == FULL else "custom"),
-            "seconds": seconds,
-            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "version": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        }
-        summary_sections = [
-            {
-                "id": s.id,
-                "title": s.title,
-                "status": o.status,
-                "seconds": round(o.seconds, 2),
-                "notes": o.notes,
-                "inputs": o.inputs,
-                "figures": [f.path for f in o.figures],
-            }
-            for s, o in results
-        ]
-        scores = {**ctx.scores, "sections": summary_sections, "meta": meta, "budget": asdict(bud)}
-        if training is not None:
-            scores["training"] = training.table
-        from diffusionlab.checkpoint import atomic_write_bytes, atomic_write_json
 
-        atomic_write_json(out / "scores.json", _jsonable(scores))
-        atomic_write_bytes(index, render_html(results, meta, training).encode())
-        return {"index": index, "seconds": seconds, "sections": summary_sections, "scores": ctx.scores}
-    finally:
-        torch.set_num_threads(threads_before)
+def _run_sections(ctx: Context, sections: Sequence[str] | None, progress: bool) -> list[tuple[Section, SectionOut]]:
+    """Every chosen section in the report's order, under one progress bar."""
+    chosen = [s for s in SECTIONS if sections is None or s.id in sections]
+    results: list[tuple[Section, SectionOut]] = []
+    bar = progress_bar(chosen, progress, desc="reproduce", unit="section")
+    for section in bar:
+        bar.set_postfix_str(section.id)
+        results.append((section, run_section(ctx, section)))
+    bar.close()
+    return results
+
+
+def _meta(command: str, model: str, seed: int, ctx: Context, bud: Budget, seconds: float) -> dict[str, Any]:
+    """How the report was made: the command, model, seed, device, budget, time and versions."""
+    from diffusionlab import __version__
+
+    return {
+        "command": command,
+        "model": model,
+        "seed": seed,
+        "device": str(ctx.device),
+        "threads": torch.get_num_threads(),
+        "budget": "quick" if bud == QUICK else ("full" if bud == FULL else "custom"),
+        "seconds": seconds,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "version": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _section_summary(s: Section, o: SectionOut) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "title": s.title,
+        "status": o.status,
+        "seconds": round(o.seconds, 2),
+        "notes": o.notes,
+        "inputs": o.inputs,
+        "figures": [f.path for f in o.figures],
+    }

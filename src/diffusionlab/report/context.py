@@ -108,8 +108,8 @@ class Section:
 
 # -- the context every section shares ----------------------------------------------------------------------------
 def weights_dir(override: str | Path | None = None) -> Path:
-    """Where the shipped weights are: the argument, else model.shipped_weights_dir() ($DIFFUSIONLAB_WEIGHTS_DIR or
-    the package's weights/ folder)."""
+    """Where the shipped weights are: the argument, else model_registry.shipped_weights_dir()
+    ($DIFFUSIONLAB_WEIGHTS_DIR or the package's weights/ folder)."""
     from diffusionlab.model_registry import shipped_weights_dir
 
     return Path(override) if override is not None else shipped_weights_dir()
@@ -247,9 +247,9 @@ class Context:
             if name in PARTB_MODELS:
                 self._part_a = self.partb_model(name)
             else:
-                from diffusionlab.commands.common import open_model
+                from diffusionlab.model_registry import load_model
 
-                self._part_a = open_model(spec, str(self.device), **self.model_kwargs)
+                self._part_a = load_model(spec, str(self.device), **self.model_kwargs)
         return self._part_a
 
     def score_model(self):

@@ -6,97 +6,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
 from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import show_prompt, stack_vertically
 from diffusionlab.protocol import is_if_like
-from diffusionlab.report.context import IF_PROMPTS, Context, Figure, SectionOut
-
-
-# -- small helpers -------------------------------------------------------------------------------------------------
-def is_ours(m: Any) -> bool:
-    return hasattr(m, "config") and isinstance(getattr(m, "config", None), dict) and "kind" in m.config
-
-
-def hand_drawn(image_shape: tuple[int, int, int], value_range, digit_like: bool) -> tuple[Tensor, Image.Image]:
-    """A drawing made in code, as a user would with a pen: a '7' (digit models; inverted to white on black, like
-    MNIST) or a simple house under a sun in colour (RGB models). Returns ((1, C, H, W), the drawing)."""
-    from diffusionlab.images import pil_to_tensor
-
-    size = 280
-    img = Image.new("RGB", (size, size), "white")
-    d = ImageDraw.Draw(img)
-    if digit_like:
-        d.line([(70, 60), (215, 60), (120, 235)], fill="black", width=26, joint="curve")
-        d.line([(105, 150), (185, 150)], fill="black", width=20)
-    else:
-        d.rectangle([0, 190, size, size], fill=(60, 150, 60))
-        d.ellipse([190, 20, 260, 90], fill=(250, 200, 30))
-        d.rectangle([60, 120, 180, 220], fill=(180, 60, 50))
-        d.polygon([(50, 125), (120, 60), (190, 125)], fill=(90, 60, 40))
-        d.rectangle([105, 165, 135, 220], fill=(70, 40, 20))
-    x = pil_to_tensor(img, image_shape, value_range, invert=digit_like)
-    return x, img
-
-
-def test_images(ctx: Context, m: Any, out: SectionOut, k: int = 1) -> tuple[Tensor, list[str]]:
-    """k genuine test images of the Part A model's data set (model range): from --data-dir or the cache, else the
-    sample shipped in the package (out.inputs says which); IF, which has no test set: images it generates."""
-    from diffusionlab import edits
-
-    data = m.config.get("data") if is_ours(m) else None
-    if data:
-        from diffusionlab.data import to_float
-
-        images, source = ctx.test_digits(data, k)
-        out.inputs = source
-        return to_float(images, m.value_range).to(m.device), [f"test {i}" for i in range(len(images))]
-    out.notes.append("the 'test image' is a sample of the model itself (no test set for this model)")
-    prompts = (IF_PROMPTS["test"] * k)[:k]
-    cond = m.encode(prompts) if any(prompts) else m.null(k)
-    g = ctx.generator(1000)
-    x = edits.sample(m, k, cond, generator=g, progress=False)
-    return x, [f"generated {show_prompt(p)}" for p in prompts]
-
-
-def prompts_for(m: Any) -> dict[str, Any]:
-    """The prompts of each Part A deliverable for this model: class names for ours, the course's for IF."""
-    names = list(getattr(m, "class_names", []) or [])
-    if not is_ours(m):
-        return IF_PROMPTS
-    if not getattr(m, "num_classes", 0):
-        return {"a0": [""], "translate": "", "anagrams": [("", "", "rot180")], "hybrids": [("", "")]}
-    if names[:10] == [str(i) for i in range(10)]:
-        return {
-            "a0": ["0", "three", "7"],
-            "translate": "3",
-            "anagrams": [("6", "9", "rot180"), ("4", "7", "flip"), ("1", "0", "negate")],
-            "hybrids": [("8", "1"), ("0", "7")],
-        }
-    k = len(names)
-    return {
-        "a0": [names[0], names[3 % k], names[7 % k]],
-        "translate": names[9 % k],
-        "anagrams": [(names[1 % k], names[3 % k], "rot180"), (names[7 % k], names[8 % k], "flip")],
-        "hybrids": [(names[8 % k], names[1 % k]), (names[5 % k], names[9 % k])],
-    }
-
-
-def _timesteps_for(m: Any, count: int) -> list[int]:
-    from diffusionlab.schedule import spaced_timesteps
-
-    if hasattr(m, "timesteps") and callable(m.timesteps):
-        return list(m.timesteps(count))
-    return spaced_timesteps(m.schedule.num_steps, count)
+from diffusionlab.report.context import Context, Figure, SectionOut
+from diffusionlab.report.part_a_inputs import hand_drawn, is_ours, prompts_for, test_images
 
 
 # -- Part A ----------------------------------------------------------------------------------------------------------
 def sec_a0(ctx: Context, out: SectionOut) -> None:
     from diffusionlab import edits
     from diffusionlab.figures import save_grid
-    from diffusionlab.sampling import generate
+    from diffusionlab.sampling import generate, timesteps_for
 
     m = ctx.part_a_model()
     prompts = prompts_for(m)["a0"]
@@ -105,7 +28,7 @@ def sec_a0(ctx: Context, out: SectionOut) -> None:
     n = ctx.budget.a0_per_prompt
     last = None
     for count in counts:
-        ts = _timesteps_for(m, count)
+        ts = timesteps_for(m, count)
         x = generate(m, prompts, n, scale, ctx.seed, timesteps=ts, progress=False)
         last = x
         path = ctx.fig("A0", f"steps{count}")
@@ -198,33 +121,23 @@ def sec_a1_3(ctx: Context, out: SectionOut) -> None:
 
 
 def sec_a1_4(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import edits
-    from diffusionlab.figures import grid_image, save_png
+    from diffusionlab import tools
+    from diffusionlab.edits import default_timesteps
+    from diffusionlab.tools.image import ITERATIVE_WHY, default_i_start
 
     m = ctx.part_a_model()
-    ts = edits.default_timesteps(m)
-    i_start, every = 10, 5
+    ts = default_timesteps(m)
+    i_start, every = default_i_start(m), 5
     x, labels = test_images(ctx, m, out, 1)
-    g = ctx.generator()
-    t0 = ts[i_start]
-    x_t = edits.forward(m, x, [t0], g)[0]
-    frames: list[tuple[int, Tensor]] = [(t0, x_t)]
-
-    def keep(state: dict) -> None:
-        if (state["i"] - i_start + 1) % every == 0 and state["t_prev"] >= 0:
-            frames.append((state["t_prev"], state["x"]))
-
-    clean = edits.iterative_denoise(m, x_t, i_start, None, 1.0, ts, g, keep, progress=False)
-    one = edits.one_step_denoise(m, x_t, t0)
-    blurred = edits.blur(x_t)
-    row = [f[0] for _, f in frames] + [clean[0], one[0], blurred[0], x[0]]
-    cols = [f"t={t}" for t, _ in frames] + ["iterative", "one-step", "blur", "original"]
+    r = tools.iterative_denoise(m, x, i_start, every, seed=ctx.generator())
     path = ctx.fig("A1.4", "iterative")
-    save_png(grid_image(torch.stack(row), len(row), m.value_range, None, cols, f"from t={t0}"), path)
+    r.save(path)
     out.figures.append(Figure(ctx.rel(path), labels[0]))
+    t0 = ts[i_start]
     out.caption = (
         f"Iterative denoising along the strided timesteps from i_start = {i_start} (t = {t0}), every {every}th step "
         "shown, then the result next to one-step denoising and a blur of the same noisy image."
+        + ("" if is_if_like(m) else ITERATIVE_WHY)
     )
     out.settings = {"i_start": i_start, "t_start": t0, "timesteps": f"{ts[0]}, {ts[1]}, ..., {ts[-1]} ({len(ts)})"}
 
@@ -313,6 +226,12 @@ def sec_a1_7(ctx: Context, out: SectionOut) -> None:
     }
 
 
+MASK_WHY = (
+    " At 28 px the course's mask (scaled) would lie on a digit's background (10 % of the shipped test digits' ink "
+    "under it): this one covers the top half of the digit (46 %)."
+)
+
+
 def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
     from diffusionlab import edits
     from diffusionlab.figures import grid_image, save_png
@@ -321,8 +240,9 @@ def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
     m = ctx.part_a_model()
     x, labels = _inputs(ctx, m, out)
     _, h, w = m.image_shape
-    masks = [default_mask(m.image_shape), rect_mask(m.image_shape, h // 2, h, 0, w)]  # course mask; lower half
-    mask_names = ["course mask (rows 2-19, cols 24-41 at 64 px, scaled)", "lower half"]
+    masks = [default_mask(m.image_shape), rect_mask(m.image_shape, h // 2, h, 0, w)]  # the default; lower half
+    first = "course mask (rows 2-19, cols 24-41 at 64 px)" if h >= 64 else "top half of the digit (rows 4-13)"
+    mask_names = [first, "lower half"]
     mask = torch.cat(masks).to(x.device)
     res = edits.inpaint(m, x, mask, generator=ctx.generator(), progress=False)
     lo, hi = m.value_range
@@ -340,7 +260,7 @@ def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
     out.figures.append(Figure(ctx.rel(path)))
     out.caption = (
         "Inpainting: from pure noise; after every step x <- m x + (1 - m) forward(x_orig, t), so new content "
-        "appears only where the mask is 1 (white)."
+        "appears only where the mask is 1 (white)." + ("" if h >= 64 else MASK_WHY)
     )
     out.settings = {"masks": mask_names, "prompt": edits.unconditional_prompt(m), "cfg": edits.default_scale(m)}
 

@@ -89,12 +89,12 @@ def _snapshots(ctx: Context, src: Source, out: SectionOut):
 
 
 def _steps_label(m, count: int | None) -> tuple[list[int] | None, str]:
-    from diffusionlab.schedule import full_timesteps, spaced_timesteps
+    from diffusionlab.sampling import timesteps_for
 
     T = m.schedule.num_steps
     if count is None or count >= T:
-        return full_timesteps(T), f"DDPM, every step ({T}, Algorithm B.2)"
-    return spaced_timesteps(T, count), f"DDPM, {count} evenly spaced steps of T = {T} (strided, to save time)"
+        return timesteps_for(m), f"DDPM, every step ({T}, Algorithm B.2)"
+    return timesteps_for(m, count), f"DDPM, {count} evenly spaced steps of T = {T} (strided, to save time)"
 
 
 def sec_b1(ctx: Context, out: SectionOut) -> None:

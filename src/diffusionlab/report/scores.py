@@ -35,14 +35,36 @@ def _find(d: Any, *keys: str) -> Any:
 
 
 def sec_scores(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import evaluation
-    from diffusionlab.figures import grid_image, save_png
-    from diffusionlab.schedule import spaced_timesteps
-
     b = ctx.budget
     m = ctx.score_model()
     data = m.config.get("data", "mnist")
     clf = ctx.classifier(data)
+    live = _live_scores(ctx, m, clf, data, out)
+    a, pairs = _anagram_scores(ctx, m, clf, out)
+    live["anagram"] = a
+    shipped, classifiers = _shipped_scores(ctx)
+    ctx.scores.update(live=live, shipped=shipped, classifiers=classifiers)
+    out.table = _score_table(ctx, m, live, shipped, classifiers, out)
+    out.caption = (
+        "Scores of the MNIST class DDPM with the project's classifier: conditional accuracy (samples classified as "
+        "the class asked for), Frechet distance in the classifier's penultimate features next to the same distance "
+        "between the train and test sets, and anagram success (upright classified as prompt 1 AND rotated as "
+        "prompt 2). 'live' is recomputed now on a small sample; 'precomputed' is read from the shipped JSON."
+    )
+    out.settings = {
+        "model": m.name,
+        "live samples per class": b.score_per_class,
+        "live steps": f"{b.score_steps} evenly spaced of T = {m.schedule.num_steps}",
+        "anagram pairs": len(pairs),
+        "classifier": f"{data}-classifier.safetensors",
+    }
+
+
+def _live_scores(ctx: Context, m, clf, data: str, out: SectionOut) -> dict[str, Any]:
+    """Conditional accuracy and, with the data set at hand, the Frechet distances, recomputed on a small sample."""
+    from diffusionlab import evaluation
+
+    b = ctx.budget
     live: dict[str, Any] = {"model": m.name, "classifier_test_accuracy": clf.test_accuracy}
     test, train = ctx.split(data, "test"), ctx.split(data, "train")
     if test is not None and train is not None:
@@ -62,16 +84,24 @@ def sec_scores(ctx: Context, out: SectionOut) -> None:
             steps=b.score_steps,
         )
         out.notes.append(f"no {data} train/test data in --data-dir or the cache: Frechet distances not computed")
+    return live
+
+
+def _anagram_scores(ctx: Context, m, clf, out: SectionOut) -> tuple[dict[str, Any], list]:
+    """Anagram success over the ordered class pairs (rot180), and the figure of the anagrams scored."""
+    from diffusionlab import evaluation
+    from diffusionlab.figures import grid_image, save_png
+    from diffusionlab.sampling import timesteps_for
+    from diffusionlab.views import get_view
+
+    b = ctx.budget
     pairs = evaluation.ordered_pairs(m.num_classes)
     if b.anagram_pairs is not None:
         pairs = pairs[: b.anagram_pairs]
-    ts = spaced_timesteps(m.schedule.num_steps, b.score_steps)
+    ts = timesteps_for(m, b.score_steps)
     a = evaluation.evaluate_anagrams(m, clf, "rot180", 1, 5.0, ctx.seed, pairs, ts, progress=False)
     images = a.pop("images")
     a.pop("per_pair", None)
-    live["anagram"] = a
-    from diffusionlab.views import get_view
-
     v = get_view("rot180", m.image_shape, (0.0, 1.0))
     k = m.num_classes
     full = len(pairs) == k * (k - 1)
@@ -88,8 +118,11 @@ def sec_scores(ctx: Context, out: SectionOut) -> None:
     out.figures.append(
         Figure(ctx.rel(path), f"the {len(pairs)} anagrams scored (pairs a->b in order: 0->1, 0->2, ...)")
     )
+    return a, pairs
 
-    # precomputed scores from the shipped JSONs
+
+def _shipped_scores(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The precomputed scores in the shipped models' JSONs, and the classifiers' test accuracies."""
     shipped: dict[str, Any] = {}
     for name in ("mnist-class", "fashion-mnist-class", "mnist-flow", "mnist-time"):
         cfgp = ctx.weights / f"{name}.json"
@@ -105,8 +138,12 @@ def sec_scores(ctx: Context, out: SectionOut) -> None:
             classifiers[d] = json.loads((ctx.weights / f"{d}-classifier.json").read_text()).get("test_accuracy")
         except (OSError, ValueError):
             classifiers[d] = None
-    ctx.scores.update(live=live, shipped=shipped, classifiers=classifiers)
+    return shipped, classifiers
 
+
+def _score_table(ctx: Context, m, live: dict, shipped: dict, classifiers: dict, out: SectionOut) -> list[list[str]]:
+    """live | precomputed, row by score; the precomputed column only when the scored model is the shipped one."""
+    b, a = ctx.budget, live["anagram"]
     shipped_model = ctx.source("mnist-class")
     is_shipped = "mnist-class" not in ctx.runs and ctx._models.get(str(shipped_model.weights)) is m
     pre = shipped.get("mnist-class", {}) if is_shipped else {}
@@ -119,7 +156,7 @@ def sec_scores(ctx: Context, out: SectionOut) -> None:
         else "precomputed: none shipped"
     )
     ana = pre.get("anagram", {}) if isinstance(pre, dict) else {}
-    out.table = [
+    table = [
         ["score", live_n, pre_n],
         [
             "conditional accuracy (CFG 5)",
@@ -142,17 +179,5 @@ def sec_scores(ctx: Context, out: SectionOut) -> None:
     ]
     for name, sc in shipped.items():
         if name != "mnist-class":
-            out.table.append([f"{name}: conditional accuracy", "", _pct(_find(sc, "conditional_accuracy"))])
-    out.caption = (
-        "Scores of the MNIST class DDPM with the project's classifier: conditional accuracy (samples classified as "
-        "the class asked for), Frechet distance in the classifier's penultimate features next to the same distance "
-        "between the train and test sets, and anagram success (upright classified as prompt 1 AND rotated as "
-        "prompt 2). 'live' is recomputed now on a small sample; 'precomputed' is read from the shipped JSON."
-    )
-    out.settings = {
-        "model": m.name,
-        "live samples per class": b.score_per_class,
-        "live steps": f"{b.score_steps} evenly spaced of T = {m.schedule.num_steps}",
-        "anagram pairs": len(pairs),
-        "classifier": f"{data}-classifier.safetensors",
-    }
+            table.append([f"{name}: conditional accuracy", "", _pct(_find(sc, "conditional_accuracy"))])
+    return table

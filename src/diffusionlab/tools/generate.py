@@ -16,17 +16,10 @@ from diffusionlab.tools.result import Panel, Result
 
 
 def sampling_timesteps(model, steps: int | None) -> list[int] | None:
-    """The timesteps `sample` walks for a step count: every one of T for our DDPMs (Algorithm B.2), IF's strided
-    ones; `steps` evenly spaced otherwise. None for flow models (their Euler steps are `steps` itself)."""
-    from diffusionlab.protocol import is_if_like
-    from diffusionlab.schedule import full_timesteps, spaced_timesteps, strided_timesteps
+    """sampling.timesteps_for, or None for flow models (their Euler steps are `steps` itself)."""
+    from diffusionlab.sampling import timesteps_for
 
-    if getattr(model, "objective", "ddpm") == "flow":
-        return None
-    T = model.schedule.num_steps
-    if steps:
-        return spaced_timesteps(T, steps)
-    return strided_timesteps(T) if is_if_like(model) else full_timesteps(T)
+    return None if getattr(model, "objective", "ddpm") == "flow" else timesteps_for(model, steps)
 
 
 def sample(

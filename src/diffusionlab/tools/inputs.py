@@ -17,9 +17,9 @@ ImageInput = str | Path | Image.Image | Tensor
 
 
 def as_model(model: Any, device: str | None = None):
-    """A loaded model as it is; a name, run directory or checkpoint is loaded (diffusionlab.model.load_model)."""
+    """A loaded model as it is; a name, run directory or checkpoint is loaded (model_registry.load_model)."""
     if isinstance(model, str | Path):
-        from diffusionlab.model import load_model
+        from diffusionlab.model_registry import load_model
 
         return load_model(model, device)
     return model

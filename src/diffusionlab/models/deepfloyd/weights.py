@@ -1,7 +1,7 @@
 """Finding and reading DeepFloyd IF's files: model ids, --model-dir and the Hugging Face cache, from disk only.
 
 `--model-dir` may be the pipeline folder itself, a folder holding `IF-I-XL-v1.0/`, `IF-II-L-v1.0/`, ... (as written
-by `huggingface-cli download DeepFloyd/IF-I-XL-v1.0 --local-dir DIR/IF-I-XL-v1.0`), or a Hugging Face cache folder.
+by `hf download DeepFloyd/IF-I-XL-v1.0 --local-dir DIR/IF-I-XL-v1.0`), or a Hugging Face cache folder.
 The UNet's config is read and checked before its weights (gigabytes) are; the scheduler's config becomes the
 sampler's settings. diffusers and transformers are imported inside the functions only.
 """
@@ -9,6 +9,8 @@ sampler's settings. diffusers and transformers are imported inside the functions
 from __future__ import annotations
 
 import json
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -83,8 +85,8 @@ def missing_weights_message(model_id: str, model_dir: str | Path | None, what: s
     )
     return (
         f"DeepFloyd IF {what} for {model_id} not found {where}: accept the licence on "
-        f"https://huggingface.co/DeepFloyd/IF-I-XL-v1.0 (logged in), run `huggingface-cli login`, then "
-        f"`huggingface-cli download {model_id}` ({size_s}{t5}; offline runs need them on disk), or pass --model-dir"
+        f"https://huggingface.co/DeepFloyd/IF-I-XL-v1.0 (logged in), run `hf auth login`, then "
+        f"`hf download {model_id}` ({size_s}{t5}; offline runs need them on disk), or pass --model-dir"
     )
 
 
@@ -131,6 +133,16 @@ def locate(model_id: str, model_dir: str | Path | None, in_channels: int) -> tup
     return model_id, {}  # not under --model-dir: the Hugging Face cache (the error names both)
 
 
+@contextmanager
+def quiet_library_warnings():
+    """diffusers/transformers/huggingface_hub deprecation notices about their own internals (e.g. hf_hub_download's
+    `local_dir_use_symlinks`) say nothing a user of this tool can act on: keep them off the terminal."""
+    with warnings.catch_warnings():
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category, module=r"(diffusers|transformers|huggingface_hub)\.")
+        yield
+
+
 # -- from_pretrained, from disk only ------------------------------------------------------------------------------
 def _takes_dtype(cls: Any) -> bool:
     """transformers >= 4.56 spells it `dtype` (torch_dtype is deprecated); diffusers keeps `torch_dtype`."""
@@ -154,7 +166,8 @@ def load_pretrained(
             kwargs["variant"] = variant
         kwargs["dtype" if _takes_dtype(cls) else "torch_dtype"] = dtype
         try:
-            return cls.from_pretrained(source, **kwargs)
+            with quiet_library_warnings():
+                return cls.from_pretrained(source, **kwargs)
         except Exception as e:  # noqa: BLE001 - a missing variant, or a broken file: sorted out below
             errors.append(e)
     what = {"unet": "UNet weights", "text_encoder": "T5 text encoder"}.get(subfolder, subfolder)
@@ -211,7 +224,8 @@ def load_scheduler(source: str, subfolder: str, extra: dict, model_id: str, mode
     from diffusers import DDPMScheduler
 
     try:
-        scheduler = DDPMScheduler.from_pretrained(source, subfolder=subfolder, local_files_only=True, **extra)
+        with quiet_library_warnings():
+            scheduler = DDPMScheduler.from_pretrained(source, subfolder=subfolder, local_files_only=True, **extra)
         scheduler_timesteps(scheduler, 10)  # a config it builds but cannot space steps with fails now
         return scheduler
     except Exception as e:  # noqa: BLE001 - missing, or a config diffusers cannot build (NotImplementedError ...)
