@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from diffusionlab import guidance, sampling
+from diffusionlab.errors import DiffusionLabError
 from diffusionlab.filters import gaussian_blur, scaled_blur
 from diffusionlab.protocol import DiffusionModel, is_if_like, randn
 from diffusionlab.schedule import add_noise
@@ -35,6 +36,38 @@ def default_scale(model: DiffusionModel) -> float:
 def default_timesteps(model: DiffusionModel) -> list[int]:
     """The course's strided schedule: range(990, -1, -30) for T = 1000, range(290, -1, -10) for T = 300."""
     return sampling.timesteps_for(model, edit=True)
+
+
+# the illusions' defaults for our models, chosen by measurement over all 90 digit pairs (docs/illusions.md,
+# benchmarks/illusion_table.py): anagrams CFG 10 (rot180 29 % vs 26 % at 5; alternate and rescaled no better than
+# the mean); hybrids sigma 1.5 with kernel 15 (0 % at the scaled course's 0.875: the low-pass prompt wins) and CFG
+# 10 (the same success as 5, with both readings balanced). IF-like models keep the course's (CFG 7, mean, 33/2).
+ANAGRAM_DEFAULTS: dict[str, Any] = {"combine": "mean", "scale": 10.0, "steps": None, "rule": {}}
+HYBRID_DEFAULTS: dict[str, Any] = {"scale": 10.0, "kernel": 15, "sigma": 1.5, "steps": None, "rule": {}}
+
+
+def _ours(model: DiffusionModel) -> bool:
+    return not is_if_like(model)
+
+
+def illusion_scale(model: DiffusionModel, defaults: dict[str, Any]) -> float:
+    """The CFG scale of an anagram or hybrid: the measured default for our models, else default_scale."""
+    own = defaults["scale"] if _ours(model) else None
+    return default_scale(model) if own is None else float(own)
+
+
+def illusion_timesteps(model: DiffusionModel, defaults: dict[str, Any] | None = None) -> list[int]:
+    """The timesteps of an anagram or hybrid: `steps` evenly spaced ones for our models where measured, else the
+    course's strided schedule."""
+    steps = (defaults or ANAGRAM_DEFAULTS)["steps"] if _ours(model) else None
+    if steps is None:
+        return default_timesteps(model)
+    return sampling.timesteps_for(model, min(int(steps), model.schedule.num_steps))
+
+
+def illusion_rule(model: DiffusionModel, defaults: dict[str, Any], sampler: dict[str, Any]) -> dict[str, Any]:
+    """The step rule of an anagram or hybrid: the measured default for our models under the caller's settings."""
+    return {**(defaults["rule"] if _ours(model) else {}), **sampler}
 
 
 def unconditional_prompt(model: DiffusionModel) -> str:
@@ -235,20 +268,47 @@ def anagram(
     timesteps: Sequence[int] | None = None,
     seed: int = 0,
     callback: sampling.Callback | None = None,
+    combine: str | None = None,
     **sampler: Any,
 ) -> Tensor:
     """Visual anagrams: n images that look like prompt1 as they are and like prompt2 through `view`.
 
     eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all four branches in one predict per step.
     Returns the upright images (n, C, H, W); `view.apply` of them shows the second prompt. `seed` seeds the
-    permutation of permutation views."""
-    v = view if isinstance(view, View) else get_view(view, model.image_shape, model.value_range, seed)
-    identity = get_view("identity", model.image_shape, model.value_range)
-    s = default_scale(model) if scale is None else scale
-    est = guidance.anagram(model, [(identity, cond_of(model, prompt1)), (v, cond_of(model, prompt2))], model.null(1), s)
+    permutation of permutation views. combine: how the views' estimates are combined (guidance.COMBINE_MODES)."""
+    return anagram_views(
+        model, [prompt1, prompt2], [view], n, scale, generator, timesteps, seed, callback, combine, **sampler
+    )
+
+
+def anagram_views(
+    model: DiffusionModel,
+    prompts: Sequence[Prompt],
+    views: Sequence[str | View],
+    n: int = 1,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+    timesteps: Sequence[int] | None = None,
+    seed: int = 0,
+    callback: sampling.Callback | None = None,
+    combine: str | None = None,
+    **sampler: Any,
+) -> Tensor:
+    """Anagrams of 2-4 readings: prompts[0] upright, prompts[k] through views[k - 1]; every view's two CFG
+    branches in one predict per step. Defaults (scale, combine, steps) from ANAGRAM_DEFAULTS."""
+    if len(prompts) != len(views) + 1:
+        raise DiffusionLabError(f"{len(prompts)} prompts need {len(prompts) - 1} views, got {len(views)}")
+    vs = [get_view("identity", model.image_shape, model.value_range)] + [
+        v if isinstance(v, View) else get_view(v, model.image_shape, model.value_range, seed) for v in views
+    ]
+    s = illusion_scale(model, ANAGRAM_DEFAULTS) if scale is None else scale
+    mode = combine or (ANAGRAM_DEFAULTS["combine"] if _ours(model) else "mean")
+    pairs = [(v, cond_of(model, p)) for v, p in zip(vs, prompts, strict=True)]
+    est = guidance.anagram(model, pairs, model.null(1), s, mode)
     x = randn((n, *model.image_shape), generator, device=model.device)
-    ts = list(timesteps) if timesteps is not None else default_timesteps(model)
-    return _denoise(model, x, ts, est, 0, generator=generator, callback=callback, **sampler)
+    ts = list(timesteps) if timesteps is not None else illusion_timesteps(model, ANAGRAM_DEFAULTS)
+    rule = illusion_rule(model, ANAGRAM_DEFAULTS, sampler)
+    return _denoise(model, x, ts, est, 0, generator=generator, callback=callback, **rule)
 
 
 def hybrid(
@@ -266,11 +326,22 @@ def hybrid(
 ) -> Tensor:
     """Hybrid images: low frequencies from low_prompt (seen from afar), high ones from high_prompt (seen close).
 
-    sigma/kernel default to 2 and 33 at 64 px, scaled with the image size (filters.scaled_blur)."""
-    s = default_scale(model) if scale is None else scale
-    est = guidance.hybrid(
-        model, cond_of(model, low_prompt), cond_of(model, high_prompt), model.null(1), s, kernel, sigma
-    )
+    sigma/kernel default to HYBRID_DEFAULTS for our models (measured), else 2 and 33 at 64 px, scaled with the
+    image size (filters.scaled_blur)."""
+    k, sg = hybrid_blur(model, kernel, sigma)
+    s = illusion_scale(model, HYBRID_DEFAULTS) if scale is None else scale
+    est = guidance.hybrid(model, cond_of(model, low_prompt), cond_of(model, high_prompt), model.null(1), s, k, sg)
     x = randn((n, *model.image_shape), generator, device=model.device)
-    ts = list(timesteps) if timesteps is not None else default_timesteps(model)
-    return _denoise(model, x, ts, est, 0, generator=generator, callback=callback, **sampler)
+    ts = list(timesteps) if timesteps is not None else illusion_timesteps(model, HYBRID_DEFAULTS)
+    rule = illusion_rule(model, HYBRID_DEFAULTS, sampler)
+    return _denoise(model, x, ts, est, 0, generator=generator, callback=callback, **rule)
+
+
+def hybrid_blur(model: DiffusionModel, kernel: int | None = None, sigma: float | None = None) -> tuple[int, float]:
+    """The low-pass (kernel, sigma) of a hybrid: the caller's, else HYBRID_DEFAULTS for our models, else the
+    course's 33 and 2 at 64 px scaled to the image size."""
+    k0, s0 = scaled_blur(model.image_shape[1])
+    if _ours(model):
+        k0 = HYBRID_DEFAULTS["kernel"] or k0
+        s0 = HYBRID_DEFAULTS["sigma"] or s0
+    return (kernel or k0), (sigma or s0)

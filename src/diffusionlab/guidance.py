@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from diffusionlab.checks import check_scale
+from diffusionlab.errors import DiffusionLabError
 from diffusionlab.filters import highpass, lowpass, scaled_blur
 from diffusionlab.protocol import DiffusionModel, Prediction
 from diffusionlab.views import View
@@ -83,24 +84,64 @@ def _mean(tensors: list[Tensor]) -> Tensor:
     return torch.stack(tensors).mean(0)
 
 
-def anagram(model: DiffusionModel, views_prompts: list[tuple[View, Tensor]], uncond: Tensor, scale: float) -> Estimator:
-    """Visual anagrams: eps = mean over views v of inverse_v(CFG(apply_v(x_t), p_v)).
+COMBINE_MODES = ("mean", "alternate", "rescaled")
+COMBINE_HELP = {
+    "mean": "the mean of the views' noise estimates at every step (Visual Anagrams)",
+    "alternate": "one view per step, in turn (one view's branches per forward pass)",
+    "rescaled": "the mean, rescaled per image to the views' mean std (the mean of disagreeing estimates is too "
+    "small a noise; as CFG-rescale, Lin et al. 2023)",
+}
+
+
+def check_combine(combine: str) -> str:
+    if combine not in COMBINE_MODES:
+        raise DiffusionLabError(f"unknown view combination {combine!r}; choose one of {', '.join(COMBINE_MODES)}")
+    return combine
+
+
+def _rescaled(eps: list[Tensor]) -> Tensor:
+    """The mean of the views' estimates, rescaled per image to their mean standard deviation."""
+    mean = _mean(eps)
+    want = _mean([e.flatten(1).std(1) for e in eps])
+    got = mean.flatten(1).std(1).clamp_min(1e-8)
+    return mean * (want / got).view(-1, *[1] * (mean.ndim - 1))
+
+
+def anagram(
+    model: DiffusionModel,
+    views_prompts: list[tuple[View, Tensor]],
+    uncond: Tensor,
+    scale: float,
+    combine: str = "mean",
+) -> Estimator:
+    """Visual anagrams: eps = mean over views v of inverse_v(CFG(apply_v(x_t), p_v)) (combine="mean").
 
     Every view's conditional and unconditional branch go in one batched predict. A view sees x_t as a noisy image
     (see views.View.apply_noisy) and its noise estimate comes back through the inverse, as a noise (negate: -eps).
     The variance is the mean of the conditional branches' variances moved back the same way (Visual Anagrams).
+    combine (COMBINE_MODES): "mean"; "alternate" takes the views in turn, one per call of the estimator (a fresh
+    estimator per sampling run; one view's two branches per predict); "rescaled" is the mean with the std of the
+    views' estimates (per image).
     """
     check_scale(scale, "the CFG scale")
+    check_combine(combine)
     views = [v for v, _ in views_prompts]
     conds = [c for _, c in views_prompts]
+    calls = [0]
 
     def estimate(x_t: Tensor, t: int) -> Prediction:
         abar = float(model.schedule.abar(t))
-        preds = batched_cfg(model, [v.apply_noisy(x_t, abar) for v in views], conds, uncond, scale, t)
-        eps = _mean([v.inverse_noise(p.eps) for v, p in zip(views, preds, strict=True)])
+        chosen = range(len(views))
+        if combine == "alternate":
+            chosen = [calls[0] % len(views)]
+            calls[0] += 1
+        vs = [views[k] for k in chosen]
+        preds = batched_cfg(model, [v.apply_noisy(x_t, abar) for v in vs], [conds[k] for k in chosen], uncond, scale, t)
+        eps_views = [v.inverse_noise(p.eps) for v, p in zip(vs, preds, strict=True)]
+        eps = _rescaled(eps_views) if combine == "rescaled" else _mean(eps_views)
         var = None
         if preds[0].var_values is not None:
-            var = _mean([v.inverse_spatial(p.var_values) for v, p in zip(views, preds, strict=True)])
+            var = _mean([v.inverse_spatial(p.var_values) for v, p in zip(vs, preds, strict=True)])
         return Prediction(eps, var)
 
     return estimate

@@ -186,3 +186,10 @@ def get_view(
         fwd, bwd = _flat_permutation(_inner_circle_permutation(h, w, 0.3 * min(h, w)), h, w)
         return View(name, fwd, bwd, 1.0, center)
     raise DiffusionLabError(f"unknown view {name!r}; choose one of {', '.join(VIEW_NAMES)}")
+
+
+def check_view_name(name: str) -> str:
+    """A view's name is known (its fit to an image size is checked by get_view); returns it."""
+    if name.partition(":")[0] not in VIEW_NAMES:
+        raise DiffusionLabError(f"unknown view {name!r}; choose one of {', '.join(VIEW_NAMES)}")
+    return name

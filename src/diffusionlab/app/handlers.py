@@ -300,9 +300,9 @@ class Handlers:
         from diffusionlab import edits
 
         n = self._n(n, 2)
-        sigma = as_float(sigma, "sigma", 0.1, 50.0)
-        kernel = as_int(kernel, "kernel", 3, 99)
-        if kernel % 2 == 0:
+        sigma = None if sigma in (None, "") else as_float(sigma, "sigma", 0.1, 50.0)
+        kernel = None if kernel in (None, "") else as_int(kernel, "kernel", 3, 99)
+        if kernel is not None and kernel % 2 == 0:
             raise DiffusionLabError(f"kernel must be odd, got {kernel}")
         scale = as_float(scale, "CFG scale", 0.0, 50.0)
         seed = seed_value(seed)

@@ -255,7 +255,7 @@ def _anagram_tab(page: Page) -> None:
             view = gr.Dropdown(views, value="rot180", label="view")
             n = gr.Slider(1, 8, value=4, step=1, label="number of images")
             steps = gr.Slider(1, 100, value=30, step=1, label=STEPS_LABEL, elem_id="anagram-steps")
-            scale, seed = page.scale(), page.seed()
+            scale, seed = page.scale(10), page.seed()  # the illusions' measured default (docs/illusions.md)
             run = gr.Button("Make anagrams", variant="primary", elem_id="anagram-run")
         with gr.Column(scale=2):
             up = gr.Image(label="upright", elem_id="anagram-up", **PNG)
@@ -271,11 +271,12 @@ def _hybrid_tab(page: Page) -> None:
             low = gr.Textbox(value="0", label="prompt seen from afar (low frequencies)")
             high = gr.Textbox(value="1", label="prompt seen close up (high frequencies)")
             with gr.Row():
-                sigma = gr.Number(value=0.875, label="sigma (2 at 64 px)")
-                kernel = gr.Number(value=15, precision=0, label="kernel (odd; 33 at 64 px)")
+                # empty: the CLI's defaults (measured at 28 px: sigma 1.5, kernel 15; IF: 2 and 33 at 64 px)
+                sigma = gr.Number(value=None, label="sigma (empty: 1.5 at 28 px, 2 at 64 px)")
+                kernel = gr.Number(value=None, precision=0, label="kernel (odd; empty: 15 at 28 px, 33 at 64 px)")
             n = gr.Slider(1, 8, value=4, step=1, label="number of images")
             steps = gr.Slider(1, 100, value=30, step=1, label=STEPS_LABEL, elem_id="hybrid-steps")
-            scale, seed = page.scale(), page.seed()
+            scale, seed = page.scale(10), page.seed()
             run = gr.Button("Make hybrids", variant="primary", elem_id="hybrid-run")
         with gr.Column(scale=2):
             near = gr.Image(label="near", elem_id="hybrid-near", **PNG)

@@ -30,6 +30,22 @@ from diffusionlab.steps import choose_step_rule
 DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="Folder with the four IDX files (.gz or raw); else the cache.")
 ]
+AnagramOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--anagram",
+        help="Also score visual anagrams with this view over all ordered class pairs and write their per-pair "
+        "map PNG next to --out. Example: --anagram rot180 --pair-n 2",
+    ),
+]
+HybridOpt = Annotated[
+    bool,
+    typer.Option(
+        "--hybrid",
+        help="Also score hybrid images over all ordered class pairs and write their per-pair map PNG next to "
+        "--out. Example: --hybrid --pair-n 2",
+    ),
+]
 
 
 def evaluate(
@@ -50,11 +66,8 @@ def evaluate(
         str | None,
         typer.Option("--classifier", help="Classifier .safetensors (default: the shipped one of the model's data)."),
     ] = None,
-    anagram: Annotated[
-        str | None,
-        typer.Option("--anagram", help="Also score visual anagrams with this view (e.g. rot180) over all class pairs."),
-    ] = None,
-    hybrid: Annotated[bool, typer.Option("--hybrid", help="Also score hybrid images over all class pairs.")] = False,
+    anagram: AnagramOpt = None,
+    hybrid: HybridOpt = False,
     pair_n: Annotated[
         int,
         typer.Option(
@@ -72,16 +85,19 @@ def evaluate(
 ) -> None:
     """Score a class-conditional model: conditional accuracy of its samples (classified as the class asked for),
     the background std of the raw samples, and their Frechet distance to the test set in the classifier's
-    features, next to the train-vs-test reference at the same N. Without the data set (no --data-dir and nothing
+    features, next to the train-vs-test reference at the same N. --anagram/--hybrid also write a per-pair success
+    map (rows: upright/far class, columns: viewed/near class) next to the JSON, e.g. scores-anagram-rot180.png. Without the data set (no --data-dir and nothing
     in the cache) it scores what it can offline and says that the Frechet distance needs --data-dir.
 
     Example: diffusionlab evaluate --model mnist -n 100 --cfg 5 --steps 30 --out scores.json
+    Example: diffusionlab evaluate -n 10 --anagram rot180 --hybrid --pair-n 2 --out pairs.json
     """
     from diffusionlab.checkpoint import atomic_write_json
     from diffusionlab.evaluation.classifier import load_classifier
     from diffusionlab.evaluation.evaluate import evaluate_model
 
     out = check_output_file(out, force)
+    maps = {k: check_output_file(p, force) for k, p in map_paths(out, anagram, hybrid).items()}
     step_rule = choose_step_rule(sampler, variance, eta)
     m = open_class_model(model, device)
     check_inputs(m, n, pair_n if anagram or hybrid else 0, anagram)
@@ -95,20 +111,24 @@ def evaluate(
     scores = evaluate_model(m, clf, n, cfg, steps, seed, test, train, sampler=step_rule)
     scores.update(pair_scores(m, clf, anagram, hybrid, pair_n, cfg, seed))
     scores["classifier"] = str(classifier or f"shipped {data}-classifier")
-    scores["command"] = shlex.join(
+    rule = {"--sampler": sampler, "--variance": variance, "--eta": eta}
+    scores["command"] = command_line(model, n, cfg, steps, seed, rule, anagram, hybrid, pair_n)
+    print(format_scores(scores, m.class_names))
+    atomic_write_json(out, scores)
+    wrote(out, *write_maps(scores, maps, m.class_names))
+
+
+def command_line(model, n, cfg, steps, seed, rule: dict, anagram, hybrid: bool, pair_n: int) -> str:
+    """The evaluate command that makes these scores (stored in the JSON)."""
+    return shlex.join(
         ["diffusionlab", "evaluate", "--model", str(model), "-n", str(n), "--cfg", str(cfg)]
         + (["--steps", str(steps)] if steps else [])
-        + (["--sampler", sampler] if sampler else [])
-        + (["--variance", variance] if variance else [])
-        + (["--eta", str(eta)] if eta is not None else [])
+        + [part for k, v in rule.items() if v is not None for part in (k, str(v))]
         + ["--seed", str(seed)]
         + (["--anagram", anagram] if anagram else [])
         + (["--hybrid"] if hybrid else [])
         + (["--pair-n", str(pair_n)] if anagram or hybrid else [])
     )
-    print(format_scores(scores, m.class_names))
-    atomic_write_json(out, scores)
-    wrote(out)
 
 
 def open_class_model(model: str, device: str):
@@ -144,7 +164,7 @@ def load_splits(data: str, data_dir: Path | None):
 
 
 def pair_scores(m, clf, anagram: str | None, hybrid: bool, pair_n: int, cfg: float, seed: int) -> dict:
-    """The --anagram and --hybrid scores (their images are not kept in the JSON)."""
+    """The --anagram and --hybrid scores, per pair too (their images are not kept in the JSON)."""
     from diffusionlab.evaluation.pairs import evaluate_anagrams, evaluate_hybrids
 
     scores = {}
@@ -155,6 +175,35 @@ def pair_scores(m, clf, anagram: str | None, hybrid: bool, pair_n: int, cfg: flo
         scores["hybrid"] = evaluate_hybrids(m, clf, pair_n, cfg, seed)
         scores["hybrid"].pop("images")
     return scores
+
+
+def map_paths(out: Path, anagram: str | None, hybrid: bool) -> dict[str, Path]:
+    """Where the per-pair score maps go: next to the JSON, scores.json -> scores-anagram-rot180.png."""
+    paths = {}
+    if anagram:
+        paths["anagram"] = out.with_name(f"{out.stem}-anagram-{anagram.replace(':', '-')}.png")
+    if hybrid:
+        paths["hybrid"] = out.with_name(f"{out.stem}-hybrid.png")
+    return paths
+
+
+def write_maps(scores: dict, paths: dict[str, Path], class_names) -> list[Path]:
+    """The 10x10 per-pair success heatmaps of the --anagram and --hybrid scores."""
+    from diffusionlab.evaluation.metrics import score_map
+    from diffusionlab.figures import save_png
+
+    names = list(class_names or [str(i) for i in range(10)])
+    written = []
+    for kind, path in paths.items():
+        s = scores[kind]
+        if kind == "anagram":
+            title = f"anagram success per pair, view {s['view']}: {100 * s['anagram_success']:.0f} % overall"
+            img = score_map(s["per_pair"], names, title, "upright", "viewed")
+        else:
+            title = f"hybrid success per pair: {100 * s['hybrid_success']:.0f} % overall"
+            img = score_map(s["per_pair"], names, title, "far (low-pass)", "near (high-pass)")
+        written.append(save_png(img, path, {"command": scores.get("command"), "kind": kind}))
+    return written
 
 
 def format_scores(scores: dict[str, Any], class_names: Sequence[str] | None = None) -> str:

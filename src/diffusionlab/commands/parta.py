@@ -13,6 +13,7 @@ import torch
 import typer
 
 from diffusionlab.checks import check_output_file, check_output_folder, write_together
+from diffusionlab.commands import illusion_options as ill
 from diffusionlab.commands.common import (
     DeviceOpt,
     EtaOpt,
@@ -314,17 +315,13 @@ def inpaint(
 
 
 def anagram(
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Two prompts: upright, then through the view.")],
-    view: Annotated[
-        str,
-        typer.Option(
-            "--view",
-            help="rot180 (the course's flip), flip (upside down), hflip, rot90, rot270, negate, patch-permute[:N], "
-            "pixel-permute, inner-circle, identity.",
-        ),
-    ] = "rot180",
+    prompt: ill.PromptsOpt,
+    view: ill.ViewsOpt = None,
     n: NOpt = 4,
-    scale: ScaleOpt = None,
+    scale: ill.ScaleOpt = None,
+    combine: ill.CombineOpt = None,
+    best_of: ill.BestOfOpt = 1,
+    runner_ups: ill.RunnerUpsOpt = False,
     out: OutOpt = None,
     save_all: SaveAllOpt = None,
     model: ModelOpt = "mnist",
@@ -338,35 +335,33 @@ def anagram(
     variance: VarianceOpt = None,
     eta: EtaOpt = None,
 ) -> None:
-    """Visual anagrams (A1.8): images that show the first prompt upright and the second through the view.
+    """Visual anagrams (A1.8): images that show the first prompt upright and each later one through its view.
 
-    eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2; all -n images and both views in one batch.
+    eps = mean over views of view^-1(CFG(view(x_t), p)); all -n images, views and branches in one batch.
 
     Example: diffusionlab anagram --prompt 6 --prompt 9 --view rot180 -n 8 --out six_nine.png
+    Example: diffusionlab anagram -p 1 -p 7 -p 4 -p 0 --view rot90 --view rot180 --view rot270 --best-of 8
     """
     from diffusionlab import tools
+    from diffusionlab.tools.illusions import anagram_readings
 
-    if len(prompt or []) != 2:
-        raise DiffusionLabError(
-            f"anagram needs exactly two --prompt options (upright, viewed), got {len(prompt or [])}"
-        )
+    prompt, view = anagram_readings(prompt, view)
+    ill.check_best_of(model, best_of)
     path = check_outputs(out, "anagram.png", save_all, force)
     choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
     m = open_model(model, device, model_dir, prompt_embeds, offload)
-    result = tools.anagram(m, prompt, view, n, scale, seed, sampler, variance, eta)
-    finish(result, path, save_all, force)
+    rule = dict(sampler=sampler, variance=variance, eta=eta, best_of=best_of, runner_ups=runner_ups)
+    finish(tools.anagram(m, prompt, view, n, scale, seed, **rule, combine=combine), path, save_all, force)
 
 
 def hybrid(
-    prompt: Annotated[
-        list[str], typer.Option("--prompt", "-p", help="Two prompts: low frequencies (far), then high (near).")
-    ],
-    sigma: Annotated[
-        float | None, typer.Option(help="Low-pass sigma (default 2 at 64 px, scaled: 0.875 at 28).")
-    ] = None,
-    kernel: Annotated[int | None, typer.Option(help="Low-pass kernel (default 33 at 64 px, scaled: 15 at 28).")] = None,
+    prompt: ill.HybridPromptsOpt,
+    sigma: ill.SigmaOpt = None,
+    kernel: ill.KernelOpt = None,
     n: NOpt = 4,
-    scale: ScaleOpt = None,
+    scale: ill.ScaleOpt = None,
+    best_of: ill.BestOfOpt = 1,
+    runner_ups: ill.RunnerUpsOpt = False,
     out: OutOpt = None,
     save_all: SaveAllOpt = None,
     model: ModelOpt = "mnist",
@@ -382,20 +377,20 @@ def hybrid(
 ) -> None:
     """Hybrid images (A1.9): the first prompt seen from afar (low frequencies), the second up close (high).
 
-    eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)); the grid also shows each image low-passed
-    (as seen from afar).
+    eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)); the grid also shows each image low-passed.
 
-    Example: diffusionlab hybrid --prompt 0 --prompt 1 -n 8 --out hybrid.png
+    Example: diffusionlab hybrid --prompt 0 --prompt 1 -n 8 --best-of 8 --out hybrid.png
     """
     from diffusionlab import tools
 
     if len(prompt or []) != 2:
         raise DiffusionLabError(f"hybrid needs exactly two --prompt options (low, high), got {len(prompt or [])}")
+    ill.check_best_of(model, best_of)
     path = check_outputs(out, "hybrid.png", save_all, force)
     choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
     m = open_model(model, device, model_dir, prompt_embeds, offload)
-    result = tools.hybrid(m, prompt, n, kernel, sigma, scale, seed, sampler, variance, eta)
-    finish(result, path, save_all, force)
+    rule = dict(sampler=sampler, variance=variance, eta=eta, best_of=best_of, runner_ups=runner_ups)
+    finish(tools.hybrid(m, prompt, n, kernel, sigma, scale, seed, **rule), path, save_all, force)
 
 
 def register(app: typer.Typer) -> None:

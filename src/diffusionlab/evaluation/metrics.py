@@ -142,15 +142,21 @@ def anagram_success(classifier: Scorer, images: Tensor, view: Any, label1: Label
     }
 
 
-def far_view(images: Tensor, factor: int = 4) -> Tensor:
-    """What the image looks like from afar: average-pooled by `factor` (28 -> 7 for 4), upsampled back bilinearly."""
+# How far "from afar" is: the shipped MNIST classifier reads the first 100 real test digits 100 % right as they
+# are, 90 % right average-pooled by 2 (14 x 14) and 5 % right pooled by 4 (7 x 7): at 4 no image, real or hybrid,
+# can pass the far test (docs/illusions.md), so the far view pools by 2.
+FAR_FACTOR = 2
+
+
+def far_view(images: Tensor, factor: int = FAR_FACTOR) -> Tensor:
+    """What the image looks like from afar: average-pooled by `factor` (28 -> 14 for 2), upsampled back bilinearly."""
     h, w = images.shape[-2:]
     small = F.avg_pool2d(images, factor, ceil_mode=True)
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
 def hybrid_scores(
-    classifier: Scorer, images: Tensor, low_label: Labels, high_label: Labels, factor: int = 4
+    classifier: Scorer, images: Tensor, low_label: Labels, high_label: Labels, factor: int = FAR_FACTOR
 ) -> dict[str, float]:
     """Hybrid-image scores of images in [0, 1]: "far" = the far view (`far_view`, downscaled by `factor`)
     classified as the low-pass prompt; "near" = the image itself (what is seen up close, where the high
@@ -164,3 +170,48 @@ def hybrid_scores(
         "near": float(ok_near.float().mean()),
         "success": float((ok_far & ok_near).float().mean()),
     }
+
+
+# -- per-pair score maps --------------------------------------------------------------------------------------
+def pair_matrix(per_pair: dict[str, float], num_classes: int) -> list[list[float | None]]:
+    """{"a->b": rate} -> a num_classes x num_classes matrix (rows a, columns b; None where not measured)."""
+    m: list[list[float | None]] = [[None] * num_classes for _ in range(num_classes)]
+    for name, rate in per_pair.items():
+        a, _, b = name.partition("->")
+        m[int(a)][int(b)] = float(rate)
+    return m
+
+
+def score_map(
+    per_pair: dict[str, float],
+    class_names: Sequence[str],
+    title: str,
+    rows: str = "upright",
+    cols: str = "viewed",
+    cell: int = 44,
+):
+    """A labelled heatmap (PIL image) of per-pair success: rows `rows` class, columns `cols` class; each cell shows
+    its rate in percent, from dark red (0 %) to green (100 %); the diagonal (not a pair) is grey."""
+    from PIL import Image, ImageDraw
+
+    from diffusionlab.figures import _font
+
+    k = len(class_names)
+    m = pair_matrix(per_pair, k)
+    font, small = _font(14), _font(12)
+    left, top = 110, 80
+    img = Image.new("RGB", (left + k * cell + 20, top + k * cell + 20), "white")
+    d = ImageDraw.Draw(img)
+    d.text((10, 8), title, fill="black", font=font)
+    d.text((10, 30), f"rows: {rows} class; columns: {cols} class", fill="black", font=small)
+    for i in range(k):
+        d.text((left + i * cell + 4, top - 18), str(class_names[i])[:5], fill="black", font=small)
+        d.text((60, top + i * cell + cell // 3), str(class_names[i])[:6], fill="black", font=small)
+        for j in range(k):
+            v = m[i][j]
+            box = (left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1)
+            color = (200, 200, 200) if v is None else (int(200 * (1 - v)) + 30, int(170 * v) + 30, 40)
+            d.rectangle(box, fill=color)
+            if v is not None:
+                d.text((box[0] + 6, box[1] + cell // 3), f"{100 * v:.0f}", fill="white", font=small)
+    return img

@@ -1,5 +1,5 @@
 """Evaluating the Part A edits over class pairs: visual anagrams and hybrid images of a class DDPM, scored with
-`metrics.anagram_success` and `metrics.hybrid_scores`."""
+`metrics.anagram_success` and `metrics.hybrid_scores`, overall and per ordered pair (a 10x10 map for MNIST)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from diffusionlab import edits
-from diffusionlab.evaluation.metrics import Scorer, anagram_success, hybrid_scores, to_unit
+from diffusionlab.evaluation.metrics import FAR_FACTOR, Scorer, anagram_success, far_view, hybrid_scores, to_unit
 from diffusionlab.views import get_view
 
 
@@ -29,6 +29,12 @@ def _pair_conds(
     return first, second, (eye[first.to(model.device)], eye[second.to(model.device)])
 
 
+def per_pair(ok: Tensor, pairs: Sequence[tuple[int, int]], n_per_pair: int) -> dict[str, float]:
+    """{"a->b": success rate} from per-image successes (n_per_pair images per pair, pair-major)."""
+    rates = ok.float().reshape(len(pairs), n_per_pair).mean(1)
+    return {f"{a}->{b}": float(r) for (a, b), r in zip(pairs, rates, strict=True)}
+
+
 @torch.no_grad()
 def evaluate_anagrams(
     model: Any,
@@ -40,9 +46,12 @@ def evaluate_anagrams(
     pairs: Sequence[tuple[int, int]] | None = None,
     timesteps: Sequence[int] | None = None,
     progress: bool = True,
+    combine: str | None = None,
+    rule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Visual anagrams (edits.anagram, the course's strided sampler) for every ordered class pair (prompt 1 upright,
-    prompt 2 through `view`), all pairs in one batch; scores with `anagram_success` (overall and per pair)."""
+    """Visual anagrams (edits.anagram with its defaults unless given) for every ordered class pair (prompt 1
+    upright, prompt 2 through `view`), all pairs in one batch; scores with `anagram_success` (overall and per pair).
+    combine: how views are combined (guidance.COMBINE_MODES); rule: the step rule ({"sampler", "variance", ...})."""
     model.require("class", "ddpm", "anagram evaluation")
     pairs = list(pairs or ordered_pairs(model.num_classes))
     first, second, (c1, c2) = _pair_conds(model, pairs, n_per_pair)
@@ -50,16 +59,13 @@ def evaluate_anagrams(
     v = get_view(view, model.image_shape, model.value_range, seed)
     start = time.perf_counter()
     x = edits.anagram(
-        model, c1, c2, v, len(first), cfg_scale, generator=gen, timesteps=timesteps, seed=seed, progress=progress
+        model, c1, c2, v, len(first), cfg_scale, gen, timesteps, seed, None, combine, progress=progress, **(rule or {})
     )
     seconds = time.perf_counter() - start
     images = to_unit(x.cpu(), model.value_range)
     unit_view = get_view(view, model.image_shape, (0.0, 1.0), seed)  # the same view, acting on [0, 1] images
     scores = anagram_success(classifier, images, unit_view, first, second)
     ok = (classifier.classify(images) == first) & (classifier.classify(unit_view.apply(images).clamp(0, 1)) == second)
-    per_pair = {
-        f"{a}->{b}": float(ok[i * n_per_pair : (i + 1) * n_per_pair].float().mean()) for i, (a, b) in enumerate(pairs)
-    }
     return {
         "view": view,
         "n_pairs": len(pairs),
@@ -67,7 +73,7 @@ def evaluate_anagrams(
         "cfg_scale": cfg_scale,
         "seed": seed,
         **{f"anagram_{k}": val for k, val in scores.items()},
-        "per_pair": per_pair,
+        "per_pair": per_pair(ok, pairs, n_per_pair),
         "sample_seconds": round(seconds, 2),
         "images": images,
     }
@@ -82,29 +88,37 @@ def evaluate_hybrids(
     seed: int = 0,
     pairs: Sequence[tuple[int, int]] | None = None,
     timesteps: Sequence[int] | None = None,
-    factor: int = 4,
+    factor: int = FAR_FACTOR,
     progress: bool = True,
+    kernel: int | None = None,
+    sigma: float | None = None,
+    rule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Hybrid images (edits.hybrid) for every ordered class pair (low-pass prompt, high-pass prompt), one batch;
-    scores with `hybrid_scores`."""
+    """Hybrid images (edits.hybrid, its defaults unless given) for every ordered class pair (low-pass prompt,
+    high-pass prompt), one batch; scores with `hybrid_scores` (overall and per pair)."""
     model.require("class", "ddpm", "hybrid evaluation")
     pairs = list(pairs or ordered_pairs(model.num_classes))
     low, high, (c_low, c_high) = _pair_conds(model, pairs, n_per_pair)
     gen = torch.Generator("cpu").manual_seed(int(seed))
     start = time.perf_counter()
     x = edits.hybrid(
-        model, c_low, c_high, len(low), scale=cfg_scale, generator=gen, timesteps=timesteps, progress=progress
+        model, c_low, c_high, len(low), sigma, kernel, cfg_scale, gen, timesteps, progress=progress, **(rule or {})
     )
     seconds = time.perf_counter() - start
     images = to_unit(x.cpu(), model.value_range)
     scores = hybrid_scores(classifier, images, low, high, factor)
+    ok = (classifier.classify(far_view(images, factor)) == low) & (classifier.classify(images) == high)
+    k, s = edits.hybrid_blur(model, kernel, sigma)
     return {
         "n_pairs": len(pairs),
         "n_per_pair": n_per_pair,
         "cfg_scale": cfg_scale,
+        "kernel": k,
+        "sigma": s,
         "seed": seed,
         "far_factor": factor,
         **{f"hybrid_{k}": val for k, val in scores.items()},
+        "per_pair": per_pair(ok, pairs, n_per_pair),
         "sample_seconds": round(seconds, 2),
         "images": images,
     }

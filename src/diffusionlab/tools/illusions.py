@@ -1,20 +1,28 @@
-"""Visual anagrams (A1.8) and hybrid images (A1.9) as tools: a model and two prompts in, a Result out with the
-images and the figure that shows each reading (the view applied; the far, low-passed view)."""
+"""Visual anagrams (A1.8) and hybrid images (A1.9) as tools: a model and its prompts in, a Result out with the
+images and the figure that shows each reading (every view applied; the far, low-passed view).
+
+Anagrams take 2-4 prompts: the first upright, each later one through its own view. `best_of=K` makes K candidates
+per image in the same batch and keeps the one whose weaker reading the shipped classifier of the model's data is
+surest of (`verified`), optionally showing the runner-ups."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from diffusionlab import edits
-from diffusionlab.checks import check_batch
+from diffusionlab.checks import check_batch, check_count
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import show_prompt
 from diffusionlab.steps import choose_step_rule
 from diffusionlab.tools.image import Seed, _generator, _settings
 from diffusionlab.tools.inputs import as_model, prompts_of
 from diffusionlab.tools.result import Panel, Result
+
+MAX_READINGS = 4
 
 
 def _two(prompts: Sequence[str], tool: str, roles: str) -> list[str]:
@@ -24,37 +32,136 @@ def _two(prompts: Sequence[str], tool: str, roles: str) -> list[str]:
     return prompts
 
 
+def anagram_readings(prompts: Sequence[str] | str, view: str | Sequence[str]) -> tuple[list[str], list[str]]:
+    """2-4 prompts and one view per prompt after the first (a single view name is fine for two prompts)."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
+    views = [view] if isinstance(view, str) else list(view or [])
+    if not 2 <= len(prompts) <= MAX_READINGS:
+        raise DiffusionLabError(
+            f"anagram needs 2 to {MAX_READINGS} --prompt options (the first upright, one per --view), "
+            f"got {len(prompts)}"
+        )
+    if len(views) == 0 and len(prompts) == 2:
+        views = ["rot180"]
+    if len(views) != len(prompts) - 1:
+        raise DiffusionLabError(
+            f"anagram: {len(prompts)} prompts need {len(prompts) - 1} --view options (one per prompt after the "
+            f"first), got {len(views)}"
+        )
+    return prompts, views
+
+
+def scoring_classifier(model) -> Any:
+    """The shipped classifier of the model's data set, for best-of-K; a one-line error where there is none."""
+    from diffusionlab.evaluation.classifier import load_classifier
+    from diffusionlab.protocol import is_if_like
+
+    if is_if_like(model) or getattr(model, "kind", None) != "class":
+        raise DiffusionLabError(
+            f"--best-of ranks candidates with the shipped classifier of a class model's data; "
+            f"{getattr(model, 'name', 'this model')} has none (use --best-of 1)"
+        )
+    data = getattr(model, "config", {}).get("data", "mnist")
+    clf = load_classifier(data, model.device)
+    if tuple(model.image_shape) != (1, 28, 28):
+        raise DiffusionLabError(f"--best-of: the {data} classifier scores 1x28x28 images, not {model.image_shape}")
+    return clf
+
+
+def labels_of(model, prompts: Sequence[str]) -> list[int]:
+    """Class indices of prompts (for scoring); an unconditional prompt has none."""
+    cond = model.encode(list(prompts))
+    if bool((cond.sum(1) == 0).any()):
+        raise DiffusionLabError("--best-of needs a class for every prompt (an empty prompt has no reading to score)")
+    return [int(i) for i in cond.argmax(1).cpu()]
+
+
+def reading_probabilities(readings: list[Tensor], labels: list[int], classifier) -> Tensor:
+    """(R, N): the classifier's probability that reading r (images in [0, 1]) shows labels[r]."""
+    return torch.stack(
+        [torch.softmax(classifier.logits(x), 1)[:, lab].cpu() for x, lab in zip(readings, labels, strict=True)]
+    )
+
+
+def verified(readings: list[Tensor], labels: list[int], classifier, n: int, k: int) -> tuple[Tensor, Tensor]:
+    """readings[r]: reading r of n * k candidates in [0, 1] (image-major: candidates of image j are rows
+    j*k .. j*k+k-1). Returns (order (n, k) of candidate rows, best first; their weaker-reading probabilities)."""
+    weakest = reading_probabilities(readings, labels, classifier).min(0).values.reshape(n, k)
+    order = weakest.argsort(1, descending=True)
+    rows = order + torch.arange(n).view(-1, 1) * k
+    return rows, weakest.gather(1, order)
+
+
+def _scores(readings: list[Tensor], labels: list[int], classifier, keep: Tensor) -> dict[str, Any]:
+    """The kept images' per-reading probabilities, for the settings (and the PNG's text)."""
+    probs = reading_probabilities([r[keep] for r in readings], labels, classifier)
+    return {"reading_probabilities": [[round(float(p), 4) for p in col] for col in probs.T]}
+
+
+def _to_unit(x: Tensor, value_range) -> Tensor:
+    from diffusionlab.evaluation.metrics import to_unit
+
+    return to_unit(x.cpu(), value_range)
+
+
 def anagram(
     model,
     prompts: Sequence[str],
-    view: str = "rot180",
+    view: str | Sequence[str] = "rot180",
     n: int = 4,
     scale: float | None = None,
     seed: Seed = 0,
     sampler: str | None = None,
     variance: str | None = None,
     eta: float | None = None,
+    combine: str | None = None,
+    best_of: int = 1,
+    runner_ups: bool = False,
 ) -> Result:
-    """n images that read as prompts[0] upright and as prompts[1] through `view` (rot180, flip, ...; see
-    diffusionlab.views). images: (n, C, H, W), upright; the figure shows them and their views."""
+    """n images that read as prompts[0] upright and as prompts[k] through view[k - 1] (rot180, flip, rot90, ...;
+    see diffusionlab.views): 2-4 readings. combine: guidance.COMBINE_MODES (default: edits.ANAGRAM_DEFAULTS).
+    best_of: K candidates per image, the classifier's best kept (scores in settings). images: (n, C, H, W)."""
+    from diffusionlab.guidance import check_combine
     from diffusionlab.views import get_view
 
-    two = _two(prompts, "anagram", "upright, viewed")
+    ps, view_names = anagram_readings(prompts, view)
+    check_count(best_of, "--best-of")
+    if combine is not None:
+        check_combine(combine)
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
-    check_batch(n, m.image_shape)
+    check_batch(n * best_of, m.image_shape, "-n x --best-of")
     permutation_seed = seed if isinstance(seed, int) else 0
-    v = get_view(view, m.image_shape, m.value_range, permutation_seed)
-    p1, p2 = prompts_of(m, two)
-    res = edits.anagram(m, p1, p2, v, n, scale, _generator(seed), seed=permutation_seed, **rule)
-    viewed = v.apply(res)
-    rows = [f"{show_prompt(p1)} (upright)", f"{show_prompt(p2)} ({view})"]
-    panel = Panel(torch.cat([res, viewed]), n, rows, None, f"anagram, view {view}")
-    singles = {f"anagram_{k + 1}": res[k] for k in range(n)}
-    singles |= {f"anagram_{k + 1}_{view}": viewed[k] for k in range(n)}
-    s = edits.default_scale(m) if scale is None else scale
-    settings = _settings("anagram", m, seed, [], prompts=[p1, p2], view=view, n=n, scale=s, **rule)
-    return Result(res, [panel], m.value_range, settings, singles)
+    views = [get_view(v, m.image_shape, m.value_range, permutation_seed) for v in view_names]
+    ps = prompts_of(m, ps)
+    clf, labels = (scoring_classifier(m), labels_of(m, ps)) if best_of > 1 else (None, [])
+    res = edits.anagram_views(
+        m, ps, views, n * best_of, scale, _generator(seed), seed=permutation_seed, combine=combine, **rule
+    )
+    readings = [res] + [v.apply(res) for v in views]
+    names = ["upright"] + view_names
+    extra: dict[str, Any] = {}
+    if clf is not None:
+        x = _to_unit(res, m.value_range)  # the views acting on [0, 1] images, as the classifier sees them
+        unit = [x] + [get_view(v, m.image_shape, (0.0, 1.0), permutation_seed).apply(x) for v in view_names]
+        rows, _ = verified(unit, labels, clf, n, best_of)
+        keep = rows[:, 0]
+        extra = {"best_of": best_of, **_scores(unit, labels, clf, keep)}
+    else:
+        keep = torch.arange(n)
+    best = [r[keep] for r in readings]
+    labels_text = [f"{show_prompt(p)} ({name})" for p, name in zip(ps, names, strict=True)]
+    panels = [Panel(torch.cat(best), n, labels_text, None, f"anagram, views {', '.join(view_names)}")]
+    if clf is not None and runner_ups:
+        others = rows[:, 1:].reshape(-1)
+        panels.append(Panel(res[others], best_of - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
+    singles = {f"anagram_{j + 1}": best[0][j] for j in range(n)}
+    singles |= {f"anagram_{j + 1}_{name}": best[r][j] for r, name in enumerate(names) if r for j in range(n)}
+    s = edits.illusion_scale(m, edits.ANAGRAM_DEFAULTS) if scale is None else scale
+    settings = _settings(
+        "anagram", m, seed, [], prompts=ps, views=view_names, n=n, scale=s, combine=combine, **rule, **extra
+    )
+    return Result(best[0], panels, m.value_range, settings, singles)
 
 
 def hybrid(
@@ -68,23 +175,39 @@ def hybrid(
     sampler: str | None = None,
     variance: str | None = None,
     eta: float | None = None,
+    best_of: int = 1,
+    runner_ups: bool = False,
 ) -> Result:
     """n images that read as prompts[0] from afar (low frequencies) and prompts[1] up close (high). kernel/sigma:
-    the low-pass (default 33/2 at 64 px, scaled: 15/0.875 at 28). images: (n, C, H, W)."""
-    from diffusionlab.filters import check_blur, lowpass, scaled_blur
+    the low-pass (default: edits.hybrid_blur). best_of: K candidates per image, ranked by the classifier (far
+    view as prompts[0], the image as prompts[1]). images: (n, C, H, W)."""
+    from diffusionlab.evaluation.metrics import far_view
+    from diffusionlab.filters import check_blur, lowpass
 
     two = _two(prompts, "hybrid", "low, high")
+    check_count(best_of, "--best-of")
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
-    check_batch(n, m.image_shape)
-    k0, s0 = scaled_blur(m.image_shape[1])
-    k, sg = kernel or k0, sigma or s0
+    check_batch(n * best_of, m.image_shape, "-n x --best-of")
+    k, sg = edits.hybrid_blur(m, kernel, sigma)
     check_blur(k, sg, m.image_shape[1], m.image_shape[2])
     p1, p2 = prompts_of(m, two)
-    res = edits.hybrid(m, p1, p2, n, sg, k, scale, _generator(seed), **rule)
-    far = lowpass(res, k, sg)
+    clf, labels = (scoring_classifier(m), labels_of(m, [p1, p2])) if best_of > 1 else (None, [])
+    res = edits.hybrid(m, p1, p2, n * best_of, sg, k, scale, _generator(seed), **rule)
+    extra: dict[str, Any] = {}
+    keep = torch.arange(n)
+    if clf is not None:
+        unit = _to_unit(res, m.value_range)
+        rows, _ = verified([far_view(unit), unit], labels, clf, n, best_of)
+        keep = rows[:, 0]
+        extra = {"best_of": best_of, **_scores([far_view(unit), unit], labels, clf, keep)}
+    best = res[keep]
+    far = lowpass(best, k, sg)
     title = f"hybrid: far {show_prompt(p1)}, near {show_prompt(p2)}; kernel {k}, sigma {sg:g}"
-    panel = Panel(torch.cat([res, far]), n, ["hybrid", f"low-pass ({show_prompt(p1)})"], None, title)
-    s = edits.default_scale(m) if scale is None else scale
-    settings = _settings("hybrid", m, seed, [], prompts=[p1, p2], n=n, kernel=k, sigma=sg, scale=s, **rule)
-    return Result(res, [panel], m.value_range, settings, {f"hybrid_{j + 1}": res[j] for j in range(n)})
+    panels = [Panel(torch.cat([best, far]), n, ["hybrid", f"low-pass ({show_prompt(p1)})"], None, title)]
+    if clf is not None and runner_ups:
+        others = rows[:, 1:].reshape(-1)
+        panels.append(Panel(res[others], best_of - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
+    s = edits.illusion_scale(m, edits.HYBRID_DEFAULTS) if scale is None else scale
+    settings = _settings("hybrid", m, seed, [], prompts=[p1, p2], n=n, kernel=k, sigma=sg, scale=s, **rule, **extra)
+    return Result(best, panels, m.value_range, settings, {f"hybrid_{j + 1}": best[j] for j in range(n)})

@@ -1,0 +1,102 @@
+"""The options of `diffusionlab anagram` and `hybrid` beyond the shared ones: views, how they are combined,
+verified best-of-K. Checked while the command line is parsed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from diffusionlab import checks
+
+
+def register(app) -> None:  # options only, no commands
+    return None
+
+
+def _views(values: list[str] | None) -> list[str] | None:
+    from diffusionlab.views import check_view_name
+
+    return [check_view_name(v) for v in values] if values else values
+
+
+def _combine(value: str | None) -> str | None:
+    from diffusionlab.guidance import check_combine
+
+    return check_combine(value) if value is not None else None
+
+
+def _best_of(value: int) -> int:
+    return checks.check_count(value, "--best-of")
+
+
+ViewsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--view",
+        help="One view per --prompt after the first (default rot180 for two prompts): rot180 (the course's flip), "
+        "flip (upside down), hflip, rot90, rot270, negate, patch-permute[:N], pixel-permute, inner-circle, identity. "
+        "Example: -p 1 -p 7 -p 4 -p 0 --view rot90 --view rot180 --view rot270",
+        callback=_views,
+    ),
+]
+CombineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--combine",
+        help="How the views' noise estimates make one step: mean (Visual Anagrams), alternate (one view per "
+        "step), rescaled (the mean at the views' std); default: the measured best (docs/illusions.md). "
+        "Example: --combine alternate",
+        callback=_combine,
+    ),
+]
+BestOfOpt = Annotated[
+    int,
+    typer.Option(
+        "--best-of",
+        help="Make K candidates per image in one batch and keep the one whose weaker reading the shipped "
+        "classifier is surest of (our class models only). Example: --best-of 8",
+        callback=_best_of,
+    ),
+]
+RunnerUpsOpt = Annotated[
+    bool, typer.Option("--runner-ups", help="With --best-of: also show the other candidates, best first.")
+]
+
+
+def _scale(value: float | None) -> float | None:
+    return checks.check_scale(value, "--cfg")
+
+
+ScaleOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--scale",
+        "--cfg",
+        help="CFG scale (default 7 for IF; for our models the measured one of edits.ANAGRAM_DEFAULTS / "
+        "HYBRID_DEFAULTS, see docs/illusions.md). Example: --cfg 10",
+        callback=_scale,
+    ),
+]
+PromptsOpt = Annotated[
+    list[str], typer.Option("--prompt", "-p", help="2-4 prompts: upright, then one per --view. Example: -p 6 -p 9")
+]
+HybridPromptsOpt = Annotated[
+    list[str], typer.Option("--prompt", "-p", help="Two prompts: low frequencies (far), then high (near).")
+]
+SigmaOpt = Annotated[
+    float | None,
+    typer.Option(help="Low-pass sigma (default: the measured one, docs/illusions.md). Example: --sigma 2"),
+]
+KernelOpt = Annotated[
+    int | None, typer.Option(help="Low-pass kernel, odd (default: the measured one). Example: --kernel 15")
+]
+
+
+def check_best_of(model: str, best_of: int) -> None:
+    """--best-of K > 1 needs the shipped classifier of our class models: refused for IF before it loads."""
+    from diffusionlab.errors import DiffusionLabError
+    from diffusionlab.model_registry import is_if_spec
+
+    if best_of > 1 and is_if_spec(model):
+        raise DiffusionLabError("--best-of ranks candidates with the shipped classifier; DeepFloyd IF has none")
