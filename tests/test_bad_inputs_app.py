@@ -96,13 +96,13 @@ APP_CASES: list[AppCase] = [
         AppCase(f"{h}-n-{v}", h, {"n": v}, "number of images")
         for h, v in [
             ("generate", 0),
-            ("generate", 17),
+            ("generate", 41),  # the limit is 40 images a request (ten digits x 4)
             ("inpaint", 0),
             ("anagram", 100000),
             ("hybrid", -1),
         ]
     ],  # fmt: skip
-    AppCase("generate-n-times-prompts", "generate", {"n": 9, "prompts": "1, 2"}, "more than the limit of 16"),
+    AppCase("generate-n-times-prompts", "generate", {"n": 5, "prompts": "0,1,2,3,4,5,6,7,8"}, "more than the limit of 40"),
     *[AppCase(f"{h}-steps-0", h, {"steps": 0}, "steps") for h in ("generate", "inpaint", "anagram", "hybrid")],
     AppCase("generate-unknown-prompt", "generate", {"prompts": "banana"}, "unknown prompt"),
     AppCase("noise-t-out-of-range", "noise", {"t": 5000}, "out of range"),
