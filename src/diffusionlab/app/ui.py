@@ -166,9 +166,9 @@ def _noise_tab(page: Page) -> None:
             )
             t = page.slider_t(140, label="t (0 .. T-1)", elem_id="noise-t")  # i_start 15 at 28 px (docs/parta_28px.md)
             with gr.Row():
-                # empty: the CLI's default, 5 / 2.0 at 64 px scaled to the model's size (3 / 0.875 at 28 px)
-                kernel = gr.Number(value=None, precision=0, label="blur kernel (odd; empty: 5 at 64 px, scaled)")
-                sigma = gr.Number(value=None, label="blur sigma (empty: 2 at 64 px, scaled)")
+                # the CLI's default at 28 px: 5 / 2.0 at 64 px scaled to 3 / 0.875 (an empty field: scaled to the model)
+                kernel = gr.Number(value=3, precision=0, label="blur kernel (odd; 5 at 64 px, scaled)")
+                sigma = gr.Number(value=0.875, label="blur sigma (2 at 64 px, scaled)")
             prompt = gr.Textbox(value="", label="prompt for the denoiser (empty: unconditional)")
             scale = gr.Slider(0, 20, value=1, step=0.5, label="CFG scale (1 = none)")
             seed, invert = page.seed(), page.invert()
@@ -271,9 +271,9 @@ def _hybrid_tab(page: Page) -> None:
             low = gr.Textbox(value="0", label="prompt seen from afar (low frequencies)")
             high = gr.Textbox(value="1", label="prompt seen close up (high frequencies)")
             with gr.Row():
-                # empty: the CLI's defaults (measured at 28 px: sigma 1.5, kernel 15; IF: 2 and 33 at 64 px)
-                sigma = gr.Number(value=None, label="sigma (empty: 1.5 at 28 px, 2 at 64 px)")
-                kernel = gr.Number(value=None, precision=0, label="kernel (odd; empty: 15 at 28 px, 33 at 64 px)")
+                # the CLI's defaults at 28 px, measured (docs/illusions.md); an empty field: the model's default
+                sigma = gr.Number(value=1.5, label="sigma (1.5 at 28 px; 2 at 64 px)")
+                kernel = gr.Number(value=15, precision=0, label="kernel (odd; 15 at 28 px, 33 at 64 px)")
             n = gr.Slider(1, 8, value=4, step=1, label="number of images")
             steps = gr.Slider(1, 100, value=30, step=1, label=STEPS_LABEL, elem_id="hybrid-steps")
             scale, seed = page.scale(10), page.seed()
