@@ -10,7 +10,7 @@ from torch import Tensor
 from diffusionlab.checks import check_batch
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.steps import choose_step_rule
-from diffusionlab.tools.image import _settings
+from diffusionlab.tools.image import tool_settings
 from diffusionlab.tools.inputs import as_model
 from diffusionlab.tools.result import Panel, Result
 
@@ -52,5 +52,5 @@ def sample(
     x = generate(m, ps or None, n, s, seed, ts, steps, frames, every, progress, rule)
     title = f"{getattr(m, 'name', 'model')}  seed={seed}" + (f"  cfg={s}" if ps else "")
     panel = Panel(x, n, ps or None, None, title)
-    settings = _settings("sample", m, seed, [], prompts=ps, n=n, steps=steps, scale=s, **rule)
+    settings = tool_settings("sample", m, seed, [], prompts=ps, n=n, steps=steps, scale=s, **rule)
     return Result(x, [panel], m.value_range, settings, {f"sample_{i + 1}": img for i, img in enumerate(x)})

@@ -18,7 +18,7 @@ from diffusionlab.checks import check_batch, check_count
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import show_prompt
 from diffusionlab.steps import choose_step_rule
-from diffusionlab.tools.image import Seed, _generator, _settings
+from diffusionlab.tools.image import Seed, _generator, tool_settings
 from diffusionlab.tools.inputs import as_model, prompts_of
 from diffusionlab.tools.result import Panel, Result
 
@@ -158,7 +158,7 @@ def anagram(
     singles = {f"anagram_{j + 1}": best[0][j] for j in range(n)}
     singles |= {f"anagram_{j + 1}_{name}": best[r][j] for r, name in enumerate(names) if r for j in range(n)}
     s = edits.illusion_scale(m, edits.ANAGRAM_DEFAULTS) if scale is None else scale
-    settings = _settings(
+    settings = tool_settings(
         "anagram", m, seed, [], prompts=ps, views=view_names, n=n, scale=s, combine=combine, **rule, **extra
     )
     return Result(best[0], panels, m.value_range, settings, singles)
@@ -209,5 +209,5 @@ def hybrid(
         others = rows[:, 1:].reshape(-1)
         panels.append(Panel(res[others], best_of - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
     s = edits.illusion_scale(m, edits.HYBRID_DEFAULTS) if scale is None else scale
-    settings = _settings("hybrid", m, seed, [], prompts=[p1, p2], n=n, kernel=k, sigma=sg, scale=s, **rule, **extra)
+    settings = tool_settings("hybrid", m, seed, [], prompts=[p1, p2], n=n, kernel=k, sigma=sg, scale=s, **rule, **extra)
     return Result(best, panels, m.value_range, settings, {f"hybrid_{j + 1}": best[j] for j in range(n)})

@@ -37,7 +37,8 @@ def _generator(seed: Seed) -> torch.Generator:
     return seed if isinstance(seed, torch.Generator) else generator_for(seed)
 
 
-def _settings(tool: str, model, seed: Seed, sources: list[str], **kw: Any) -> dict[str, Any]:
+def tool_settings(tool: str, model, seed: Seed, sources: list[str], **kw: Any) -> dict[str, Any]:
+    """A Result's settings, shared by every tool: the tool, the model, the seed, the test-image source, the rest."""
     s = {"tool": tool, "model": getattr(model, "name", type(model).__name__)}
     s.update({k: v for k, v in kw.items() if v is not None})
     if not isinstance(seed, torch.Generator):
@@ -80,7 +81,7 @@ def forward(
         for i, tt in enumerate(ts):
             singles[f"{safe_name(label)}_noisy_t{tt}"] = noisy[i, j]
             singles[f"{safe_name(label)}_blur_t{tt}"] = blurred[i, j]
-    settings = _settings("forward", m, seed, sources, t=ts, kernel=kernel, sigma=sigma)
+    settings = tool_settings("forward", m, seed, sources, t=ts, kernel=kernel, sigma=sigma)
     return Result(noisy, panels, m.value_range, settings, singles)
 
 
@@ -119,7 +120,7 @@ def one_step_denoise(
             for name, img in zip(cols[1:], row[1:], strict=True):
                 singles[f"{safe_name(label)}_{name}_t{tt}"] = img
         panels.append(Panel(torch.stack(cells), len(cols), [f"t={tt}" for tt in ts], cols, label))
-    settings = _settings("one_step_denoise", m, seed, sources, t=ts, prompt=p, scale=scale, methods=list(methods))
+    settings = tool_settings("one_step_denoise", m, seed, sources, t=ts, prompt=p, scale=scale, methods=list(methods))
     return Result(out[methods[-1]], panels, m.value_range, settings, singles)
 
 
@@ -188,7 +189,7 @@ def iterative_denoise(
         singles[f"{safe_name(label)}_iterative_from{t0}"] = clean[j]
         for tt, f in frames:
             singles[f"{safe_name(label)}_iterative_frame_t{tt}"] = f[j]
-    settings = _settings(
+    settings = tool_settings(
         "iterative_denoise", m, seed, sources, i_start=i_start, t_start=t0, prompt=p, scale=scale, **rule
     )
     return Result(clean, panels, m.value_range, settings, singles)
@@ -232,7 +233,7 @@ def sdedit(
     cols = [f"i={i} (t={strided[i]})" for i in starts] + ["original"]
     s = edits.default_scale(m) if scale is None else scale
     panel = Panel(torch.stack(cells), len(cols), rows, cols, f"SDEdit, prompt {show_prompt(p)}, cfg {s:g}")
-    settings = _settings("sdedit", m, seed, sources, prompt=p, i_starts=starts, n=n, scale=s, **rule)
+    settings = tool_settings("sdedit", m, seed, sources, prompt=p, i_starts=starts, n=n, scale=s, **rule)
     return Result(res, [panel], m.value_range, settings, singles)
 
 
@@ -274,5 +275,5 @@ def inpaint(
     cols = ["original", "mask", "kept"] + [f"result {k + 1}" for k in range(n)]
     panel = Panel(torch.stack(cells), len(cols), labels, cols, f"inpainting, prompt {show_prompt(p)}")
     mask_name = mask if isinstance(mask, str) else "tensor"
-    settings = _settings("inpaint", m, seed, sources, mask=mask_name, prompt=p, n=n, scale=scale, **rule)
+    settings = tool_settings("inpaint", m, seed, sources, mask=mask_name, prompt=p, n=n, scale=scale, **rule)
     return Result(res, [panel], m.value_range, settings, singles)
