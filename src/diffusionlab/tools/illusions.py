@@ -18,7 +18,7 @@ from diffusionlab.checks import check_batch, check_count
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import show_prompt
 from diffusionlab.steps import choose_step_rule
-from diffusionlab.tools.image import Seed, _generator, tool_settings
+from diffusionlab.tools.image import Seed, seed_generator, tool_settings
 from diffusionlab.tools.inputs import as_model, prompts_of
 from diffusionlab.tools.result import Panel, Result
 
@@ -136,7 +136,7 @@ def anagram(
     ps = prompts_of(m, ps)
     clf, labels = (scoring_classifier(m), labels_of(m, ps)) if best_of > 1 else (None, [])
     res = edits.anagram_views(
-        m, ps, views, n * best_of, scale, _generator(seed), seed=permutation_seed, combine=combine, **rule
+        m, ps, views, n * best_of, scale, seed_generator(seed), seed=permutation_seed, combine=combine, **rule
     )
     readings = [res] + [v.apply(res) for v in views]
     names = ["upright"] + view_names
@@ -193,7 +193,7 @@ def hybrid(
     check_blur(k, sg, m.image_shape[1], m.image_shape[2])
     p1, p2 = prompts_of(m, two)
     clf, labels = (scoring_classifier(m), labels_of(m, [p1, p2])) if best_of > 1 else (None, [])
-    res = edits.hybrid(m, p1, p2, n * best_of, sg, k, scale, _generator(seed), **rule)
+    res = edits.hybrid(m, p1, p2, n * best_of, sg, k, scale, seed_generator(seed), **rule)
     extra: dict[str, Any] = {}
     keep = torch.arange(n)
     if clf is not None:

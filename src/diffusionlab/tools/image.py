@@ -33,7 +33,7 @@ Images = ImageInput | Sequence[ImageInput]
 Seed = int | torch.Generator
 
 
-def _generator(seed: Seed) -> torch.Generator:
+def seed_generator(seed: Seed) -> torch.Generator:
     return seed if isinstance(seed, torch.Generator) else generator_for(seed)
 
 
@@ -71,7 +71,7 @@ def forward(
     m = as_model(model)
     ts = _noise_levels(m, t)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
-    noisy = edits.forward(m, x, ts, _generator(seed))
+    noisy = edits.forward(m, x, ts, seed_generator(seed))
     blurred = torch.stack([edits.blur(nx, kernel, sigma) for nx in noisy])
     panels, singles = [], {}
     cols = ["original"] + [f"t={tt}" for tt in ts]
@@ -104,7 +104,7 @@ def one_step_denoise(
     ts = _noise_levels(m, t)
     p = prompt_of(m, prompt)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
-    noisy = edits.forward(m, x, ts, _generator(seed))
+    noisy = edits.forward(m, x, ts, seed_generator(seed))
     est = {
         "blur": lambda xt, tt: edits.blur(xt, kernel, sigma),
         "one-step": lambda xt, tt: edits.one_step_denoise(m, xt, tt, p, scale),
@@ -169,7 +169,7 @@ def iterative_denoise(
     check_i_start(strided, i_start)
     p = prompt_of(m, prompt)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
-    g = _generator(seed)
+    g = seed_generator(seed)
     t0 = strided[i_start]
     x_t = edits.forward(m, x, [t0], g)[0]
     frames: list[tuple[int, Tensor]] = [(t0, x_t)]
@@ -222,7 +222,7 @@ def sdedit(
     x, labels, sources = load_inputs(m, images, data_dir, invert)
     check_batch(len(x) * n * len(starts), m.image_shape, "images x -n x --i-start")
     xs = x.repeat_interleave(n, 0)
-    res = edits.sdedit(m, xs, p, starts, scale, _generator(seed), strided, **rule)
+    res = edits.sdedit(m, xs, p, starts, scale, seed_generator(seed), strided, **rule)
     cells, rows, singles = [], [], {}
     for r in range(xs.shape[0]):
         label = labels[r // n] + (f" #{r % n + 1}" if n > 1 else "")
@@ -263,7 +263,7 @@ def inpaint(
     x, labels, sources = load_inputs(m, images, data_dir, invert)
     check_batch(len(x) * n, m.image_shape, "images x -n")
     xs = x.repeat_interleave(n, 0)
-    res = edits.inpaint(m, xs, mk, p, scale, _generator(seed), **rule)
+    res = edits.inpaint(m, xs, mk, p, scale, seed_generator(seed), **rule)
     lo, hi = m.value_range
     mask_img = (lo + (hi - lo) * mk[0]).expand(m.image_shape)
     cells, singles = [], {}
