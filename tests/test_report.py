@@ -1,22 +1,34 @@
 """`diffusionlab reproduce` on tiny random models and tiny data: every section, every figure, the --force rule,
-the missing-file paths, --train on tiny settings, and the report opened in headless Chromium."""
+the missing-file paths, --train on tiny settings, a compact page (provenance folded, numbers rounded, figures
+labelled), progress lines, matplotlib loss curves, and the report opened in headless Chromium, with screenshots
+under test-artifacts/screenshots/ (and DIR/report-*.png with DIFFUSIONLAB_DOCS_SCREENSHOTS=DIR; see
+scripts/report_screenshots.py, which runs `report_tour` on any report)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_checkpoint, make_idx_dir
+from PIL import Image
 
 from diffusionlab import report
 from diffusionlab.checkpoint import WEIGHTS_NAME
 from diffusionlab.cli import main
 from diffusionlab.evaluation.classifier import Classifier, TrainedClassifier, save_classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+sys.path.insert(0, str(ROOT / "scripts"))
+from report_screenshots import CHROMIUM, VIEWPORT, launch_chromium, report_tour  # noqa: E402
 
 TINY = report.Budget(
     a0_counts=(3, 5),
@@ -77,21 +89,14 @@ def make_weights(root: Path) -> Path:
         if stem.startswith("fashion"):
             cfg = json.loads((run / "model.json").read_text())
             cfg.update(data="fashion-mnist", name="fashion-mnist-class")
-            cfg["class_names"] = ["t-shirt/top", "trouser", "pullover", "dress", "coat"] + [
-                "sandal",
-                "shirt",
-                "sneaker",
-                "bag",
-                "ankle boot",
-            ]
+            names = "t-shirt/top,trouser,pullover,dress,coat,sandal,shirt,sneaker,bag,ankle boot"
+            cfg["class_names"] = names.split(",")
             (run / "model.json").write_text(json.dumps(cfg))
         _ship(run, weights, stem)
     snap = make_checkpoint(root / "runs" / "snap", "class", "ddpm", hidden=4, seed=9)
     shutil.copy(snap / WEIGHTS_NAME, weights / "mnist-class.epoch1.safetensors")
     shutil.copy(snap / "model.json", weights / "mnist-class.epoch1.json")
     (weights / "figures").mkdir()
-    from PIL import Image
-
     Image.new("RGB", (8, 8), "red").save(weights / "figures" / "mnist-class_samples_epoch1.png")
     Image.new("RGB", (8, 8), "blue").save(weights / "figures" / "mnist-classifier_confusion.png")
     for data in ("mnist", "fashion-mnist"):
@@ -166,7 +171,11 @@ def test_scores_json(built):
     assert scores["shipped"]["mnist-class"]["conditional_accuracy"] == 0.99
     assert scores["classifiers"]["mnist"] == 0.995
     text = (out / "index.html").read_text()
-    assert "99.00 %" in text  # the precomputed score next to the live one
+    assert "99.0 %" in text  # the precomputed score next to the live one, to 0.1 %
+    # a classifier's accuracy is read from its JSON, not recomputed: it stands in the precomputed column
+    row = re.search(r"<tr><td>MNIST classifier test accuracy</td>(.*?)</tr>", text).group(1)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert cells == ["-", "99.5 % (from its JSON)"]
 
 
 def test_existing_report_needs_force(built, capsys):
@@ -243,38 +252,127 @@ def test_train_tiny(tmp_path, monkeypatch):
     assert 'id="training"' in text and "runs/mnist-class" in text
 
 
+def test_compact_page(built):
+    """Provenance folded into <details>, numbers rounded, every figure captioned, the anagram cells' verdicts."""
+    out, _, _, _ = built
+    text = (out / "index.html").read_text()
+    b24 = re.search(r'<section id="B2.4".*?</section>', text, re.S).group(0)
+    details = re.search(r'<details class="provenance">.*?</details>', b24, re.S).group(0)
+    assert "trained: loss" in details and "recipe: epochs" in details and "command" in details
+    settings = b24[: b24.index("<details")]
+    assert "trained: loss" not in settings  # not in the visible settings table as well
+    assert "0.05" in details  # the shipped loss as given; long decimals are cut to 4 significant digits
+    five_digits = r"(?<![\w.])\d+\.0*[1-9]\d{4,}(?![\w.])"  # 5 significant digits or more
+    assert not re.search(five_digits, text), re.findall(five_digits, text)[:5]
+    final = sum(float(f"{1.0 / (i + 1):.5f}") for i in range(40)) / 40  # _ship's loss log, 40 steps
+    assert f"final loss (mean of the last 100 steps)</td><td>{final:.4g}</td>" in b24
+    assert all(c.strip() for c in re.findall(r"<figcaption>(.*?)</figcaption>", text, re.S))  # all labelled
+    assert "training loss per step: 40 steps over 1 epoch" in b24 and "final model (epoch 2)" in b24
+    scores = re.search(r'<section id="scores".*?</section>', text, re.S).group(0)
+    cells = re.findall(r'<td class="(pass|fail)" title="(?:passed|failed)">(\d)→(\d) [✓✗]</td>', scores)
+    assert [(a, b) for _, a, b in cells] == [("0", "1"), ("0", "2"), ("0", "3")]  # TINY: the first 3 pairs
+    n_pass = sum(c == "pass" for c, _, _ in cells)
+    assert f"{n_pass} of 3 passed the classifier" in scores
+
+
+def test_number_formats():
+    from diffusionlab.report.html import format_value, round_text
+
+    assert format_value("trained: loss", 0.027338259278776797) == "0.02734" and format_value("lr", 0.001) == "0.001"
+    assert [format_value("train_seconds", s) for s in (1234.567, 12.34)] == ["1235 s", "12.3 s"]
+    assert format_value("t", [250, 500]) == "250, 500" and format_value("prompts", ["", "a"]) == "'', a"
+    assert round_text("loss 0.027338259278776797, version 3.11.2, t=250") == "loss 0.02734, version 3.11.2, t=250"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def test_loss_plot_matplotlib(tmp_path, monkeypatch):
+    """plot_curves draws with matplotlib: an 800 x 450 PNG; log y only when the values span over a decade."""
+    from matplotlib.figure import Figure
+
+    from diffusionlab.figures import plot_curves
+
+    scales, real_savefig = [], Figure.savefig
+
+    def spy(fig, *args, **kwargs):  # the y scale and the top (epoch) axis's labels of each plot saved
+        ax = fig.axes[0]
+        scales.append((ax.get_yscale(), [t.get_text() for a in ax.child_axes for t in a.get_xticklabels()]))
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    steep = [1.0 / (i + 1) for i in range(60)]
+    epochs = [1 + i // 20 for i in range(60)]
+    a = plot_curves({"loss": steep, "smooth": steep}, tmp_path / "a.png", title="t", epochs=epochs)
+    b = plot_curves({"loss": [0.5 + 0.01 * (i % 3) for i in range(30)]}, tmp_path / "b.png")
+    assert _png_size(a) == _png_size(b) == (800, 450)
+    assert scales == [("log", ["1", "2", "3"]), ("linear", [])]  # epochs named on top only when given
+    code = "import sys, diffusionlab, diffusionlab.figures, diffusionlab.report; sys.exit('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # imported when a plot is drawn, not before
+
+
+def test_progress_lines(built, tmp_path, capsys):
+    """A line as each section ends, and the long steps of "scores" (sampling, the anagrams) said as they start."""
+    _, _, weights, data = built
+    report.reproduce(
+        tmp_path / "r",
+        data_dir=data / "mnist",
+        weights=weights,
+        budget=TINY,
+        progress=True,
+        device="cpu",
+        sections=["B2.4", "scores"],
+    )
+    lines = "".join(capsys.readouterr()).splitlines()
+    assert any(re.fullmatch(r"\s*scores: sampling 10 digits .*", ln) for ln in lines), lines
+    assert any(re.fullmatch(r"\s*scores: 3 visual anagrams .*", ln) for ln in lines), lines
+    assert any(re.fullmatch(r"\s*B2.4: final model \(epoch 2\): sampling .*", ln) for ln in lines), lines
+    assert any(re.fullmatch(r"scores Scores: ok, [0-9.]+ s", ln) for ln in lines), lines
+
+
+def test_pdf(built, tmp_path, monkeypatch, capsys):
+    """--pdf without Chromium: one line, before any work. With Chromium: the report printed to a PDF."""
+    from diffusionlab.report import run as report_run
+
+    monkeypatch.setattr(report_run, "find_chromium", lambda: None)
+    with pytest.raises(SystemExit) as e:
+        main(["reproduce", "--out", str(tmp_path / "r"), "--pdf"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("error:") and "Chromium" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r" / "index.html").exists()
+    monkeypatch.undo()
+    if not CHROMIUM.is_file():
+        pytest.skip("no /usr/bin/chromium")
+    out, _, _, _ = built
+    pdf = report_run.print_pdf(out / "index.html", tmp_path / "report.pdf")
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000
+
+
 @pytest.mark.browser
 def test_report_in_chromium(built):
-    """Every <img> of the report loads in headless Chromium (Debian's, through Playwright)."""
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
+    """Every <img> of the report loads in headless Chromium (Debian's, through Playwright); screenshots of the top,
+    a Part A and a Part B section."""
+    if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium")
     sync_api = pytest.importorskip("playwright.sync_api")
     out, _, _, _ = built
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
+    shots = [SHOTS]
+    if os.environ.get("DIFFUSIONLAB_DOCS_SCREENSHOTS"):
+        shots.append(Path(os.environ["DIFFUSIONLAB_DOCS_SCREENSHOTS"]))
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), args=args, headless=True)
+        browser = launch_chromium(p)
         try:
-            page = browser.new_page()
-            page.goto((out / "index.html").resolve().as_uri())
-            page.wait_for_load_state("load")
-            images = page.eval_on_selector_all(
-                "img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth])"
-            )
-            assert len(images) >= 25
-            bad = [src for src, complete, width in images if not complete or width <= 0]
-            assert bad == []
-            ids = page.eval_on_selector_all("section[data-section]", "els => els.map(e => e.id)")
-            assert ids == report.SECTION_IDS
+            page = browser.new_page(viewport=VIEWPORT)
+            assert report_tour(page, out / "index.html", shots) == report.SECTION_IDS
+            assert page.eval_on_selector_all("img", "els => els.length") >= 25
         finally:
             browser.close()
+    for name in ("report-top.png", "report-part-a.png", "report-part-b.png"):
+        width, height = _png_size(SHOTS / name)
+        assert width == 1280 and 100 < height <= 1800, (name, width, height)
 
 
 def test_part_a_on_deepfloyd(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Figures with Pillow only: labelled image grids, loss curves, GIFs of a sampling process."""
+"""Figures: labelled image grids and GIFs of a sampling process with Pillow; loss curves with matplotlib
+(imported inside plot_curves, so that importing diffusionlab stays fast)."""
 
 from __future__ import annotations
 
@@ -120,53 +121,76 @@ def save_gif(
 
 
 def plot_curves(
-    series: dict[str, Sequence[float]], path: str | Path, title: str = "", xlabel: str = "step", log_y: bool = True
+    series: dict[str, Sequence[float]],
+    path: str | Path,
+    title: str = "",
+    xlabel: str = "step",
+    log_y: bool | None = None,
+    epochs: Sequence[int] | None = None,
+    ylabel: str = "loss",
 ) -> Path:
-    """A line plot of one or more series (e.g. training loss per step), log-scaled y by default."""
-    width, height, margin = 640, 400, 60
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    font = _font(12)
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+    """A matplotlib line plot of one or more series (e.g. training loss per step), 800 x 450 px, with a grid.
+
+    log_y: None = log scale when the values span more than a decade (and are all positive), else as given.
+    epochs: the epoch of each step (1-based, as in loss.csv); the epoch boundaries are drawn as dotted lines and
+    the epochs named on a second x axis at the top."""
+    # a Figure on its own Agg canvas, not pyplot: no display needed, and a notebook's backend is left alone
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     values = [np.asarray(v, dtype=np.float64) for v in series.values() if len(v)]
-    if not values:
-        values = [np.array([1.0])]
-    allv = np.concatenate(values)
-    allv = allv[np.isfinite(allv)]
-    use_log = log_y and allv.size and (allv > 0).all()
-    f = np.log10 if use_log else (lambda a: a)
-    lo, hi = (float(f(allv).min()), float(f(allv).max())) if allv.size else (0.0, 1.0)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
-    n_max = max(len(v) for v in values)
-    box = (margin, 30, width - 20, height - 40)
-    draw.rectangle(box, outline="black")
+    finite = np.concatenate(values) if values else np.array([])
+    finite = finite[np.isfinite(finite)]
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, v in series.items():
+        if len(v):
+            ax.plot(np.arange(1, len(v) + 1), np.asarray(v, dtype=np.float64), label=name, linewidth=1)
+    if _wants_log(finite, log_y):
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    def xy(i: int, v: float) -> tuple[float, float]:
-        x = box[0] + (box[2] - box[0]) * (i / max(1, n_max - 1))
-        y = box[3] - (box[3] - box[1]) * ((f(v) - lo) / (hi - lo))
-        return x, y
-
-    for k, (name, v) in enumerate(series.items()):
-        v = np.asarray(v, dtype=np.float64)
-        if len(v) == 0:
-            continue
-        stride = max(1, len(v) // 2000)  # a long run is drawn from at most ~2000 points
-        pts = [xy(i, float(v[i])) for i in range(0, len(v), stride) if np.isfinite(v[i])]
-        if len(pts) > 1:
-            draw.line(pts, fill=colors[k % len(colors)], width=1)
-        draw.text((box[0] + 8, box[1] + 6 + 14 * k), name, fill=colors[k % len(colors)], font=font)
-    for frac in (0.0, 0.5, 1.0):
-        val = lo + frac * (hi - lo)
-        label = f"{10**val:.3g}" if use_log else f"{val:.3g}"
-        y = box[3] - (box[3] - box[1]) * frac
-        draw.text((4, y - 6), label, fill="black", font=font)
-    draw.text(
-        (box[0], box[3] + 8), f"0 .. {n_max - 1} {xlabel}" + ("   (log y)" if use_log else ""), fill="black", font=font
-    )
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 0.02, 0.05, 0.1 ...: plain numbers
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(True, which="major", alpha=0.4)
+    ax.grid(True, which="minor", alpha=0.15)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel + (" (log scale)" if ax.get_yscale() == "log" else ""))
     if title:
-        draw.text((box[0], 8), title, fill="black", font=font)
-    return save_png(img, path)
+        ax.set_title(title, pad=22 if epochs is not None else 6)
+    if epochs is not None and len(epochs):
+        _mark_epochs(ax, epochs)
+    if len(series) > 1:
+        ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def _wants_log(values: np.ndarray, log_y: bool | None) -> bool:
+    if values.size == 0 or (values <= 0).any():
+        return False
+    if log_y is not None:
+        return log_y
+    return float(values.max()) / float(values.min()) > 10.0  # more than a decade: a linear axis hides the tail
+
+
+def _mark_epochs(ax, epochs: Sequence[int]) -> None:
+    """Dotted lines where an epoch starts, and a top axis naming each epoch at its middle (thinned to ~12)."""
+    ep = np.asarray(epochs)
+    starts = [0] + [i for i in range(1, len(ep)) if ep[i] != ep[i - 1]]
+    ends = starts[1:] + [len(ep)]
+    for s in starts[1:]:
+        ax.axvline(s + 0.5, color="grey", linestyle=":", linewidth=0.8)
+    every = max(1, math.ceil(len(starts) / 12))
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([(s + e) / 2 + 0.5 for s, e in zip(starts, ends, strict=True)][::every])
+    top.set_xticklabels([str(int(ep[s])) for s in starts][::every])
+    top.set_xlabel("epoch")
 
 
 def show(images, value_range: tuple[float, float] = (0.0, 1.0), nrow: int | None = None, **labels) -> Image.Image:

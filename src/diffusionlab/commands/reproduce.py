@@ -45,6 +45,9 @@ def reproduce(
         int | None,
         typer.Option("--threads", help="torch CPU threads (default: the cores not busy now, from the load average)."),
     ] = None,
+    pdf: Annotated[
+        bool, typer.Option("--pdf", help="Also print the report to <out>/report.pdf with headless Chromium.")
+    ] = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     model_dir: ModelDirOpt = None,
@@ -56,8 +59,13 @@ def reproduce(
 
     Example: diffusionlab reproduce --out report --data-dir data/mnist
     """
+    from diffusionlab.errors import DiffusionLabError
     from diffusionlab.model_registry import is_if_spec
     from diffusionlab.report import reproduce as run
+    from diffusionlab.report.run import find_chromium, print_pdf
+
+    if pdf and find_chromium() is None:  # said before the minutes of work, not after
+        raise DiffusionLabError("--pdf needs Chromium: none at /usr/bin/chromium or on PATH (apt-get install chromium)")
 
     extra = {}
     if is_if_spec(model):
@@ -80,7 +88,10 @@ def reproduce(
     for s in bad:
         print(f"{s['id']}: {s['status']}: {'; '.join(s['notes'])}", file=sys.stderr)
     print(f"{len(result['sections'])} sections in {result['seconds']:.1f} s ({len(bad)} not complete)")
-    wrote(result["index"], Path(out) / "figures", Path(out) / "scores.json")
+    written = [result["index"], Path(out) / "figures", Path(out) / "scores.json"]
+    if pdf:
+        written.append(print_pdf(result["index"], Path(out) / "report.pdf"))
+    wrote(*written)
     if any(s["status"] == "error" for s in bad):
         raise typer.Exit(1)
 

@@ -39,6 +39,7 @@ from diffusionlab.report.context import (
     SHIPPED_ALIASES,
     WEIGHTS_ENV,
     Budget,
+    Cell,
     Context,
     Figure,
     MissingError,
@@ -47,7 +48,7 @@ from diffusionlab.report.context import (
     Source,
     weights_dir,
 )
-from diffusionlab.report.html import render_html
+from diffusionlab.report.html import format_seconds, render_html
 from diffusionlab.report.run import SECTION_IDS, SECTIONS, _jsonable, _on_cpu, run_section, train_all
 from diffusionlab.runtime import free_cores
 
@@ -61,6 +62,7 @@ __all__ = [
     "SHIPPED_ALIASES",
     "WEIGHTS_ENV",
     "Budget",
+    "Cell",
     "Context",
     "Figure",
     "MissingError",
@@ -109,9 +111,8 @@ def reproduce(
     try:
         start = time.perf_counter()
         bud = budget or (QUICK if quick else FULL)
-        ctx = Context(
-            out, model, seed, device, Path(data_dir) if data_dir else None, weights, bud, None, model_kwargs, download
-        )
+        data = Path(data_dir) if data_dir else None
+        ctx = Context(out, model, seed, device, data, weights, bud, None, model_kwargs, download, progress)
         training = None
         if train:
             ctx.runs, training = train_all(out, ctx, train_overrides, progress=progress)
@@ -150,13 +151,17 @@ def _prepare_out(out_dir: str | Path, force: bool, sections: Sequence[str] | Non
 
 
 def _run_sections(ctx: Context, sections: Sequence[str] | None, progress: bool) -> list[tuple[Section, SectionOut]]:
-    """Every chosen section in the report's order, under one progress bar."""
+    """Every chosen section in the report's order, under one progress bar, with a line as each one ends (and the
+    long ones say their steps through ctx.say)."""
     chosen = [s for s in SECTIONS if sections is None or s.id in sections]
     results: list[tuple[Section, SectionOut]] = []
     bar = progress_bar(chosen, progress, desc="reproduce", unit="section")
     for section in bar:
         bar.set_postfix_str(section.id)
-        results.append((section, run_section(ctx, section)))
+        result = run_section(ctx, section)
+        results.append((section, result))
+        if not bar.disable:
+            bar.write(f"{section.id} {section.title}: {result.status}, {format_seconds(result.seconds)}")
     bar.close()
     return results
 

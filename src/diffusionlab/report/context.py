@@ -80,9 +80,22 @@ QUICK = Budget(
 
 # -- what a section produces -------------------------------------------------------------------------------------
 @dataclass
+class Cell:
+    """One cell of a grid figure: its label and, for an illusion, whether the classifier passed it (None: not
+    scored)."""
+
+    label: str
+    passed: bool | None = None
+
+
+@dataclass
 class Figure:
     path: str  # relative to the report folder
     caption: str = ""
+    # per-cell labels of a grid, in the grid's reading order; shown under the image as a table of
+    # `cells_per_row` columns, a passed cell green and a failed one red (e.g. each anagram's classifier verdict)
+    cells: list[Cell] = field(default_factory=list)
+    cells_per_row: int | None = None
 
 
 @dataclass
@@ -90,6 +103,7 @@ class SectionOut:
     figures: list[Figure] = field(default_factory=list)
     caption: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # how the model was made: folded away in the HTML
     notes: list[str] = field(default_factory=list)
     inputs: str = ""  # where the section's test images came from, shown with the caption
     table: list[list[str]] | None = None  # first row = header
@@ -156,6 +170,7 @@ class Context:
         runs: dict[str, Path] | None = None,
         model_kwargs: dict | None = None,
         download: bool = False,
+        progress: bool = False,
     ) -> None:
         from diffusionlab.protocol import resolve_device
 
@@ -170,6 +185,7 @@ class Context:
         self.runs = runs or {}
         self.model_kwargs = model_kwargs or {}
         self.download = download
+        self.progress = progress  # a line per long step of a section, and the samplers' own bars
         self._models: dict[str, Any] = {}
         self._splits: dict[tuple[str, str], Any] = {}
         self._test_digits: dict[tuple[str, int], tuple[Tensor, str]] = {}
@@ -183,6 +199,16 @@ class Context:
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.out_dir).as_posix()
+
+    def say(self, section_id: str, what: str) -> None:
+        """One progress line above the report's bar (a section's long step: the terminal is never silent long)."""
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            from diffusionlab.progress import progress_enabled
+
+            if progress_enabled():
+                tqdm.write(f"  {section_id}: {what}")
 
     def generator(self, offset: int = 0) -> torch.Generator:
         return torch.Generator("cpu").manual_seed(self.seed + offset)

@@ -12,20 +12,23 @@ from diffusionlab.report.context import PARTB_MODELS, Context, Figure, SectionOu
 
 # -- Part B ----------------------------------------------------------------------------------------------------------
 def _loss_curve(ctx: Context, section: str, src: Source, out: SectionOut) -> None:
+    """The loss per step (and its moving average) with the epochs marked, drawn with matplotlib."""
     from diffusionlab.figures import plot_curves
-    from diffusionlab.training import read_loss_log
+    from diffusionlab.training.losslog import read_log_rows
 
     if not src.loss_csv.is_file():
         out.notes.append(f"no loss log: {src.loss_csv.name} is not in {src.loss_csv.parent}")
         return
     try:
-        losses = read_loss_log(src.loss_csv)
+        rows = read_log_rows(src.loss_csv)
     except (KeyError, ValueError, TypeError, DiffusionLabError) as e:
         out.notes.append(f"{src.loss_csv.name}: not a loss log of ours ({str(e).split(': ', 1)[-1]}); no loss curve")
         return
-    if not losses:
+    if not rows:
         out.notes.append(f"{src.loss_csv.name} is empty")
         return
+    ctx.say(section, f"loss curve of {src.name} ({len(rows)} steps)")
+    losses, epochs = [r["loss"] for r in rows], [r["epoch"] for r in rows]
     w = max(1, len(losses) // 50)
     smooth = [
         sum(losses[max(0, i - w + 1) : i + 1]) / len(losses[max(0, i - w + 1) : i + 1]) for i in range(len(losses))
@@ -34,9 +37,17 @@ def _loss_curve(ctx: Context, section: str, src: Source, out: SectionOut) -> Non
     series = {"training loss (per step)": losses}
     if w > 1:
         series[f"moving average ({w} steps)"] = smooth
-    plot_curves(series, path, title=f"{src.name}: training loss", xlabel="step")
-    out.figures.append(Figure(ctx.rel(path), f"loss curve, {len(losses)} steps, last {losses[-1]:.4g}"))
-    out.settings["final loss (mean of the last 100 steps)"] = round(sum(losses[-100:]) / len(losses[-100:]), 5)
+    plot_curves(series, path, title=f"{src.name}: training loss", xlabel="step", epochs=epochs)
+    final = sum(losses[-100:]) / len(losses[-100:])
+    n_epochs = len(set(epochs))
+    out.figures.append(
+        Figure(
+            ctx.rel(path),
+            f"training loss per step: {len(losses)} steps over {n_epochs} epoch{'s' if n_epochs != 1 else ''} "
+            f"(dotted lines: epoch boundaries); mean of the last 100 steps {final:.4g}",
+        )
+    )
+    out.settings["final loss (mean of the last 100 steps)"] = float(f"{final:.4g}")
 
 
 def _training_figures(ctx: Context, section: str, src: Source, out: SectionOut) -> None:
@@ -69,14 +80,24 @@ def _provenance(ctx: Context, src: Source, out: SectionOut) -> None:
     prov = cfg.get("provenance", {})
     train = cfg.get("train", {})
     out.settings["weights"] = f"{src.weights.name} ({src.where})"
+    # the rest is how the model was made: folded away in the page (<details>), kept whole in scores.json
     for key in ("epoch", "step", "loss", "train_seconds", "device"):
         if prov.get(key) is not None:
-            out.settings[f"trained: {key}"] = prov[key]
+            out.provenance[f"trained: {key}"] = prov[key]
     for key in ("epochs", "batch_size", "hidden", "lr"):
         if train.get(key) is not None:
-            out.settings[f"recipe: {key}"] = train[key]
-    if prov.get("command"):
-        out.settings["command"] = prov["command"]
+            out.provenance[f"recipe: {key}"] = train[key]
+    for key in ("command", "seed", "data_md5", "git_commit"):
+        if prov.get(key):
+            out.provenance[key] = prov[key]
+
+
+def _final_epoch(src: Source) -> str:
+    """The epoch the final weights were saved at, from their JSON ('?' when it does not say)."""
+    try:
+        return str(json.loads(src.weights.with_suffix(".json").read_text()).get("provenance", {}).get("epoch", "?"))
+    except (OSError, ValueError):
+        return "?"
 
 
 def _snapshots(ctx: Context, src: Source, out: SectionOut):
@@ -117,7 +138,7 @@ def sec_b1(ctx: Context, out: SectionOut) -> None:
         )
         out.figures.append(Figure(ctx.rel(p), f"test digits denoised after epoch {epoch} (snapshot)"))
     m = ctx.load(src.weights)
-    final_epoch = json.loads(src.weights.with_suffix(".json").read_text()).get("provenance", {}).get("epoch", "final")
+    final_epoch = _final_epoch(src)
     p = partb.denoiser_results(
         m, digits.to(m.device), ctx.fig("B1", "denoised_final"), 0.5, f"final (epoch {final_epoch})", ctx.seed
     )
@@ -143,6 +164,7 @@ def sec_b2(ctx: Context, out: SectionOut) -> None:
     b = ctx.budget
     for epoch, m in _snapshots(ctx, src, out):
         ts, how = _steps_label(m, b.snapshot_steps)
+        ctx.say("B2", f"after epoch {epoch}: sampling {b.time_n}; {how}")
         paths = partb.time_samples(
             m,
             ctx.fig("B2", f"samples_epoch{epoch}"),
@@ -155,6 +177,7 @@ def sec_b2(ctx: Context, out: SectionOut) -> None:
         out.figures.append(Figure(ctx.rel(paths[0]), f"after epoch {epoch} (snapshot); {how}"))
     m = ctx.load(src.weights)
     ts, how = _steps_label(m, b.time_steps)
+    ctx.say("B2", f"final model: sampling {b.time_n} and the GIF; {how}")
     paths = partb.time_samples(
         m,
         ctx.fig("B2", "samples_final"),
@@ -166,7 +189,9 @@ def sec_b2(ctx: Context, out: SectionOut) -> None:
         frame_every=max(1, len(ts) // 30),
         progress=False,
     )
-    out.figures.append(Figure(ctx.rel(paths[0]), f"{b.time_n} samples of the final model; {how}"))
+    out.figures.append(
+        Figure(ctx.rel(paths[0]), f"{b.time_n} samples of the final model (epoch {_final_epoch(src)}); {how}")
+    )
     out.figures.append(Figure(ctx.rel(paths[1]), "the sampling process (GIF)"))
     out.settings["sampler"] = how
 
@@ -194,6 +219,7 @@ def _class_section(ctx: Context, out: SectionOut, section: str, name: str, final
             ts, how = _steps_label(m, steps)
             kw["timesteps"] = ts
             every = max(1, len(ts) // 30)
+        ctx.say(section, f"{label}: sampling {b.per_class} per class; {how}")
         g = ctx.fig(section, "sampling", "gif") if with_gif else None
         paths = partb.class_samples(
             m, ctx.fig(section, fname), b.per_class, 5.0, ctx.seed, label, gif=g, frame_every=every, **kw
@@ -205,7 +231,7 @@ def _class_section(ctx: Context, out: SectionOut, section: str, name: str, final
 
     for epoch, snap_model in _snapshots(ctx, src, out):
         run(snap_model, f"after epoch {epoch}", f"samples_epoch{epoch}", b.snapshot_steps, False)
-    run(ctx.load(src.weights), "final model", "samples_final", final_steps, gif)
+    run(ctx.load(src.weights), f"final model (epoch {_final_epoch(src)})", "samples_final", final_steps, gif)
 
 
 def sec_b2_4(ctx: Context, out: SectionOut) -> None:

@@ -138,6 +138,53 @@ def train_all(
     return runs, report
 
 
+# -- --pdf -------------------------------------------------------------------------------------------------------------
+CHROMIUM_ENV = "DIFFUSIONLAB_CHROMIUM"
+
+
+def find_chromium() -> str | None:
+    """$DIFFUSIONLAB_CHROMIUM, else Debian's /usr/bin/chromium, else a chromium on PATH."""
+    import os
+    import shutil
+
+    for cand in (os.environ.get(CHROMIUM_ENV), "/usr/bin/chromium", shutil.which("chromium")):
+        if cand and Path(cand).is_file():
+            return cand
+    return None
+
+
+def print_pdf(index: Path, pdf: Path, chromium: str | None = None, timeout: float = 300) -> Path:
+    """The report printed to PDF by headless Chromium (its own print: what a browser's "Save as PDF" gives)."""
+    import subprocess
+    import tempfile
+
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise DiffusionLabError(
+            f"--pdf needs Chromium: none at /usr/bin/chromium or on PATH (apt-get install chromium, or set {CHROMIUM_ENV})"
+        )
+    pdf = Path(pdf).resolve()
+    pdf.unlink(missing_ok=True)  # a stale PDF must not pass for this one
+    with tempfile.TemporaryDirectory() as profile:  # a throwaway profile: nothing of the user's is touched
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            f"--user-data-dir={profile}",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={pdf}",
+            Path(index).resolve().as_uri(),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0 or not pdf.is_file() or pdf.stat().st_size == 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise DiffusionLabError(f"Chromium could not print {index} to PDF (exit {done.returncode}): {last}")
+    return pdf
+
+
 def _on_cpu(device: str) -> bool:
     return str(device) == "cpu" or (str(device) == "auto" and not torch.cuda.is_available())
 
