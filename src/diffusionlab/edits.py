@@ -5,6 +5,8 @@ sdedit / translate (A1.7, A1.7.3), inpaint (A1.7.2), anagram (A1.8), hybrid (A1.
 
 Prompts are strings (encoded by the model) or ready conditions (tensors of shape (1, ...) or (n, ...)).
 Images are (N, C, H, W) in the model's value range. Randomness comes only from `generator`.
+sample, sdedit, inpaint, anagram and hybrid run on flow models too (sampling.run picks the loop; their timesteps
+are then flow times, sampling.timesteps_for).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def illusion_timesteps(model: DiffusionModel, defaults: dict[str, Any] | None = 
     steps = (defaults or ANAGRAM_DEFAULTS)["steps"] if _ours(model) else None
     if steps is None:
         return default_timesteps(model)
-    return sampling.timesteps_for(model, min(int(steps), model.schedule.num_steps))
+    n = int(steps) if guidance.is_flow(model) else min(int(steps), model.schedule.num_steps)
+    return sampling.timesteps_for(model, n)
 
 
 def illusion_rule(model: DiffusionModel, defaults: dict[str, Any], sampler: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +96,8 @@ def _estimator(model: DiffusionModel, prompt: Prompt | None, scale: float | None
 
 
 def _denoise(model: DiffusionModel, x: Tensor, timesteps, estimator, i_start: int, **kwargs: Any) -> Tensor:
-    """sampling.denoise with the model's defaults (sampler_defaults) under the caller's keyword arguments."""
-    return sampling.denoise(model, x, timesteps, estimator, i_start, **sampling.sampler_defaults(model, kwargs))
+    """sampling.run: the model's loop (DDPM with its defaults under the caller's keyword arguments, or flow)."""
+    return sampling.run(model, x, timesteps, estimator, i_start, **kwargs)
 
 
 # -- A1.1 - A1.4 ------------------------------------------------------------------------------------------------
@@ -188,7 +191,7 @@ def sdedit(
         sampling.check_i_start(ts, i)
     n = x_orig.shape[0]
     x_orig = x_orig.to(model.device)
-    inits = [add_noise(x_orig, ts[i], randn(x_orig.shape, generator, like=x_orig), model.schedule) for i in starts]
+    inits = [sampling.noised(model, x_orig, ts[i], randn(x_orig.shape, generator, like=x_orig)) for i in starts]
     x = torch.cat(inits)
     first = min(starts)
 
@@ -241,13 +244,13 @@ def inpaint(
     x_orig = x_orig.to(model.device)
     m = mask.to(x_orig.device, x_orig.dtype)
     noise = randn(x_orig.shape, generator, like=x_orig)
-    x = noise if i_start == 0 else add_noise(x_orig, ts[i_start], noise, model.schedule)
+    x = noise if i_start == 0 else sampling.noised(model, x_orig, ts[i_start], noise)
 
     def paste_known(x: Tensor, t_prev: int, step: int) -> Tensor:
-        if t_prev < 0:
+        if sampling.is_clean(model, t_prev):
             known = x_orig
         else:
-            known = add_noise(x_orig, t_prev, randn(x.shape, generator, like=x), model.schedule)
+            known = sampling.noised(model, x_orig, t_prev, randn(x.shape, generator, like=x))
         return torch.where(m >= 1, x, known) if bool(((m == 0) | (m == 1)).all()) else m * x + (1 - m) * known
 
     est = _estimator(model, cond, scale, uncond)

@@ -2,7 +2,9 @@
 
 plain, cfg (classifier-free guidance), anagram (views), hybrid (low/high-pass factorization).
 
-An estimator is a callable `(x_t, t) -> Prediction`. The sampler does not care which one it gets.
+An estimator is a callable `(x_t, t) -> Prediction`. The sampler does not care which one it gets. On a flow model
+(`is_flow`) the same estimators combine velocities instead: t is the flow time in [0, 1) (0 = noise, 1 = data) and
+Prediction.eps holds the velocity u (`model_output`, the one place the two kinds of model are called differently).
 """
 
 from __future__ import annotations
@@ -31,11 +33,34 @@ def cfg_combine(eps_cond: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
+def is_flow(model: object) -> bool:
+    """Whether a model is a flow-matching model (a velocity field: `velocity(x_t, t, cond)`, t in [0, 1] from noise
+    to data) rather than a DDPM; the one test of it."""
+    return getattr(model, "objective", "ddpm") == "flow"
+
+
+def model_output(model: DiffusionModel, x: Tensor, t: int | float, cond: Tensor) -> Prediction:
+    """The model on a batch at one timestep: a DDPM's eps (and variance values) at the integer t, a flow model's
+    velocity at the flow time t (in Prediction.eps)."""
+    if is_flow(model):
+        return Prediction(model.velocity(x, t, cond))
+    return model.predict(x, torch.full((x.shape[0],), t, device=x.device), cond)
+
+
+def view_levels(model: DiffusionModel, t: int | float) -> tuple[float, float]:
+    """How views move a step's input and output (views.View.apply_noisy / inverse_noisy take the abar whose root
+    scales the image's centre): a DDPM's x_t is at abar_t and eps is centred noise (0); a flow model's
+    x_t = (1 - t) noise + t x is at t^2 and its velocity x - noise moves like an image (1)."""
+    if is_flow(model):
+        return float(t) ** 2, 1.0
+    return float(model.schedule.abar(t)), 0.0
+
+
 def plain(model: DiffusionModel, cond: Tensor) -> Estimator:
     """The model's own estimate for one condition (null(1) for unconditional)."""
 
     def estimate(x_t: Tensor, t: int) -> Prediction:
-        return model.predict(x_t, torch.full((x_t.shape[0],), t, device=x_t.device), repeat_cond(cond, x_t.shape[0]))
+        return model_output(model, x_t, t, repeat_cond(cond, x_t.shape[0]))
 
     return estimate
 
@@ -53,8 +78,7 @@ def batched_cfg(
     if all(v is x_views[0] for v in x_views):  # one input (CFG): its branches can share the model's encoder
         out = predict_branches(model, x_views[0], 2 * k, t, cs)
     else:
-        xs = torch.cat(x_views + x_views)
-        out = model.predict(xs, torch.full((xs.shape[0],), t, device=xs.device), cs)
+        out = model_output(model, torch.cat(x_views + x_views), t, cs)
     eps_c, eps_u = out.eps[: k * n].split(n), out.eps[k * n :].split(n)
     var_c = out.var_values[: k * n].split(n) if out.var_values is not None else [None] * k
     return [Prediction(cfg_combine(c, u, scale), v) for c, u, v in zip(eps_c, eps_u, var_c, strict=True)]
@@ -62,12 +86,11 @@ def batched_cfg(
 
 def predict_branches(model: DiffusionModel, x: Tensor, k: int, t: int, conds: Tensor) -> Prediction:
     """The model on k branches of one input x (conds: k N rows, branch-major), in one call: the model's own
-    predict_branches where it has one (our UNet computes its encoder once), else predict on k copies of x."""
-    ts = torch.full((x.shape[0] * k,), t, device=x.device)
-    own = getattr(model, "predict_branches", None)
+    predict_branches where it has one (our UNet computes its encoder once), else the model on k copies of x."""
+    own = None if is_flow(model) else getattr(model, "predict_branches", None)
     if own is not None:
-        return own(x, k, ts, conds)
-    return model.predict(torch.cat([x] * k), ts, conds)
+        return own(x, k, torch.full((x.shape[0] * k,), t, device=x.device), conds)
+    return model_output(model, torch.cat([x] * k), t, conds)
 
 
 def cfg(model: DiffusionModel, cond: Tensor, uncond: Tensor, scale: float) -> Estimator:
@@ -121,7 +144,7 @@ def anagram(
     The variance is the mean of the conditional branches' variances moved back the same way (Visual Anagrams).
     combine (COMBINE_MODES): "mean"; "alternate" takes the views in turn, one per call of the estimator (a fresh
     estimator per sampling run; one view's two branches per predict); "rescaled" is the mean with the std of the
-    views' estimates (per image).
+    views' estimates (per image). On a flow model the views' velocities are averaged, each moved back as an image.
     """
     check_scale(scale, "the CFG scale")
     check_combine(combine)
@@ -130,14 +153,14 @@ def anagram(
     calls = [0]
 
     def estimate(x_t: Tensor, t: int) -> Prediction:
-        abar = float(model.schedule.abar(t))
+        abar, out_level = view_levels(model, t)
         chosen = range(len(views))
         if combine == "alternate":
             chosen = [calls[0] % len(views)]
             calls[0] += 1
         vs = [views[k] for k in chosen]
         preds = batched_cfg(model, [v.apply_noisy(x_t, abar) for v in vs], [conds[k] for k in chosen], uncond, scale, t)
-        eps_views = [v.inverse_noise(p.eps) for v, p in zip(vs, preds, strict=True)]
+        eps_views = [v.inverse_noisy(p.eps, out_level) for v, p in zip(vs, preds, strict=True)]
         eps = _rescaled(eps_views) if combine == "rescaled" else _mean(eps_views)
         var = None
         if preds[0].var_values is not None:

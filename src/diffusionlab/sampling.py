@@ -1,4 +1,5 @@
-"""One sampler loop for every Part A tool and DDPM sampling, and the Euler sampler for flow models."""
+"""One sampler loop for every Part A tool and DDPM sampling, the Euler loop for flow models, and `run`, the one
+place that picks between them. Both loops take the same estimators (guidance.py), so every edit runs on both."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from diffusionlab.checks import check_batch, check_count, check_scale
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.guidance import Estimator, cfg, cfg_combine, plain, repeat_cond
+from diffusionlab.guidance import Estimator, cfg, is_flow, plain
 from diffusionlab.progress import bar
 from diffusionlab.protocol import (
     DiffusionModel,
@@ -19,6 +20,7 @@ from diffusionlab.protocol import (
     randn,
 )
 from diffusionlab.schedule import (
+    add_noise,
     check_timesteps,
     dynamic_threshold,
     full_timesteps,
@@ -33,6 +35,8 @@ from diffusionlab.steps import make_step_rule, needs_noise
 OUR_SAMPLER = {"sampler": "ddpm", "variance": "auto"}
 AfterStep = Callable[[Tensor, int, int], Tensor]  # (x at t_prev, t_prev, step index) -> x
 Callback = Callable[[dict[str, Any]], None]
+# a flow model's Euler steps for the Part A edits: as many as the course's strided DDPM schedule (30)
+FLOW_EDIT_STEPS = 30
 
 
 def sampler_defaults(model: DiffusionModel, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -55,7 +59,13 @@ def timesteps_for(model: DiffusionModel, steps: int | None = None, edit: bool = 
 
     steps None: Part A edits (edit=True) walk the course's strided schedule (990, 960, ... for IF; 290, 280, ...
     for T = 300); sampling walks every step for our DDPMs (Algorithm B.2) and the strided ones for IF.
-    A count: the model's own spacing when it has one (IF's scheduler), else evenly spaced from T-1 down to 0."""
+    A count: the model's own spacing when it has one (IF's scheduler), else evenly spaced from T-1 down to 0.
+    A flow model: the flow times of its Euler steps (flow_timesteps): `steps` of them, else FLOW_EDIT_STEPS for
+    edits and flow_default_steps for sampling."""
+    if is_flow(model):
+        n = steps if steps is not None else (FLOW_EDIT_STEPS if edit else flow_default_steps(model))
+        check_count(n, "--steps")
+        return flow_timesteps(n)
     T = model.schedule.num_steps
     if steps is None:
         return strided_timesteps(T) if edit or is_if_like(model) else full_timesteps(T)
@@ -64,6 +74,29 @@ def timesteps_for(model: DiffusionModel, steps: int | None = None, edit: bool = 
     if callable(own):
         return list(own(steps))
     return spaced_timesteps(T, steps)
+
+
+def flow_default_steps(model: Any) -> int:
+    """Euler steps for sampling a flow model: the course's 300 for the class model, 50 for the time model."""
+    return 300 if getattr(model, "num_classes", 0) else 50
+
+
+def flow_timesteps(n: int) -> list[float]:
+    """A flow model's Euler grid of n steps: the flow time at the start of each step, 0, 1/n, ..., (n - 1)/n."""
+    return [i / n for i in range(n)]
+
+
+def noised(model: DiffusionModel, x0: Tensor, t: float, noise: Tensor) -> Tensor:
+    """x0 at the loop's time t with the given noise: a DDPM's forward process (t = -1: x0 itself), or a flow
+    model's path (1 - t) noise + t x0 (t = 1: x0 itself)."""
+    if is_flow(model):
+        return (1 - t) * noise + t * x0
+    return add_noise(x0, int(t), noise, model.schedule)
+
+
+def is_clean(model: DiffusionModel, t: float) -> bool:
+    """Whether t, a time the loop hands to after_step, is its end: the clean image (-1 for DDPMs, 1 for flows)."""
+    return t >= 1 if is_flow(model) else t < 0
 
 
 def one_step(model: DiffusionModel, x_t: Tensor, t: int, estimator: Estimator) -> Tensor:
@@ -135,9 +168,46 @@ def sample(
     generator: torch.Generator | None = None,
     **kwargs: Any,
 ) -> Tensor:
-    """Sampling = iterative denoising from pure noise (i_start = 0)."""
+    """Sampling = iterative denoising from pure noise (i_start = 0); `denoise`'s keyword arguments."""
     x = randn((n, *model.image_shape), generator, device=model.device)
     return denoise(model, x, timesteps, estimator, 0, generator=generator, **kwargs)
+
+
+def check_flow_timesteps(timesteps: Sequence[float]) -> list[float]:
+    """Flow times as floats, checked: rising from 0 or more, all below 1 (where the loop ends)."""
+    ts = [float(t) for t in timesteps]
+    if not ts or ts[0] < 0 or not all(a < b for a, b in zip(ts, ts[1:] + [1.0], strict=True)):
+        raise DiffusionLabError(f"flow times must rise from 0 towards 1 (below 1), got {ts[:3]}...")
+    return ts
+
+
+def flow_denoise(
+    model: Any,
+    x: Tensor,
+    timesteps: Sequence[float],
+    estimator: Estimator,
+    i_start: int = 0,
+    after_step: AfterStep | None = None,
+    callback: Callback | None = None,
+    progress: bool = True,
+) -> Tensor:
+    """Euler integration of a flow model from x at the flow time timesteps[i_start] to data (t = 1):
+    x += (t_next - t) u, u = estimator(x, t).eps (the velocity: plain, CFG, anagram, hybrid, as for DDPMs).
+
+    after_step and callback as in `denoise`; the time after the last step is 1 and "x0" is the clean estimate
+    x + (1 - t) u."""
+    ts = check_flow_timesteps(timesteps)
+    check_i_start(ts, i_start)
+    for i, t in enumerate(bar(ts[i_start:], progress, desc="flow sampling", leave=False), start=i_start):
+        t_next = ts[i + 1] if i + 1 < len(ts) else 1.0
+        u = estimator(x, t).eps
+        x0 = x + (1 - t) * u
+        x = x + u / (1.0 / (t_next - t))  # = u / N on the uniform grid of N steps, bit for bit
+        if after_step is not None:
+            x = after_step(x, t_next, i)
+        if callback is not None:
+            callback({"i": i, "t": t, "t_prev": t_next, "x": x, "x0": x0})
+    return x
 
 
 def flow_sample(
@@ -151,25 +221,40 @@ def flow_sample(
     callback: Callback | None = None,
     progress: bool = True,
 ) -> Tensor:
-    """Euler integration of a flow model from noise (t = 0) to data (t = 1): x += u / N, N steps.
+    """n samples of a flow model, Euler from noise (t = 0) to data (t = 1) in num_steps steps: x += u / N.
 
-    With a condition and scale != 1, CFG on the velocity, both branches in one batch.
-    """
+    With a condition, an unconditional one and scale != 1, CFG on the velocity (guidance.cfg: both branches in one
+    batch, u = u_u + scale (u_c - u_u)); else the plain estimate of `cond` (None: the null condition)."""
     x = randn((n, *model.image_shape), generator, device=model.device)
-    guided = cond is not None and uncond is not None and scale != 1.0
-    for i in bar(range(num_steps), progress, desc="flow sampling", leave=False):
-        t = i / num_steps
-        if guided:
-            u_c, u_u = model.velocity(
-                torch.cat([x, x]), t, torch.cat([repeat_cond(cond, n), repeat_cond(uncond, n)])
-            ).chunk(2)
-            u = cfg_combine(u_c, u_u, scale)
-        else:
-            u = model.velocity(x, t, repeat_cond(cond, n) if cond is not None else None)
-        x = x + u / num_steps
-        if callback is not None:
-            callback({"i": i, "t": t, "x": x, "x0": x})
-    return x
+    if cond is not None and uncond is not None and scale != 1.0:
+        est = cfg(model, cond, uncond, scale)
+    else:
+        est = plain(model, cond if cond is not None else model.null(1))
+    return flow_denoise(model, x, flow_timesteps(num_steps), est, 0, None, callback, progress)
+
+
+def run(
+    model: DiffusionModel,
+    x: Tensor,
+    timesteps: Sequence[float],
+    estimator: Estimator,
+    i_start: int = 0,
+    after_step: AfterStep | None = None,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+    **rule: Any,
+) -> Tensor:
+    """The one flow/DDPM dispatch: a flow model takes Euler steps (flow_denoise), a DDPM the one loop `denoise`
+    with its step rule (sampler_defaults) under the caller's `rule` (sampler, variance, eta, threshold, clip)."""
+    if is_flow(model):
+        if rule:
+            raise DiffusionLabError(
+                f"a flow model takes Euler steps; {', '.join(sorted(rule))} is for DDPMs (drop --sampler/--variance/--eta)"
+            )
+        return flow_denoise(model, x, timesteps, estimator, i_start, after_step, callback, progress)
+    rule = sampler_defaults(model, rule)
+    return denoise(model, x, timesteps, estimator, i_start, after_step, callback, generator, progress=progress, **rule)
 
 
 def generate(
@@ -185,8 +270,8 @@ def generate(
     progress: bool = True,
     step_rule: dict[str, Any] | None = None,
 ) -> Tensor:
-    """Samples of any protocol model, n per prompt, all in one batch: a DDPM over `timesteps` (default: every
-    step, Algorithm B.2) or a flow model (Euler, `flow_steps`).
+    """Samples of any protocol model, n per prompt, all in one batch: a DDPM over `timesteps` (default:
+    timesteps_for, every step for ours, Algorithm B.2) or a flow model (Euler, `flow_steps`).
 
     prompts None or empty: unconditional. With prompts and scale != 1, CFG. The model's own sampler settings
     (e.g. IF's learned variance and dynamic thresholding, `sampler_defaults`) are used. `frames` collects x every
@@ -204,13 +289,10 @@ def generate(
         if frames is not None and (state["i"] % frame_every == 0):
             frames.append(state["x"].detach().cpu())
 
-    if getattr(model, "objective", "ddpm") == "flow":
-        steps = flow_steps or (300 if model.num_classes else 50)
-        x = flow_sample(model, n, steps, cond, model.null(n), scale if guided else 1.0, g, keep, progress)
-    else:
-        est = cfg(model, cond, model.null(n), scale) if guided else plain(model, cond)
-        ts = list(timesteps) if timesteps is not None else full_timesteps(model.schedule.num_steps)
-        x = sample(model, n, est, ts, g, callback=keep, progress=progress, **sampler_defaults(model, step_rule))
+    ts = list(timesteps) if timesteps is not None else timesteps_for(model, flow_steps if is_flow(model) else None)
+    est = cfg(model, cond, model.null(n), scale) if guided else plain(model, cond)
+    x = randn((n, *model.image_shape), g, device=model.device)
+    x = run(model, x, ts, est, 0, callback=keep, generator=g, progress=progress, **(step_rule or {}))
     if frames is not None:
         frames.append(x.detach().cpu())
     return x

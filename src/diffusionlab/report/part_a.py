@@ -1,4 +1,5 @@
-"""Part A sections of the report (A0, A1.1 ... A1.9) and their helpers: test and hand-drawn inputs, prompts."""
+"""Part A sections of the report (A0, A1.1 ... A1.9): each calls its tool (diffusionlab.tools, as the CLI and the
+web UI do) and draws the tool's images; the inputs (test and hand-drawn images) and prompts are part_a_inputs'."""
 
 from __future__ import annotations
 
@@ -8,29 +9,29 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffusionlab import tools
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import show_prompt, stack_vertically
 from diffusionlab.protocol import is_if_like
-from diffusionlab.report.context import Context, Figure, SectionOut
+from diffusionlab.report.context import Cell, Context, Figure, SectionOut
 from diffusionlab.report.part_a_inputs import hand_drawn, is_ours, prompts_for, test_images
 
 
 # -- Part A ----------------------------------------------------------------------------------------------------------
 def sec_a0(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import edits
     from diffusionlab.figures import save_grid
-    from diffusionlab.sampling import generate, timesteps_for
+    from diffusionlab.sampling import timesteps_for
 
     m = ctx.part_a_model()
     prompts = prompts_for(m)["a0"]
-    scale = edits.default_scale(m)
     counts = ctx.budget.if_a0_counts if is_if_like(m) else ctx.budget.a0_counts
     n = ctx.budget.a0_per_prompt
-    last = None
+    last, scale = None, None
     for count in counts:
-        ts = timesteps_for(m, count)
-        x = generate(m, prompts, n, scale, ctx.seed, timesteps=ts, progress=False)
-        last = x
+        ts = timesteps_for(m, count)  # for the caption: the tool takes the same
+        r = tools.sample(m, prompts if any(prompts) else None, n, count, seed=ctx.seed, progress=False)
+        x = last = r.images
+        scale = r.settings["scale"]
         path = ctx.fig("A0", f"steps{count}")
         save_grid(
             x,
@@ -62,21 +63,25 @@ def sec_a0(ctx: Context, out: SectionOut) -> None:
 
 
 def _forward_grid(ctx: Context, section: str, out: SectionOut, mode: str) -> None:
-    from diffusionlab import edits
     from diffusionlab.figures import grid_image, save_png
 
     m = ctx.part_a_model()
     T = m.schedule.num_steps
     ts = [T // 4, T // 2, 3 * T // 4]
     x, labels = test_images(ctx, m, out, 1)
-    noisy = edits.forward(m, x, ts, ctx.generator())  # (3, 1, C, H, W): the same noise in A1.1, A1.2 and A1.3
+    # the same noise in A1.1, A1.2 and A1.3: each tool noises x with a fresh generator of the report's seed
+    if mode == "one-step":
+        r = tools.one_step_denoise(m, x, ts, methods=("one-step",), seed=ctx.generator())
+    else:
+        r = tools.forward(m, x, ts, seed=ctx.generator())
+    noisy = r.parts["noisy"]  # (3, 1, C, H, W)
     parts = []
     if mode == "forward":
         cells = torch.cat([x, noisy[:, 0]])
         parts.append(grid_image(cells, len(ts) + 1, m.value_range, None, ["original"] + [f"t={t}" for t in ts]))
         out.caption = "Forward process x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps at t = T/4, T/2, 3T/4."
     elif mode == "blur":
-        blurred = torch.stack([edits.blur(nx) for nx in noisy])
+        blurred = r.parts["blurred"]
         cells = torch.cat([noisy[:, 0], blurred[:, 0]])
         parts.append(
             grid_image(cells, len(ts), m.value_range, ["noisy", "blurred"], [f"t={t}" for t in ts], "Gaussian blur")
@@ -90,9 +95,8 @@ def _forward_grid(ctx: Context, section: str, out: SectionOut, mode: str) -> Non
         )
     else:
         rows = []
-        for i, t in enumerate(ts):
-            est = edits.one_step_denoise(m, noisy[i], t)
-            rows += [x[0], noisy[i, 0], est[0]]
+        for i in range(len(ts)):
+            rows += [x[0], noisy[i, 0], r.parts["one-step"][i, 0]]
         parts.append(
             grid_image(
                 torch.stack(rows), 3, m.value_range, [f"t={t}" for t in ts], ["original", "noisy", "one-step"], None
@@ -100,7 +104,7 @@ def _forward_grid(ctx: Context, section: str, out: SectionOut, mode: str) -> Non
         )
         out.caption = (
             "One-step denoising x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t) with the unconditional "
-            f"prompt ({show_prompt(edits.unconditional_prompt(m))})."
+            f"prompt ({show_prompt(r.settings['prompt'])})."
         )
     path = ctx.fig(section, mode)
     save_png(stack_vertically(parts), path)
@@ -121,15 +125,14 @@ def sec_a1_3(ctx: Context, out: SectionOut) -> None:
 
 
 def sec_a1_4(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import tools
-    from diffusionlab.edits import default_timesteps
+    from diffusionlab.sampling import timesteps_for
     from diffusionlab.tools.image import ITERATIVE_WHY, default_i_start
 
     m = ctx.part_a_model()
-    ts = default_timesteps(m)
+    ts = timesteps_for(m, edit=True)
     i_start, every = default_i_start(m), 5
     x, labels = test_images(ctx, m, out, 1)
-    r = tools.iterative_denoise(m, x, i_start, every, seed=ctx.generator())
+    r = tools.iterative_denoise(m, x, i_start, every, seed=ctx.generator(), progress=False)
     path = ctx.fig("A1.4", "iterative")
     r.save(path)
     out.figures.append(Figure(ctx.rel(path), labels[0]))
@@ -142,40 +145,44 @@ def sec_a1_4(ctx: Context, out: SectionOut) -> None:
     out.settings = {"i_start": i_start, "t_start": t0, "timesteps": f"{ts[0]}, {ts[1]}, ..., {ts[-1]} ({len(ts)})"}
 
 
+def _strided_steps(m: Any) -> int:
+    from diffusionlab.sampling import timesteps_for
+
+    return len(timesteps_for(m, edit=True))
+
+
 def sec_a1_5(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import edits
     from diffusionlab.figures import save_grid
+    from diffusionlab.tools.inputs import prompt_of
 
     m = ctx.part_a_model()
-    x = edits.sample(m, 5, None, 1.0, generator=ctx.generator(), progress=False)
+    p = prompt_of(m, None)  # the unconditional prompt: '' for ours, "a high quality photo" for IF
+    x = tools.sample(m, [p] if p else None, 5, None, 1.0, ctx.seed, progress=False, strided=True).images
     path = ctx.fig("A1.5", "samples")
     save_grid(x, path, 5, m.value_range, title="5 samples, no guidance")
     out.figures.append(Figure(ctx.rel(path)))
-    p = edits.unconditional_prompt(m)
     out.caption = f"Sampling: iterative denoising from pure noise (i_start = 0), prompt {show_prompt(p)}, no guidance."
-    out.settings = {"i_start": 0, "steps": len(edits.default_timesteps(m)), "prompt": p, "cfg": 1.0}
+    out.settings = {"i_start": 0, "steps": _strided_steps(m), "prompt": p, "cfg": 1.0}
 
 
 def sec_a1_6(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import edits
     from diffusionlab.figures import save_grid
+    from diffusionlab.tools.inputs import prompt_of
 
     m = ctx.part_a_model()
-    scale = edits.default_scale(m)
     if is_ours(m) and getattr(m, "num_classes", 0):
-        prompts = [m.class_names[i % m.num_classes] for i in range(5)]
-        cond = m.encode(prompts)
+        prompts, n = [m.class_names[i % m.num_classes] for i in range(5)], 1
         what = f"one of each class {', '.join(prompts)}"
     else:
-        prompts = [edits.unconditional_prompt(m)]
-        cond = prompts[0]
+        prompts, n = [prompt_of(m, None)], 5
         what = f"prompt {show_prompt(prompts[0])}"
-    x = edits.sample(m, 5, cond, scale, generator=ctx.generator(), progress=False)
+    r = tools.sample(m, prompts if any(prompts) else None, n, seed=ctx.seed, progress=False, strided=True)
+    x, scale = r.images, r.settings["scale"]
     path = ctx.fig("A1.6", "cfg")
     save_grid(x, path, 5, m.value_range, title=f"CFG {scale:g}")
     out.figures.append(Figure(ctx.rel(path)))
     out.caption = f"Classifier-free guidance eps = eps_u + {scale:g} (eps_c - eps_u): 5 samples, {what}."
-    out.settings = {"cfg": scale, "prompts": prompts, "steps": len(edits.default_timesteps(m))}
+    out.settings = {"cfg": scale, "prompts": prompts, "steps": _strided_steps(m)}
 
 
 def _inputs(ctx: Context, m: Any, out: SectionOut) -> tuple[Tensor, list[str]]:
@@ -203,26 +210,23 @@ def _sdedit_figure(ctx, m, section, name, x, labels, res, i_starts, title) -> Pa
 
 
 def sec_a1_7(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import edits
-
     m = ctx.part_a_model()
     x, labels = _inputs(ctx, m, out)
-    starts = list(edits.SDEDIT_I_STARTS)
-    res = edits.sdedit(m, x, None, starts, generator=ctx.generator(), progress=False)
-    path = _sdedit_figure(ctx, m, "A1.7", "sdedit", x, labels, res, starts, "SDEdit")
+    r = tools.sdedit(m, x, seed=ctx.generator(), progress=False)
+    starts = r.settings["i_starts"]
+    path = _sdedit_figure(ctx, m, "A1.7", "sdedit", x, labels, r.images, starts, "SDEdit")
     drawn = ctx.fig("A1.7", "hand_drawn_input")
     out.figures.append(Figure(ctx.rel(path), "test image and a hand-drawn image"))
     out.figures.append(Figure(ctx.rel(drawn), "the hand-drawn input, drawn in code with PIL"))
-    p = edits.unconditional_prompt(m)
     out.caption = (
         "SDEdit: noise the image to ts[i_start], then denoise with CFG. A small i_start (much noise) makes a new "
         "image; a large one stays close to the input."
     )
     out.settings = {
         "i_start": starts,
-        "prompt": p,
-        "cfg": edits.default_scale(m),
-        "steps": len(edits.default_timesteps(m)),
+        "prompt": r.settings["prompt"],
+        "cfg": r.settings["scale"],
+        "steps": _strided_steps(m),
     }
 
 
@@ -233,7 +237,6 @@ MASK_WHY = (
 
 
 def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import edits
     from diffusionlab.figures import grid_image, save_png
     from diffusionlab.images import default_mask, rect_mask
 
@@ -244,7 +247,8 @@ def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
     first = "course mask (rows 2-19, cols 24-41 at 64 px)" if h >= 64 else "top half of the digit (rows 4-13)"
     mask_names = [first, "lower half"]
     mask = torch.cat(masks).to(x.device)
-    res = edits.inpaint(m, x, mask, generator=ctx.generator(), progress=False)
+    r = tools.inpaint(m, x, mask, seed=ctx.generator(), progress=False)  # one mask per image
+    res = r.images
     lo, hi = m.value_range
     shown_mask = mask.expand_as(x) * (hi - lo) + lo
     parts = []
@@ -262,66 +266,103 @@ def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
         "Inpainting: from pure noise; after every step x <- m x + (1 - m) forward(x_orig, t), so new content "
         "appears only where the mask is 1 (white)." + ("" if h >= 64 else MASK_WHY)
     )
-    out.settings = {"masks": mask_names, "prompt": edits.unconditional_prompt(m), "cfg": edits.default_scale(m)}
+    out.settings = {"masks": mask_names, "prompt": r.settings["prompt"], "cfg": r.settings["scale"]}
 
 
 def sec_a1_7_3(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import edits
-
     m = ctx.part_a_model()
     prompt = prompts_for(m)["translate"]
     x, labels = _inputs(ctx, m, out)
-    starts = list(edits.SDEDIT_I_STARTS)
-    res = edits.translate(m, x, prompt, starts, generator=ctx.generator(), progress=False)
-    path = _sdedit_figure(ctx, m, "A1.7.3", "translate", x, labels, res, starts, f"towards {show_prompt(prompt)}")
+    r = tools.translate(m, x, prompt, seed=ctx.generator(), progress=False)
+    starts = r.settings["i_starts"]
+    path = _sdedit_figure(ctx, m, "A1.7.3", "translate", x, labels, r.images, starts, f"towards {show_prompt(prompt)}")
     out.figures.append(Figure(ctx.rel(path)))
     out.caption = f"Conditional image-to-image: SDEdit guided by the real prompt {show_prompt(prompt)}."
-    out.settings = {"prompt": prompt, "i_start": starts, "cfg": edits.default_scale(m)}
+    out.settings = {"prompt": prompt, "i_start": starts, "cfg": r.settings["scale"]}
+
+
+def _anagram_classifier(ctx: Context, m: Any, out: SectionOut) -> Any:
+    """The report's classifier of the model's data, to label each anagram pass/fail; None (and a note) without."""
+    if not (is_ours(m) and getattr(m, "kind", None) == "class" and tuple(m.image_shape) == (1, 28, 28)):
+        return None
+    try:
+        return ctx.classifier(m.config.get("data", "mnist"))
+    except DiffusionLabError as e:
+        out.notes.append(f"anagrams not scored: {e}")
+        return None
+
+
+def _anagram_cells(r: Any, prompts: list[str], view: str) -> list[Cell]:
+    """The classifier's verdict on each reading of each image, in the grid's reading order (one row per reading)."""
+    probs, passed = r.settings.get("reading_probabilities"), r.settings.get("reading_passed")
+    if probs is None:
+        return []
+    names = ["upright", view]
+    return [
+        Cell(f"{show_prompt(p)} {name}: {probs[j][k]:.2f}", passed[j][k])
+        for k, (p, name) in enumerate(zip(prompts, names, strict=True))
+        for j in range(len(probs))
+    ]
 
 
 def sec_a1_8(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import edits
-    from diffusionlab.figures import grid_image, save_png
-    from diffusionlab.views import get_view
+    from diffusionlab.figures import save_png
 
     m = ctx.part_a_model()
     n = ctx.budget.pair_n
-    parts, done = [], []
+    clf = _anagram_classifier(ctx, m, out)
+    parts, done, cells, checks, scale = [], [], [], [], None
     for k, (p1, p2, view) in enumerate(prompts_for(m)["anagrams"]):
-        v = get_view(view, m.image_shape, m.value_range, ctx.seed)
-        res = edits.anagram(m, p1, p2, v, n, generator=ctx.generator(k), seed=ctx.seed, progress=False)
-        rows = [f"{show_prompt(p1)} upright", f"{show_prompt(p2)} ({view})"]
-        parts.append(grid_image(torch.cat([res, v.apply(res)]), n, m.value_range, rows, None, f"view {view}"))
-        done.append(f"{show_prompt(p1)} / {show_prompt(p2)} ({view})")
+        r = tools.anagram(
+            m, [p1, p2], view, n, seed=ctx.generator(k), view_seed=ctx.seed, progress=False,
+            score=clf is not None, classifier=clf,
+        )  # fmt: skip
+        parts.append(r.figure())  # the tool's grid: the images, then the same images through the view
+        scale = r.settings["scale"]
+        pair = f"{show_prompt(p1)} / {show_prompt(p2)} ({view})"
+        done.append(pair)
+        cells += _anagram_cells(r, [p1, p2], view)
+        checks += r.settings.get("passed", [])
     path = ctx.fig("A1.8", "anagrams")
     save_png(stack_vertically(parts), path)
-    out.figures.append(Figure(ctx.rel(path)))
+    out.figures.append(Figure(ctx.rel(path), cells=cells, cells_per_row=n if cells else None))
     out.caption = (
         "Visual anagrams: eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all branches in one batch. "
         "Top row of each: the images; bottom row: the same images through the view."
+        + (
+            " Under the figure: the classifier's probability of each reading's prompt, green when it reads it."
+            if cells
+            else ""
+        )
     )
-    out.settings = {"pairs": done, "n": n, "cfg": edits.default_scale(m)}
+    out.settings = {"pairs": done, "n": n, "cfg": scale}
+    if checks:  # per image: both readings read as their prompts by the classifier (per reading: the figure's cells)
+        out.settings["classifier"] = f"{sum(checks)} of {len(checks)} images read as both prompts"
 
 
 def sec_a1_9(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import edits
     from diffusionlab.figures import grid_image, save_png
-    from diffusionlab.filters import lowpass, scaled_blur
 
     m = ctx.part_a_model()
     n = ctx.budget.pair_n
-    k, s = scaled_blur(m.image_shape[1])
-    parts, done = [], []
+    parts, done, blur = [], [], ""
     for j, (low, high) in enumerate(prompts_for(m)["hybrids"]):
-        res = edits.hybrid(m, low, high, n, generator=ctx.generator(j), progress=False)
-        far = lowpass(res, k, s)
+        r = tools.hybrid(m, [low, high], n, seed=ctx.generator(j), progress=False)
+        k, s = r.settings["kernel"], r.settings["sigma"]
+        far = r.panels[0].cells[n:]  # the tool's far view: the low-pass of each image
         rows = ["hybrid", f"low-pass ({show_prompt(low)})"]
         parts.append(
             grid_image(
-                torch.cat([res, far]), n, m.value_range, rows, None, f"far {show_prompt(low)}, near {show_prompt(high)}"
+                torch.cat([r.images, far]),
+                n,
+                m.value_range,
+                rows,
+                None,
+                f"far {show_prompt(low)}, near {show_prompt(high)}",
             )
         )
         done.append(f"far {show_prompt(low)} / near {show_prompt(high)}")
+        blur = f"kernel {k}, sigma {s:g}"
     path = ctx.fig("A1.9", "hybrids")
     save_png(stack_vertically(parts), path)
     out.figures.append(Figure(ctx.rel(path)))
@@ -329,4 +370,4 @@ def sec_a1_9(ctx: Context, out: SectionOut) -> None:
         "Hybrid images: eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)); seen from afar (the low-pass "
         "row) they show the first prompt, up close the second."
     )
-    out.settings = {"pairs": done, "n": n, "lowpass": f"kernel {k}, sigma {s:g} (33 and 2 at 64 px, scaled)"}
+    out.settings = {"pairs": done, "n": n, "lowpass": blur}

@@ -3,7 +3,7 @@ Result (images, labelled figure, settings). The CLI, the report, the web UI and 
 
 from diffusionlab.tools.generate import sample
 from diffusionlab.tools.illusions import anagram, hybrid
-from diffusionlab.tools.image import forward, inpaint, iterative_denoise, one_step_denoise, sdedit
+from diffusionlab.tools.image import forward, inpaint, iterative_denoise, one_step_denoise, sdedit, translate
 from diffusionlab.tools.result import Result
 from diffusionlab.tools.train import train
 
@@ -18,4 +18,5 @@ __all__ = [
     "sample",
     "sdedit",
     "train",
+    "translate",
 ]

@@ -15,11 +15,12 @@ from diffusionlab.tools.inputs import as_model
 from diffusionlab.tools.result import Panel, Result
 
 
-def sampling_timesteps(model, steps: int | None) -> list[int] | None:
-    """sampling.timesteps_for, or None for flow models (their Euler steps are `steps` itself)."""
+def sampling_timesteps(model, steps: int | None, strided: bool = False) -> list[int] | list[float]:
+    """sampling.timesteps_for (strided: Part A's strided schedule when steps is None); a flow model's are the flow
+    times of its Euler steps."""
     from diffusionlab.sampling import timesteps_for
 
-    return None if getattr(model, "objective", "ddpm") == "flow" else timesteps_for(model, steps)
+    return timesteps_for(model, steps, edit=strided)
 
 
 def sample(
@@ -34,9 +35,12 @@ def sample(
     sampler: str | None = None,
     variance: str | None = None,
     eta: float | None = None,
+    strided: bool = False,
 ) -> Result:
     """Samples from pure noise, CFG when prompts are given (scale default 5 for ours, 7 for IF).
-    images: (n * len(prompts), C, H, W), prompt by prompt. `frames` collects the process for a GIF."""
+    images: (n * len(prompts), C, H, W), prompt by prompt. `frames` collects the process for a GIF.
+    steps None: every step for our DDPMs (Algorithm B.2), or with strided=True Part A's strided schedule (A1.5,
+    A1.6: 290, 280, ..., 0 for T = 300; IF takes it either way)."""
     from diffusionlab.edits import default_scale
     from diffusionlab.sampling import generate
 
@@ -47,8 +51,8 @@ def sample(
         raise DiffusionLabError(f"{getattr(m, 'name', 'this model')} is not class-conditioned; drop --prompt")
     check_batch(n * max(1, len(ps)), m.image_shape, "-n x --prompt")
     s = default_scale(m) if scale is None else scale
-    ts = sampling_timesteps(m, steps)
-    every = max(1, (len(ts) if ts else (steps or 300)) // 30)
+    ts = sampling_timesteps(m, steps, strided)
+    every = max(1, len(ts) // 30)
     x = generate(m, ps or None, n, s, seed, ts, steps, frames, every, progress, rule)
     title = f"{getattr(m, 'name', 'model')}  seed={seed}" + (f"  cfg={s}" if ps else "")
     panel = Panel(x, n, ps or None, None, title)

@@ -3,7 +3,8 @@ images and the figure that shows each reading (every view applied; the far, low-
 
 Anagrams take 2-4 prompts: the first upright, each later one through its own view. `best_of=K` makes K candidates
 per image in the same batch and keeps the one whose weaker reading the shipped classifier of the model's data is
-surest of (`verified`), optionally showing the runner-ups."""
+surest of (`verified`), optionally showing the runner-ups. `score=True` scores the kept images the same way (each
+reading's probability and whether the classifier reads it as its prompt) without ranking candidates."""
 
 from __future__ import annotations
 
@@ -83,6 +84,12 @@ def reading_probabilities(readings: list[Tensor], labels: list[int], classifier)
     )
 
 
+def reading_passed(readings: list[Tensor], labels: list[int], classifier) -> Tensor:
+    """(R, N) bool: whether the classifier reads reading r as labels[r] (its most likely class; as
+    evaluation.metrics.anagram_success)."""
+    return torch.stack([classifier.classify(x).cpu() == lab for x, lab in zip(readings, labels, strict=True)])
+
+
 def verified(readings: list[Tensor], labels: list[int], classifier, n: int, k: int) -> tuple[Tensor, Tensor]:
     """readings[r]: reading r of n * k candidates in [0, 1] (image-major: candidates of image j are rows
     j*k .. j*k+k-1). Returns (order (n, k) of candidate rows, best first; their weaker-reading probabilities)."""
@@ -93,15 +100,35 @@ def verified(readings: list[Tensor], labels: list[int], classifier, n: int, k: i
 
 
 def _scores(readings: list[Tensor], labels: list[int], classifier, keep: Tensor) -> dict[str, Any]:
-    """The kept images' per-reading probabilities, for the settings (and the PNG's text)."""
-    probs = reading_probabilities([r[keep] for r in readings], labels, classifier)
-    return {"reading_probabilities": [[round(float(p), 4) for p in col] for col in probs.T]}
+    """The kept images' scores, for the settings (and the PNG's text), one entry per image: each reading's
+    probability (`reading_probabilities`), whether it is read as its prompt (`reading_passed`), both (`passed`)."""
+    kept = [r[keep] for r in readings]
+    probs = reading_probabilities(kept, labels, classifier)
+    hits = reading_passed(kept, labels, classifier)
+    return {
+        "reading_probabilities": [[round(float(p), 4) for p in col] for col in probs.T],
+        "reading_passed": [[bool(h) for h in col] for col in hits.T],
+        "passed": [bool(col.all()) for col in hits.T],
+    }
 
 
 def _to_unit(x: Tensor, value_range) -> Tensor:
     from diffusionlab.evaluation.metrics import to_unit
 
     return to_unit(x.cpu(), value_range)
+
+
+def _rank_anagrams(m, res: Tensor, view_names, view_seed: int, clf, labels, n: int, k: int):
+    """The candidate rows of each image, best first ((n, k); image-major as generated when there is no
+    classifier), and the settings of the kept ones' scores."""
+    from diffusionlab.views import get_view
+
+    if clf is None:
+        return torch.arange(n * k).reshape(n, k), {}
+    x = _to_unit(res, m.value_range)  # the views acting on [0, 1] images, as the classifier sees them
+    unit = [x] + [get_view(v, m.image_shape, (0.0, 1.0), view_seed).apply(x) for v in view_names]
+    rows, _ = verified(unit, labels, clf, n, k)
+    return rows, {"best_of": k if k > 1 else None, **_scores(unit, labels, clf, rows[:, 0])}
 
 
 def anagram(
@@ -117,10 +144,17 @@ def anagram(
     combine: str | None = None,
     best_of: int = 1,
     runner_ups: bool = False,
+    score: bool = False,
+    view_seed: int | None = None,
+    progress: bool = True,
+    classifier: Any = None,
 ) -> Result:
     """n images that read as prompts[0] upright and as prompts[k] through view[k - 1] (rot180, flip, rot90, ...;
     see diffusionlab.views): 2-4 readings. combine: guidance.COMBINE_MODES (default: edits.ANAGRAM_DEFAULTS).
-    best_of: K candidates per image, the classifier's best kept (scores in settings). images: (n, C, H, W)."""
+    best_of: K candidates per image, the classifier's best kept; score: the kept images scored (both: scores in
+    settings, see _scores) by `classifier` (default: the shipped one of the model's data). view_seed: the
+    permutation views' seed (default: seed when it is an int, else 0).
+    images: (n, C, H, W); panels[0]: the readings, one row each (the image through each view)."""
     from diffusionlab.guidance import check_combine
     from diffusionlab.views import get_view
 
@@ -131,28 +165,24 @@ def anagram(
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
     check_batch(n * best_of, m.image_shape, "-n x --best-of")
-    permutation_seed = seed if isinstance(seed, int) else 0
+    permutation_seed = view_seed if view_seed is not None else seed if isinstance(seed, int) else 0
     views = [get_view(v, m.image_shape, m.value_range, permutation_seed) for v in view_names]
     ps = prompts_of(m, ps)
-    clf, labels = (scoring_classifier(m), labels_of(m, ps)) if best_of > 1 else (None, [])
+    clf, labels = None, []
+    if best_of > 1 or score:
+        clf, labels = classifier if classifier is not None else scoring_classifier(m), labels_of(m, ps)
+    g = seed_generator(seed)
     res = edits.anagram_views(
-        m, ps, views, n * best_of, scale, seed_generator(seed), seed=permutation_seed, combine=combine, **rule
+        m, ps, views, n * best_of, scale, g, seed=permutation_seed, combine=combine, progress=progress, **rule
     )
     readings = [res] + [v.apply(res) for v in views]
     names = ["upright"] + view_names
-    extra: dict[str, Any] = {}
-    if clf is not None:
-        x = _to_unit(res, m.value_range)  # the views acting on [0, 1] images, as the classifier sees them
-        unit = [x] + [get_view(v, m.image_shape, (0.0, 1.0), permutation_seed).apply(x) for v in view_names]
-        rows, _ = verified(unit, labels, clf, n, best_of)
-        keep = rows[:, 0]
-        extra = {"best_of": best_of, **_scores(unit, labels, clf, keep)}
-    else:
-        keep = torch.arange(n)
+    rows, extra = _rank_anagrams(m, res, view_names, permutation_seed, clf, labels, n, best_of)
+    keep = rows[:, 0]
     best = [r[keep] for r in readings]
     labels_text = [f"{show_prompt(p)} ({name})" for p, name in zip(ps, names, strict=True)]
     panels = [Panel(torch.cat(best), n, labels_text, None, f"anagram, views {', '.join(view_names)}")]
-    if clf is not None and runner_ups:
+    if runner_ups and best_of > 1:
         others = rows[:, 1:].reshape(-1)
         panels.append(Panel(res[others], best_of - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
     singles = {f"anagram_{j + 1}": best[0][j] for j in range(n)}
@@ -177,6 +207,7 @@ def hybrid(
     eta: float | None = None,
     best_of: int = 1,
     runner_ups: bool = False,
+    progress: bool = True,
 ) -> Result:
     """n images that read as prompts[0] from afar (low frequencies) and prompts[1] up close (high). kernel/sigma:
     the low-pass (default: edits.hybrid_blur). best_of: K candidates per image, ranked by the classifier (far
@@ -193,7 +224,7 @@ def hybrid(
     check_blur(k, sg, m.image_shape[1], m.image_shape[2])
     p1, p2 = prompts_of(m, two)
     clf, labels = (scoring_classifier(m), labels_of(m, [p1, p2])) if best_of > 1 else (None, [])
-    res = edits.hybrid(m, p1, p2, n * best_of, sg, k, scale, seed_generator(seed), **rule)
+    res = edits.hybrid(m, p1, p2, n * best_of, sg, k, scale, seed_generator(seed), progress=progress, **rule)
     extra: dict[str, Any] = {}
     keep = torch.arange(n)
     if clf is not None:

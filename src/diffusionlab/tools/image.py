@@ -48,6 +48,20 @@ def tool_settings(tool: str, model, seed: Seed, sources: list[str], **kw: Any) -
     return s
 
 
+def ddpm_model(model, what: str):
+    """The model, loaded; a one-line error for a flow model, which has no DDPM noise levels (it runs sample,
+    sdedit, inpaint, anagram and hybrid)."""
+    from diffusionlab.guidance import is_flow
+
+    m = as_model(model)
+    if is_flow(m):
+        raise DiffusionLabError(
+            f"{what} takes a DDPM's timesteps; {getattr(m, 'name', 'this model')} is a flow model (it runs sample, "
+            "sdedit, inpaint, anagram and hybrid)"
+        )
+    return m
+
+
 def _noise_levels(model, t: int | Sequence[int] | None) -> list[int]:
     ts = [int(t)] if isinstance(t, int) else [int(v) for v in t] if t else default_noise_levels(model)
     for tt in ts:
@@ -68,7 +82,7 @@ def forward(
     """The forward process (A1.1) at each t, and classical Gaussian-blur denoising of it (A1.2).
 
     images: (len(t), k, C, H, W), the noisy images; the figure shows original | each t, noisy and blurred."""
-    m = as_model(model)
+    m = ddpm_model(model, "the forward process")
     ts = _noise_levels(m, t)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
     noisy = edits.forward(m, x, ts, seed_generator(seed))
@@ -82,7 +96,7 @@ def forward(
             singles[f"{safe_name(label)}_noisy_t{tt}"] = noisy[i, j]
             singles[f"{safe_name(label)}_blur_t{tt}"] = blurred[i, j]
     settings = tool_settings("forward", m, seed, sources, t=ts, kernel=kernel, sigma=sigma)
-    return Result(noisy, panels, m.value_range, settings, singles)
+    return Result(noisy, panels, m.value_range, settings, singles, {"noisy": noisy, "blurred": blurred})
 
 
 def one_step_denoise(
@@ -99,8 +113,8 @@ def one_step_denoise(
     invert: bool = False,
 ) -> Result:
     """One-step denoising (A1.3) of the image noised to each t, beside the blur (A1.2): x0 = (x_t - sqrt(1 - abar)
-    eps) / sqrt(abar). images: (len(t), k, C, H, W), the last method's estimates."""
-    m = as_model(model)
+    eps) / sqrt(abar). images: (len(t), k, C, H, W), the last method's estimates; parts: "noisy" and each method's."""
+    m = ddpm_model(model, "one-step denoising")
     ts = _noise_levels(m, t)
     p = prompt_of(m, prompt)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
@@ -121,7 +135,7 @@ def one_step_denoise(
                 singles[f"{safe_name(label)}_{name}_t{tt}"] = img
         panels.append(Panel(torch.stack(cells), len(cols), [f"t={tt}" for tt in ts], cols, label))
     settings = tool_settings("one_step_denoise", m, seed, sources, t=ts, prompt=p, scale=scale, methods=list(methods))
-    return Result(out[methods[-1]], panels, m.value_range, settings, singles)
+    return Result(out[methods[-1]], panels, m.value_range, settings, singles, {"noisy": noisy, **out})
 
 
 # Iterative denoising at 28 px: from the course's i_start = 10 (t = 190 of T = 300) the shipped MNIST model
@@ -157,13 +171,14 @@ def iterative_denoise(
     sampler: str | None = None,
     variance: str | None = None,
     eta: float | None = None,
+    progress: bool = True,
 ) -> Result:
     """Iterative strided denoising (A1.4) of the image noised to the strided timestep i_start, every `every`-th
     step shown, then the one-step estimate and the blur from the same noisy image. images: (k, C, H, W), clean."""
     if every < 1:
         raise DiffusionLabError("--every must be at least 1")
     rule = choose_step_rule(sampler, variance, eta)
-    m = as_model(model)
+    m = ddpm_model(model, "iterative denoising")
     strided = edits.default_timesteps(m)
     i_start = default_i_start(m) if i_start is None else i_start
     check_i_start(strided, i_start)
@@ -178,7 +193,7 @@ def iterative_denoise(
         if (state["i"] - i_start + 1) % every == 0 and state["t_prev"] >= 0:
             frames.append((state["t_prev"], state["x"]))
 
-    clean = edits.iterative_denoise(m, x_t, i_start, p, scale, strided, g, keep, **rule)
+    clean = edits.iterative_denoise(m, x_t, i_start, p, scale, strided, g, keep, progress=progress, **rule)
     one_step = edits.one_step_denoise(m, x_t, t0, p, scale)
     blurred = edits.blur(x_t, kernel, sigma)
     cols = [f"t={tt}" for tt, _ in frames] + ["iterative", "one-step", "blur", "original"]
@@ -208,10 +223,12 @@ def sdedit(
     sampler: str | None = None,
     variance: str | None = None,
     eta: float | None = None,
+    progress: bool = True,
+    tool: str = "sdedit",
 ) -> Result:
-    """SDEdit (A1.7) and, with a real prompt, class/text-conditional image-to-image (A1.7.3): each image noised to
-    the strided timestep of each i_start and denoised with CFG, n results each, all in one batch.
-    images: (len(i_starts), k * n, C, H, W)."""
+    """SDEdit (A1.7) and, with a real prompt, class/text-conditional image-to-image (A1.7.3, `translate`): each
+    image noised to the strided timestep of each i_start and denoised with CFG, n results each, all in one batch.
+    images: (len(i_starts), k * n, C, H, W). On a flow model the i_starts index its Euler steps' flow times."""
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
     starts = [int(i) for i in i_starts]
@@ -222,7 +239,7 @@ def sdedit(
     x, labels, sources = load_inputs(m, images, data_dir, invert)
     check_batch(len(x) * n * len(starts), m.image_shape, "images x -n x --i-start")
     xs = x.repeat_interleave(n, 0)
-    res = edits.sdedit(m, xs, p, starts, scale, seed_generator(seed), strided, **rule)
+    res = edits.sdedit(m, xs, p, starts, scale, seed_generator(seed), strided, progress=progress, **rule)
     cells, rows, singles = [], [], {}
     for r in range(xs.shape[0]):
         label = labels[r // n] + (f" #{r % n + 1}" if n > 1 else "")
@@ -230,11 +247,19 @@ def sdedit(
         cells += [res[s, r] for s in range(len(starts))] + [xs[r]]
         for s, i in enumerate(starts):
             singles[f"{safe_name(label)}_istart{i}"] = res[s, r]
-    cols = [f"i={i} (t={strided[i]})" for i in starts] + ["original"]
+    cols = [f"i={i} (t={strided[i]:g})" for i in starts] + ["original"]
     s = edits.default_scale(m) if scale is None else scale
     panel = Panel(torch.stack(cells), len(cols), rows, cols, f"SDEdit, prompt {show_prompt(p)}, cfg {s:g}")
-    settings = tool_settings("sdedit", m, seed, sources, prompt=p, i_starts=starts, n=n, scale=s, **rule)
-    return Result(res, [panel], m.value_range, settings, singles)
+    settings = tool_settings(tool, m, seed, sources, prompt=p, i_starts=starts, n=n, scale=s, **rule)
+    return Result(res, [panel], m.value_range, settings, singles, {"inputs": x})
+
+
+def translate(model, images: Images, prompt: str, i_starts: Sequence[int] = edits.SDEDIT_I_STARTS, **kw: Any) -> Result:
+    """Class/text-conditional image-to-image (A1.7.3): SDEdit towards a real prompt ("a rocket ship", "7");
+    `sdedit`'s other options."""
+    if not prompt:
+        raise DiffusionLabError("translate needs a prompt (the class or text to move the image towards)")
+    return sdedit(model, images, prompt, i_starts, tool="translate", **kw)
 
 
 def inpaint(
@@ -250,10 +275,11 @@ def inpaint(
     sampler: str | None = None,
     variance: str | None = None,
     eta: float | None = None,
+    progress: bool = True,
 ) -> Result:
     """Inpainting (A1.7.2): new content where the mask is 1, the original (exactly) elsewhere; n results per image.
-    mask: a (1, 1, H, W) tensor, a mask image file, 'default' (the course's, scaled) or rect:r0:r1:c0:c1.
-    images: (k * n, C, H, W)."""
+    mask: a (1, 1, H, W) tensor (or (k, 1, H, W), one per image), a mask image file, 'default' (the course's,
+    scaled) or rect:r0:r1:c0:c1. images: (k * n, C, H, W)."""
     from diffusionlab.images import load_mask
 
     rule = choose_step_rule(sampler, variance, eta)
@@ -262,18 +288,22 @@ def inpaint(
     p = prompt_of(m, prompt)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
     check_batch(len(x) * n, m.image_shape, "images x -n")
+    if mk.shape[0] not in (1, len(x)):
+        raise DiffusionLabError(f"{mk.shape[0]} masks for {len(x)} images: give one mask, or one per image")
+    mk = mk.expand(len(x), *mk.shape[1:])
     xs = x.repeat_interleave(n, 0)
-    res = edits.inpaint(m, xs, mk, p, scale, seed_generator(seed), **rule)
+    res = edits.inpaint(m, xs, mk.repeat_interleave(n, 0), p, scale, seed_generator(seed), progress=progress, **rule)
     lo, hi = m.value_range
-    mask_img = (lo + (hi - lo) * mk[0]).expand(m.image_shape)
     cells, singles = [], {}
     for j, label in enumerate(labels):
-        kept = x[j] * (1 - mk[0]) + lo * mk[0]
+        mask_img = (lo + (hi - lo) * mk[j]).expand(m.image_shape)
+        kept = x[j] * (1 - mk[j]) + lo * mk[j]
         cells += [x[j], mask_img, kept] + [res[j * n + k] for k in range(n)]
         for k in range(n):
             singles[f"{safe_name(label)}_inpaint_{k + 1}"] = res[j * n + k]
     cols = ["original", "mask", "kept"] + [f"result {k + 1}" for k in range(n)]
     panel = Panel(torch.stack(cells), len(cols), labels, cols, f"inpainting, prompt {show_prompt(p)}")
     mask_name = mask if isinstance(mask, str) else "tensor"
-    settings = tool_settings("inpaint", m, seed, sources, mask=mask_name, prompt=p, n=n, scale=scale, **rule)
-    return Result(res, [panel], m.value_range, settings, singles)
+    s = edits.default_scale(m) if scale is None else scale
+    settings = tool_settings("inpaint", m, seed, sources, mask=mask_name, prompt=p, n=n, scale=s, **rule)
+    return Result(res, [panel], m.value_range, settings, singles, {"inputs": x, "masks": mk})

@@ -29,13 +29,16 @@ class Panel:
 @dataclass
 class Result:
     """images: the tool's output, (N, C, H, W) in `value_range` (or (len(i_starts), N, C, H, W) for SDEdit);
-    panels: the figure; singles: name -> (C, H, W) for saving each image alone; settings: what made them."""
+    panels: the figure; singles: name -> (C, H, W) for saving each image alone; settings: what made them;
+    parts: the named image stacks the figure is made of (e.g. "noisy", "blurred"), for a front-end that draws its
+    own figure from them."""
 
     images: Tensor
     panels: list[Panel]
     value_range: tuple[float, float]
     settings: dict[str, Any] = field(default_factory=dict)
     singles: dict[str, Tensor] = field(default_factory=dict)
+    parts: dict[str, Tensor] = field(default_factory=dict)
 
     def figure(self) -> Image.Image:
         """The panels one above the other, labelled."""
@@ -68,4 +71,5 @@ def stacked(results: list[Result]) -> Result:
     settings = {k: v for r in results for k, v in r.settings.items()}
     singles = {k: v for r in results for k, v in r.singles.items()}
     panels = [p for r in results for p in r.panels]
-    return Result(first.images, panels, first.value_range, settings, singles)
+    parts = {k: v for r in results for k, v in r.parts.items()}
+    return Result(first.images, panels, first.value_range, settings, singles, parts)
