@@ -28,9 +28,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
+    import test_app
     from conftest import make_checkpoint
     from playwright.sync_api import sync_playwright
-    from test_app import digit_png, free_port, launch_chromium, tour
+    from test_app import free_port, launch_chromium, tour
+
+    if args.full:
+        test_app.TIMEOUT_MS = 600_000  # a real model on a CPU: a 4-view best-of-4 anagram takes a while
 
     from diffusionlab.app import serve
 
@@ -50,9 +54,7 @@ def main() -> None:
             with sync_playwright() as p:
                 browser = launch_chromium(p)
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
-                info = tour(
-                    page, f"http://127.0.0.1:{port}/", digit_png(tmp / "digit.png"), [args.out], fast=not args.full
-                )
+                info = tour(page, f"http://127.0.0.1:{port}/", [args.out], fast=not args.full)
                 browser.close()
         finally:
             demo.close()

@@ -207,8 +207,9 @@ def test_api_errors_are_one_line_messages(server, files):
     cases = [
         (("run:../../etc", "3", 1, 2, 5.0, 0), "/generate", "unknown model"),
         (("run:tiny", "banana", 1, 2, 5.0, 0), "/generate", "unknown prompt"),
-        (("run:tiny", handle_file(str(files["bad"])), 20, 5, 2.0, "", 1.0, 0, "auto"), "/noise", "not a picture"),
-        (("run:tiny", handle_file(str(files["digit"])), 5000, 5, 2.0, "", 1.0, 0, "auto"), "/noise", "out of range"),
+        (("run:tiny", handle_file(str(files["bad"])), 20, 5, 2.0, "", 1.0, 0, "auto", ""), "/noise", "not a picture"),
+        (("run:tiny", None, 5000, 5, 2.0, "", 1.0, 0, "auto", "3"), "/noise", "out of range"),
+        (("run:tiny", None, 20, 5, 2.0, "", 1.0, 0, "auto", "nine"), "/noise", "test image must be a whole number"),
     ]
     for args, endpoint, message in cases:
         with pytest.raises(AppError) as e:
@@ -249,12 +250,20 @@ def _stroke(page, editor: str, points: list[tuple[float, float]]) -> None:
     page.wait_for_timeout(200)
 
 
-def tour(page, url: str, digit: Path, shots: list[Path], fast: bool = True) -> dict[str, str]:
-    """Use every tab once (small settings when fast) and screenshot each into every folder of shots.
+def _pick(page, picker: str, label: str, shows: str) -> None:
+    """Choose a test image in a picker and wait until its field shows it."""
+    page.locator(f"{picker} input").click()
+    page.get_by_role("option", name=label, exact=True).click()
+    page.wait_for_selector(f"{shows} img", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(500)
+
+
+def tour(page, url: str, shots: list[Path], fast: bool = True) -> dict[str, str]:
+    """Use every tab once (small settings when fast) and screenshot each into every folder of shots. The image tabs
+    run on the test images they open with (Noise picks another one); no upload is needed.
 
     Returns the settings line shown under each tab's result.
     """
-    steps = 3 if fast else 30
     info: dict[str, str] = {}
 
     def shot(name: str) -> None:
@@ -273,17 +282,16 @@ def tour(page, url: str, digit: Path, shots: list[Path], fast: bool = True) -> d
     shot("generate")
 
     _open_tab(page, "Noise & denoise", "#noise-run")
-    page.locator("#noise-in input[type=file]").set_input_files(str(digit))
-    page.wait_for_selector("#noise-in img", timeout=TIMEOUT_MS)
-    _set_number(page, "#noise-t input[type=number]", 20 if fast else 150)
+    page.wait_for_selector("#noise-in img", timeout=TIMEOUT_MS)  # it opens on test image 0
+    _pick(page, "#noise-pick", "test 7: 9", "#noise-in")
+    _set_number(page, "#noise-t input[type=number]", 20 if fast else 140)
     page.click("#noise-run")
     for k in range(5):
         _wait_image(page, f"#noise-out-{k}")
     info["noise"] = page.locator("#noise-info").inner_text()
     shot("noise")
 
-    _open_tab(page, "SDEdit", "#sdedit-run")  # a drawing on the blank sketchpad, no upload
-    _stroke(page, "#sdedit-in", [(0.3, 0.25), (0.7, 0.25), (0.45, 0.8)])
+    _open_tab(page, "SDEdit", "#sdedit-run")
     if fast:
         page.locator("#sdedit-starts textarea, #sdedit-starts input").first.fill("25 28")
     page.click("#sdedit-run")
@@ -292,25 +300,35 @@ def tour(page, url: str, digit: Path, shots: list[Path], fast: bool = True) -> d
     shot("sdedit")
 
     _open_tab(page, "Inpaint", "#inpaint-run")
-    page.locator("#inpaint-in input[type=file]").set_input_files(str(digit))
+    page.wait_for_selector("#inpaint-in canvas", timeout=TIMEOUT_MS)
     page.wait_for_timeout(800)
     _stroke(page, "#inpaint-in", [(0.45, 0.3), (0.55, 0.5), (0.45, 0.7)])
-    _set_number(page, "#inpaint-steps input[type=number]", steps)
     page.click("#inpaint-run")
     _wait_image(page, "#inpaint-out")
     info["inpaint"] = page.locator("#inpaint-info").inner_text()
     shot("inpaint")
 
+    info.update(_tour_illusions(page, shot, fast))
+    return info
+
+
+def _tour_illusions(page, shot, fast: bool) -> dict[str, str]:
+    """The Anagram tab (its last example: four rotations, four prompts) and the Hybrid tab."""
+    info: dict[str, str] = {}
     _open_tab(page, "Anagram", "#anagram-run")
-    _set_number(page, "#anagram-steps input[type=number]", steps)
+    page.locator("#anagram-examples").get_by_text("rot90").last.click()  # the last example: four rotations
+    page.wait_for_selector("#anagram-p4 textarea, #anagram-p4 input", timeout=TIMEOUT_MS)
+    _set_number(page, "#anagram-n input[type=number]", 2 if fast else 4)
+    if not fast:  # verified best-of-K: the shipped classifier keeps the best of 4 candidates per image
+        _set_number(page, "#anagram-best-of input[type=number]", 4)
     page.click("#anagram-run")
-    _wait_image(page, "#anagram-up")
-    _wait_image(page, "#anagram-view")
+    page.locator("#anagram-info").filter(has_text="seed").wait_for(timeout=TIMEOUT_MS)
+    _wait_image(page, "#anagram-out")
     info["anagram"] = page.locator("#anagram-info").inner_text()
     shot("anagram")
 
     _open_tab(page, "Hybrid", "#hybrid-run")
-    _set_number(page, "#hybrid-steps input[type=number]", steps)
+    _set_number(page, "#hybrid-n input[type=number]", 2 if fast else 4)
     page.click("#hybrid-run")
     _wait_image(page, "#hybrid-near")
     _wait_image(page, "#hybrid-far")
@@ -336,11 +354,18 @@ def test_every_tab_in_a_real_browser(server, files):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             start = time.monotonic()
-            info = tour(page, server, files["digit"], shots, fast=True)
+            try:
+                info = tour(page, server, shots, fast=True)
+            except Exception:
+                page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)  # what the page showed
+                raise
             for tab in ("generate", "noise", "sdedit", "inpaint", "anagram", "hybrid"):
                 assert "seed" in info[tab] and "model" in info[tab], tab
                 assert (SHOTS / f"{tab}.png").is_file()
             assert "mask painted" in info["inpaint"]  # the brush stroke became the mask
+            assert "image test:7" in info["noise"] and "test image from" in info["noise"]  # the picker's choice
+            assert "image test:1" in info["sdedit"] and "image test:0" in info["inpaint"]  # what they open with
+            assert "prompts 1 / 7 / 4 / 0" in info["anagram"] and "rot90, rot180, rot270" in info["anagram"]
 
             # a text file renamed .png: a one-line message in the page, no trace, and the app keeps working
             _open_tab(page, "Noise & denoise", "#noise-run")
@@ -353,6 +378,17 @@ def test_every_tab_in_a_real_browser(server, files):
             text = toast.first.inner_text()
             assert "Traceback" not in text and 'File "' not in text
             page.screenshot(path=str(SHOTS / "bad-upload.png"), full_page=True)
+            toast.first.wait_for(state="detached", timeout=TIMEOUT_MS)  # it fades by itself, uncovering the results
+
+            # another model: the picker offers its test set (Fashion-MNIST's), and the tab runs on it
+            page.locator("#model input").click()
+            page.get_by_role("option", name="fashion-mnist (shipped)", exact=True).click()
+            _pick(page, "#noise-pick", "test 0: ankle boot", "#noise-in")
+            page.click("#noise-run")
+            page.locator("#noise-info").filter(has_text="Fashion-MNIST").wait_for(timeout=TIMEOUT_MS)
+            assert "image test:0" in page.locator("#noise-info").inner_text()
+            page.locator("#model input").click()
+            page.get_by_role("option", name="run: tiny (class ddpm, mnist)", exact=True).click()
 
             _open_tab(page, "Generate", "#gen-run")
             _set_number(page, "#gen-seed input", 7)

@@ -41,13 +41,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {  # the form values of each tab, set smal
         prompt="",
         fallback="default mask",
         n=1,
-        steps=2,
         scale=5.0,
         seed=0,
         invert="auto",
     ),  # fmt: skip
-    "anagram": dict(prompt1="6", prompt2="9", view="rot180", n=1, steps=2, scale=5.0, seed=0),
-    "hybrid": dict(low_prompt="0", high_prompt="1", sigma=1.0, kernel=9, n=1, steps=2, scale=5.0, seed=0),
+    "anagram": dict(
+        readings=2, p1="6", p2="9", p3="", p4="", v2="rot180", v3="rot90", v4="rot270", n=1, scale=5.0, seed=0
+    ),  # fmt: skip
+    "hybrid": dict(low_prompt="0", high_prompt="1", sigma=1.0, kernel=9, n=1, scale=5.0, seed=0),
 }
 BOMB = "too large: 20000 x 20000 pixels"
 APP_CASES: list[AppCase] = [
@@ -102,8 +103,10 @@ APP_CASES: list[AppCase] = [
             ("hybrid", -1),
         ]
     ],  # fmt: skip
-    AppCase("generate-n-times-prompts", "generate", {"n": 5, "prompts": "0,1,2,3,4,5,6,7,8"}, "more than the limit of 40"),
-    *[AppCase(f"{h}-steps-0", h, {"steps": 0}, "steps") for h in ("generate", "inpaint", "anagram", "hybrid")],
+    AppCase(
+        "generate-n-times-prompts", "generate", {"n": 5, "prompts": "0,1,2,3,4,5,6,7,8"}, "more than the limit of 40"
+    ),
+    AppCase("generate-steps-0", "generate", {"steps": 0}, "steps"),
     AppCase("generate-unknown-prompt", "generate", {"prompts": "banana"}, "unknown prompt"),
     AppCase("noise-t-out-of-range", "noise", {"t": 5000}, "out of range"),
     AppCase("noise-kernel-not-number", "noise", {"kernel": "big"}, "whole number"),
@@ -116,7 +119,23 @@ APP_CASES: list[AppCase] = [
     AppCase("sdedit-nothing", "sdedit", {"editor": None}, "no image"),
     AppCase("inpaint-layer-bomb", "inpaint", {"editor": {"background": "digit", "layers": ["bomb"]}}, BOMB),
     AppCase("inpaint-no-background", "inpaint", {"editor": {"layers": ["digit"]}}, "no image"),
-    AppCase("anagram-unknown-view", "anagram", {"view": "twirl"}, "unknown view"),
+    AppCase("anagram-unknown-view", "anagram", {"v2": "twirl"}, "unknown view"),
+    AppCase("anagram-unknown-third-view", "anagram", {"readings": 3, "p3": "4", "v3": "spin"}, "unknown view"),
+    *[
+        AppCase(f"anagram-readings-{v}", "anagram", {"readings": v}, "number of readings") for v in (1, 5, "two", "nan")
+    ],  # fmt: skip
+    AppCase("anagram-fewer-prompts-than-views", "anagram", {"readings": 3}, "3 readings need 3 prompts; prompt 3"),
+    AppCase("anagram-fewer-views-than-prompts", "anagram", {"readings": 3, "p3": "4", "v3": ""}, "need 2 views"),
+    AppCase("anagram-empty-first-prompt", "anagram", {"p1": " "}, "prompt 1 is empty"),
+    *[
+        AppCase(f"{h}-best-of-{v}", h, {"best_of": v}, "best-of K")
+        for h in ("anagram", "hybrid")
+        for v in (0, -2, 17, "x")
+    ],
+    AppCase("anagram-n-times-best-of", "anagram", {"n": 8, "best_of": 8}, "more than the limit of 40"),
+    AppCase("noise-test-image-not-a-number", "noise", {"test": "seven"}, "test image must be a whole number"),
+    AppCase("noise-test-image-past-the-test-set", "noise", {"test": "999999"}, "test:999999: the"),
+    AppCase("sdedit-test-image-negative", "sdedit", {"test": "-1"}, "test image must be between"),
     AppCase("hybrid-even-kernel", "hybrid", {"kernel": 4}, "odd"),
     AppCase("hybrid-sigma-nan", "hybrid", {"sigma": "nan"}, "sigma"),
 ]
@@ -184,6 +203,17 @@ def server(app):
     demo.close()
 
 
+def test_too_few_inputs_are_one_line(server, capfd):
+    """An API client written for an older page (no test-image value): one line, no traceback in the log."""
+    import httpx
+
+    url = f"{server}/gradio_api/call/noise"
+    event = httpx.post(url, json={"data": ["run:tiny", None, 20, 5, 2.0, "", 1.0, 0, "auto"]}, timeout=30)
+    reply = httpx.get(f"{url}/{event.json()['event_id']}", timeout=60).text
+    assert "event: error" in reply and "wrong number of inputs" in reply, reply
+    assert "Traceback" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("upload, expect", SERVER_CASES, ids=["file-data-path", "plain-path"])
 def test_paths_refused_by_gradio_are_one_line(upload, expect, server, capfd):
     """Sent as raw HTTP (gradio_client would upload a local file itself): Gradio refuses the path before our
@@ -191,7 +221,7 @@ def test_paths_refused_by_gradio_are_one_line(upload, expect, server, capfd):
     import httpx
 
     url = f"{server}/gradio_api/call/noise"
-    event = httpx.post(url, json={"data": ["run:tiny", upload, 20, 5, 2.0, "", 1.0, 0, "auto"]}, timeout=30)
+    event = httpx.post(url, json={"data": ["run:tiny", upload, 20, 5, 2.0, "", 1.0, 0, "auto", ""]}, timeout=30)
     reply = httpx.get(f"{url}/{event.json()['event_id']}", timeout=60).text
     assert "event: error" in reply and expect in reply, reply
     assert "Traceback" not in capfd.readouterr().err

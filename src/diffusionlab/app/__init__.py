@@ -1,8 +1,9 @@
 """The web UI: `diffusionlab serve`, a Gradio app with one tab for every Part A tool.
 
 Optional extra: `pip install -e ".[app]"`. Gradio is imported only inside `build_app`/`serve`, so the core package
-never needs it. The handlers are plain functions over the tools of `diffusionlab.edits` (no algorithm lives here);
-the UI adds the model chooser, the input limits, PNG results with their settings, and one-line error messages.
+never needs it. The handlers are plain functions over the tool layer (`diffusionlab.tools`, the same functions as the
+CLI and the report; no algorithm lives here); the UI adds the model chooser, a picker of genuine test images, the
+input limits, PNG results with their settings, and one-line error messages.
 
 Safety rules, all enforced on the server (an API client can send anything a browser can):
 - a model is chosen by a value from the server's own list (shipped models, runs found under the runs directory,

@@ -1,4 +1,8 @@
-"""The work behind each tab (`Handlers`, testable without a browser) and the one-line error wrapper."""
+"""The work behind each tab (`Handlers`, testable without a browser) and the one-line error wrapper.
+
+Every handler parses the form, calls the tool layer (`diffusionlab.tools`: the same functions as the CLI, the
+report and a notebook, so the same seed gives the same image everywhere) and draws its Result as PNGs with their
+settings. The illusions' handlers are in app/illusions.py."""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from functools import wraps
 from typing import Any
 
 import torch
-from PIL import Image
+from torch import Tensor
 
-from diffusionlab import sampling
+from diffusionlab.app.illusions import IllusionHandlers
 from diffusionlab.app.inputs import (
     Outputs,
     as_float,
@@ -21,19 +25,34 @@ from diffusionlab.app.inputs import (
     mask_from_layers,
     model_label,
     open_upload,
+    painted,
     parse_prompts,
     seed_value,
     settings_text,
 )
 from diffusionlab.app.registry import Limits, ModelRegistry
+from diffusionlab.app.testimages import (
+    NO_PICK,
+    NO_PICK_LABEL,
+    invert_flag,
+    pick_index,
+    same_picture,
+    test_choices,
+    test_picture,
+    test_tensor,
+)
 from diffusionlab.errors import DiffusionLabError
 
 log = logging.getLogger("diffusionlab.app")
+ERROR_SECONDS = 6  # an error toast fades by itself, so it never covers the next result for long
 
 
 def user_errors(fn: Callable) -> Callable:
     """Our errors -> gr.Error with the one-line message; anything else -> a one-line message, logged with trace."""
     import gradio as gr
+
+    def error(message: str):
+        return gr.Error(message, duration=ERROR_SECONDS, print_exception=False)
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -42,13 +61,13 @@ def user_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except DiffusionLabError as e:
-            raise gr.Error(str(e).splitlines()[0], print_exception=False) from None
+            raise error(str(e).splitlines()[0]) from None
         except torch.cuda.OutOfMemoryError:
-            raise gr.Error("out of GPU memory: ask for fewer images or fewer steps", print_exception=False) from None
+            raise error("out of GPU memory: ask for fewer images or fewer steps") from None
         except Exception as e:  # noqa: BLE001 - the UI shows one line, the log keeps the trace
             log.exception("unexpected error in %s", fn.__name__)
             first = (str(e).splitlines() or [""])[0][:200]
-            raise gr.Error(f"internal error ({type(e).__name__}: {first})", print_exception=False) from None
+            raise error(f"internal error ({type(e).__name__}: {first})") from None
 
     return wrapper
 
@@ -59,13 +78,7 @@ def _prompt(text: str | None) -> str | None:
     return text or None
 
 
-def _generator(seed: int) -> torch.Generator:
-    from diffusionlab.tools.inputs import generator_for
-
-    return generator_for(seed)
-
-
-class Handlers:
+class Handlers(IllusionHandlers):
     """The work behind each tab, as plain functions of the form values (testable without a browser).
 
     Every handler takes the chooser's value first, checks its inputs, runs under the model's lock and returns
@@ -90,19 +103,54 @@ class Handlers:
             raise DiffusionLabError(f"{n} images x {per} prompts is more than the limit of {self.limits.max_images}")
         return n
 
+    def _model_or_none(self, model_value: str | None):
+        """The chosen model for the page's own needs (ranges, picker); None for IF (never loaded just for that)."""
+        if not model_value or model_value.startswith("deepfloyd"):
+            return None
+        try:
+            return self.registry.get(model_value)
+        except DiffusionLabError:
+            return None
+
     def num_steps(self, model_value: str | None) -> int:
         """The chosen model's T, for the sliders' ranges (1000, IF's, when it cannot be told without loading IF)."""
-        if not model_value or model_value.startswith("deepfloyd"):
-            return 1000
-        try:
-            model = self.registry.get(model_value)
-        except DiffusionLabError:
-            return 1000
-        schedule = getattr(model, "schedule", None)
+        schedule = getattr(self._model_or_none(model_value), "schedule", None)
         return schedule.num_steps if schedule is not None else 1000
 
-    def _steps(self, steps: Any, model) -> int:
-        return as_int(steps, "steps", 1, min(self.limits.max_steps, model.schedule.num_steps))
+    # -- the test-image picker -------------------------------------------------------------------------------
+    def test_choices(self, model_value: str | None) -> list[tuple[str, str]]:
+        """The picker's choices for the chosen model's data set (only "none" for a model without one)."""
+        try:
+            return test_choices(self._model_or_none(model_value))
+        except DiffusionLabError:
+            return [(NO_PICK_LABEL, NO_PICK)]
+
+    def test_picture(self, model_value: str | None, pick: Any) -> str | None:
+        """The picked test image as a PNG for the page's image field (None: no pick, or no test set for it)."""
+        model = self._model_or_none(model_value)
+        index = pick_index(pick)
+        if model is None or index is None:
+            return None
+        st = self._base(model_value, image=f"test:{index}")
+        return self.out.png(test_picture(model, index), st, f"test{index}")
+
+    def _pick(self, model, test: Any, im) -> int | None:
+        """The picked test image, when the image field is empty or still shows its picture; None when the field
+        holds the user's own picture (the server's rule: no browser event has to reset the picker)."""
+        index = pick_index(test)
+        if index is None or im is None:
+            return index
+        return index if same_picture(im, test_picture(model, index)) else None
+
+    def _input(self, model, pick: int | None, im, invert: str) -> tuple[Tensor, str | None]:
+        """The picked test image (exactly, as `test:N`) or the uploaded picture -> ((1, C, H, W), test source)."""
+        if pick is not None:
+            x, source = test_tensor(model, pick)
+            if invert_flag(invert):
+                lo, hi = model.value_range
+                x = lo + hi - x
+            return x, source
+        return image_to_tensor(im, model, invert), None
 
     # -- Generate (A0, A1.5, A1.6) ------------------------------------------------------------------------------
     def generate(self, model_value, prompts, n, steps, scale, seed):
@@ -131,15 +179,16 @@ class Handlers:
         for k, img in enumerate(x):
             prompt = plist[k // n]
             st = self._base(model_value, tool="generate", prompt=prompt, steps=used, cfg=scale, seed=seed, index=k)
-            files.append((self.out.tensor_png(img, model, st, "generate"), f"{prompt or '(none)'} #{k % n}"))
+            files.append((self.out.tensor_png(img, model, st, "generate"), f"{prompt or '(none)'} #{k % n + 1}"))
         st = self._base(model_value, prompts=", ".join(plist), n=n, steps=used, cfg=scale, seed=seed)
         return files, settings_text(st)
 
     # -- Noise & denoise (A1.1 - A1.4) --------------------------------------------------------------------------
-    def noise(self, model_value, upload, t, kernel, sigma, prompt, scale, seed, invert):
-        from diffusionlab import edits
-
-        im = open_upload(upload, self.limits)
+    def noise(self, model_value, upload, t, kernel, sigma, prompt, scale, seed, invert, test=NO_PICK):
+        index = pick_index(test)  # a bad value: a one-line error before any work
+        im = open_upload(upload, self.limits, required=False)
+        if im is None and index is None:
+            raise DiffusionLabError("no image: pick a test image or upload one first")
         t = as_int(t, "t", 0, 10_000)
         kernel = None if kernel in (None, "") else as_int(kernel, "blur kernel", 1, 99)
         sigma = None if sigma in (None, "") else as_float(sigma, "blur sigma", 0.01, 50.0)
@@ -147,26 +196,28 @@ class Handlers:
         seed = seed_value(seed)
 
         def work(model):
+            from diffusionlab import tools
+            from diffusionlab.edits import default_timesteps
+
             check_ddpm(model, "denoising")
             model.schedule.check_timestep(t)
-            x0 = image_to_tensor(im, model, invert)
-            gen = _generator(seed)
-            ts = edits.default_timesteps(model)
-            # iterative denoising starts at the strided timestep nearest t; the noisy image is made at that one
+            pick = self._pick(model, test, im)
+            x0, source = self._input(model, pick, im, invert)
+            ts = default_timesteps(model)
+            # iterative denoising starts at the strided timestep nearest t, from the same noise
             i_start = min(range(len(ts)), key=lambda i: abs(ts[i] - t))
-            x_t = edits.forward(model, x0, [t], gen)[0]
-            x_ti = x_t if ts[i_start] == t else edits.forward(model, x0, [ts[i_start]], gen)[0]
-            blurred = edits.blur(x_t, kernel, sigma)
             p = _prompt(prompt)
-            one = edits.one_step_denoise(model, x_t, t, p, scale)
-            it = edits.iterative_denoise(model, x_ti, i_start, p, scale, ts, gen)
-            return x0, x_t, blurred, one, it, ts[i_start]
+            one = tools.one_step_denoise(model, x0, [t], p, scale, ("blur", "one-step"), kernel, sigma, seed)
+            it = tools.iterative_denoise(model, x0, i_start, len(ts), p, scale, seed=seed)
+            shown = [next(v for k, v in one.singles.items() if k.endswith(f"_{name}_t{t}")) for name in NOISE_SHOWN]
+            return [x0[0], *shown, it.images[0]], ts[i_start], source, pick
 
-        x0, x_t, blurred, one, it, t_iter = self._run(model_value, work)
+        images, t_iter, source, pick = self._run(model_value, work)
         model = self.registry.get(model_value)
         st = self._base(
             model_value,
             tool="noise",
+            image=f"test:{pick}" if pick is not None else "upload",
             t=t,
             blur=f"{kernel or 'scaled'}/{sigma or 'scaled'}",
             prompt=prompt or "(none)",
@@ -175,164 +226,94 @@ class Handlers:
         )
         names = ("original", "noisy", "blur", "one-step", "iterative")
         files = [
-            self.out.tensor_png(x[0], model, {**st, "image": name}, name)
-            for name, x in zip(names, (x0, x_t, blurred, one, it), strict=True)
+            self.out.tensor_png(x, model, {**st, "shown": name}, name) for name, x in zip(names, images, strict=True)
         ]
-        return (*files, settings_text({**st, "iterative from t": t_iter}))
+        return (*files, settings_text({**st, "iterative from t": t_iter, **_source(source)}))
 
     # -- SDEdit (A1.7, A1.7.3) -----------------------------------------------------------------------------------
-    def sdedit(self, model_value, editor, prompt, i_starts, scale, seed, invert):
-        from diffusionlab import edits
-
+    def sdedit(self, model_value, editor, prompt, i_starts, scale, seed, invert, test=NO_PICK):
         background, composite, layers = editor_parts(editor, self.limits)
+        drawn = painted(layers)  # strokes on a test image: the drawing is the input
         im = composite or background
-        if im is None:
-            raise DiffusionLabError("no image: upload one or draw on the canvas first")
-        try:
-            starts = [int(s) for s in str(i_starts).replace(",", " ").split()]
-        except ValueError:
-            raise DiffusionLabError(
-                f"i_start values must be whole numbers, e.g. 1 3 5 7 10 20; got {i_starts!r}"
-            ) from None
-        if not starts or len(starts) > 12:
-            raise DiffusionLabError("give between 1 and 12 i_start values, e.g. 1 3 5 7 10 20")
+        if im is None and pick_index(test) is None:
+            raise DiffusionLabError("no image: pick a test image, upload one or draw on the canvas first")
+        starts = parse_starts(i_starts)
         scale = as_float(scale, "CFG scale", 0.0, 50.0)
         seed = seed_value(seed)
 
         def work(model):
-            check_ddpm(model, "SDEdit")
-            x0 = image_to_tensor(im, model, invert)
-            out = edits.sdedit(model, x0, _prompt(prompt), starts, scale, _generator(seed))
-            return x0, out, edits.default_timesteps(model)
+            from diffusionlab import tools
 
-        x0, out, ts = self._run(model_value, work)
+            check_ddpm(model, "SDEdit")
+            pick = None if drawn else self._pick(model, test, background or im)
+            x0, source = self._input(model, pick, im, invert)
+            r = tools.sdedit(model, x0, _prompt(prompt), starts, 1, scale, seed)
+            return x0, r.images, r.panels[0].col_labels, source, pick
+
+        x0, out, cols, source, pick = self._run(model_value, work)
         model = self.registry.get(model_value)
-        st = self._base(model_value, tool="sdedit", prompt=prompt or "(none)", cfg=scale, seed=seed)
-        files = [
-            (
-                self.out.tensor_png(x0[0], model, {**st, "image": "input"}, "sdedit-input"),
-                "input (as the model sees it)",
-            )
-        ]
-        for i, row in zip(starts, out, strict=True):
-            files.append(
-                (self.out.tensor_png(row[0], model, {**st, "i_start": i}, f"sdedit-i{i}"), f"i_start={i} (t={ts[i]})")
-            )
-        return files, settings_text({**st, "i_starts": " ".join(map(str, starts))})
+        image = f"test:{pick}" if pick is not None else "upload/drawing"
+        st = self._base(model_value, tool="sdedit", image=image, prompt=prompt or "(none)", cfg=scale, seed=seed)
+        files = [(self.out.tensor_png(x0[0], model, {**st, "shown": "input"}, "sdedit-input"), "input")]
+        for k, i in enumerate(starts):
+            png = self.out.tensor_png(out[k, 0], model, {**st, "i_start": i}, f"sdedit-i{i}")
+            files.append((png, cols[k].replace(" (", " · ").rstrip(")")))  # "i=5 · t=250": short, never cut off
+        return files, settings_text({**st, "i_starts": " ".join(map(str, starts)), **_source(source)})
 
     # -- Inpaint (A1.7.2) ----------------------------------------------------------------------------------------
-    def inpaint(self, model_value, editor, prompt, fallback, n, steps, scale, seed, invert):
-        from diffusionlab import edits, images
-
-        background, composite, layers = editor_parts(editor, self.limits)
-        if background is None:
-            raise DiffusionLabError("no image: upload the picture to inpaint, then paint over the part to replace")
+    def inpaint(self, model_value, editor, prompt, fallback, n, scale, seed, invert, test=NO_PICK):
+        background, _, layers = editor_parts(editor, self.limits)
+        if background is None and pick_index(test) is None:
+            raise DiffusionLabError("no image: pick a test image or upload one, then paint over the part to replace")
         n = self._n(n)
         scale = as_float(scale, "CFG scale", 0.0, 50.0)
         seed = seed_value(seed)
-        steps = as_int(steps, "steps", 1, self.limits.max_steps)
 
         def work(model):
+            from diffusionlab import tools
+            from diffusionlab.images import default_mask
+
             check_ddpm(model, "inpainting")
-            x0 = image_to_tensor(background, model, invert)
-            mask = mask_from_layers(layers, background.size, model)
+            pick = self._pick(model, test, background)
+            x0, source = self._input(model, pick, background, invert)
+            mask = mask_from_layers(layers, background.size, model) if background is not None else None
             how = "painted"
             if mask is None:
                 if fallback not in ("default mask", "course mask"):  # "course mask": its name before
                     raise DiffusionLabError("no mask: paint over the part to replace with the brush")
-                mask, how = images.default_mask(model.image_shape).to(model.device), "default mask"
-            ts = sampling.timesteps_for(model, self._steps(steps, model))
-            out = edits.inpaint(model, x0.expand(n, *x0.shape[1:]), mask, _prompt(prompt), scale, _generator(seed), ts)
-            return x0, mask, out, how
+                mask, how = default_mask(model.image_shape).to(model.device), "default mask"
+            r = tools.inpaint(model, x0, mask, _prompt(prompt), n, scale, seed)
+            return x0, mask, r.images, how, source, pick
 
-        x0, mask, out, how = self._run(model_value, work)
+        x0, mask, out, how, source, pick = self._run(model_value, work)
         model = self.registry.get(model_value)
+        image = f"test:{pick}" if pick is not None else "upload"
         st = self._base(
-            model_value, tool="inpaint", prompt=prompt or "(none)", mask=how, n=n, steps=steps, cfg=scale, seed=seed
+            model_value, tool="inpaint", image=image, prompt=prompt or "(none)", mask=how, n=n, cfg=scale, seed=seed
         )
         lo, hi = model.value_range
         mask_img = (mask[0].expand(model.image_shape[0], -1, -1) * (hi - lo) + lo).cpu()
         return (
-            self.out.tensor_png(x0[0], model, {**st, "image": "input"}, "inpaint-input"),
-            self.out.tensor_png(mask_img, model, {**st, "image": "mask"}, "inpaint-mask"),
+            self.out.tensor_png(x0[0], model, {**st, "shown": "input"}, "inpaint-input"),
+            self.out.tensor_png(mask_img, model, {**st, "shown": "mask"}, "inpaint-mask"),
             self.out.row_png(out, model, st, "inpaint"),
-            settings_text(st),
+            settings_text({**st, **_source(source)}),
         )
 
-    # -- Anagram (A1.8) ------------------------------------------------------------------------------------------
-    def anagram(self, model_value, prompt1, prompt2, view, n, steps, scale, seed):
-        from diffusionlab import edits
-        from diffusionlab.views import get_view
 
-        n = self._n(n, 2)
-        scale = as_float(scale, "CFG scale", 0.0, 50.0)
-        seed = seed_value(seed)
-        steps = as_int(steps, "steps", 1, self.limits.max_steps)
+NOISE_SHOWN = ("noisy", "blur", "one-step")
 
-        def work(model):
-            check_ddpm(model, "visual anagrams")
-            v = get_view(str(view), model.image_shape, model.value_range, seed)
-            ts = sampling.timesteps_for(model, self._steps(steps, model))
-            x = edits.anagram(model, prompt1 or "", prompt2 or "", v, n, scale, _generator(seed), ts, seed=seed)
-            return x, v.apply(x)
 
-        up, viewed = self._run(model_value, work)
-        model = self.registry.get(model_value)
-        st = self._base(
-            model_value,
-            tool="anagram",
-            steps=steps,
-            prompt1=prompt1,
-            prompt2=prompt2,
-            view=view,
-            n=n,
-            cfg=scale,
-            seed=seed,
-        )
-        return (
-            self.out.row_png(up, model, {**st, "shown": "upright"}, "anagram-upright"),
-            self.out.row_png(viewed, model, {**st, "shown": f"under {view}"}, "anagram-view"),
-            settings_text(st),
-        )
+def _source(source: str | None) -> dict[str, str]:
+    return {"test image from": source} if source else {}
 
-    # -- Hybrid (A1.9) -------------------------------------------------------------------------------------------
-    def hybrid(self, model_value, low_prompt, high_prompt, sigma, kernel, n, steps, scale, seed):
-        from diffusionlab import edits
 
-        n = self._n(n, 2)
-        sigma = None if sigma in (None, "") else as_float(sigma, "sigma", 0.1, 50.0)
-        kernel = None if kernel in (None, "") else as_int(kernel, "kernel", 3, 99)
-        if kernel is not None and kernel % 2 == 0:
-            raise DiffusionLabError(f"kernel must be odd, got {kernel}")
-        scale = as_float(scale, "CFG scale", 0.0, 50.0)
-        seed = seed_value(seed)
-        steps = as_int(steps, "steps", 1, self.limits.max_steps)
-
-        def work(model):
-            check_ddpm(model, "hybrid images")
-            ts = sampling.timesteps_for(model, self._steps(steps, model))
-            return edits.hybrid(
-                model, low_prompt or "", high_prompt or "", n, sigma, kernel, scale, _generator(seed), ts
-            )
-
-        x = self._run(model_value, work)
-        model = self.registry.get(model_value)
-        st = self._base(
-            model_value,
-            tool="hybrid",
-            steps=steps,
-            far=low_prompt,
-            near=high_prompt,
-            sigma=sigma,
-            kernel=kernel,
-            n=n,
-            cfg=scale,
-            seed=seed,
-        )
-        near = self.out.row_png(x, model, {**st, "shown": "near"}, "hybrid-near")
-        with Image.open(near) as im:
-            small = im.resize((max(1, im.width // 4), max(1, im.height // 4)), Image.Resampling.LANCZOS)
-            far_canvas = Image.new("RGB", im.size, "white")
-            far_canvas.paste(small.convert("RGB"), ((im.width - small.width) // 2, (im.height - small.height) // 2))
-        far = self.out.png(far_canvas, {**st, "shown": "far (1/4 size)"}, "hybrid-far")
-        return near, far, settings_text(st)
+def parse_starts(text: Any) -> list[int]:
+    """SDEdit's i_start box ("1 3 5 7 10 20", commas allowed) -> 1 to 12 whole numbers, or a one-line error."""
+    try:
+        starts = [int(s) for s in str(text).replace(",", " ").split()]
+    except ValueError:
+        raise DiffusionLabError(f"i_start values must be whole numbers, e.g. 1 3 5 7 10 20; got {text!r}") from None
+    if not starts or len(starts) > 12:
+        raise DiffusionLabError("give between 1 and 12 i_start values, e.g. 1 3 5 7 10 20")
+    return starts

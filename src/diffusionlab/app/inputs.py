@@ -29,7 +29,7 @@ def _upload_roots() -> list[Path]:
     return [r.resolve() for r in roots]
 
 
-def _payload_path(payload: Any) -> str | None:
+def payload_path(payload: Any) -> str | None:
     if payload is None:
         return None
     if isinstance(payload, dict):
@@ -39,7 +39,7 @@ def _payload_path(payload: Any) -> str | None:
 
 def open_upload(payload: Any, limits: Limits, what: str = "image", required: bool = True) -> Image.Image | None:
     """A file the browser uploaded (Gradio's raw payload) -> a fully decoded PIL image, or a one-line error."""
-    path = _payload_path(payload)
+    path = payload_path(payload)
     if not path:
         if required:
             raise DiffusionLabError(f"no {what}: upload one first")
@@ -66,6 +66,11 @@ def flatten(im: Image.Image, background: str = "white") -> Image.Image:
         base = Image.new("RGBA", im.size, background)
         return Image.alpha_composite(base, im).convert("RGB")
     return im.convert("RGB")
+
+
+def painted(layers: list[Image.Image]) -> bool:
+    """Whether any brush stroke is in the editor's layers (an untouched layer is fully transparent)."""
+    return any(np.asarray(layer.convert("RGBA").getchannel("A")).any() for layer in layers)
 
 
 def editor_parts(payload: Any, limits: Limits) -> tuple[Image.Image | None, Image.Image | None, list[Image.Image]]:

@@ -1,0 +1,99 @@
+"""The illusions' tabs: visual anagrams with 2-4 readings (a prompt for each, a view for each after the first) and
+hybrid images, both with verified best-of-K (candidates ranked by the shipped classifier)."""
+
+from __future__ import annotations
+
+from diffusionlab.app.illusions import MAX_BEST_OF, MAX_READINGS
+from diffusionlab.app.page import PNG, Page
+
+BEST_OF_INFO = (
+    "K candidates per image in one batch; the shipped classifier keeps the one whose weaker reading is surest"
+)
+ANAGRAM_CAPTION = (
+    "Each row shows the same images: upright (prompt 1), then through each view (prompt 2, 3, 4); the label at "
+    "its left names the prompt and the view. An anagram "
+    "works when every row reads as its prompt. With best-of K > 1 the classifier's probabilities of each reading "
+    "are listed under the settings."
+)
+HYBRID_CAPTION = (
+    "**near**: the images at full size read as the close-up prompt (high frequencies); **far**: the same images "
+    "small, as from a distance, read as the far prompt (low frequencies)."
+)
+# (readings, prompt 1..4, view 2..4): the course's 6/9, flips, and four rotations with four prompts
+ANAGRAM_EXAMPLES = [
+    [2, "6", "9", "", "", "rot180", "rot90", "rot270"],
+    [2, "1", "7", "", "", "flip", "rot90", "rot270"],
+    [3, "1", "7", "4", "", "rot90", "rot180", "rot270"],
+    [4, "1", "7", "4", "0", "rot90", "rot180", "rot270"],
+]
+
+
+def anagram_tab(page: Page) -> None:
+    from diffusionlab.views import VIEW_HELP, VIEW_NAMES
+
+    gr = page.gr
+    views = list(VIEW_NAMES)
+    with gr.Tab("Anagram", id="anagram", elem_id="tab-anagram"), gr.Row():
+        with gr.Column(scale=1):
+            readings = gr.Radio(
+                list(range(2, MAX_READINGS + 1)),
+                value=2,
+                label="readings",
+                info="prompt 1 upright; each later prompt seen through its own view",
+                elem_id="anagram-readings",
+            )
+            prompts = [gr.Textbox(value="6", label="prompt 1 (upright)", elem_id="anagram-p1")]
+            view_boxes, rows = [], []
+            for k, (p, v) in enumerate([("9", "rot180"), ("4", "rot180"), ("0", "rot270")], start=2):  # 6/9, rot180
+                with gr.Row(visible=k == 2) as row:
+                    prompts.append(gr.Textbox(value=p, label=f"prompt {k}", elem_id=f"anagram-p{k}", scale=1))
+                    view_boxes.append(gr.Dropdown(views, value=v, label=f"view {k}", elem_id=f"anagram-v{k}", scale=2))
+                rows.append(row)
+            n = gr.Slider(1, 8, value=4, step=1, label="number of images", elem_id="anagram-n")
+            best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="best-of K", info=BEST_OF_INFO,
+                                elem_id="anagram-best-of")  # fmt: skip
+            scale, seed = page.scale(10), page.seed()  # the illusions' measured default (docs/illusions.md)
+            run = gr.Button("Make anagrams", variant="primary", elem_id="anagram-run")
+            gr.Examples(
+                ANAGRAM_EXAMPLES, [readings, *prompts, *view_boxes], label="examples", elem_id="anagram-examples"
+            )
+        with gr.Column(scale=2):
+            out = gr.Image(label="readings", elem_id="anagram-out", **PNG)
+            gr.Markdown(ANAGRAM_CAPTION, elem_id="anagram-caption")
+            with gr.Accordion("the views", open=False):
+                gr.Markdown("\n".join(f"- **{v}**: {VIEW_HELP.get(v, '')}" for v in VIEW_NAMES))
+            info = gr.Markdown(elem_id="anagram-info")
+    readings.change(
+        lambda c: [gr.Row(visible=k <= int(c)) for k in range(2, MAX_READINGS + 1)],
+        readings,
+        rows,
+        api_name=False,
+        queue=False,
+    )
+    inputs = [readings, *prompts, *view_boxes, n, scale, seed, best_of]
+    page.wire(run, page.h.anagram, inputs, [out, info], "anagram")
+
+
+def hybrid_tab(page: Page) -> None:
+    gr = page.gr
+    with gr.Tab("Hybrid", id="hybrid", elem_id="tab-hybrid"), gr.Row():
+        with gr.Column(scale=1):
+            low = gr.Textbox(value="0", label="prompt seen from afar (low frequencies)")
+            high = gr.Textbox(value="1", label="prompt seen close up (high frequencies)")
+            with gr.Row():
+                # the CLI's defaults at 28 px, measured (docs/illusions.md); an empty field: the model's default
+                sigma = gr.Number(value=1.5, label="sigma (1.5 at 28 px; 2 at 64 px)")
+                kernel = gr.Number(value=15, precision=0, label="kernel (odd; 15 at 28 px, 33 at 64 px)")
+            n = gr.Slider(1, 8, value=4, step=1, label="number of images", elem_id="hybrid-n")
+            best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="best-of K", info=BEST_OF_INFO,
+                                elem_id="hybrid-best-of")  # fmt: skip
+            scale, seed = page.scale(10), page.seed()
+            run = gr.Button("Make hybrids", variant="primary", elem_id="hybrid-run")
+            gr.Examples([["0", "1"], ["8", "1"], ["0", "7"], ["3", "1"]], [low, high], label="examples: far, near")
+        with gr.Column(scale=2):
+            near = gr.Image(label="near", elem_id="hybrid-near", **PNG)
+            far = gr.Image(label="far (downscaled)", elem_id="hybrid-far", **PNG)
+            gr.Markdown(HYBRID_CAPTION, elem_id="hybrid-caption")
+            info = gr.Markdown(elem_id="hybrid-info")
+    inputs = [low, high, sigma, kernel, n, scale, seed, best_of]
+    page.wire(run, page.h.hybrid, inputs, [near, far, info], "hybrid")

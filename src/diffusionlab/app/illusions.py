@@ -1,0 +1,131 @@
+"""The illusions' tabs' work: visual anagrams with 2-4 readings (A1.8) and hybrid images (A1.9), with verified
+best-of-K, through the tool layer (`tools.anagram`, `tools.hybrid`). A mixin of app.handlers.Handlers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from diffusionlab.app.inputs import as_float, as_int, check_ddpm, seed_value, settings_text
+from diffusionlab.errors import DiffusionLabError
+
+MAX_READINGS = 4  # tools.anagram: the first prompt upright, one view for each later one
+MAX_BEST_OF = 16
+
+
+def best_of_value(k: Any) -> int:
+    return as_int(k, "best-of K (candidates per image, ranked by the classifier)", 1, MAX_BEST_OF)
+
+
+def anagram_request(readings: Any, prompts: list[Any], views: list[Any]) -> tuple[list[str], list[str]]:
+    """The anagram form -> (prompts, views) of `readings` readings: a prompt for each, a view for each after the
+    first. One-line errors for a bad count, a missing prompt or view, an unknown view."""
+    from diffusionlab.views import check_view_name
+
+    count = as_int(readings, "number of readings (views)", 2, MAX_READINGS)
+    ps = [str(p or "").strip() for p in prompts[:count]]
+    vs = [str(v or "").strip() for v in views[: count - 1]]
+    if len(ps) < count or not all(ps):
+        missing = next((k + 1 for k, p in enumerate(ps) if not p), len(ps) + 1)
+        raise DiffusionLabError(f"{count} readings need {count} prompts; prompt {missing} is empty")
+    if len(vs) < count - 1 or not all(vs):
+        missing = next((k + 2 for k, v in enumerate(vs) if not v), len(vs) + 2)
+        raise DiffusionLabError(
+            f"{count} readings need {count - 1} views (one per prompt after the first); view {missing} is empty"
+        )
+    return ps, [check_view_name(v) for v in vs]
+
+
+def readings_figure(rows, model, labels: list[str]) -> Image.Image:
+    """(R, n, C, H, W) readings -> one picture: a row per reading, its label ("7 · rot90") at its left, in the
+    picture itself (a label under a gallery's thumbnail gets cut off)."""
+    from diffusionlab.figures import grid_image
+
+    n = rows.shape[1]
+    cell = max(rows.shape[-2], min(112, 4 * rows.shape[-2]))
+    return grid_image(rows.reshape(-1, *rows.shape[2:]).cpu(), n, model.value_range, labels, cell=cell)
+
+
+def _probabilities(settings: dict[str, Any]) -> dict[str, str]:
+    """The classifier's reading probabilities of the kept images, for the settings line (best-of only)."""
+    probs = settings.get("reading_probabilities")
+    if not probs:
+        return {}
+    return {"classifier": "; ".join("/".join(f"{p:.2f}" for p in image) for image in probs)}
+
+
+class IllusionHandlers:
+    """Anagram and hybrid handlers; needs Handlers' _run, _base, _n, out and registry."""
+
+    def _candidates(self, n: Any, best_of: Any) -> tuple[int, int]:
+        """n images and best-of K: n x K candidates, at most the limit of images a request."""
+        n, k = self._n(n), best_of_value(best_of)
+        if n * k > self.limits.max_images:
+            raise DiffusionLabError(
+                f"{n} images x best-of {k} is {n * k} candidates, more than the limit of {self.limits.max_images}"
+            )
+        return n, k
+
+    # -- Anagram (A1.8) ------------------------------------------------------------------------------------------
+    def anagram(self, model_value, readings, p1, p2, p3, p4, v2, v3, v4, n, scale, seed, best_of=1):
+        prompts, views = anagram_request(readings, [p1, p2, p3, p4], [v2, v3, v4])
+        n, k = self._candidates(n, best_of)
+        scale = as_float(scale, "CFG scale", 0.0, 50.0)
+        seed = seed_value(seed)
+
+        def work(model):
+            from diffusionlab import tools
+
+            check_ddpm(model, "visual anagrams")
+            r = tools.anagram(model, prompts, views, n, scale, seed, best_of=k)
+            return r.panels[0].cells.reshape(len(prompts), n, *r.images.shape[1:]), r.settings
+
+        rows, tool_settings = self._run(model_value, work)
+        model = self.registry.get(model_value)
+        st = self._base(
+            model_value, tool="anagram", prompts=" / ".join(prompts), views=", ".join(views), n=n, cfg=scale, seed=seed
+        )
+        st |= {"best of": k} if k > 1 else {}
+        labels = [f"{p} · {v}" for p, v in zip(prompts, ["upright", *views], strict=True)]
+        png = self.out.png(readings_figure(rows, model, labels), st, "anagram")
+        return png, settings_text({**st, **_probabilities(tool_settings)})
+
+    # -- Hybrid (A1.9) -------------------------------------------------------------------------------------------
+    def hybrid(self, model_value, low_prompt, high_prompt, sigma, kernel, n, scale, seed, best_of=1):
+        n, k = self._candidates(n, best_of)
+        sigma = None if sigma in (None, "") else as_float(sigma, "sigma", 0.1, 50.0)
+        kernel = None if kernel in (None, "") else as_int(kernel, "kernel", 3, 99)
+        if kernel is not None and kernel % 2 == 0:
+            raise DiffusionLabError(f"kernel must be odd, got {kernel}")
+        scale = as_float(scale, "CFG scale", 0.0, 50.0)
+        seed = seed_value(seed)
+
+        def work(model):
+            from diffusionlab import tools
+
+            check_ddpm(model, "hybrid images")
+            r = tools.hybrid(model, [low_prompt or "", high_prompt or ""], n, kernel, sigma, scale, seed, best_of=k)
+            return r.images, r.settings
+
+        x, tool_settings = self._run(model_value, work)
+        model = self.registry.get(model_value)
+        st = self._base(
+            model_value,
+            tool="hybrid",
+            far=low_prompt,
+            near=high_prompt,
+            sigma=tool_settings.get("sigma", sigma),
+            kernel=tool_settings.get("kernel", kernel),
+            n=n,
+            cfg=scale,
+            seed=seed,
+        )
+        st |= {"best of": k} if k > 1 else {}
+        near = self.out.row_png(x, model, {**st, "shown": "near"}, "hybrid-near")
+        with Image.open(near) as im:
+            small = im.resize((max(1, im.width // 4), max(1, im.height // 4)), Image.Resampling.LANCZOS)
+            far_canvas = Image.new("RGB", im.size, "white")
+            far_canvas.paste(small.convert("RGB"), ((im.width - small.width) // 2, (im.height - small.height) // 2))
+        far = self.out.png(far_canvas, {**st, "shown": "far (1/4 size)"}, "hybrid-far")
+        return near, far, settings_text({**st, **_probabilities(tool_settings)})
