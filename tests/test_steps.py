@@ -114,3 +114,42 @@ def test_the_python_api_refuses_bad_numbers_like_the_cli(tmp_path):
             sampling.generate(model, ["3"], **{"n_per_prompt": 1, "scale": 5.0, **kwargs})
     with pytest.raises(DiffusionLabError, match="CFG scale"):
         guidance.hybrid(model, model.encode(["1"]), model.encode(["2"]), model.null(1), float("inf"))
+
+
+def test_the_loop_draws_fresh_noise_exactly_when_the_rule_uses_it():
+    """DDPM steps and DDIM with eta > 0 are stochastic (another seed, another sample from the same x_T); DDIM with
+    eta 0 and DPM-Solver++ are deterministic."""
+    from diffusionlab.steps import needs_noise
+
+    assert [needs_noise("ddpm"), needs_noise("ddim", 0.0), needs_noise("ddim", 0.5), needs_noise("dpm++2m")] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    model = FormulaModel(NoiseSchedule.linear(300), (1, 8, 8), (0.0, 1.0), variance=False)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ts = strided_timesteps(300)
+    for kw, stochastic in (
+        ({"sampler": "ddpm"}, True),
+        ({"sampler": "ddim", "eta": 0.5}, True),
+        ({"sampler": "dpm++2m"}, False),
+    ):
+        a, b = _ours(model, x, ts, seed=1, **kw), _ours(model, x, ts, seed=9, **kw)
+        assert torch.equal(a, b) is not stochastic, kw
+
+
+def test_choose_step_rule_keeps_only_what_the_user_gave_and_refuses_mixtures():
+    from diffusionlab.steps import choose_step_rule
+
+    assert choose_step_rule(None, None, None) == {}
+    assert choose_step_rule(None, "beta-tilde", None) == {"sampler": "ddpm", "variance": "beta-tilde"}
+    assert choose_step_rule("ddpm", "beta", None) == {"sampler": "ddpm", "variance": "beta"}
+    assert choose_step_rule(None, None, 0.5) == {"sampler": "ddim", "eta": 0.5}
+    assert choose_step_rule("dpm++2m", None, None) == {"sampler": "dpm++2m"}
+    with pytest.raises(DiffusionLabError, match="--variance is for ddpm steps"):
+        choose_step_rule("ddim", "beta", None)
+    with pytest.raises(DiffusionLabError, match="--eta is for ddim steps"):
+        choose_step_rule("ddpm", None, 0.5)
+    with pytest.raises(DiffusionLabError, match="unknown --variance"):
+        choose_step_rule(None, "wide", None)

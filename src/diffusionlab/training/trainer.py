@@ -37,7 +37,7 @@ from diffusionlab.training.checkpoints import (
 from diffusionlab.training.config import TrainConfig, model_config
 from diffusionlab.training.ema import ema_decay_at, ema_init, ema_update
 from diffusionlab.training.loss import CallMode, training_loss
-from diffusionlab.training.losslog import LOG_NAME, LossLog, StepLosses, mean, read_loss_log
+from diffusionlab.training.losslog import LOG_NAME, LossLog, StepLosses, mean, read_log_rows
 from diffusionlab.training.state import RunState
 from diffusionlab.training.stop import StopAtBoundary, StopRequest
 
@@ -198,8 +198,10 @@ class Trainer:
         self.net.eval()
         if self.dist.is_main:
             cfg = self.config
-            curves = {"training loss": read_loss_log(self.run_dir / LOG_NAME)}
-            plot_curves(curves, self.run_dir / "loss.png", title=f"{cfg.data} {cfg.kind} {cfg.objective_name}")
+            rows = read_log_rows(self.run_dir / LOG_NAME)
+            curves = {"training loss": [r["loss"] for r in rows]}
+            title = f"{cfg.data} {cfg.kind} {cfg.objective_name}"
+            plot_curves(curves, self.run_dir / "loss.png", title=title, epochs=[r["epoch"] for r in rows])
         return {
             "epoch": self.epoch,
             "step": self.step,
