@@ -96,16 +96,17 @@ def test_cli_test_image_without_data(tmp_path, capsys):
 
 
 def test_web_ui_test_image():
+    """The web UI's picker reads test:N through the tools' load_inputs: the shipped sample without a data set."""
     import torch
 
-    from diffusionlab.app.inputs import test_image
+    from diffusionlab.tools.inputs import load_inputs
 
     class Model:
         config = {"data": "fashion-mnist"}
         image_shape, value_range, device = (1, 28, 28), (-1.0, 1.0), torch.device("cpu")
 
-    x, source = test_image(Model(), "3")
+    x, _, sources = load_inputs(Model(), "test:3")
     assert x.shape == (1, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
-    assert source.startswith("the shipped sample of 100 Fashion-MNIST test images")
+    assert sources[0].startswith("the shipped sample of 100 Fashion-MNIST test images")
     with pytest.raises(DiffusionLabError, match="0..99"):
-        test_image(Model(), 100)
+        load_inputs(Model(), "test:100")

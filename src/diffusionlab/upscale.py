@@ -18,7 +18,7 @@ from torch import Tensor
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.guidance import cfg
 from diffusionlab.protocol import DiffusionModel, randn
-from diffusionlab.sampling import Callback, denoise
+from diffusionlab.sampling import Callback, denoise, timesteps_for
 from diffusionlab.schedule import NoiseSchedule, add_noise
 
 
@@ -88,7 +88,7 @@ def upscale(
     one per step, all from `generator`.
     """
     n = images.shape[0]
-    ts = list(timesteps) if timesteps is not None else model.timesteps(num_steps)
+    ts = list(timesteps) if timesteps is not None else timesteps_for(model, num_steps)
     x = randn((n, *model.image_shape), generator, device=model.device)
     condition(model, images, noise_level, generator, views)
     if estimator is None:

@@ -102,23 +102,6 @@ def image_to_tensor(im: Image.Image, model, invert: str = "auto") -> Tensor:
     return pil_to_tensor(flat, model.image_shape, model.value_range, invert=do_invert).to(model.device)
 
 
-def test_image(model, index: Any) -> tuple[Tensor, str]:
-    """Test image `index` of the model's data set, as --image test:N gives it (the cache, else the shipped sample
-    of 100; never a download) -> ((1, C, H, W) in the model's range, the one line naming the source)."""
-    from diffusionlab.data import to_float
-    from diffusionlab.testdigits import load_test_images
-
-    config = getattr(model, "config", None)
-    data = config.get("data") if isinstance(config, dict) else None
-    if data is None:
-        raise DiffusionLabError("test images need one of our MNIST-like models; upload an image instead")
-    n = as_int(index, "test image", 0, 10**6)  # the test set's own size is checked by load_test_images
-    images, _, source = load_test_images(data, [n])
-    if images.shape[-3:] != tuple(model.image_shape):
-        raise DiffusionLabError(f"test images are {tuple(images.shape[-3:])}, the model takes {model.image_shape}")
-    return to_float(images, model.value_range).to(model.device), source
-
-
 def mask_from_layers(layers: list[Image.Image], size: tuple[int, int], model) -> Tensor | None:
     """Brush strokes (the editor's layers, painted = opaque) -> a (1, 1, H, W) 0/1 mask at the model's size,
     cropped like the image it was painted on. None when nothing was painted."""

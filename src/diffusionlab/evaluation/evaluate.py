@@ -22,6 +22,7 @@ from diffusionlab.evaluation.metrics import (
     to_unit,
 )
 from diffusionlab.progress import bar as progress_bar
+from diffusionlab.protocol import randn
 
 
 def sampler_name(rule: dict[str, Any]) -> str:
@@ -65,14 +66,13 @@ def generate_class_samples(
         cond = model.encode([names[int(c)] for c in chunk])
         uncond = model.null(1)
         if model.objective == "flow":
-            n_steps = steps or int(model.config.get("sample_steps", 300))
-            x = sampling.flow_sample(model, len(chunk), n_steps, cond, uncond, cfg_scale, generator=gen, progress=False)
+            ts = sampling.flow_timesteps(steps or int(model.config.get("sample_steps", 300)))
         else:
             T = model.schedule.num_steps  # more steps than T means every step
             ts = sampling.timesteps_for(model, None if steps is None or steps >= T else steps)
-            est = guidance.cfg(model, cond, uncond, cfg_scale)
-            rule = sampling.sampler_defaults(model, sampler)
-            x = sampling.sample(model, len(chunk), est, ts, generator=gen, progress=False, **rule)
+        x = randn((len(chunk), *model.image_shape), gen, device=model.device)
+        est = guidance.cfg(model, cond, uncond, cfg_scale)
+        x = sampling.run(model, x, ts, est, generator=gen, progress=False, **(sampler or {}))
         if raw is not None:
             raw.append(x.cpu())
         out.append(to_unit(x.cpu(), model.value_range))
