@@ -2,14 +2,14 @@
 
 For each module, every mutable spot (an arithmetic or comparison operator, a boolean operator, a numeric
 constant, a unary minus) is changed one at a time; the module's own test files run against the mutant in a copy
-of the tree; a mutant is *killed* when a test fails (or the run times out), *survives* when all pass.
-The tree it runs in is a throwaway copy (`--tree`, default a fresh `git worktree`-like copy of HEAD's files), never
-the work tree. Mutmut was the first choice; this is the same idea in ~150 lines with no fork() under torch.
+of the tree; a mutant is *killed* when a test fails (or its CPU time passes 3x the clean run's: a hang), *survives* when all pass.
+The tree it runs in is a throwaway copy (`--tree`: a clone of the repository is made there if absent), never the
+work tree. Mutmut was the first choice; this is the same idea in ~150 lines with no fork() under torch.
 
     python scripts/mutation.py --tree /tmp/mut --module steps --module views --out docs/mutation.json
     python scripts/mutation.py --tree /tmp/mut --module schedule --sample 40   # an estimate from 40 mutants
 
-Writes a JSON list of mutants (module, line, what changed, killed/survived, seconds) and prints the score.
+Writes a JSON list of mutants (module, line, what changed, killed/survived, CPU seconds) and prints the score.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import ast
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,29 +104,42 @@ def apply(source: str, index: int) -> tuple[str, int, str]:
     return ast.unparse(tree), node.lineno, what
 
 
-def run_tests(tree_dir: Path, tests: list[str], timeout: float) -> tuple[str, float]:
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_tests(tree_dir: Path, tests: list[str], cpu_limit: float | None) -> tuple[str, float]:
+    """Run the tests on the tree -> (status, CPU seconds). The limit is on CPU time, not wall time, so a machine
+    busy with other work slows a run down without making it count as a hang."""
     env = {**os.environ, "PYTHONPATH": str(tree_dir / "src"), "OMP_NUM_THREADS": "1", "DIFFUSIONLAB_PROGRESS": "0"}
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
-    t0 = time.perf_counter()
-    try:
-        rc = subprocess.run(cmd, cwd=tree_dir, env=env, capture_output=True, timeout=timeout).returncode
-    except subprocess.TimeoutExpired:
-        return "killed (timeout)", time.perf_counter() - t0
-    return ("survived" if rc == 0 else "killed"), time.perf_counter() - t0
+
+    def limit() -> None:
+        if cpu_limit is not None:
+            resource.setrlimit(resource.RLIMIT_CPU, (int(cpu_limit), int(cpu_limit)))
+
+    t0 = _cpu_seconds()
+    rc = subprocess.run(cmd, cwd=tree_dir, env=env, capture_output=True, preexec_fn=limit).returncode
+    secs = _cpu_seconds() - t0
+    if rc < 0:  # SIGXCPU/SIGKILL from the CPU limit: the mutant made the tests hang
+        return "killed (cpu limit)", secs
+    return ("survived" if rc == 0 else "killed"), secs
 
 
-def mutate_module(tree_dir: Path, module: str, sample: int | None, timeout: float) -> list[Mutant]:
+def mutate_module(tree_dir: Path, module: str, sample: int | None, min_cpu: float) -> list[Mutant]:
     path = tree_dir / "src" / "diffusionlab" / f"{module}.py"
     original = path.read_text()
     tests = [t for t in MODULE_TESTS[module] if (tree_dir / t).is_file()]
-    status, secs = run_tests(tree_dir, tests, timeout * 3)
+    status, secs = run_tests(tree_dir, tests, None)
     if status != "survived":
         raise SystemExit(f"{module}: its tests fail on the unmutated tree ({' '.join(tests)}); fix that first")
     count = len(mutation_sites(ast.parse(original)))
-    # a mutant that makes the tests hang is killed, but a slow machine must not pass for a hang: the limit is at
-    # least 3x the clean run's time
-    timeout = max(timeout, 3 * secs)
-    print(f"{module}: {count} mutants, tests {' '.join(tests)} ({secs:.0f} s clean, limit {timeout:.0f} s)", flush=True)
+    cpu_limit = max(min_cpu, 3 * secs)  # a mutant whose tests take 3x the clean run's CPU time hangs
+    print(
+        f"{module}: {count} mutants, tests {' '.join(tests)} ({secs:.0f} CPU s clean, limit {cpu_limit:.0f})",
+        flush=True,
+    )
     out = []
     try:
         # a seeded random sample of the sites when the module has more than `sample` (the score is then an estimate)
@@ -137,7 +150,7 @@ def mutate_module(tree_dir: Path, module: str, sample: int | None, timeout: floa
             src, line, what = apply(original, i)
             path.write_text(src)
             m = Mutant(module, line, what)
-            m.status, m.seconds = run_tests(tree_dir, tests, timeout)
+            m.status, m.seconds = run_tests(tree_dir, tests, cpu_limit)
             print(f"  {module}:{line} {what}: {m.status} ({m.seconds:.0f} s)", flush=True)
             out.append(m)
     finally:
@@ -150,7 +163,12 @@ def main() -> None:
     ap.add_argument("--tree", required=True, help="a throwaway copy of the repository to mutate (made if absent)")
     ap.add_argument("--module", action="append", choices=sorted(MODULE_TESTS), help="repeatable; default all")
     ap.add_argument("--sample", type=int, default=None, help="a seeded random sample of this many mutants per module")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per test run; a timeout counts as killed")
+    ap.add_argument(
+        "--min-cpu",
+        type=float,
+        default=60.0,
+        help="least CPU seconds per test run (else 3x the clean run's); over it counts as killed",
+    )
     ap.add_argument("--out", default=None, help="JSON file for the results")
     a = ap.parse_args()
     tree_dir = Path(a.tree)
@@ -160,7 +178,7 @@ def main() -> None:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(tree_dir)], check=True)
     results: list[Mutant] = []
     for module in a.module or sorted(MODULE_TESTS):
-        results += mutate_module(tree_dir, module, a.sample, a.timeout)
+        results += mutate_module(tree_dir, module, a.sample, a.min_cpu)
         if a.out:
             Path(a.out).write_text(json.dumps([asdict(m) for m in results], indent=1))
     killed = sum(m.status.startswith("killed") for m in results)

@@ -153,3 +153,15 @@ def test_choose_step_rule_keeps_only_what_the_user_gave_and_refuses_mixtures():
         choose_step_rule("ddpm", None, 0.5)
     with pytest.raises(DiffusionLabError, match="unknown --variance"):
         choose_step_rule(None, "wide", None)
+
+
+def test_ddpm_steps_add_their_noise_down_to_t0_and_none_on_the_last_step():
+    """The step to t = 0 is still a noisy step (its posterior variance beta-tilde), only the step past 0 is not."""
+    s = NoiseSchedule.linear(300)
+    x, x0, noise = torch.randn(2, 1, 8, 8), torch.rand(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+    rule = make_step_rule(s, "ddpm", "beta-tilde")
+    abar_t, abar_0 = float(s.abar(10)), float(s.abar(0))
+    beta_tilde = (1 - abar_0) / (1 - abar_t) * (1 - abar_t / abar_0)
+    with_noise, without = rule(x, 10, 0, x0, None, noise), rule(x, 10, 0, x0, None, torch.zeros_like(noise))
+    torch.testing.assert_close(with_noise - without, beta_tilde**0.5 * noise, atol=1e-6, rtol=1e-4)
+    assert torch.equal(rule(x, 0, -1, x0, None, noise), rule(x, 0, -1, x0, None, None))
