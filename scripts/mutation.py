@@ -33,8 +33,14 @@ MODULE_TESTS = {
     "schedule": ["tests/test_schedule.py", "tests/test_timesteps.py"],
     "views": ["tests/test_views.py"],
     "filters": ["tests/test_guidance.py"],
-    "guidance": ["tests/test_guidance.py", "tests/test_shared_encoder.py"],
-    "sampling": ["tests/test_edits.py", "tests/test_steps.py", "tests/test_timesteps.py", "tests/test_survivors.py"],
+    "guidance": ["tests/test_guidance.py", "tests/test_shared_encoder.py", "tests/test_flow_tools.py"],
+    "sampling": [
+        "tests/test_edits.py",
+        "tests/test_steps.py",
+        "tests/test_timesteps.py",
+        "tests/test_survivors.py",
+        "tests/test_flow_tools.py",
+    ],
     "edits": ["tests/test_edits.py", "tests/test_survivors.py"],
 }
 

@@ -63,6 +63,27 @@ def test_anagram_batched_equals_sequential(model, view):
     assert torch.allclose(got, (eps1 + eps2) / 2, atol=ATOL)
 
 
+def test_anagram_combine_modes_against_their_formulas(model):
+    """alternate: one view per call, in turn (view 1, view 2, view 1, ...); rescaled: the mean of the views'
+    estimates scaled per image to the mean of their standard deviations."""
+    x, t, u = _x(2), 200, model.null(1)
+    c1, c2 = model.encode(["6"]), model.encode(["9"])
+    v = get_view("rot180", model.image_shape, model.value_range)
+    ident = get_view("identity", model.image_shape, model.value_range)
+    abar = float(model.schedule.abar(t))
+    eps1 = guidance.cfg(model, c1, u, 5.0)(x, t).eps
+    eps2 = v.inverse_noise(guidance.cfg(model, c2, u, 5.0)(v.apply_noisy(x, abar), t).eps)
+    alternate = guidance.anagram(model, [(ident, c1), (v, c2)], u, 5.0, combine="alternate")
+    for want in (eps1, eps2, eps1):
+        torch.testing.assert_close(alternate(x, t).eps, want, atol=ATOL, rtol=1e-4)
+    mean = (eps1 + eps2) / 2
+    std = lambda e: e.flatten(1).std(1).view(-1, 1, 1, 1)  # noqa: E731
+    want = mean * ((std(eps1) + std(eps2)) / 2) / std(mean)
+    got = guidance.anagram(model, [(ident, c1), (v, c2)], u, 5.0, combine="rescaled")(x, t).eps
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-4)
+    assert not torch.allclose(got, mean, atol=1e-3)  # the rescaling does something here
+
+
 def test_anagram_variance_and_single_predict():
     m = FormulaModel(NoiseSchedule.cosine(1000), (3, 16, 16), (-1.0, 1.0))
     x, t = torch.randn(2, 3, 16, 16), 500
