@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 from torch import Tensor
 
-from diffusionlab.app.inputs import as_int, test_image, upscale
+from diffusionlab.app.inputs import as_int, upscale
 
 NO_PICK = ""
 NO_PICK_LABEL = "none: my upload or drawing"
@@ -62,8 +62,11 @@ def same_picture(im: Image.Image, picture: Image.Image) -> bool:
 
 def test_tensor(model, index: int) -> tuple[Tensor, str]:
     """Test image `index` of the model's data set: ((1, C, H, W) in the model's value range, its source line), as
-    the tools' `test:N` reads it."""
-    return test_image(model, index)
+    the tools' `test:N` reads it (tools.inputs.load_inputs: the cache, else the shipped sample of 100)."""
+    from diffusionlab.tools.inputs import load_inputs
+
+    x, _, sources = load_inputs(model, f"test:{as_int(index, 'test image', 0, 10**6)}")
+    return x.to(model.device), sources[0]
 
 
 def test_picture(model, index: int) -> Image.Image:
