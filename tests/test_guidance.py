@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -139,3 +141,17 @@ def test_blur_scaling_rule_and_reference():
     for bad in ((4, 1.0), (7, 0.0), (41, 2.0)):
         with pytest.raises(DiffusionLabError):
             gaussian_blur(x, *bad)
+
+
+def test_gaussian_kernel_and_blur_limits_against_reference_numbers():
+    """The 5-tap sigma-1 kernel is the textbook one (OpenCV's getGaussianKernel(5, 1)); a 1-tap kernel is the
+    identity; the smallest scaled kernel is 3; a kernel too large names the largest that fits."""
+    want = torch.tensor([0.05448868, 0.24420134, 0.40261995, 0.24420134, 0.05448868])
+    torch.testing.assert_close(gaussian_kernel1d(5, 1.0), want, atol=1e-7, rtol=0)
+    wide = gaussian_kernel1d(7, 2.5)
+    torch.testing.assert_close(wide[3] / wide[0], torch.tensor(math.exp(9 / (2 * 2.5**2)), dtype=wide.dtype))
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(gaussian_blur(x, 1, 1.0), x)
+    assert scaled_blur(4) == (3, 0.125)
+    with pytest.raises(DiffusionLabError, match=r"too large for 28x28 images \(at most 55\)"):
+        gaussian_blur(torch.rand(1, 1, 28, 28), 57, 1.0)
