@@ -51,3 +51,11 @@ def make_checkpoint(
 def tiny_class_model(tmp_path: Path) -> Path:
     """Run directory of a random class-conditioned DDPM (hidden 8, T = 300)."""
     return make_checkpoint(tmp_path / "class_run")
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    """A runs directory holding one tiny class model, runs/tiny (the web UI's tests)."""
+    runs = tmp_path_factory.mktemp("runs")
+    make_checkpoint(runs / "tiny", hidden=8)
+    return runs

@@ -68,13 +68,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    make_checkpoint(runs / "tiny", hidden=8)
-    return runs
-
-
-@pytest.fixture(scope="module")
 def server(runs_dir):
     """The app on 127.0.0.1:<free port> in a background thread; its URL."""
     port = free_port()

@@ -9,18 +9,10 @@ import pytest
 
 pytest.importorskip("gradio")
 
-from conftest import make_checkpoint  # noqa: E402
 from parta_helpers import one_thread  # noqa: E402, F401  (autouse fixture)
 from PIL import Image  # noqa: E402
 
 from diffusionlab.app import Limits, ModelRegistry  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    make_checkpoint(runs / "tiny", hidden=8)
-    return runs
 
 
 @pytest.fixture(scope="module")

@@ -73,8 +73,8 @@ def test_flow_timesteps_are_the_euler_grid(flow):
 def test_flow_cfg_is_the_velocity_formula_for_one_step(fm, scale):
     """One Euler step from t = 0: x1 = x0 + ((1 - s) u(x0, null) + s u(x0, c))."""
     cond, null = fm.encode(["3", "7"]), fm.null(2)
-    x = sampling.flow_sample(fm, 2, 1, cond, null, scale, gen(3), progress=False)
     x0 = torch.randn((2, *fm.image_shape), generator=gen(3))
+    x = sampling.run(fm, x0, sampling.flow_timesteps(1), guidance.cfg(fm, cond, null, scale), progress=False)
     u_u, u_c = fm.velocity(x0, 0.0, null), fm.velocity(x0, 0.0, cond)
     torch.testing.assert_close(x, x0 + ((1 - scale) * u_u + scale * u_c), rtol=1e-5, atol=1e-5)
     # the tool (sampling.generate) gives the same images for the same seed
@@ -93,7 +93,9 @@ def test_flow_scale_one_is_the_plain_conditional_sampler(model, request):
         x = x + m.velocity(x, i / steps, cond.expand(2, -1)) / steps
     r = tools.sample(m, ["5"], 2, steps=steps, scale=1.0, seed=1, progress=False)
     torch.testing.assert_close(r.images, x, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(sampling.flow_sample(m, 2, steps, cond, m.null(1), 1.0, gen(1), progress=False), x)
+    x0 = torch.randn((2, *m.image_shape), generator=gen(1))
+    plain = guidance.plain(m, cond)
+    torch.testing.assert_close(sampling.run(m, x0, sampling.flow_timesteps(steps), plain, progress=False), x)
     if model == "fm":
         guided = tools.sample(m, ["5"], 2, steps=steps, scale=4.0, seed=1, progress=False).images
         assert (guided - x).abs().max() > 1e-2

@@ -158,7 +158,8 @@ def test_flow_sampling_follows_the_cfg_scale(scale):
     want = _euler_cfg(model, x0, cond, scale, 3)
     r = tools.sample(model, ["2", "8"], 2, steps=3, scale=scale, seed=7, progress=False)  # the CLI's, the UI's
     torch.testing.assert_close(r.images, want, rtol=1e-5, atol=1e-5)
-    direct = sampling.flow_sample(model, 4, 3, cond, model.null(1), scale, gen(7), progress=False)  # evaluation's
+    est = guidance.cfg(model, cond, model.null(1), scale)
+    direct = sampling.run(model, x0, sampling.flow_timesteps(3), est, progress=False)  # evaluation's
     torch.testing.assert_close(direct, want, rtol=1e-5, atol=1e-5)
     if scale != 1.0:
         plain = tools.sample(model, ["2", "8"], 2, steps=3, scale=1.0, seed=7, progress=False).images

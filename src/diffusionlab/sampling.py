@@ -210,29 +210,6 @@ def flow_denoise(
     return x
 
 
-def flow_sample(
-    model: Any,
-    n: int,
-    num_steps: int,
-    cond: Tensor | None = None,
-    uncond: Tensor | None = None,
-    scale: float = 1.0,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-    progress: bool = True,
-) -> Tensor:
-    """n samples of a flow model, Euler from noise (t = 0) to data (t = 1) in num_steps steps: x += u / N.
-
-    With a condition, an unconditional one and scale != 1, CFG on the velocity (guidance.cfg: both branches in one
-    batch, u = u_u + scale (u_c - u_u)); else the plain estimate of `cond` (None: the null condition)."""
-    x = randn((n, *model.image_shape), generator, device=model.device)
-    if cond is not None and uncond is not None and scale != 1.0:
-        est = cfg(model, cond, uncond, scale)
-    else:
-        est = plain(model, cond if cond is not None else model.null(1))
-    return flow_denoise(model, x, flow_timesteps(num_steps), est, 0, None, callback, progress)
-
-
 def run(
     model: DiffusionModel,
     x: Tensor,
