@@ -164,8 +164,9 @@ class Handlers(IllusionHandlers):
 
         def work(model):
             from diffusionlab import tools
+            from diffusionlab.guidance import is_flow
 
-            if getattr(model, "objective", "ddpm") != "flow":
+            if not is_flow(model):
                 check_ddpm(model, "sampling")
                 if steps > model.schedule.num_steps:
                     raise DiffusionLabError(f"steps must be at most {model.schedule.num_steps} for this model")

@@ -61,15 +61,15 @@ def generate_class_samples(
     gen = torch.Generator("cpu").manual_seed(int(seed))
     names = model.class_names or [str(i) for i in range(model.num_classes)]
     out = []
+    if guidance.is_flow(model):
+        ts = sampling.flow_timesteps(steps or int(model.config.get("sample_steps", 300)))
+    else:
+        T = model.schedule.num_steps  # more steps than T means every step
+        ts = sampling.timesteps_for(model, None if steps is None or steps >= T else steps)
     bar = progress_bar(None, progress, total=len(labels), desc="sampling", unit="image")
     for chunk in labels.split(batch_size):
         cond = model.encode([names[int(c)] for c in chunk])
         uncond = model.null(1)
-        if model.objective == "flow":
-            ts = sampling.flow_timesteps(steps or int(model.config.get("sample_steps", 300)))
-        else:
-            T = model.schedule.num_steps  # more steps than T means every step
-            ts = sampling.timesteps_for(model, None if steps is None or steps >= T else steps)
         x = randn((len(chunk), *model.image_shape), gen, device=model.device)
         est = guidance.cfg(model, cond, uncond, cfg_scale)
         x = sampling.run(model, x, ts, est, generator=gen, progress=False, **(sampler or {}))
@@ -142,7 +142,7 @@ def evaluate_model(
         "n_samples": labels.numel(),
         "cfg_scale": cfg_scale,
         "steps": steps,
-        "sampler": "flow-euler" if model.objective == "flow" else sampler_name(step_rule),
+        "sampler": "flow-euler" if guidance.is_flow(model) else sampler_name(step_rule),
         "seed": seed,
         "conditional_accuracy": conditional_accuracy(classifier, images, labels),
         "per_class_accuracy": per_class_accuracy(classifier, images, labels, k),
