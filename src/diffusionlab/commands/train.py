@@ -268,10 +268,10 @@ def sample(
 def _sample_sharded(m, prompts: list[str], n: int, steps, scale: float, seed: int, ctx, frames, step_rule):
     """`sample` under torchrun: each rank samples its share; rank 0 gets every image (None elsewhere)."""
     from diffusionlab.distributed import destroy, sharded_generate
-    from diffusionlab.tools.generate import sampling_timesteps
+    from diffusionlab.sampling import timesteps_for
 
-    ts = sampling_timesteps(m, steps)
-    every = max(1, (len(ts) if ts else (steps or 300)) // 30)
+    ts = timesteps_for(m, steps)
+    every = max(1, len(ts) // 30)
     kwargs = dict(step_rule=step_rule, timesteps=ts, flow_steps=steps, frame_every=every)
     x = sharded_generate(m, prompts or None, n, scale, seed, ctx, frames, **kwargs)
     destroy(ctx)

@@ -15,14 +15,6 @@ from diffusionlab.tools.inputs import as_model
 from diffusionlab.tools.result import Panel, Result
 
 
-def sampling_timesteps(model, steps: int | None, strided: bool = False) -> list[int] | list[float]:
-    """sampling.timesteps_for (strided: Part A's strided schedule when steps is None); a flow model's are the flow
-    times of its Euler steps."""
-    from diffusionlab.sampling import timesteps_for
-
-    return timesteps_for(model, steps, edit=strided)
-
-
 def sample(
     model,
     prompts: str | Sequence[str] | None = None,
@@ -42,7 +34,7 @@ def sample(
     steps None: every step for our DDPMs (Algorithm B.2), or with strided=True Part A's strided schedule (A1.5,
     A1.6: 290, 280, ..., 0 for T = 300; IF takes it either way)."""
     from diffusionlab.edits import default_scale
-    from diffusionlab.sampling import generate
+    from diffusionlab.sampling import generate, timesteps_for
 
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
@@ -51,7 +43,7 @@ def sample(
         raise DiffusionLabError(f"{getattr(m, 'name', 'this model')} is not class-conditioned; drop --prompt")
     check_batch(n * max(1, len(ps)), m.image_shape, "-n x --prompt")
     s = default_scale(m) if scale is None else scale
-    ts = sampling_timesteps(m, steps, strided)
+    ts = timesteps_for(m, steps, edit=strided)
     every = max(1, len(ts) // 30)
     x = generate(m, ps or None, n, s, seed, ts, steps, frames, every, progress, rule)
     title = f"{getattr(m, 'name', 'model')}  seed={seed}" + (f"  cfg={s}" if ps else "")
