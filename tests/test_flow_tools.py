@@ -66,7 +66,17 @@ def test_flow_timesteps_are_the_euler_grid(flow):
     assert len(sampling.timesteps_for(flow, edit=True)) == sampling.FLOW_EDIT_STEPS
     assert len(sampling.timesteps_for(flow)) == 300  # the class model: the course's 300 Euler steps
     with pytest.raises(DiffusionLabError):
-        sampling.flow_denoise(flow, torch.zeros(1, 1, 28, 28), [0.5, 0.25], guidance.plain(flow, flow.null(1)))
+        sampling.denoise(flow, torch.zeros(1, 1, 28, 28), [0.5, 0.25], guidance.plain(flow, flow.null(1)))
+
+
+def test_the_one_loop_gives_each_kind_of_model_only_its_own_step_rules(flow, tmp_path):
+    from conftest import make_checkpoint
+
+    x, ddpm = torch.zeros(1, 1, 28, 28), CourseModel.from_checkpoint(make_checkpoint(tmp_path / "ddpm", hidden=4))
+    with pytest.raises(DiffusionLabError, match="a flow model takes Euler steps; --sampler ddim is for DDPMs"):
+        sampling.denoise(flow, x, [0.0, 0.5], guidance.plain(flow, flow.null(1)), sampler="ddim", progress=False)
+    with pytest.raises(DiffusionLabError, match="Euler steps are for flow models"):
+        sampling.denoise(ddpm, x, [20, 10], guidance.plain(ddpm, ddpm.null(1)), sampler="euler", progress=False)
 
 
 @pytest.mark.parametrize("scale", [0.0, 3.0, 7.5])
@@ -142,7 +152,7 @@ def test_sdedit_and_inpaint_run_on_a_flow_model(flow):
     g = gen(4)
     start = sampling.noised(flow, x, ts[20], torch.randn(x.shape, generator=g))
     est = guidance.cfg(flow, flow.encode(["2"]), flow.null(1), 5.0)
-    want = sampling.flow_denoise(flow, start, ts, est, 20, progress=False)
+    want = sampling.denoise(flow, start, ts, est, 20, progress=False)
     got = edits.sdedit(flow, x, "2", [20], 5.0, gen(4), progress=False)[0]
     torch.testing.assert_close(got, want)
     mask = torch.zeros(1, 1, 28, 28)

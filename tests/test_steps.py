@@ -8,6 +8,7 @@ from parta_helpers import FormulaModel, one_thread  # noqa: F401  (one_thread: a
 
 from diffusionlab import guidance, sampling
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.protocol import Prediction
 from diffusionlab.schedule import NoiseSchedule, spaced_timesteps, strided_timesteps
 from diffusionlab.steps import make_step_rule
 
@@ -72,15 +73,15 @@ def test_ddim_eta0_is_deterministic_and_beta_tilde_is_eta1_variance():
     # one step with eta = 1 is the DDPM posterior with beta-tilde variance (same noise)
     s = NoiseSchedule.linear(300)
     x0, noise = torch.rand(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
-    ddim = make_step_rule(s, "ddim", eta=1.0)(x, 150, 140, x0, None, noise)
-    ddpm = make_step_rule(s, "ddpm", "beta-tilde")(x, 150, 140, x0, None, noise)
+    ddim = make_step_rule(s, "ddim", eta=1.0)(x, 150, 140, x0, Prediction(x0), noise)
+    ddpm = make_step_rule(s, "ddpm", "beta-tilde")(x, 150, 140, x0, Prediction(x0), noise)
     assert torch.allclose(ddim, ddpm, atol=1e-5)
 
 
 def test_unknown_sampler_and_bad_eta_are_one_line_errors():
     s = NoiseSchedule.linear(300)
-    with pytest.raises(DiffusionLabError, match="unknown sampler 'euler'"):
-        make_step_rule(s, "euler")
+    with pytest.raises(DiffusionLabError, match="unknown sampler 'heun'"):
+        make_step_rule(s, "heun")
     for eta in (-0.1, 1.5, float("nan")):
         with pytest.raises(DiffusionLabError, match="--eta"):
             make_step_rule(s, "ddim", eta=eta)
@@ -159,9 +160,9 @@ def test_ddpm_steps_add_their_noise_down_to_t0_and_none_on_the_last_step():
     """The step to t = 0 is still a noisy step (its posterior variance beta-tilde), only the step past 0 is not."""
     s = NoiseSchedule.linear(300)
     x, x0, noise = torch.randn(2, 1, 8, 8), torch.rand(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
-    rule = make_step_rule(s, "ddpm", "beta-tilde")
+    rule, pred = make_step_rule(s, "ddpm", "beta-tilde"), Prediction(torch.zeros(2, 1, 8, 8))
     abar_t, abar_0 = float(s.abar(10)), float(s.abar(0))
     beta_tilde = (1 - abar_0) / (1 - abar_t) * (1 - abar_t / abar_0)
-    with_noise, without = rule(x, 10, 0, x0, None, noise), rule(x, 10, 0, x0, None, torch.zeros_like(noise))
+    with_noise, without = rule(x, 10, 0, x0, pred, noise), rule(x, 10, 0, x0, pred, torch.zeros_like(noise))
     torch.testing.assert_close(with_noise - without, beta_tilde**0.5 * noise, atol=1e-6, rtol=1e-4)
-    assert torch.equal(rule(x, 0, -1, x0, None, noise), rule(x, 0, -1, x0, None, None))
+    assert torch.equal(rule(x, 0, -1, x0, pred, noise), rule(x, 0, -1, x0, pred, None))

@@ -89,7 +89,7 @@ def test_flow_inpaint_known_region_is_on_the_flow_path_after_every_step():
 
     est = guidance.cfg(model, model.encode(["3"]), model.null(1), 2.0)
     ref = []
-    want = sampling.flow_denoise(model, x, ts, est, 0, renoise, lambda s: ref.append(s["x"]), progress=False)
+    want = sampling.denoise(model, x, ts, est, 0, renoise, lambda s: ref.append(s["x"]), progress=False)
     for step, (a, b) in enumerate(zip(got, ref, strict=True)):
         torch.testing.assert_close(a, b, msg=f"step {step}")
     torch.testing.assert_close(out, want)

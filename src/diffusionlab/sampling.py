@@ -1,5 +1,7 @@
-"""One sampler loop for every Part A tool and DDPM sampling, the Euler loop for flow models, and `run`, the one
-place that picks between them. Both loops take the same estimators (guidance.py), so every edit runs on both."""
+"""The one sampler loop (`denoise`) for every Part A tool, DDPM and flow sampling, and `run`, which fills in a
+model's step rule. DDPMs and flow models differ only in their times, their clean estimate and their step rule
+(steps.py: ddpm/ddim/dpm++2m, or Euler for flows); the estimators (guidance.py) are the same, so every edit runs on
+both."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from diffusionlab.schedule import (
     spaced_timesteps,
     strided_timesteps,
 )
-from diffusionlab.steps import make_step_rule, needs_noise
+from diffusionlab.steps import FLOW_SAMPLER, SAMPLERS, make_step_rule, needs_noise
 
 # our models' default step rule: DDPM steps with "auto" variance = Algorithm B.2's beta on single steps (all T
 # steps), the posterior variance beta-tilde on strided ones (measured in docs/sampling.md: beta leaves grain there)
@@ -45,7 +47,9 @@ def sampler_defaults(model: DiffusionModel, overrides: dict[str, Any] | None = N
     thresholding (0.95, 1.5), as IF's own scheduler; our models take OUR_SAMPLER (measured: docs/sampling.md), no
     clipping. A model's own `sampler_defaults` dict wins over both defaults."""
     own = getattr(model, "sampler_defaults", None)
-    if isinstance(own, dict):
+    if is_flow(model):
+        rule = {"sampler": FLOW_SAMPLER}
+    elif isinstance(own, dict):
         rule = {"variance": "auto", "threshold": None, **own}
     elif is_if_like(model):
         rule = {"sampler": "ddpm", "variance": "auto", "threshold": (0.95, 1.5)}
@@ -94,6 +98,14 @@ def noised(model: DiffusionModel, x0: Tensor, t: float, noise: Tensor) -> Tensor
     return add_noise(x0, int(t), noise, model.schedule)
 
 
+def clean_estimate(model: DiffusionModel, x: Tensor, t: float, out: Tensor) -> Tensor:
+    """The loop's estimate of the clean image from the model's output: a DDPM's
+    x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t), a flow model's x + (1 - t) u."""
+    if is_flow(model):
+        return x + (1 - t) * out
+    return predict_x0(x, int(t), out, model.schedule)
+
+
 def is_clean(model: DiffusionModel, t: float) -> bool:
     """Whether t, a time the loop hands to after_step, is its end: the clean image (-1 for DDPMs, 1 for flows)."""
     return t >= 1 if is_flow(model) else t < 0
@@ -115,7 +127,7 @@ def check_i_start(timesteps: Sequence[int], i_start: int) -> None:
 def denoise(
     model: DiffusionModel,
     x: Tensor,
-    timesteps: Sequence[int],
+    timesteps: Sequence[float],
     estimator: Estimator,
     i_start: int = 0,
     after_step: AfterStep | None = None,
@@ -125,39 +137,56 @@ def denoise(
     threshold: tuple[float, float] | None = None,
     clip: bool = False,
     progress: bool = True,
-    sampler: str = "ddpm",
+    sampler: str | None = None,
     eta: float = 0.0,
 ) -> Tensor:
-    """Iterative denoising of x (at timesteps[i_start]) along strided timesteps down to a clean image.
+    """Iterative denoising of x (at timesteps[i_start]) along the timesteps down to a clean image: the one loop.
 
-    sampler: the step rule (steps.py): "ddpm" (with `variance`), "ddim" (with `eta`) or "dpm++2m".
+    A DDPM walks falling integer timesteps to t = -1; a flow model rising flow times (flow_timesteps) to t = 1.
+    sampler: the step rule (steps.py): "ddpm" (with `variance`), "ddim" (with `eta`) or "dpm++2m" for a DDPM (default
+    "ddpm"); "euler", the only one, for a flow model (x += (t_next - t) u; default).
     variance: "auto" (learned-range when the model predicts it, else beta on single steps and beta-tilde on strided
     ones), "learned-range", "beta", "beta-tilde".
     threshold: (ratio, max value) for dynamic thresholding of x0_hat (IF: (0.95, 1.5)); clip clamps x0_hat to
     the model's value range instead. No noise is added on the step to the clean image.
     callback gets {"i", "t", "t_prev", "x" (after the step), "x0" (the estimate)} after every step.
     """
-    ts = check_timesteps(model.schedule, timesteps)
+    flow = is_flow(model)
+    sampler = _check_kind(flow, sampler)
+    ts = check_flow_timesteps(timesteps) if flow else check_timesteps(model.schedule, timesteps)
     check_i_start(ts, i_start)
     ts = ts[i_start:]
+    end = 1.0 if flow else -1
     lo, hi = model.value_range
-    rule = make_step_rule(model.schedule, sampler, variance, eta)
+    rule = make_step_rule(getattr(model, "schedule", None), sampler, variance, eta)
     noisy_steps = needs_noise(sampler, eta)
-    for i, t in enumerate(bar(ts, progress, desc="denoising", leave=False)):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+    desc = "flow sampling" if flow else "denoising"
+    for i, t in enumerate(bar(ts, progress, desc=desc, leave=False)):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else end
         pred = estimator(x, t)
-        x0 = predict_x0(x, t, pred.eps, model.schedule)
+        x0 = clean_estimate(model, x, t, pred.eps)
         if threshold is not None:
             x0 = dynamic_threshold(x0, *threshold)
         elif clip:
             x0 = x0.clamp(lo, hi)
-        noise = randn(x.shape, generator, like=x) if noisy_steps and t_prev >= 0 else None
-        x = rule(x, t, t_prev, x0, pred.var_values, noise)
+        noise = randn(x.shape, generator, like=x) if noisy_steps and t_prev != end else None
+        x = rule(x, t, t_prev, x0, pred, noise)
         if after_step is not None:
             x = after_step(x, t_prev, i_start + i)
         if callback is not None:
             callback({"i": i_start + i, "t": t, "t_prev": t_prev, "x": x, "x0": x0})
     return x
+
+
+def _check_kind(flow: bool, sampler: str | None) -> str:
+    """The step rule a model's kind takes (default: ddpm for a DDPM, Euler for a flow model), or a one-line error."""
+    if sampler is None:
+        return FLOW_SAMPLER if flow else "ddpm"
+    if flow and sampler != FLOW_SAMPLER:
+        raise DiffusionLabError(f"a flow model takes Euler steps; --sampler {sampler} is for DDPMs")
+    if not flow and sampler == FLOW_SAMPLER:
+        raise DiffusionLabError(f"Euler steps are for flow models; a DDPM takes one of {', '.join(SAMPLERS)}")
+    return sampler
 
 
 def sample(
@@ -181,35 +210,6 @@ def check_flow_timesteps(timesteps: Sequence[float]) -> list[float]:
     return ts
 
 
-def flow_denoise(
-    model: Any,
-    x: Tensor,
-    timesteps: Sequence[float],
-    estimator: Estimator,
-    i_start: int = 0,
-    after_step: AfterStep | None = None,
-    callback: Callback | None = None,
-    progress: bool = True,
-) -> Tensor:
-    """Euler integration of a flow model from x at the flow time timesteps[i_start] to data (t = 1):
-    x += (t_next - t) u, u = estimator(x, t).eps (the velocity: plain, CFG, anagram, hybrid, as for DDPMs).
-
-    after_step and callback as in `denoise`; the time after the last step is 1 and "x0" is the clean estimate
-    x + (1 - t) u."""
-    ts = check_flow_timesteps(timesteps)
-    check_i_start(ts, i_start)
-    for i, t in enumerate(bar(ts[i_start:], progress, desc="flow sampling", leave=False), start=i_start):
-        t_next = ts[i + 1] if i + 1 < len(ts) else 1.0
-        u = estimator(x, t).eps
-        x0 = x + (1 - t) * u
-        x = x + u / (1.0 / (t_next - t))  # = u / N on the uniform grid of N steps, bit for bit
-        if after_step is not None:
-            x = after_step(x, t_next, i)
-        if callback is not None:
-            callback({"i": i, "t": t, "t_prev": t_next, "x": x, "x0": x0})
-    return x
-
-
 def run(
     model: DiffusionModel,
     x: Tensor,
@@ -222,14 +222,12 @@ def run(
     progress: bool = True,
     **rule: Any,
 ) -> Tensor:
-    """The one flow/DDPM dispatch: a flow model takes Euler steps (flow_denoise), a DDPM the one loop `denoise`
-    with its step rule (sampler_defaults) under the caller's `rule` (sampler, variance, eta, threshold, clip)."""
-    if is_flow(model):
-        if rule:
-            raise DiffusionLabError(
-                f"a flow model takes Euler steps; {', '.join(sorted(rule))} is for DDPMs (drop --sampler/--variance/--eta)"
-            )
-        return flow_denoise(model, x, timesteps, estimator, i_start, after_step, callback, progress)
+    """The loop `denoise` with the model's step rule (sampler_defaults) under the caller's `rule` (sampler,
+    variance, eta, threshold, clip; a DDPM's options: a flow model takes Euler steps and none of them)."""
+    if is_flow(model) and rule:
+        raise DiffusionLabError(
+            f"a flow model takes Euler steps; {', '.join(sorted(rule))} is for DDPMs (drop --sampler/--variance/--eta)"
+        )
     rule = sampler_defaults(model, rule)
     return denoise(model, x, timesteps, estimator, i_start, after_step, callback, generator, progress=progress, **rule)
 

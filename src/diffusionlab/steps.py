@@ -1,14 +1,16 @@
 """Step rules: how the one sampler loop (sampling.denoise) moves x from timestep t to t_prev.
 
-A rule gets (x_t, t, t_prev, x0_hat, var_values, noise) and returns x at t_prev (t_prev = -1: the clean image).
-x0_hat is the loop's estimate of the clean image (after thresholding/clipping); every rule derives what else it
-needs from it, so guidance, views and thresholding work the same under every rule.
+A rule gets (x_t, t, t_prev, x0_hat, pred, noise) and returns x at t_prev (t_prev = -1: the clean image; a flow
+model's end is t = 1). x0_hat is the loop's estimate of the clean image (after thresholding/clipping); the DDPM rules
+derive what else they need from it, so guidance, views and thresholding work the same under every rule. pred is the
+estimator's Prediction (the learned variance for IF's ddpm steps, the velocity for Euler steps).
 
 - ddpm: the strided DDPM posterior step (Algorithm B.2 when t_prev = t - 1), with a variance mode:
   "beta" (sigma^2 = 1 - abar_t / abar_t', the course's), "beta-tilde" (the posterior variance) or IF's learned range.
 - ddim: DDIM with eta (0 = deterministic; 1 = the DDPM posterior variance, beta-tilde).
 - dpm++2m: DPM-Solver++ (2M), a second-order multistep solver in the data prediction (Lu et al. 2022), first
   order on its first and last steps, as diffusers' DPMSolverMultistepScheduler with final_sigmas_type="zero".
+- euler: a flow model's step (the only one it takes): x += (t_next - t) u, u the estimated velocity.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from collections.abc import Callable
 from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.protocol import Prediction
 from diffusionlab.schedule import VARIANCE_MODES, NoiseSchedule, ddpm_step, step_variance
 
-SAMPLERS = ("ddpm", "ddim", "dpm++2m")
-StepRule = Callable[[Tensor, int, int, Tensor, Tensor | None, Tensor | None], Tensor]
+SAMPLERS = ("ddpm", "ddim", "dpm++2m")  # a DDPM's step rules; a flow model takes FLOW_SAMPLER only
+FLOW_SAMPLER = "euler"
+StepRule = Callable[[Tensor, float, float, Tensor, Prediction, Tensor | None], Tensor]
 
 
 def needs_noise(sampler: str, eta: float = 0.0) -> bool:
@@ -42,15 +46,15 @@ def _abar(schedule: NoiseSchedule, t: int) -> float:
 
 
 def ddpm_rule(schedule: NoiseSchedule, variance: str = "auto") -> StepRule:
-    def step(x: Tensor, t: int, t_prev: int, x0: Tensor, var_values: Tensor | None, noise: Tensor | None) -> Tensor:
-        log_var = step_variance(schedule, t, t_prev, variance, var_values) if t_prev >= 0 else None
+    def step(x: Tensor, t: int, t_prev: int, x0: Tensor, pred: Prediction, noise: Tensor | None) -> Tensor:
+        log_var = step_variance(schedule, t, t_prev, variance, pred.var_values) if t_prev >= 0 else None
         return ddpm_step(schedule, x, t, t_prev, x0, noise if t_prev >= 0 else None, log_var)
 
     return step
 
 
 def ddim_rule(schedule: NoiseSchedule, eta: float = 0.0) -> StepRule:
-    def step(x: Tensor, t: int, t_prev: int, x0: Tensor, var_values: Tensor | None, noise: Tensor | None) -> Tensor:
+    def step(x: Tensor, t: int, t_prev: int, x0: Tensor, pred: Prediction, noise: Tensor | None) -> Tensor:
         a_t, a_prev = _abar(schedule, t), _abar(schedule, t_prev)
         eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)  # the noise that x0_hat implies
         var = eta**2 * (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
@@ -69,7 +73,7 @@ def dpmpp_2m_rule(schedule: NoiseSchedule) -> StepRule:
     def lam(a: float) -> float:
         return 0.5 * math.log(a) - 0.5 * math.log(1 - a)  # log(alpha / sigma)
 
-    def step(x: Tensor, t: int, t_prev: int, x0: Tensor, var_values: Tensor | None, noise: Tensor | None) -> Tensor:
+    def step(x: Tensor, t: int, t_prev: int, x0: Tensor, pred: Prediction, noise: Tensor | None) -> Tensor:
         a_t, a_prev = _abar(schedule, t), _abar(schedule, t_prev)
         if t_prev < 0 or a_prev >= 1.0:  # to sigma = 0: the data prediction itself (first order, exp(-h) = 0)
             history.clear()
@@ -89,10 +93,20 @@ def dpmpp_2m_rule(schedule: NoiseSchedule) -> StepRule:
     return step
 
 
+def euler_rule() -> StepRule:
+    def step(x: Tensor, t: float, t_next: float, x0: Tensor, pred: Prediction, noise: Tensor | None) -> Tensor:
+        return x + pred.eps / (1.0 / (t_next - t))  # = u / N on the uniform grid of N steps, bit for bit
+
+    return step
+
+
 def make_step_rule(
-    schedule: NoiseSchedule, sampler: str = "ddpm", variance: str = "auto", eta: float = 0.0
+    schedule: NoiseSchedule | None, sampler: str = "ddpm", variance: str = "auto", eta: float = 0.0
 ) -> StepRule:
-    """A fresh rule for one run of the loop (dpm++2m keeps the previous step's estimate)."""
+    """A fresh rule for one run of the loop (dpm++2m keeps the previous step's estimate); a flow model's
+    FLOW_SAMPLER needs no schedule."""
+    if sampler == FLOW_SAMPLER:
+        return euler_rule()
     check_sampler(sampler, eta)
     if sampler == "ddim":
         return ddim_rule(schedule, eta)
