@@ -28,7 +28,7 @@ def _diffusers_loop(model, scheduler, x, **step_kw):
     return y
 
 
-@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
 def test_ddim_matches_diffusers(eta):
     diffusers = pytest.importorskip("diffusers")
     model = FormulaModel(NoiseSchedule.linear(300), (1, 8, 8), (0.0, 1.0), variance=False)

@@ -96,6 +96,32 @@ def test_flow_inpaint_known_region_is_on_the_flow_path_after_every_step():
     assert torch.equal(out[..., 4:, :], x_orig[..., 4:, :])
 
 
+def test_inpaint_with_a_soft_mask_blends_new_and_renoised_known_content_by_the_mask():
+    """A mask between 0 and 1 (a feathered edge) blends: x <- m x + (1 - m) forward(x_orig, t_prev) after every
+    step, the same formula as the hard mask's; where m = 0 the result is still the original exactly."""
+    model = GaussianDataModel(NoiseSchedule.linear(300), image_shape=(1, 16, 16))
+    ts = strided_timesteps(300)[20:]
+    x_orig = torch.rand(1, 1, 16, 16, generator=gen(6))
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., :6, :], mask[..., 6, :], mask[..., 7, :] = 1.0, 0.75, 0.25
+    cond = torch.tensor([[0.3]])
+    out = edits.inpaint(model, x_orig, mask, cond, 3.0, gen(2), ts, progress=False)
+
+    g = gen(2)
+    x = torch.randn(x_orig.shape, generator=g)
+
+    def blend(x: torch.Tensor, t_prev: int, step: int) -> torch.Tensor:
+        known = x_orig if t_prev < 0 else add_noise(x_orig, t_prev, torch.randn(x.shape, generator=g), model.schedule)
+        return mask * x + (1 - mask) * known
+
+    est = guidance.cfg(model, cond, model.null(1), 3.0)
+    want = sampling.denoise(model, x, ts, est, 0, blend, None, g, progress=False, **sampling.sampler_defaults(model))
+    torch.testing.assert_close(out, want)
+    assert torch.equal(out[..., 8:, :], x_orig[..., 8:, :])
+    hard = edits.inpaint(model, x_orig, (mask > 0.5).float(), cond, 3.0, gen(2), ts, progress=False)
+    assert not torch.allclose(out[..., 6:8, :], hard[..., 6:8, :])  # the feathered rows are a blend, not a cut
+
+
 # -- (b) the CLI's anagram grid shows each image and its view ------------------------------------------------------
 def _cells(png: Path, n: int, rows: int, size: int = 28, cell: int = 96, pad: int = 2) -> np.ndarray:
     """The (rows, n) cells of a figures.grid_image PNG (one panel, default cell and pad), back at `size` px."""
