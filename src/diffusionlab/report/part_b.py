@@ -147,6 +147,32 @@ def sec_b1(ctx: Context, out: SectionOut) -> None:
     out.figures.append(Figure(ctx.rel(p), "out of distribution: noise levels it was not trained for"))
     _loss_curve(ctx, "B1", src, out)
     _training_figures(ctx, "B1", src, out)
+    _pure_noise(ctx, out)
+
+
+PURE_NOISE_DENOISER = "mnist-denoiser-pure-noise"  # the shipped name of `train denoiser --pure-noise`
+
+
+def _pure_noise(ctx: Context, out: SectionOut) -> None:
+    """Fall 2025 B1.2.3 inside B1: what a denoiser trained on pure noise makes of pure noise, after each snapshot's
+    epoch and at the end, when that model is shipped (or given as a run); a note when it is not."""
+    from diffusionlab import partb
+
+    src = ctx.source(PURE_NOISE_DENOISER)
+    if not src.exists:
+        out.notes.append(
+            f"Denoising pure noise (Fall 2025 B1.2.3) is not shown: {src.weights.name} is not in {src.weights.parent}; "
+            "train it with `diffusionlab train denoiser --pure-noise`."
+        )
+        return
+    final = _final_epoch(src)
+    snaps = [(e, m) for e, m in _snapshots(ctx, src, out) if str(e) != final]  # the last snapshot may be the final
+    for epoch, m in [*snaps, (final, ctx.load(src.weights))]:
+        label = f"after epoch {epoch}"
+        path = ctx.fig("B1", f"pure_noise_epoch{epoch}")
+        p = partb.pure_noise_results(m, path, title=f"pure-noise denoiser {label}", seed=ctx.seed)
+        out.figures.append(Figure(ctx.rel(p), f"denoising pure noise (B1.2.3): z ~ N(0, I) and D(z), {label}"))
+    out.caption += " Denoising pure noise (B1.2.3): " + partb.PURE_NOISE_CAPTION
 
 
 def sec_b2(ctx: Context, out: SectionOut) -> None:
