@@ -6,7 +6,9 @@ the same N) and raw background std of one class model's CFG samples, for each st
 
 Rules: ddpm:VARIANCE (beta, beta-tilde), ddim:ETA, dpm++2m; "+clip" clamps x0_hat to the value range. Steps: evenly spaced timesteps (300 = every step,
 Algorithm B.2 for ddpm:beta). Every row uses the same seed, so the same initial noise. Prints a markdown table
-(paste it into docs/sampling.md) and writes the rows as JSON with --out.
+(paste it into docs/sampling.md). With --rows FILE each measured row is appended to FILE (JSON lines) as soon as it
+is done, and rows already there (same model, N, CFG, seed, rule, steps) are not measured again: a long table
+(N = 1000 at 300 steps is hours on a CPU) resumes where it was stopped. --table prints FILE's table only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 from _common import header
@@ -42,10 +45,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--plain", action="store_true", help="no fast path (BatchNorm folding, channels_last)")
-    parser.add_argument("--out", default=None, help="JSON file for the rows")
+    parser.add_argument("--rows", default=None, help="JSON lines of measured rows (appended; resumable)")
+    parser.add_argument("--table", action="store_true", help="only print the table of --rows")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    path = Path(args.rows) if args.rows else None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line] if path and path.exists() else []
+    if args.table:
+        print(table(rows))
+        return
 
     from diffusionlab.data import load_split
     from diffusionlab.evaluation.classifier import load_classifier
@@ -61,31 +70,38 @@ def main() -> None:
     test, train = load_split(data, "test", args.data_dir), load_split(data, "train", args.data_dir)
     print(header("cpu", torch.get_num_threads()))
     print(f"model {args.model}, N = {10 * args.n} ({args.n} per class), CFG {args.cfg}, seed {args.seed}\n")
-    print("| sampler | steps | cond. accuracy | FD | FD / floor | background std | seconds |")
-    print("|---|---|---|---|---|---|---|")
-    rows = []
+    same = {"model": args.model, "n_per_class": args.n, "cfg_scale": args.cfg, "seed": args.seed}
     for steps in [int(s) for s in args.steps.split(",")]:
         for rule_text in args.rules.split(","):
+            if any(r["rule"] == rule_text and r["steps"] == steps and same.items() <= r.items() for r in rows):
+                print(f"{rule_text} at {steps} steps: in {path} already", flush=True)
+                continue
             rule = parse_rule(rule_text)
             start = time.perf_counter()
             s = evaluate_model(
                 model, clf, args.n, args.cfg, steps, args.seed, test, train, progress=False, sampler=rule
             )
-            secs = time.perf_counter() - start
-            fd, floor = s["frechet_distance"], s["frechet_distance_train_vs_test"]
-            rows.append(
-                {"rule": rule_text, "steps": steps, **{k: v for k, v in s.items() if k != "per_class_accuracy"}}
-            )
-            name = s["sampler"] + (" + clip" if rule.get("clip") else "")
-            print(
-                f"| {name} | {steps} | {100 * s['conditional_accuracy']:.1f} % | {fd:.2f} | {fd / floor:.1f}x "
-                f"| {s['background_std']:.4f} | {secs:.0f} |",
-                flush=True,
-            )
-    print(f"\ntrain-vs-test floor at N = {10 * args.n}: {rows[0]['frechet_distance_train_vs_test']:.3f}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+            row = {"rule": rule_text, "steps": steps, **{k: v for k, v in s.items() if k != "per_class_accuracy"}}
+            row.update(same, seconds=round(time.perf_counter() - start, 1), clip=bool(rule.get("clip")))
+            rows.append(row)
+            print(table([row], header=False), flush=True)
+            if path:
+                with path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+    print("\n" + table([r for r in rows if same.items() <= r.items()]))
+
+
+def table(rows: list[dict], header: bool = True) -> str:
+    """Markdown rows: accuracy, FD and its ratio to the train-vs-test floor at the same N, background std, time."""
+    lines = ["| sampler | steps | N | cond. accuracy | FD | FD / floor | background std | seconds |", "|---|" * 8]
+    for r in rows:
+        fd, floor = r["frechet_distance"], r["frechet_distance_train_vs_test"]
+        lines.append(
+            f"| {r['sampler']}{' + clip' if r.get('clip') else ''} | {r['steps']} | {r['n_samples']} "
+            f"| {100 * r['conditional_accuracy']:.1f} % | {fd:.2f} | {fd / floor:.1f}x "
+            f"| {r['background_std']:.4f} | {r.get('seconds', 0):.0f} |"
+        )
+    return "\n".join(lines if header else lines[2:])
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ the IF-I-XL-shaped config they scale is IF-I-XL's own."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -67,3 +68,19 @@ def test_bench_parta_width_11_is_the_if_i_xl_config() -> None:
     assert config["cross_attention_dim"] == 2816
     assert config["encoder_hid_dim"] == 4096 and config["layers_per_block"] == 3
     assert bench_parta.unet_config(1)["block_out_channels"] == (64, 128, 192, 256)
+
+
+def test_sampler_table_appends_each_row_and_resumes_without_measuring_again(tmp_path: Path) -> None:
+    from conftest import make_checkpoint
+
+    data, model = make_idx_dir(tmp_path / "data", n_train=20, n_test=20), make_checkpoint(tmp_path / "m", hidden=4)
+    rows = tmp_path / "rows.jsonl"
+    args = ["--model", str(model), "--data-dir", str(data), "-n", "2", "--steps", "2", "--threads", "1"]
+    first = run_script("sampler_table.py", *args, "--rules", "ddim:0", "--rows", str(rows))
+    assert len(rows.read_text().splitlines()) == 1 and re.search(r"\| ddim \(eta 0\) \| 2 \| 20 \| ", first)
+    second = run_script("sampler_table.py", *args, "--rules", "ddim:0,dpm++2m", "--rows", str(rows))
+    assert "ddim:0 at 2 steps: in" in second  # measured once only
+    measured = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert [(r["rule"], r["steps"], r["n_samples"]) for r in measured] == [("ddim:0", 2, 20), ("dpm++2m", 2, 20)]
+    table = run_script("sampler_table.py", "--rows", str(rows), "--table")
+    assert len([line for line in table.splitlines() if line.startswith("| d")]) == 2
