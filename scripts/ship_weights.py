@@ -1,13 +1,17 @@
 """Copy trained runs into src/diffusionlab/weights/ as shipped models (float16 safetensors + JSON + loss log).
 
     python scripts/ship_weights.py runs/ship/mnist-class mnist-class [--snapshot 1]
+    python scripts/ship_weights.py --scores scores_strided30=eval-30.json mnist-class   # scores into a shipped JSON
 
 The JSON keeps the run's provenance (command, data md5, seed, loss, time, device) and gains the shipped name.
+`--scores KEY=FILE` puts an `evaluate` JSON into the shipped model's JSON under KEY ("scores": the report's
+precomputed column, "scores_strided30": the 30-step figures), with or without a run to ship.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -36,12 +40,25 @@ def ship(run_dir: Path, name: str, snapshots: list[int], note: str | None = None
     return written
 
 
+def add_scores(name: str, key: str, scores_file: Path) -> Path:
+    path = shipped_weights_dir() / f"{name}.json"
+    config = json.loads(path.read_text())
+    config[key] = json.loads(scores_file.read_text())
+    path.write_text(json.dumps(config, indent=1) + "\n")
+    return path
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="?", help="the run to ship (omit to only add --scores)")
     parser.add_argument("name")
     parser.add_argument("--snapshot", type=int, action="append", default=[])
     parser.add_argument("--note", help="how the run was made, kept in the provenance (e.g. shortened CPU recipe)")
+    parser.add_argument("--scores", action="append", default=[], metavar="KEY=FILE", help="an evaluate JSON")
     args = parser.parse_args()
-    for p in ship(args.run_dir, args.name, args.snapshot, args.note):
-        print("wrote", p)
+    if args.run_dir is not None:
+        for p in ship(args.run_dir, args.name, args.snapshot, args.note):
+            print("wrote", p)
+    for item in args.scores:
+        key, _, file = item.partition("=")
+        print("wrote", add_scores(args.name, key, Path(file)))
