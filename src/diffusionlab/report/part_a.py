@@ -328,7 +328,9 @@ def sec_a1_8(ctx: Context, out: SectionOut) -> None:
     out.figures.append(Figure(ctx.rel(path), cells=cells, cells_per_row=n if cells else None))
     out.caption = (
         "Visual anagrams: eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all branches in one batch. "
-        "Top row of each: the images; bottom row: the same images through the view."
+        "Top row of each: the images; bottom row: the same images through the view. The pairs (settings) are fixed in"
+        " advance, one per view kind, not picked from results (for digits 6/9 rot180 is the easy one: a rotated 6 is"
+        " a 9); the success over all ordered class pairs of our models is in the Scores section."
         + (
             " Under the figure: the classifier's probability of each reading's prompt, green when it reads it."
             if cells

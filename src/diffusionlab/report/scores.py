@@ -127,6 +127,16 @@ def _anagram_scores(ctx: Context, m, clf, out: SectionOut) -> tuple[dict[str, An
         "the table below has the grids' layout: ✓ when the classifier reads a upright AND b rotated"
     )
     out.figures.append(Figure(ctx.rel(path), caption, cells, nrow))
+    if full:  # the per-pair map, as `evaluate --anagram` writes it
+        from diffusionlab.evaluation.metrics import score_map
+
+        names = list(getattr(m, "class_names", None) or range(k))
+        title = f"anagram success per pair, rot180: {100 * a['anagram_success']:.0f} % overall"
+        map_path = ctx.fig("scores", "anagram_map")
+        save_png(score_map(rates, [str(c) for c in names], title, "upright", "rotated"), map_path)
+        out.figures.append(
+            Figure(ctx.rel(map_path), "the same scores as a 10x10 map: % of the pair's images read both ways")
+        )
     return a, pairs
 
 
