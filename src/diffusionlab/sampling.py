@@ -148,7 +148,8 @@ def denoise(
     variance: "auto" (learned-range when the model predicts it, else beta on single steps and beta-tilde on strided
     ones), "learned-range", "beta", "beta-tilde".
     threshold: (ratio, max value) for dynamic thresholding of x0_hat (IF: (0.95, 1.5)); clip clamps x0_hat to
-    the model's value range instead. No noise is added on the step to the clean image.
+    the model's value range instead (the DDPM rules step from x0_hat; Euler steps from the velocity, so neither
+    changes a flow model's path). No noise is added on the step to the clean image.
     callback gets {"i", "t", "t_prev", "x" (after the step), "x0" (the estimate)} after every step.
     """
     flow = is_flow(model)
