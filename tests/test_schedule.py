@@ -147,3 +147,24 @@ def test_full_timesteps_is_algorithm_b2():
     for t in ref.timesteps:
         y = ref.step(model.predict(y, torch.full((2,), int(t)), model.null(2)).eps, t, y, generator=g).prev_sample
     assert torch.allclose(ours, y, atol=1e-5)
+
+
+def test_schedule_round_trips_through_alphas_cumprod_and_its_config():
+    """IF's scheduler hands us alphas_cumprod: beta_t = 1 - abar_t / abar_{t-1} gives the betas back; a checkpoint
+    stores the schedule as its config: linear keeps its two ends, cosine its kind."""
+    from diffusionlab.schedule import dynamic_threshold
+
+    for s in (NoiseSchedule.linear(300), NoiseSchedule.linear(1000, 1e-4, 0.02), NoiseSchedule.cosine(300)):
+        back = NoiseSchedule.from_alphas_cumprod(s.alphas_cumprod)
+        torch.testing.assert_close(back.betas, s.betas, rtol=1e-4, atol=1e-7)
+        again = NoiseSchedule.from_config(s.to_config())
+        assert again.kind == s.kind and torch.allclose(again.betas, s.betas, rtol=1e-5, atol=1e-8)
+    assert NoiseSchedule.linear(300).to_config() == {
+        "type": "linear", "num_steps": 300, "beta_start": 1e-4, "beta_end": 0.02,
+    }  # fmt: skip
+    assert NoiseSchedule.cosine(300).to_config() == {"type": "cosine", "num_steps": 300}
+    # dynamic thresholding (Imagen, IF): s = the 0.95-quantile of |x0| per sample, at least 1: clamp to s, divide
+    x0 = torch.stack([torch.linspace(-2.0, 2.0, 101), torch.linspace(-0.5, 0.5, 101)]).view(2, 1, 1, 101)
+    s = torch.quantile(x0[0].abs().flatten(), 0.95).clamp(max=1.5)
+    torch.testing.assert_close(dynamic_threshold(x0)[0], x0[0].clamp(-s, s) / s)
+    torch.testing.assert_close(dynamic_threshold(x0)[1], x0[1])  # within [-1, 1]: s = 1, unchanged
