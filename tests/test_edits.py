@@ -90,6 +90,16 @@ def test_sdedit_batched_starts_follow_their_own_trajectory():
     assert torch.allclose(sampling.denoise(m, x29, ts, est, 29, progress=False), out[2], atol=1e-5)
 
 
+def test_sdedit_defaults_to_the_courses_i_starts():
+    """SPEC A1.7: SDEdit for i_start in [1, 3, 5, 7, 10, 20] unless told otherwise (the CLI, tools and report)."""
+    m = GaussianDataModel(NoiseSchedule.linear(300))
+    x = torch.rand(1, 1, 8, 8, generator=gen(4))
+    cond = torch.tensor([[0.1]])
+    got = edits.sdedit(m, x, cond, scale=1.0, generator=gen(1), progress=False)
+    want = edits.sdedit(m, x, cond, [1, 3, 5, 7, 10, 20], 1.0, gen(1), progress=False)
+    assert got.shape[0] == 6 and torch.equal(got, want)
+
+
 def test_sdedit_gets_closer_to_the_input_as_i_start_grows():
     m = GaussianDataModel(NoiseSchedule.linear(300), mu=0.2, s=0.3)
     x = torch.rand(64, 1, 8, 8, generator=gen(9)) * 0.5 + 0.5  # far from the data mean 0.2
