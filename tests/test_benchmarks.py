@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import make_idx_dir
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -84,3 +85,37 @@ def test_sampler_table_appends_each_row_and_resumes_without_measuring_again(tmp_
     assert [(r["rule"], r["steps"], r["n_samples"]) for r in measured] == [("ddim:0", 2, 20), ("dpm++2m", 2, 20)]
     table = run_script("sampler_table.py", "--rows", str(rows), "--table")
     assert len([line for line in table.splitlines() if line.startswith("| d")]) == 2
+
+
+def test_multiview_reading_scores_read_each_view_of_the_image() -> None:
+    sys.path.insert(0, str(BENCH))
+    from multiview_table import digit_tuples, reading_scores
+
+    from diffusionlab.views import get_view
+
+    class Brightest:  # "reads" an image as the index of its brightest pixel (2x2 images: classes 0..3)
+        def classify(self, images):
+            return images.flatten(1).argmax(1)
+
+    images = torch.zeros(2, 1, 2, 2)
+    images[0, 0, 0, 0] = images[1, 0, 0, 1] = 1.0  # brightest pixel 0 (upright) -> 3 after rot180; 1 -> 2
+    rot180 = get_view("rot180", (1, 2, 2), (0.0, 1.0))
+    got = reading_scores(Brightest(), images, [rot180], torch.tensor([[0, 3], [1, 3]]))
+    assert got["per_reading"] == [1.0, 0.5] and got["all"] == 0.5 and got["readings"] == 0.75
+    assert got["ink"] == pytest.approx(2 / 8)
+    tuples = digit_tuples(10, 4, 5, seed=0)
+    assert tuples == digit_tuples(10, 4, 5, seed=0) and all(len(set(t)) == 4 for t in tuples)
+
+
+def test_multiview_table_appends_rows_and_resumes(tmp_path: Path) -> None:
+    from conftest import make_checkpoint
+
+    model, rows = make_checkpoint(tmp_path / "m", hidden=4), tmp_path / "rows.jsonl"
+    args = ["--model", str(model), "--tuples", "2", "--n", "1", "--views", "rot90,rot180", "--rows", str(rows)]
+    first = run_script("multiview_table.py", *args, "--combine", "alternate")
+    assert "alternate: all" in first and len(rows.read_text().splitlines()) == 1
+    second = run_script("multiview_table.py", *args, "--combine", "alternate,mean")
+    assert "alternate: all" not in second and "mean: all" in second  # the measured row is not measured again
+    measured = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert [(r["combine"], r["tuples"], r["n"]) for r in measured] == [("alternate", 2, 1), ("mean", 2, 1)]
+    assert len([line for line in second.splitlines() if line.startswith("| rot90,rot180 |")]) == 2
