@@ -4,14 +4,36 @@ variant after the other, all from the one command that prints the ratios."""
 from __future__ import annotations
 
 import datetime
+import json
 import multiprocessing as mp
 import platform
 import resource
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+
+def read_rows(path: Path | None) -> list[dict]:
+    """The measured rows of a resumable table: one JSON object per line; none when the file is absent."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path and path.exists() else []
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Append one measured row as soon as it is done, so a killed run keeps every finished row."""
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def model_and_classifier(spec: str) -> tuple:
+    """A model (shipped name or path) on the CPU and the shipped classifier of its data set."""
+    from diffusionlab.evaluation.classifier import load_classifier
+    from diffusionlab.model_registry import load_model
+
+    model = load_model(spec, "cpu")
+    return model, load_classifier(model.config.get("data", "mnist"), "cpu")
 
 
 def device_name(device: str) -> str:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import append_row, model_and_classifier, read_rows
 
 ANAGRAM_BASE = "steps=default rule=default cfg=default combine=default"
 HYBRID_BASE = "steps=default rule=default cfg=default kernel=default sigma=default"
@@ -185,13 +186,9 @@ def main() -> None:
     p.add_argument("--maps", default=None, help="write each row's per-pair success map PNG into this folder")
     args = p.parse_args()
     path = Path(args.rows)
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    rows = read_rows(path)
     if not args.table:
-        from diffusionlab.evaluation.classifier import load_classifier
-        from diffusionlab.model_registry import load_model
-
-        model = load_model(args.model, "cpu")
-        clf = load_classifier(model.config.get("data", "mnist"), "cpu")
+        model, clf = model_and_classifier(args.model)
         done = {key(r) for r in rows}
         jobs = [
             ("anagram", v, s)
@@ -208,8 +205,7 @@ def main() -> None:
             row = measure(model, clf, kind, view, s, args.n, args.seed, args.best_of, args.far_factor)
             rows.append(row)
             done.add(key(row))
-            with path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_row(path, row)
             print(
                 f"{kind} {view or ''} {s}: {100 * row.get('anagram_success', row.get('hybrid_success')):.1f} % "
                 f"({row['seconds']:.0f} s)",

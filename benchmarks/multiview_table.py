@@ -14,11 +14,11 @@ which the classifier still reads as something. Rows are appended to --rows and s
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from _common import append_row, model_and_classifier, read_rows
 
 
 def digit_tuples(num_classes: int, size: int, count: int, seed: int) -> list[tuple[int, ...]]:
@@ -81,13 +81,9 @@ def main() -> None:
     p.add_argument("--table", action="store_true", help="only print the table of --rows")
     args = p.parse_args()
     path = Path(args.rows)
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    rows = read_rows(path)
     if not args.table:
-        from diffusionlab.evaluation.classifier import load_classifier
-        from diffusionlab.model_registry import load_model
-
-        model = load_model(args.model, "cpu")
-        clf = load_classifier(model.config.get("data", "mnist"), "cpu")
+        model, clf = model_and_classifier(args.model)
         views = args.views.split(",")
         tuples = digit_tuples(model.num_classes, len(views) + 1, args.tuples, args.seed)
         keys = ("views", "combine", "cfg", "tuples", "n", "seed")
@@ -98,8 +94,7 @@ def main() -> None:
                 continue
             row = measure(model, clf, views, tuples, args.n, combine, args.cfg, args.seed)
             rows.append(row)
-            with path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_row(path, row)
             print(f"{combine}: all {100 * row['all']:.1f} %, readings {100 * row['readings']:.1f} %", flush=True)
     print(table(rows))
 

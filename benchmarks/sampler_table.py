@@ -14,12 +14,11 @@ is done, and rows already there (same model, N, CFG, seed, rule, steps) are not 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
-from _common import header
+from _common import append_row, header, read_rows
 
 
 def parse_rule(text: str) -> dict:
@@ -51,7 +50,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     path = Path(args.rows) if args.rows else None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line] if path and path.exists() else []
+    rows = read_rows(path)
     if args.table:
         print(table(rows))
         return
@@ -86,8 +85,7 @@ def main() -> None:
             rows.append(row)
             print(table([row], header=False), flush=True)
             if path:
-                with path.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_row(path, row)
     print("\n" + table([r for r in rows if same.items() <= r.items()]))
 
 
