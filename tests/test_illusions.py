@@ -77,10 +77,14 @@ def test_cfg_and_hybrid_are_one_call_per_step(model):
     assert count.rows == [4, 6]
 
 
-def test_sampling_four_views_calls_the_model_once_per_step(model):
+@pytest.mark.parametrize("combine, views_per_call", [("mean", 4), (None, 1)])
+def test_sampling_four_views_calls_the_model_once_per_step(model, combine, views_per_call):
+    # the default for our models (edits.ANAGRAM_DEFAULTS) alternates: one view's two branches per step
     count = Counted(model)
-    x = edits.anagram_views(model, ["1", "7", "4", "0"], ["rot90", "rot180", "rot270"], 2, timesteps=TS, progress=False)
-    assert x.shape == (2, 1, 28, 28) and count.rows == [2 * 2 * 4] * len(TS)
+    x = edits.anagram_views(
+        model, ["1", "7", "4", "0"], ["rot90", "rot180", "rot270"], 2, timesteps=TS, progress=False, combine=combine
+    )
+    assert x.shape == (2, 1, 28, 28) and count.rows == [2 * 2 * views_per_call] * len(TS)
 
 
 def test_alternate_takes_one_view_per_step_in_turn(model):
