@@ -189,6 +189,17 @@ def test_cli_four_view_anagram(run_dir, tmp_path, capsys):
     assert out.is_file() and "wrote:" in stdout
 
 
+@pytest.mark.parametrize("option, recorded", [([], "alternate"), (["--combine", "mean"], "mean")])
+def test_anagram_png_records_the_combination_it_used(run_dir, tmp_path, capsys, option, recorded):
+    from PIL import Image
+
+    out = tmp_path / "a.png"
+    argv = ["anagram", "-p", "6", "-p", "9", "-n", "1", *option, "--model", str(run_dir), "--out", str(out)]
+    code, _, err = run([*argv, "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert json.loads(Image.open(out).info["diffusionlab"])["combine"] == recorded
+
+
 BAD = {
     "counts differ": (["anagram", "-p", "1", "-p", "7", "-p", "4", "--view", "rot90"], "3 prompts need 2 --view"),
     "five prompts": (["anagram", *sum([["-p", str(i)] for i in range(5)], [])], "2 to 4 --prompt"),

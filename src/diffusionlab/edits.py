@@ -54,6 +54,11 @@ def _ours(model: DiffusionModel) -> bool:
     return not is_if_like(model)
 
 
+def anagram_combine(model: DiffusionModel, combine: str | None = None) -> str:
+    """How an anagram's views are combined: `combine`, else the measured default for our models, IF the mean."""
+    return combine or (ANAGRAM_DEFAULTS["combine"] if _ours(model) else "mean")
+
+
 def illusion_scale(model: DiffusionModel, defaults: dict[str, Any]) -> float:
     """The CFG scale of an anagram or hybrid: the measured default for our models, else default_scale."""
     own = defaults["scale"] if _ours(model) else None
@@ -307,7 +312,7 @@ def anagram_views(
         v if isinstance(v, View) else get_view(v, model.image_shape, model.value_range, seed) for v in views
     ]
     s = illusion_scale(model, ANAGRAM_DEFAULTS) if scale is None else scale
-    mode = combine or (ANAGRAM_DEFAULTS["combine"] if _ours(model) else "mean")
+    mode = anagram_combine(model, combine)
     pairs = [(v, cond_of(model, p)) for v, p in zip(vs, prompts, strict=True)]
     est = guidance.anagram(model, pairs, model.null(1), s, mode)
     x = randn((n, *model.image_shape), generator, device=model.device)

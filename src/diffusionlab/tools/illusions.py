@@ -189,7 +189,17 @@ def anagram(
     singles |= {f"anagram_{j + 1}_{name}": best[r][j] for r, name in enumerate(names) if r for j in range(n)}
     s = edits.illusion_scale(m, edits.ANAGRAM_DEFAULTS) if scale is None else scale
     settings = tool_settings(
-        "anagram", m, seed, [], prompts=ps, views=view_names, n=n, scale=s, combine=combine, **rule, **extra
+        "anagram",
+        m,
+        seed,
+        [],
+        prompts=ps,
+        views=view_names,
+        n=n,
+        scale=s,
+        combine=edits.anagram_combine(m, combine),
+        **rule,
+        **extra,
     )
     return Result(best[0], panels, m.value_range, settings, singles)
 
