@@ -64,7 +64,7 @@ def test_sdedit_single_istart_is_forward_then_denoise(model):
     ts = strided_timesteps(300)
     x_t = add_noise(x, ts[24], sampling.randn(x.shape, g, like=x), model.schedule)
     est = guidance.cfg(model, model.encode(["3"]), model.null(1), 5.0)
-    want = sampling.denoise(model, x_t, ts, est, 24, generator=g, progress=False)
+    want = sampling.denoise(model, x_t, ts, est, 24, generator=g, progress=False, **sampling.sampler_defaults(model))
     assert got.shape == (1, 2, 1, 28, 28)
     assert torch.allclose(got[0], want, atol=1e-5)
 
@@ -132,7 +132,9 @@ def test_translate_is_sdedit_with_a_prompt(model):
 
 def test_anagram_identity_is_cfg_sampling_and_hybrid_same_prompt_is_too():
     m = GaussianDataModel(NoiseSchedule.linear(300))
-    want = edits.sample(m, 3, "ab", scale=5.0, generator=gen(5), progress=False)
+    # the same step rule: the illusions keep the one their defaults were measured with
+    rule = edits.MEASURED_ILLUSION_RULE
+    want = edits.sample(m, 3, "ab", scale=5.0, generator=gen(5), progress=False, **rule)
     got = edits.anagram(m, "ab", "ab", "identity", 3, scale=5.0, generator=gen(5), progress=False)
     assert torch.allclose(got, want, atol=1e-5)
     got = edits.hybrid(m, "ab", "ab", 3, scale=5.0, generator=gen(5), progress=False)

@@ -98,6 +98,20 @@ def test_auto_variance_is_b2_on_single_steps_and_beta_tilde_when_strided():
     assert not torch.equal(step_variance(s, 150, 140, "beta"), step_variance(s, 150, 140, "beta-tilde"))
 
 
+def test_auto_rule_is_b2_over_all_steps_and_ddim_eta0_when_strided():
+    """Our models' default rule (sampling.OUR_SAMPLER): all T steps are the course's Algorithm B.2 (the same
+    numbers as ddpm with beta, the same noise draws), a strided run is DDIM with eta 0 (seed-independent)."""
+    assert sampling.OUR_SAMPLER["sampler"] == "auto"
+    model = FormulaModel(NoiseSchedule.linear(300), (1, 8, 8), (0.0, 1.0), variance=False)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    every, strided = list(range(299, -1, -1)), strided_timesteps(300)
+    assert torch.equal(_ours(model, x, every, sampler="auto"), _ours(model, x, every, sampler="ddpm", variance="beta"))
+    want = _ours(model, x, strided, sampler="ddim", eta=0.0)
+    assert torch.allclose(_ours(model, x, strided, sampler="auto"), want, atol=1e-6)
+    assert torch.allclose(_ours(model, x, strided, seed=9, sampler="auto"), want, atol=1e-6)
+    assert not torch.allclose(want, _ours(model, x, strided, sampler="ddpm"), atol=1e-3)
+
+
 def test_the_python_api_refuses_bad_numbers_like_the_cli(tmp_path):
     """The same input rules in the API as on the command line: CFG scale finite and >= 0, n >= 1 and bounded."""
     from conftest import make_checkpoint

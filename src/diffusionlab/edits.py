@@ -46,8 +46,21 @@ def default_timesteps(model: DiffusionModel) -> list[int]:
 # 48.3 %; half the network work); hybrids sigma 1.5 with kernel 15 (0 % at the scaled course's 0.875: the
 # low-pass prompt wins) and CFG 10 (the same success as 5, both readings balanced). IF keeps the course's (CFG 7,
 # mean, 33/2).
-ANAGRAM_DEFAULTS: dict[str, Any] = {"combine": "alternate", "scale": 10.0, "steps": None, "rule": {}}
-HYBRID_DEFAULTS: dict[str, Any] = {"scale": 10.0, "kernel": 15, "sigma": 1.5, "steps": None, "rule": {}}
+# Their rule is the one they were measured with (ddpm, beta-tilde on strided steps), not the sampler default.
+MEASURED_ILLUSION_RULE = {"sampler": "ddpm", "variance": "auto"}
+ANAGRAM_DEFAULTS: dict[str, Any] = {
+    "combine": "alternate",
+    "scale": 10.0,
+    "steps": None,
+    "rule": MEASURED_ILLUSION_RULE,
+}
+HYBRID_DEFAULTS: dict[str, Any] = {
+    "scale": 10.0,
+    "kernel": 15,
+    "sigma": 1.5,
+    "steps": None,
+    "rule": MEASURED_ILLUSION_RULE,
+}
 
 
 def _ours(model: DiffusionModel) -> bool:
@@ -76,8 +89,11 @@ def illusion_timesteps(model: DiffusionModel, defaults: dict[str, Any] | None = 
 
 
 def illusion_rule(model: DiffusionModel, defaults: dict[str, Any], sampler: dict[str, Any]) -> dict[str, Any]:
-    """The step rule of an anagram or hybrid: the measured default for our models under the caller's settings."""
-    return {**(defaults["rule"] if _ours(model) else {}), **sampler}
+    """The step rule of an anagram or hybrid: the measured default for our DDPMs under the caller's settings (a
+    caller's --variance or --eta replaces the rule, not only its option)."""
+    if not _ours(model) or guidance.is_flow(model) or "sampler" in sampler:
+        return dict(sampler)
+    return {**defaults["rule"], **sampler}
 
 
 def unconditional_prompt(model: DiffusionModel) -> str:

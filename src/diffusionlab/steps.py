@@ -8,6 +8,8 @@ estimator's Prediction (the learned variance for IF's ddpm steps, the velocity f
 - ddpm: the strided DDPM posterior step (Algorithm B.2 when t_prev = t - 1), with a variance mode:
   "beta" (sigma^2 = 1 - abar_t / abar_t', the course's), "beta-tilde" (the posterior variance) or IF's learned range.
 - ddim: DDIM with eta (0 = deterministic; 1 = the DDPM posterior variance, beta-tilde).
+- auto: our models' default: the ddpm step (Algorithm B.2 with the course's beta) where a step is one timestep,
+  DDIM with eta 0 where it skips timesteps (measured best on strided schedules, docs/sampling.md).
 - dpm++2m: DPM-Solver++ (2M), a second-order multistep solver in the data prediction (Lu et al. 2022), first
   order on its first and last steps, as diffusers' DPMSolverMultistepScheduler with final_sigmas_type="zero".
 - euler: a flow model's step (the only one it takes): x += (t_next - t) u, u the estimated velocity.
@@ -24,14 +26,14 @@ from diffusionlab.errors import DiffusionLabError
 from diffusionlab.protocol import Prediction
 from diffusionlab.schedule import VARIANCE_MODES, NoiseSchedule, ddpm_step, step_variance
 
-SAMPLERS = ("ddpm", "ddim", "dpm++2m")  # a DDPM's step rules; a flow model takes FLOW_SAMPLER only
+SAMPLERS = ("auto", "ddpm", "ddim", "dpm++2m")  # a DDPM's step rules; a flow model takes FLOW_SAMPLER only
 FLOW_SAMPLER = "euler"
 StepRule = Callable[[Tensor, float, float, Tensor, Prediction, Tensor | None], Tensor]
 
 
 def needs_noise(sampler: str, eta: float = 0.0) -> bool:
     """Whether the rule adds fresh noise on a step (so the loop draws it)."""
-    return sampler == "ddpm" or (sampler == "ddim" and eta > 0)
+    return sampler in ("ddpm", "auto") or (sampler == "ddim" and eta > 0)
 
 
 def check_sampler(sampler: str, eta: float = 0.0) -> None:
@@ -62,6 +64,16 @@ def ddim_rule(schedule: NoiseSchedule, eta: float = 0.0) -> StepRule:
         if var > 0 and noise is not None:
             out = out + math.sqrt(var) * noise
         return out
+
+    return step
+
+
+def auto_rule(schedule: NoiseSchedule, variance: str = "auto") -> StepRule:
+    """ddpm steps (B.2) on single steps, DDIM (eta 0) on strided ones: all T steps stay the course's algorithm."""
+    single, strided = ddpm_rule(schedule, variance), ddim_rule(schedule, 0.0)
+
+    def step(x: Tensor, t: int, t_prev: int, x0: Tensor, pred: Prediction, noise: Tensor | None) -> Tensor:
+        return (single if t_prev == t - 1 else strided)(x, t, t_prev, x0, pred, noise)
 
     return step
 
@@ -112,6 +124,8 @@ def make_step_rule(
         return ddim_rule(schedule, eta)
     if sampler == "dpm++2m":
         return dpmpp_2m_rule(schedule)
+    if sampler == "auto":
+        return auto_rule(schedule, variance)
     return ddpm_rule(schedule, variance)
 
 

@@ -85,7 +85,8 @@ SamplerOpt = Annotated[
     str | None,
     typer.Option(
         "--sampler",
-        help="Step rule: ddpm, ddim or dpm++2m (default: the model's, see docs/sampling.md). "
+        help="Step rule: auto (our models' default: the course's ddpm steps over all T, DDIM eta 0 on strided "
+        "steps), ddpm, ddim or dpm++2m (default: the model's, see docs/sampling.md). "
         "Example: --sampler ddim --eta 0 --steps 20",
     ),
 ]
