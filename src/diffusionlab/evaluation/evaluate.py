@@ -26,11 +26,11 @@ from diffusionlab.protocol import randn
 
 
 def sampler_name(rule: dict[str, Any]) -> str:
-    """ "ddpm (beta-tilde)", "ddim (eta 0)", "dpm++2m", "auto (ddpm on single steps, ddim eta 0 on strided)":
+    """ "ddpm (beta-tilde)", "ddim (eta 0)", "dpm++2m", "auto (ddim eta 0 when strided, else ddpm)":
     how a sampling run's step rule is reported."""
     name = rule.get("sampler", "ddpm")
     if name == "auto":
-        return "auto (ddpm on single steps, ddim eta 0 on strided)"
+        return "auto (ddim eta 0 when strided, else ddpm)"
     if name == "ddpm":
         return f"ddpm ({rule.get('variance', 'auto')})"
     if name == "ddim":

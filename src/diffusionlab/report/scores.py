@@ -183,9 +183,12 @@ def _score_table(ctx: Context, m, live: dict, shipped: dict, classifiers: dict, 
     pre = shipped.get("mnist-class", {}) if is_shipped else {}
     if not is_shipped and shipped.get("mnist-class"):
         out.notes.append("the precomputed column is empty: the scored model is not the shipped mnist-class")
-    live_n = f"live: {live.get('n_samples')} samples, CFG 5, {b.score_steps} steps"
+    live_n = f"live: {live.get('n_samples')} samples, CFG 5, {b.score_steps} steps" + (
+        f", {live['sampler']}" if live.get("sampler") else ""
+    )
     pre_n = (
         f"precomputed: {_find(pre, 'n_samples') or '?'} samples, {_find(pre, 'steps') or 'all'} steps"
+        + (f", {_find(pre, 'sampler')}" if _find(pre, "sampler") else "")
         if pre
         else "precomputed: none shipped"
     )
