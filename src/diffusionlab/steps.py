@@ -140,7 +140,7 @@ def choose_step_rule(sampler: str | None, variance: str | None, eta: float | Non
         if variance not in VARIANCE_MODES:
             raise DiffusionLabError(f"unknown --variance {variance!r}; choose one of {', '.join(VARIANCE_MODES)}")
         if choice.get("sampler", "ddpm") != "ddpm":
-            raise DiffusionLabError("--variance is for ddpm steps; ddim takes --eta, dpm++2m neither")
+            raise DiffusionLabError("--variance is for ddpm steps; ddim takes --eta, dpm++2m and auto neither")
         choice.update(sampler="ddpm", variance=variance)
     if eta is not None:
         if choice.get("sampler") not in (None, "ddim"):

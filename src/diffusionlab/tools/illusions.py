@@ -172,6 +172,7 @@ def anagram(
     if best_of > 1 or score:
         clf, labels = classifier if classifier is not None else scoring_classifier(m), labels_of(m, ps)
     g = seed_generator(seed)
+    combine = edits.anagram_combine(m, combine)  # resolved once: what samples is what the settings record
     res = edits.anagram_views(
         m, ps, views, n * best_of, scale, g, seed=permutation_seed, combine=combine, progress=progress, **rule
     )
@@ -197,7 +198,7 @@ def anagram(
         views=view_names,
         n=n,
         scale=s,
-        combine=edits.anagram_combine(m, combine),
+        combine=combine,
         **rule,
         **extra,
     )
