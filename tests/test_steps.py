@@ -142,6 +142,7 @@ def test_the_loop_draws_fresh_noise_exactly_when_the_rule_uses_it():
         True,
         False,
     ]
+    assert [needs_noise("auto", strided=False), needs_noise("auto", strided=True)] == [True, False]
     model = FormulaModel(NoiseSchedule.linear(300), (1, 8, 8), (0.0, 1.0), variance=False)
     x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     ts = strided_timesteps(300)
@@ -152,6 +153,16 @@ def test_the_loop_draws_fresh_noise_exactly_when_the_rule_uses_it():
     ):
         a, b = _ours(model, x, ts, seed=1, **kw), _ours(model, x, ts, seed=9, **kw)
         assert torch.equal(a, b) is not stochastic, kw
+    # auto: B.2 on single steps draws noise; its strided (DDIM eta 0) steps leave the generator untouched
+    every_step = list(range(299, 249, -1))
+    assert not torch.equal(
+        _ours(model, x, every_step, 1, sampler="auto"), _ours(model, x, every_step, 9, sampler="auto")
+    )
+    generator = torch.Generator().manual_seed(1)
+    before = generator.get_state()
+    est = guidance.plain(model, model.null(1))
+    sampling.denoise(model, x, ts, est, generator=generator, progress=False, sampler="auto")
+    assert torch.equal(generator.get_state(), before)
 
 
 def test_choose_step_rule_keeps_only_what_the_user_gave_and_refuses_mixtures():

@@ -162,7 +162,6 @@ def denoise(
     end = 1.0 if flow else -1
     lo, hi = model.value_range
     rule = make_step_rule(getattr(model, "schedule", None), sampler, variance, eta)
-    noisy_steps = needs_noise(sampler, eta)
     desc = "flow sampling" if flow else "denoising"
     for i, t in enumerate(bar(ts, progress, desc=desc, leave=False)):
         t_prev = ts[i + 1] if i + 1 < len(ts) else end
@@ -172,7 +171,8 @@ def denoise(
             x0 = dynamic_threshold(x0, *threshold)
         elif clip:
             x0 = x0.clamp(lo, hi)
-        noise = randn(x.shape, generator, like=x) if noisy_steps and t_prev != end else None
+        noisy = t_prev != end and needs_noise(sampler, eta, strided=t_prev != t - 1)
+        noise = randn(x.shape, generator, like=x) if noisy else None
         x = rule(x, t, t_prev, x0, pred, noise)
         if after_step is not None:
             x = after_step(x, t_prev, i_start + i)

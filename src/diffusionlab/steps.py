@@ -31,9 +31,9 @@ FLOW_SAMPLER = "euler"
 StepRule = Callable[[Tensor, float, float, Tensor, Prediction, Tensor | None], Tensor]
 
 
-def needs_noise(sampler: str, eta: float = 0.0) -> bool:
-    """Whether the rule adds fresh noise on a step (so the loop draws it)."""
-    return sampler in ("ddpm", "auto") or (sampler == "ddim" and eta > 0)
+def needs_noise(sampler: str, eta: float = 0.0, strided: bool = False) -> bool:
+    """Whether the rule adds fresh noise on this step (so the loop draws it): `auto` only on single steps."""
+    return sampler == "ddpm" or (sampler == "auto" and not strided) or (sampler == "ddim" and eta > 0)
 
 
 def check_sampler(sampler: str, eta: float = 0.0) -> None:
