@@ -132,13 +132,15 @@ def test_translate_is_sdedit_with_a_prompt(model):
 
 def test_anagram_identity_is_cfg_sampling_and_hybrid_same_prompt_is_too():
     m = GaussianDataModel(NoiseSchedule.linear(300))
-    # the same step rule: the illusions keep the one their defaults were measured with
-    rule = edits.MEASURED_ILLUSION_RULE
-    want = edits.sample(m, 3, "ab", scale=5.0, generator=gen(5), progress=False, **rule)
+    # the same step rule: anagrams take the sampler default, hybrids the ddpm steps they were measured with
+    want = edits.sample(m, 3, "ab", scale=5.0, generator=gen(5), progress=False)
     got = edits.anagram(m, "ab", "ab", "identity", 3, scale=5.0, generator=gen(5), progress=False)
     assert torch.allclose(got, want, atol=1e-5)
+    want = edits.sample(m, 3, "ab", scale=5.0, generator=gen(5), progress=False, **edits.MEASURED_HYBRID_RULE)
     got = edits.hybrid(m, "ab", "ab", 3, scale=5.0, generator=gen(5), progress=False)
     assert torch.allclose(got, want, atol=1e-5)
+    ddim = edits.anagram(m, "ab", "ab", "identity", 3, scale=5.0, generator=gen(5), progress=False)
+    assert not torch.allclose(got, ddim, atol=1e-3)
 
 
 @pytest.mark.parametrize("view", ["rot180", "flip", "negate"])
