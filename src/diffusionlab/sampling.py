@@ -26,6 +26,7 @@ from diffusionlab.schedule import (
     check_timesteps,
     dynamic_threshold,
     full_timesteps,
+    is_single_step,
     predict_x0,
     spaced_timesteps,
     strided_timesteps,
@@ -171,7 +172,7 @@ def denoise(
             x0 = dynamic_threshold(x0, *threshold)
         elif clip:
             x0 = x0.clamp(lo, hi)
-        noisy = t_prev != end and needs_noise(sampler, eta, strided=t_prev != t - 1)
+        noisy = t_prev != end and needs_noise(sampler, eta, strided=not is_single_step(t, t_prev))
         noise = randn(x.shape, generator, like=x) if noisy else None
         x = rule(x, t, t_prev, x0, pred, noise)
         if after_step is not None:

@@ -88,6 +88,11 @@ class NoiseSchedule:
         return int(t)
 
 
+def is_single_step(t: float, t_prev: float) -> bool:
+    """Whether t -> t_prev is one step of the T (Algorithm B.2's), not a stride over several."""
+    return t - t_prev == 1
+
+
 def strided_timesteps(num_steps: int, stride: int | None = None) -> list[int]:
     """The course's strided schedule: range(990, -1, -30) for T = 1000, range(290, -1, -10) for T = 300.
 
@@ -158,7 +163,7 @@ def step_variance(schedule: NoiseSchedule, t: int, t_prev: int, mode: str, var_v
     if (
         mode == "auto"
     ):  # learned when predicted; else Algorithm B.2's beta on single steps, the posterior's when strided
-        mode = "learned-range" if var_values is not None else ("beta" if t - t_prev == 1 else "beta-tilde")
+        mode = "learned-range" if var_values is not None else ("beta" if is_single_step(t, t_prev) else "beta-tilde")
     if mode == "beta":
         return beta.log().float()
     if mode == "beta-tilde":

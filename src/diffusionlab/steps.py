@@ -24,7 +24,7 @@ from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.protocol import Prediction
-from diffusionlab.schedule import VARIANCE_MODES, NoiseSchedule, ddpm_step, step_variance
+from diffusionlab.schedule import VARIANCE_MODES, NoiseSchedule, ddpm_step, is_single_step, step_variance
 
 SAMPLERS = ("auto", "ddpm", "ddim", "dpm++2m")  # a DDPM's step rules; a flow model takes FLOW_SAMPLER only
 FLOW_SAMPLER = "euler"
@@ -73,7 +73,7 @@ def auto_rule(schedule: NoiseSchedule, variance: str = "auto") -> StepRule:
     single, strided = ddpm_rule(schedule, variance), ddim_rule(schedule, 0.0)
 
     def step(x: Tensor, t: int, t_prev: int, x0: Tensor, pred: Prediction, noise: Tensor | None) -> Tensor:
-        return (single if t_prev == t - 1 else strided)(x, t, t_prev, x0, pred, noise)
+        return (single if is_single_step(t, t_prev) else strided)(x, t, t_prev, x0, pred, noise)
 
     return step
 
