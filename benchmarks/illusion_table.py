@@ -142,16 +142,36 @@ def table(rows: list[dict], kind: str) -> str:
     else:
         cols = ["far_factor", "steps", "rule", "cfg", "kernel", "sigma", "blur", "n_per_pair"]
         score = [("success", "hybrid_success"), ("far", "hybrid_far"), ("near", "hybrid_near")]
-    head = cols + [name for name, _ in score] + (["best-of-K"] if kind == "anagram" else []) + ["seconds"]
+    extra = ["best-of-K", "any of N"] if kind == "anagram" else []
+    head = cols + [name for name, _ in score] + extra + ["seconds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r["kind"] == kind:
             vals = [str(r[c]) for c in cols] + [f"{100 * r[k]:.1f} %" for _, k in score]
             if kind == "anagram":
                 best = f"{100 * r['best_success']:.1f} % (K={r['best_of']})" if "best_of" in r else ""
-                vals.append(best)
+                vals += [best, f"{100 * solved_share(r):.1f} %"]
             vals.append(f"{r['seconds']:.0f}")
             lines.append("| " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def solved_share(row: dict) -> float:
+    """The share of pairs with at least one success among their N images: the ceiling of a best-of-N ranking."""
+    return sum(v > 0 for v in row["per_pair"].values()) / len(row["per_pair"])
+
+
+def never_solved(rows: list[dict]) -> str:
+    """Per anagram view: the pairs no measured row ever solved, with the images tried per pair in all."""
+    lines = []
+    for view in sorted({r["view"] for r in rows if r["kind"] == "anagram"}):
+        mine = [r for r in rows if r["kind"] == "anagram" and r["view"] == view]
+        tries = sum(r["n_per_pair"] for r in mine)
+        never = [p for p in mine[0]["per_pair"] if all(r["per_pair"][p] == 0 for r in mine)]
+        lines.append(
+            f"{view}: {len(never)} of 90 pairs never solved in {tries} images each ({len(mine)} rows): "
+            + ", ".join(never)
+        )
     return "\n".join(lines)
 
 
@@ -215,6 +235,7 @@ def main() -> None:
         write_maps(rows, Path(args.maps))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print(table(rows, "anagram"), "\n")
+    print(never_solved(rows), "\n")
     print(table(rows, "hybrid"))
 
 

@@ -160,6 +160,23 @@ def test_best_of_keeps_the_candidate_whose_weaker_reading_is_surest():
     assert torch.allclose(score, torch.tensor([[0.9, 0.6], [0.7, 0.5]]))
 
 
+def test_best_of_keeps_a_candidate_read_as_both_prompts_over_a_surer_failing_one():
+    class Table:  # fixed class probabilities per reading call (3 classes)
+        def __init__(self, *tables):
+            self.tables = [torch.tensor(t) for t in tables]
+
+        def logits(self, x):
+            return self.tables.pop(0).log()
+
+    # candidate 0: upright 0 at 0.45 but class 2 at 0.55 (fails), viewed 1 at 0.9 -> weaker 0.45;
+    # candidate 1: upright 0 at 0.4 and viewed 1 at 0.4, both the most likely (passes) -> weaker 0.4
+    upright = [[0.45, 0.0, 0.55], [0.4, 0.3, 0.3]]
+    viewed = [[0.05, 0.9, 0.05], [0.3, 0.4, 0.3]]
+    rows, score = verified([torch.zeros(2), torch.zeros(2)], [0, 1], Table(upright, viewed), 1, 2)
+    assert rows.tolist() == [[1, 0]]
+    assert torch.allclose(score, torch.tensor([[0.4, 0.45]]))
+
+
 def test_best_of_needs_a_classifier(model):
     model.kind = "time"
     with pytest.raises(DiffusionLabError, match="has none"):

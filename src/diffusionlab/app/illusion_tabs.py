@@ -7,7 +7,8 @@ from diffusionlab.app.illusions import MAX_BEST_OF, MAX_READINGS
 from diffusionlab.app.page import PNG, Page
 
 BEST_OF_INFO = (
-    "K candidates per image in one batch; the shipped classifier keeps the one whose weaker reading is surest"
+    "K candidates per image in one batch; the shipped classifier keeps one it reads as every prompt, surest of "
+    "its weaker reading"
 )
 ANAGRAM_CAPTION = (
     "Each row shows the same images: upright (prompt 1), then through each view (prompt 2, 3, 4); the label at "

@@ -54,8 +54,8 @@ BestOfOpt = Annotated[
     int,
     typer.Option(
         "--best-of",
-        help="Make K candidates per image in one batch and keep the one whose weaker reading the shipped "
-        "classifier is surest of (our class models only). Example: --best-of 8",
+        help="Make K candidates per image in one batch and keep one that the shipped classifier reads "
+        "as every prompt, surest of its weaker reading (our class models only). Example: --best-of 8",
         callback=_best_of,
     ),
 ]

@@ -77,34 +77,33 @@ def labels_of(model, prompts: Sequence[str]) -> list[int]:
     return [int(i) for i in cond.argmax(1).cpu()]
 
 
-def reading_probabilities(readings: list[Tensor], labels: list[int], classifier) -> Tensor:
-    """(R, N): the classifier's probability that reading r (images in [0, 1]) shows labels[r]."""
-    return torch.stack(
-        [torch.softmax(classifier.logits(x), 1)[:, lab].cpu() for x, lab in zip(readings, labels, strict=True)]
-    )
-
-
-def reading_passed(readings: list[Tensor], labels: list[int], classifier) -> Tensor:
-    """(R, N) bool: whether the classifier reads reading r as labels[r] (its most likely class; as
-    evaluation.metrics.anagram_success)."""
-    return torch.stack([classifier.classify(x).cpu() == lab for x, lab in zip(readings, labels, strict=True)])
+def reading_scores(readings: list[Tensor], labels: list[int], classifier) -> tuple[Tensor, Tensor]:
+    """(R, N) each: the classifier's probability that reading r (images in [0, 1]) shows labels[r], and whether
+    it reads it so (its most likely class; as evaluation.metrics.anagram_success)."""
+    logits = [classifier.logits(x).cpu() for x in readings]
+    probs = torch.stack([torch.softmax(lg, 1)[:, lab] for lg, lab in zip(logits, labels, strict=True)])
+    passed = torch.stack([lg.argmax(1) == lab for lg, lab in zip(logits, labels, strict=True)])
+    return probs, passed
 
 
 def verified(readings: list[Tensor], labels: list[int], classifier, n: int, k: int) -> tuple[Tensor, Tensor]:
     """readings[r]: reading r of n * k candidates in [0, 1] (image-major: candidates of image j are rows
-    j*k .. j*k+k-1). Returns (order (n, k) of candidate rows, best first; their weaker-reading probabilities)."""
-    weakest = reading_probabilities(readings, labels, classifier).min(0).values.reshape(n, k)
-    order = weakest.argsort(1, descending=True)
+    j*k .. j*k+k-1). Returns (order (n, k) of candidate rows, best first; their weaker-reading probabilities).
+    Candidates read as every prompt come first, then by their weaker reading's probability: with 10 classes a
+    reading can be the most likely at 0.4 while a wrong one holds 0.45 of a rival's, so the probability alone
+    would keep a failing candidate over a passing one."""
+    probs, passed = reading_scores(readings, labels, classifier)
+    weakest = probs.min(0).values.reshape(n, k)
+    rank = weakest + passed.all(0).reshape(n, k).float()  # probabilities are <= 1: passing ones rank above
+    order = rank.argsort(1, descending=True)
     rows = order + torch.arange(n).view(-1, 1) * k
     return rows, weakest.gather(1, order)
 
 
 def _scores(readings: list[Tensor], labels: list[int], classifier, keep: Tensor) -> dict[str, Any]:
     """The kept images' scores, for the settings (and the PNG's text), one entry per image: each reading's
-    probability (`reading_probabilities`), whether it is read as its prompt (`reading_passed`), both (`passed`)."""
-    kept = [r[keep] for r in readings]
-    probs = reading_probabilities(kept, labels, classifier)
-    hits = reading_passed(kept, labels, classifier)
+    probability, whether it is read as its prompt, both (`passed`); see `reading_scores`."""
+    probs, hits = reading_scores([r[keep] for r in readings], labels, classifier)
     return {
         "reading_probabilities": [[round(float(p), 4) for p in col] for col in probs.T],
         "reading_passed": [[bool(h) for h in col] for col in hits.T],
