@@ -169,7 +169,7 @@ def never_solved(rows: list[dict]) -> str:
         tries = sum(r["n_per_pair"] for r in mine)
         never = [p for p in mine[0]["per_pair"] if all(r["per_pair"][p] == 0 for r in mine)]
         lines.append(
-            f"{view}: {len(never)} of 90 pairs never solved in {tries} images each ({len(mine)} rows): "
+            f"{view}: {len(never)} of {len(mine[0]['per_pair'])} pairs never solved in {tries} images each ({len(mine)} rows): "
             + ", ".join(never)
         )
     return "\n".join(lines)

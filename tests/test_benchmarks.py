@@ -119,3 +119,15 @@ def test_multiview_table_appends_rows_and_resumes(tmp_path: Path) -> None:
     measured = [json.loads(line) for line in rows.read_text().splitlines()]
     assert [(r["combine"], r["tuples"], r["n"]) for r in measured] == [("alternate", 2, 1), ("mean", 2, 1)]
     assert len([line for line in second.splitlines() if line.startswith("| rot90,rot180 |")]) == 2
+
+
+def test_illusion_table_ceiling_and_never_solved_pairs() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        from illusion_table import never_solved, solved_share
+    finally:
+        sys.path.remove(str(BENCH))
+    a = {"kind": "anagram", "view": "rot180", "n_per_pair": 8, "per_pair": {"0->1": 0.0, "1->0": 0.125, "0->2": 0.0}}
+    b = {"kind": "anagram", "view": "rot180", "n_per_pair": 2, "per_pair": {"0->1": 0.5, "1->0": 0.0, "0->2": 0.0}}
+    assert solved_share(a) == pytest.approx(1 / 3) and solved_share(b) == pytest.approx(1 / 3)
+    assert never_solved([a, b]) == "rot180: 1 of 3 pairs never solved in 10 images each (2 rows): 0->2"
