@@ -168,10 +168,9 @@ def never_solved(rows: list[dict]) -> str:
         mine = [r for r in rows if r["kind"] == "anagram" and r["view"] == view]
         tries = sum(r["n_per_pair"] for r in mine)
         never = [p for p in mine[0]["per_pair"] if all(r["per_pair"][p] == 0 for r in mine)]
-        lines.append(
-            f"{view}: {len(never)} of {len(mine[0]['per_pair'])} pairs never solved in {tries} images each ({len(mine)} rows): "
-            + ", ".join(never)
-        )
+        pairs = len(mine[0]["per_pair"])
+        head = f"{view}: {len(never)} of {pairs} pairs never solved in {tries} images each ({len(mine)} rows): "
+        lines.append(head + ", ".join(never))
     return "\n".join(lines)
 
 
