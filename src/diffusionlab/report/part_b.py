@@ -110,12 +110,18 @@ def _snapshots(ctx: Context, src: Source, out: SectionOut):
 
 
 def _steps_label(m, count: int | None) -> tuple[list[int] | None, str]:
-    from diffusionlab.sampling import timesteps_for
+    """The timesteps of `count` steps (None: all T) and how they are sampled, named after the model's default
+    rule (`auto`: Algorithm B.2 on all T steps, DDIM eta 0 on strided ones)."""
+    from diffusionlab.evaluation.evaluate import sampler_name
+    from diffusionlab.sampling import sampler_defaults, timesteps_for
 
-    T = m.schedule.num_steps
+    T, rule = m.schedule.num_steps, sampler_defaults(m)
+    auto = rule["sampler"] == "auto"
     if count is None or count >= T:
-        return timesteps_for(m), f"DDPM, every step ({T}, Algorithm B.2)"
-    return timesteps_for(m, count), f"DDPM, {count} evenly spaced steps of T = {T} (strided, to save time)"
+        name = "DDPM" if auto or rule["sampler"] == "ddpm" else sampler_name(rule)
+        return timesteps_for(m), f"{name}, every step ({T}, Algorithm B.2)"
+    name = "DDIM (eta 0, the default on strided steps)" if auto else sampler_name(rule)
+    return timesteps_for(m, count), f"{name}, {count} evenly spaced steps of T = {T} (strided, to save time)"
 
 
 def sec_b1(ctx: Context, out: SectionOut) -> None:
