@@ -118,8 +118,8 @@ def _steps_label(m, count: int | None) -> tuple[list[int] | None, str]:
     T, rule = m.schedule.num_steps, sampler_defaults(m)
     auto = rule["sampler"] == "auto"
     if count is None or count >= T:
-        name = "DDPM" if auto or rule["sampler"] == "ddpm" else sampler_name(rule)
-        return timesteps_for(m), f"{name}, every step ({T}, Algorithm B.2)"
+        how = f"DDPM, every step ({T}, Algorithm B.2)" if auto else f"{sampler_name(rule)}, every step ({T})"
+        return timesteps_for(m), how
     name = "DDIM (eta 0, the default on strided steps)" if auto else sampler_name(rule)
     return timesteps_for(m, count), f"{name}, {count} evenly spaced steps of T = {T} (strided, to save time)"
 
