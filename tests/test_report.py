@@ -297,7 +297,7 @@ def test_progress_lines(built, tmp_path, capsys):
     assert any(re.fullmatch(r"\s*scores: 3 visual anagrams .*", ln) for ln in lines), lines
     final = [ln for ln in lines if re.fullmatch(r"\s*B2.4: final model \(epoch 2\): sampling .*", ln)]
     # strided steps are sampled with the default rule there (DDIM eta 0), and the line says so
-    assert len(final) == 1 and "DDIM (eta 0, the default on strided steps), 8 evenly spaced steps" in final[0], lines
+    assert len(final) == 1 and "ddim (eta 0), the default on strided steps, 8 evenly spaced steps" in final[0], lines
     assert any(re.fullmatch(r"scores Scores: ok, [0-9.]+ s", ln) for ln in lines), lines
 
 

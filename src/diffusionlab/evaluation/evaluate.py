@@ -26,11 +26,14 @@ from diffusionlab.protocol import randn
 
 
 def sampler_name(rule: dict[str, Any]) -> str:
-    """ "ddpm (beta-tilde)", "ddim (eta 0)", "dpm++2m", "auto (ddim eta 0 when strided, else ddpm)":
+    """ "ddpm (beta-tilde)", "ddim (eta 0)", "dpm++2m", "auto (ddim (eta 0) when strided, else ddpm (auto))":
     how a sampling run's step rule is reported."""
+    from diffusionlab.steps import auto_choice
+
     name = rule.get("sampler", "ddpm")
     if name == "auto":
-        return "auto (ddim eta 0 when strided, else ddpm)"
+        strided, single = (sampler_name(auto_choice(s, rule.get("variance", "auto"))) for s in (True, False))
+        return f"auto ({strided} when strided, else {single})"
     if name == "ddpm":
         return f"ddpm ({rule.get('variance', 'auto')})"
     if name == "ddim":

@@ -114,13 +114,15 @@ def _steps_label(m, count: int | None) -> tuple[list[int] | None, str]:
     rule (`auto`: Algorithm B.2 on all T steps, DDIM eta 0 on strided ones)."""
     from diffusionlab.evaluation.evaluate import sampler_name
     from diffusionlab.sampling import sampler_defaults, timesteps_for
+    from diffusionlab.steps import auto_choice
 
     T, rule = m.schedule.num_steps, sampler_defaults(m)
     auto = rule["sampler"] == "auto"
-    if count is None or count >= T:
-        how = f"DDPM, every step ({T}, Algorithm B.2)" if auto else f"{sampler_name(rule)}, every step ({T})"
-        return timesteps_for(m), how
-    name = "DDIM (eta 0, the default on strided steps)" if auto else sampler_name(rule)
+    strided = count is not None and count < T
+    name = sampler_name(auto_choice(strided, rule.get("variance", "auto")) if auto else rule)
+    if not strided:
+        return timesteps_for(m), f"{name}, every step ({T}{', Algorithm B.2' if auto else ''})"
+    name += ", the default on strided steps" if auto else ""
     return timesteps_for(m, count), f"{name}, {count} evenly spaced steps of T = {T} (strided, to save time)"
 
 
