@@ -290,9 +290,9 @@ def test_evaluate_cli_anagram_and_hybrid(
 def test_package_reexports_its_rooms() -> None:
     """Callers that import from diffusionlab.evaluation keep working; the CLI text lives in the command."""
     import diffusionlab.evaluation as ev
-    from diffusionlab.evaluation import classifier, evaluate, metrics, pairs
+    from diffusionlab.evaluation import classifier, denoiser, evaluate, metrics, pairs
 
-    rooms = (classifier, evaluate, metrics, pairs)
+    rooms = (classifier, denoiser, evaluate, metrics, pairs)
     for name in ev.__all__:
         assert any(getattr(room, name, None) is getattr(ev, name) for room in rooms), name
     assert not hasattr(ev, "format_scores")

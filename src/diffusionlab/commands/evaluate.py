@@ -1,4 +1,4 @@
-"""`diffusionlab evaluate` (scores of a class-conditional model) and `diffusionlab train-classifier`."""
+"""`diffusionlab evaluate` (scores of a class-conditional model or a denoiser) and `diffusionlab train-classifier`."""
 
 from __future__ import annotations
 
@@ -50,7 +50,15 @@ HybridOpt = Annotated[
 
 def evaluate(
     model: ModelOpt = "mnist",
-    n: Annotated[int, typer.Option("-n", "--n", help="Samples per class.", callback=n_callback)] = 100,
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "-n",
+            "--n",
+            help="Samples per class (default 100). Denoiser: test images (default all); pure-noise: draws of z (256).",
+            callback=n_callback,
+        ),
+    ] = None,
     cfg: Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.", callback=cfg_callback)] = 5.0,
     steps: Annotated[
         int | None,
@@ -82,6 +90,14 @@ def evaluate(
     sampler: SamplerOpt = None,
     variance: VarianceOpt = None,
     eta: EtaOpt = None,
+    sigma: Annotated[
+        float | None,
+        typer.Option(
+            "--sigma",
+            help="Denoisers only: noise level of the test inputs (default: the level it was trained at). "
+            "Example: --model mnist-denoiser --sigma 0.5",
+        ),
+    ] = None,
 ) -> None:
     """Score a class-conditional model: conditional accuracy of its samples (classified as the class asked for),
     the background std of the raw samples, and their Frechet distance to the test set in the classifier's
@@ -91,6 +107,11 @@ def evaluate(
 
     Example: diffusionlab evaluate --model mnist -n 100 --cfg 5 --steps 30 --out scores.json
     Example: diffusionlab evaluate -n 10 --anagram rot180 --hybrid --pair-n 2 --out pairs.json
+
+    A single-step denoiser (B1) is scored by its MSE on the test set at --sigma, next to the noisy input's; a
+    pure-noise denoiser (B1.2.3) by the distance of its outputs to the mean training digit.
+
+    Example: diffusionlab evaluate --model mnist-denoiser --data-dir data/mnist --out denoiser.json
     """
     from diffusionlab.checkpoint import atomic_write_json
     from diffusionlab.evaluation.classifier import load_classifier
@@ -99,7 +120,20 @@ def evaluate(
     out = check_output_file(out, force)
     maps = {k: check_output_file(p, force) for k, p in map_paths(out, anagram, hybrid).items()}
     step_rule = choose_step_rule(sampler, variance, eta)
-    m = open_class_model(model, device)
+    m = open_scored_model(model, device)
+    class_only = {"--anagram": anagram, "--hybrid": hybrid or None, "--classifier": classifier, "--steps": steps}
+    if m.kind == "denoiser":
+        given = [k for k, v in {**class_only, "--sampler": sampler, "--variance": variance, "--eta": eta}.items() if v]
+        if given:
+            raise DiffusionLabError(f"{given[0]} scores class-conditioned samples; {m.name} is a single-step denoiser")
+        from diffusionlab.commands.evaluate_denoiser import score_denoiser
+
+        scores = score_denoiser(m, model, n, sigma, seed, data_dir)
+        atomic_write_json(out, scores)
+        return wrote(out)
+    if sigma is not None:
+        raise DiffusionLabError("--sigma scores a single-step denoiser; pass --model mnist-denoiser or a denoiser run")
+    n = n or 100
     check_inputs(m, n, pair_n if anagram or hybrid else 0, anagram)
     data = m.config.get("data", "mnist")
     clf = load_classifier(classifier or data, m.device)
@@ -131,8 +165,9 @@ def command_line(model, n, cfg, steps, seed, rule: dict, anagram, hybrid: bool, 
     )
 
 
-def open_class_model(model: str, device: str):
-    """The model to score: a class-conditioned model of ours (DeepFloyd IF and other kinds have no classifier)."""
+def open_scored_model(model: str, device: str):
+    """The model to score: a class-conditioned model of ours or a single-step denoiser (DeepFloyd IF and the
+    other kinds have no score here)."""
     from diffusionlab.model_registry import is_if_spec
 
     if is_if_spec(model):
@@ -140,9 +175,9 @@ def open_class_model(model: str, device: str):
             "evaluate scores our class-conditioned MNIST-like models; DeepFloyd IF has no classifier"
         )
     m = open_model(model, device)
-    if getattr(m, "kind", None) != "class":
+    if getattr(m, "kind", None) not in ("class", "denoiser"):
         raise DiffusionLabError(
-            f"evaluate needs a class-conditioned model of ours, but {getattr(m, 'name', model)} is a "
+            f"evaluate needs a class-conditioned model of ours (or a denoiser), but {getattr(m, 'name', model)} is a "
             f"{getattr(m, 'kind', 'different')} model; pass --model mnist, fashion-mnist or a class run directory"
         )
     return m

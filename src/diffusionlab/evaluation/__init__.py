@@ -4,6 +4,7 @@
 - `metrics`: conditional accuracy, Frechet distance, background std, anagram and hybrid success (plain functions).
 - `evaluate`: class-conditional samples of a model, scored.
 - `pairs`: visual anagrams and hybrid images over class pairs, scored.
+- `denoiser`: the single-step denoisers (B1): test MSE at a noise level; a pure-noise one against the mean digit.
 
 All scoring functions take images in [0, 1]; `to_unit` maps a model's value range there.
 """
@@ -18,6 +19,7 @@ from diffusionlab.evaluation.classifier import (
     save_classifier,
     train_classifier,
 )
+from diffusionlab.evaluation.denoiser import denoiser_scores, pure_noise_scores
 from diffusionlab.evaluation.evaluate import (
     evaluate_model,
     generate_class_samples,
@@ -52,6 +54,7 @@ __all__ = [
     "classifier_path",
     "classify",
     "conditional_accuracy",
+    "denoiser_scores",
     "evaluate_anagrams",
     "evaluate_hybrids",
     "evaluate_model",
@@ -64,6 +67,7 @@ __all__ = [
     "load_classifier",
     "ordered_pairs",
     "per_class_accuracy",
+    "pure_noise_scores",
     "sampler_name",
     "save_classifier",
     "to_unit",
