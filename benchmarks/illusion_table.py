@@ -137,17 +137,17 @@ def key(row: dict) -> str:
 def table(rows: list[dict], kind: str) -> str:
     """A markdown table of the measured rows of one kind."""
     if kind == "anagram":
-        cols = ["view", "steps", "rule", "cfg", "combine", "n_per_pair"]
+        cols = ["view", "steps", "rule", "cfg", "combine", "n_per_pair", "seed"]
         score = [("success", "anagram_success"), ("upright", "anagram_first"), ("viewed", "anagram_second")]
     else:
-        cols = ["far_factor", "steps", "rule", "cfg", "kernel", "sigma", "blur", "n_per_pair"]
+        cols = ["far_factor", "steps", "rule", "cfg", "kernel", "sigma", "blur", "n_per_pair", "seed"]
         score = [("success", "hybrid_success"), ("far", "hybrid_far"), ("near", "hybrid_near")]
     extra = ["best-of-K", "any of N"] if kind == "anagram" else []
     head = cols + [name for name, _ in score] + extra + ["seconds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r["kind"] == kind:
-            vals = [str(r[c]) for c in cols] + [f"{100 * r[k]:.1f} %" for _, k in score]
+            vals = [str(r.get(c, "")) for c in cols] + [f"{100 * r[k]:.1f} %" for _, k in score]
             if kind == "anagram":
                 best = f"{100 * r['best_success']:.1f} % (K={r['best_of']})" if "best_of" in r else ""
                 vals += [best, f"{100 * solved_share(r):.1f} %"]

@@ -43,8 +43,8 @@ def default_timesteps(model: DiffusionModel) -> list[int]:
 # the illusions' defaults for our models, chosen by measurement over all 90 digit pairs (docs/illusions.md,
 # benchmarks/illusion_table.py): anagrams CFG 10 (rot180 29 % vs 26 % at 5) with the views alternating step by
 # step (20-epoch model: rot180 48.1 % vs the mean's 46.9 % at N = 8; flip 56.1 vs 48.3 %; half the network work)
-# and the sampler default's DDIM steps (rot180 53.1 % vs 48.1 % with ddpm steps at N = 8; flip 49.0 % at N = 8
-# against 56.1 % at N = 2: equal overall, and one rule for sampling and anagrams); hybrids sigma 1.5 with kernel
+# and the sampler default's DDIM steps (rot180 53.1 % vs 48.1 % with ddpm steps at N = 8; flip 50.4 % vs 53.3 %
+# at N = 16: equal overall, and one rule for sampling and anagrams); hybrids sigma 1.5 with kernel
 # 15 (0 % at the scaled course's 0.875: the low-pass prompt wins) and CFG 10 (the same success as 5, both readings
 # balanced), with the ddpm steps (beta-tilde when strided) they were measured with. IF keeps the course's (CFG 7,
 # mean, 33/2).
