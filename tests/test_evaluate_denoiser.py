@@ -33,7 +33,7 @@ def _denoiser(tmp_path: Path, name: str, output, pure_noise: bool = False):
 def test_test_mse_is_the_mean_square_error_over_pixels(tmp_path: Path, data_dir: Path) -> None:
     test = load_split("mnist", "test", data_dir).images
     x = to_float(test[:10])
-    zeros = denoiser_scores(_denoiser(tmp_path, "z", torch.zeros_like), test, limit=10, progress=False)
+    zeros = denoiser_scores(_denoiser(tmp_path, "z", torch.zeros_like), test[:10], progress=False)
     assert zeros["n_images"] == 10 and zeros["sigma"] == 0.5  # the level it was trained at
     assert zeros["test_mse"] == pytest.approx(float(x.pow(2).mean()), rel=1e-6)
     # doing nothing scores the noise itself: about sigma^2 (24 images x 784 pixels of eps^2)

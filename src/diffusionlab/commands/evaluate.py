@@ -121,8 +121,8 @@ def evaluate(
     maps = {k: check_output_file(p, force) for k, p in map_paths(out, anagram, hybrid).items()}
     step_rule = choose_step_rule(sampler, variance, eta)
     m = open_scored_model(model, device)
-    class_only = {"--anagram": anagram, "--hybrid": hybrid or None, "--classifier": classifier, "--steps": steps}
     if m.kind == "denoiser":
+        class_only = {"--anagram": anagram, "--hybrid": hybrid, "--classifier": classifier, "--steps": steps}
         given = [k for k, v in {**class_only, "--sampler": sampler, "--variance": variance, "--eta": eta}.items() if v]
         if given:
             raise DiffusionLabError(f"{given[0]} scores class-conditioned samples; {m.name} is a single-step denoiser")

@@ -37,9 +37,9 @@ def score_denoiser(m, model: str, n: int | None, sigma: float | None, seed: int,
             raise DiffusionLabError(f"scoring {m.name} needs the {data} train split: pass --data-dir ({e})") from None
         s = pure_noise_scores(m, train.images, n or 256, seed)
     else:  # the test set from --data-dir or the cache, else the shipped sample of it, named on the terminal
-        images, _, source = first_test_images(data, 10**9, data_dir)
+        images, _, source = first_test_images(data, n or 10**9, data_dir)  # -n: the first n, else all of them
         print(f"test images: {source}")
-        s = denoiser_scores(m, images, sigma, seed, limit=n)
+        s = denoiser_scores(m, images, sigma, seed)
         s["test_images"] = source
     s["command"] = shlex.join(
         ["diffusionlab", "evaluate", "--model", str(model)]

@@ -27,35 +27,32 @@ def denoiser_scores(
     test_images: Tensor,
     sigma: float | None = None,
     seed: int = 0,
-    limit: int | None = None,
     batch_size: int = 250,
     progress: bool = True,
 ) -> dict[str, Any]:
     """B1's figure of merit: mean over test images and pixels of (D(x + sigma eps) - x)^2, x in the model's value
     range (the training loss, on images it never saw; test_images uint8 (N, 1, H, W)). sigma defaults to the level
-    it was trained at; `limit` takes the first images (None: all of them). Also the MSE of the noisy input itself, the
-    do-nothing baseline (sigma^2 before clamping)."""
+    it was trained at. Also the MSE of the noisy input itself, the do-nothing baseline (about sigma^2)."""
     _require_denoiser(model, pure_noise=False)
     sigma = float(model.config.get("sigma", 0.5) if sigma is None else sigma)
     if not (sigma >= 0 and sigma < float("inf")):
         raise DiffusionLabError(f"--sigma must be a finite number >= 0, got {sigma}")
-    images = test_images[:limit] if limit else test_images
     gen = torch.Generator("cpu").manual_seed(int(seed))
     sq_err = sq_noisy = 0.0
-    bar = progress_bar(None, progress, total=len(images), desc="denoising", unit="image")
-    for chunk in images.split(batch_size):
+    bar = progress_bar(None, progress, total=len(test_images), desc="denoising", unit="image")
+    for chunk in test_images.split(batch_size):
         x = to_float(chunk, tuple(model.value_range)).to(model.device)
         z = x + sigma * randn(x.shape, gen, device=model.device)
         sq_err += float((model.denoise_once(z).float() - x).pow(2).sum())
         sq_noisy += float((z - x).pow(2).sum())
         bar.update(len(chunk))
     bar.close()
-    count = images.numel()
+    count = test_images.numel()
     return {
         "model": model.name,
         "kind": "denoiser",
         "sigma": sigma,
-        "n_images": len(images),
+        "n_images": len(test_images),
         "seed": int(seed),
         "test_mse": sq_err / count,
         "noisy_input_mse": sq_noisy / count,

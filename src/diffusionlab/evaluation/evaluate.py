@@ -23,13 +23,12 @@ from diffusionlab.evaluation.metrics import (
 )
 from diffusionlab.progress import bar as progress_bar
 from diffusionlab.protocol import randn
+from diffusionlab.steps import auto_choice
 
 
 def sampler_name(rule: dict[str, Any]) -> str:
     """ "ddpm (beta-tilde)", "ddim (eta 0)", "dpm++2m", "auto (ddim (eta 0) when strided, else ddpm (auto))":
     how a sampling run's step rule is reported."""
-    from diffusionlab.steps import auto_choice
-
     name = rule.get("sampler", "ddpm")
     if name == "auto":
         strided, single = (sampler_name(auto_choice(s, rule.get("variance", "auto"))) for s in (True, False))
