@@ -12,8 +12,12 @@ Each --anagram/--hybrid "FACTOR=V1,V2,..." varies one factor of the base (--anag
 library's defaults where a factor is "default"). Factors: steps (strided = the course's 30 strided steps, or a
 count of evenly spaced ones; 300 = every step), rule (auto, beta, beta-tilde: ddpm variance; ddim:ETA; dpm++2m;
 any with "+clip": x0_hat clamped to the value range),
-cfg, combine (anagrams: guidance.COMBINE_MODES), kernel and sigma (hybrids). Every row is one batch of all pairs x
-N with the same seed; measured rows are appended to --rows (JSON lines) and skipped when run again.
+cfg, combine (anagrams: guidance.COMBINE_MODES), weights (anagrams: the two readings' weights as "1:2"), kernel and
+sigma (hybrids). Every row is one batch of all pairs (or --pairs) x N with the same seed; measured rows are appended
+to --rows (JSON lines) and skipped when run again.
+
+  python benchmarks/illusion_table.py --views rot180 --n 16 --pairs 1-3,3-1,1-9 --anagram "weights=1:1,1:2,2:1" \
+      --rows docs/illusions-ep20-weights.jsonl      # a few pairs, the readings' balance
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def settings(base: str, vary: str) -> list[dict[str, str]]:
     return [{**s, factor: v} for v in values.split(",")]
 
 
-def best_of(clf, images, view: str, model, n: int, k: int) -> float:
+def best_of(clf, images, view: str, model, n: int, k: int, only: str | None = None) -> float:
     """Success of verified best-of-k (tools.illusions.verified: the weaker reading's probability ranks), from n
     images per pair taken in groups of k: what `--best-of k` returns, n / k times per pair."""
     from diffusionlab.evaluation.pairs import ordered_pairs
@@ -70,7 +74,7 @@ def best_of(clf, images, view: str, model, n: int, k: int) -> float:
     from diffusionlab.views import get_view
 
     v = get_view(view, model.image_shape, (0.0, 1.0), 0)
-    pairs = ordered_pairs(model.num_classes)
+    pairs = parse_pairs(only) or ordered_pairs(model.num_classes)
     first = torch.tensor([a for a, _ in pairs]).repeat_interleave(n)
     second = torch.tensor([b for _, b in pairs]).repeat_interleave(n)
     groups = len(first) // k
@@ -84,29 +88,38 @@ def best_of(clf, images, view: str, model, n: int, k: int) -> float:
     return wins / groups
 
 
+def parse_pairs(text: str | None) -> list[tuple[int, int]] | None:
+    """ "1-3,3-1" -> [(1, 3), (3, 1)]; None: every ordered pair."""
+    if not text:
+        return None
+    return [(int(a), int(b)) for a, b in (p.split("-") for p in text.split(","))]
+
+
 def measure(
-    model, clf, kind: str, view: str | None, s: dict[str, str], n: int, seed: int, k: int = 0, far: int = 2
+    model, clf, kind: str, view: str | None, s: dict[str, str], n: int, seed: int, k: int = 0, far: int = 2, pairs=None
 ) -> dict:
     from diffusionlab.evaluation.pairs import evaluate_anagrams, evaluate_hybrids
 
     cfg = None if s["cfg"] == "default" else float(s["cfg"])
     common = dict(n_per_pair=n, cfg_scale=cfg, seed=seed, timesteps=timesteps(model, s["steps"]), progress=False)
+    common |= {"pairs": parse_pairs(pairs)} if pairs else {}
     start = time.perf_counter()
     if kind == "anagram":
         combine = None if s["combine"] == "default" else s["combine"]
-        r = evaluate_anagrams(model, clf, view, combine=combine, rule=parse_rule(s["rule"]), **common)
+        weights = [float(w) for w in s["weights"].split(":")] if s.get("weights", "default") != "default" else None
+        r = evaluate_anagrams(model, clf, view, combine=combine, rule=parse_rule(s["rule"]), weights=weights, **common)
         keys = ("anagram_success", "anagram_first", "anagram_second")
     else:
         k = None if s["kernel"] == "default" else int(s["kernel"])
         sg = None if s["sigma"] == "default" else float(s["sigma"])
         r = evaluate_hybrids(model, clf, kernel=k, sigma=sg, rule=parse_rule(s["rule"]), factor=far, **common)
         keys = ("hybrid_success", "hybrid_far", "hybrid_near")
-    row = {"kind": kind, "view": view, **s, "n_per_pair": n, "seed": seed}
+    row = {"kind": kind, "view": view, **s, "n_per_pair": n, "seed": seed} | ({"pairs": pairs} if pairs else {})
     row |= {key: r[key] for key in keys} | {"seconds": round(time.perf_counter() - start, 1), "per_pair": r["per_pair"]}
     if kind == "hybrid":
         row |= {"blur": f"{r['kernel']}/{r['sigma']:g}", "far_factor": far}
     if kind == "anagram" and k > 1 and n % k == 0:
-        row |= {"best_of": k, "best_success": best_of(clf, r["images"], view, model, n, k)}
+        row |= {"best_of": k, "best_success": best_of(clf, r["images"], view, model, n, k, pairs)}
     return row
 
 
@@ -123,6 +136,8 @@ def key(row: dict) -> str:
                 "rule",
                 "cfg",
                 "combine",
+                "weights",
+                "pairs",
                 "kernel",
                 "sigma",
                 "n_per_pair",
@@ -137,7 +152,7 @@ def key(row: dict) -> str:
 def table(rows: list[dict], kind: str) -> str:
     """A markdown table of the measured rows of one kind."""
     if kind == "anagram":
-        cols = ["view", "steps", "rule", "cfg", "combine", "n_per_pair", "seed"]
+        cols = ["view", "steps", "rule", "cfg", "combine", "weights", "n_per_pair", "seed"]
         score = [("success", "anagram_success"), ("upright", "anagram_first"), ("viewed", "anagram_second")]
     else:
         cols = ["far_factor", "steps", "rule", "cfg", "kernel", "sigma", "blur", "n_per_pair", "seed"]
@@ -200,6 +215,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--far-factor", type=int, default=2, help="hybrids: the far view's pooling (metrics.FAR_FACTOR)")
     p.add_argument("--best-of", type=int, default=0, help="also score verified best-of-K (needs --n a multiple of K)")
+    p.add_argument("--pairs", default=None, help='only these ordered pairs, e.g. "1-3,3-1" (default: all)')
     p.add_argument("--rows", default="illusions.jsonl", help="JSON lines of measured rows (appended; resumable)")
     p.add_argument("--table", action="store_true", help="only print the tables of --rows")
     p.add_argument("--maps", default=None, help="write each row's per-pair success map PNG into this folder")
@@ -218,10 +234,11 @@ def main() -> None:
         jobs += [("hybrid", None, s) for vary in args.hybrid for s in settings(args.hybrid_base, vary)]
         for kind, view, s in jobs:
             probe = {"kind": kind, "view": view, **s, "n_per_pair": args.n, "seed": args.seed}
+            probe |= {"pairs": args.pairs} if args.pairs else {}
             probe |= {"far_factor": args.far_factor} if kind == "hybrid" else {}
             if key(probe) in done:
                 continue
-            row = measure(model, clf, kind, view, s, args.n, args.seed, args.best_of, args.far_factor)
+            row = measure(model, clf, kind, view, s, args.n, args.seed, args.best_of, args.far_factor, args.pairs)
             rows.append(row)
             done.add(key(row))
             append_row(path, row)

@@ -155,3 +155,84 @@ def test_gaussian_kernel_and_blur_limits_against_reference_numbers():
     assert scaled_blur(4) == (3, 0.125)
     with pytest.raises(DiffusionLabError, match=r"too large for 28x28 images \(at most 55\)"):
         gaussian_blur(torch.rand(1, 1, 28, 28), 57, 1.0)
+
+
+def test_alternating_views_follow_each_images_share_of_the_steps():
+    w = torch.tensor([[0.5, 0.5], [1 / 3, 2 / 3], [2 / 3, 1 / 3], [1.0, 0.0]])
+    taken = torch.zeros_like(w)
+    seq = torch.stack([guidance.alternating_views(w, taken, k) for k in range(12)], 1)
+    assert seq[0].tolist() == [0, 1] * 6  # equal weights: in turn, the first view first (as "alternate")
+    assert seq[1].tolist().count(1) == 8 and seq[1].tolist()[:3] == [1, 0, 1]  # two steps in three
+    assert seq[2].tolist().count(0) == 8 and seq[2].tolist()[:3] == [0, 1, 0]
+    assert seq[3].tolist() == [0] * 12
+    assert taken.sum(1).tolist() == [12.0] * 4
+    four = torch.full((1, 4), 0.25)
+    t4 = torch.zeros_like(four)
+    assert [int(guidance.alternating_views(four, t4, k)) for k in range(8)] == [0, 1, 2, 3] * 2
+
+
+def _two_views(model):
+    c1, c2 = model.encode(["6"]), model.encode(["9"])
+    v = get_view("rot180", model.image_shape, model.value_range)
+    ident = get_view("identity", model.image_shape, model.value_range)
+    return [(ident, c1), (v, c2)]
+
+
+def test_anagram_weights_equal_reproduce_alternate_and_the_mean(model):
+    x, t, u, pairs = _x(2), 200, model.null(1), _two_views(model)
+    eq = torch.full((2, 2), 0.5)
+    plain_alt = guidance.anagram(model, pairs, u, 5.0, combine="alternate")
+    weighted_alt = guidance.anagram(model, pairs, u, 5.0, combine="alternate", weights=eq * 3)  # normalized
+    for _ in range(3):
+        torch.testing.assert_close(weighted_alt(x, t).eps, plain_alt(x, t).eps, atol=0, rtol=0)
+    mean = guidance.anagram(model, pairs, u, 5.0)(x, t).eps
+    torch.testing.assert_close(guidance.anagram(model, pairs, u, 5.0, weights=eq)(x, t).eps, mean, atol=ATOL, rtol=0)
+
+
+def test_anagram_weighted_mean_against_its_formula(model):
+    x, t, u, pairs = _x(2), 200, model.null(1), _two_views(model)
+    (ident, c1), (v, c2) = pairs
+    abar = float(model.schedule.abar(t))
+    eps1 = guidance.cfg(model, c1, u, 5.0)(x, t).eps
+    eps2 = v.inverse_noise(guidance.cfg(model, c2, u, 5.0)(v.apply_noisy(x, abar), t).eps)
+    w = torch.tensor([[1.0, 3.0], [2.0, 0.0]])
+    got = guidance.anagram(model, pairs, u, 5.0, weights=w)(x, t).eps
+    torch.testing.assert_close(got[0], 0.25 * eps1[0] + 0.75 * eps2[0], atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(got[1], eps1[1], atol=ATOL, rtol=1e-4)
+
+
+def test_anagram_per_image_views_in_one_predict_equal_each_image_alone():
+    """Images with different weights take different views at the same step, all in one predict; each gets what
+    it would get sampled alone."""
+    m = FormulaModel(NoiseSchedule.cosine(1000), (3, 16, 16), (-1.0, 1.0))
+    x, t = torch.randn(3, 3, 16, 16), 500
+    pairs = [
+        (get_view("identity", m.image_shape, m.value_range), m.encode(["an old man"])),
+        (get_view("rot90", m.image_shape, m.value_range), m.encode(["a campfire"])),
+    ]
+    u = m.null(1)
+    w = torch.tensor([[0.5, 0.5], [1.0, 2.0], [2.0, 1.0]])
+    together = guidance.anagram(m, pairs, u, 7.0, "alternate", w)
+    alone = [guidance.anagram(m, pairs, u, 7.0, "alternate", w[i : i + 1]) for i in range(3)]
+    for _ in range(4):
+        m.calls = 0
+        got = together(x, t)
+        assert m.calls == 1
+        for i in range(3):
+            one = alone[i](x[i : i + 1], t)
+            torch.testing.assert_close(got.eps[i : i + 1], one.eps, atol=ATOL, rtol=1e-4)
+            torch.testing.assert_close(got.var_values[i : i + 1], one.var_values, atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (torch.ones(2, 3), "one row of 2 per image"),
+        (torch.tensor([[1.0, -1.0], [1.0, 1.0]]), "non-negative"),
+        (torch.tensor([[0.0, 0.0], [1.0, 1.0]]), "not all zero"),
+        (torch.tensor([[float("nan"), 1.0], [1.0, 1.0]]), "finite"),
+    ],
+)
+def test_anagram_bad_weights_are_one_line_errors(model, weights, message):
+    with pytest.raises(DiffusionLabError, match=message):
+        guidance.anagram(model, _two_views(model), model.null(1), 5.0, "alternate", weights)

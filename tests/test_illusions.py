@@ -137,6 +137,18 @@ def test_tool_four_readings_figure_and_best_of(model):
         tools.anagram(model, ["1", "2", "3"], ["rot90", "twirl"], n=1)
 
 
+def test_tool_weights_balance_the_readings(model):
+    """Equal weights are the default (the same images); unequal ones change them and are recorded."""
+    plain = tools.anagram(model, ["3", "1"], "rot180", n=2, seed=4, progress=False)
+    equal = tools.anagram(model, ["3", "1"], "rot180", n=2, seed=4, progress=False, weights=[2, 2])
+    torch.testing.assert_close(equal.images, plain.images, atol=0, rtol=0)
+    tilted = tools.anagram(model, ["3", "1"], "rot180", n=2, seed=4, progress=False, weights="1,2")
+    assert tilted.settings["weights"] == [1.0, 2.0] and "weights" not in plain.settings
+    assert not torch.allclose(tilted.images, plain.images, atol=1e-3)
+    best = tools.anagram(model, ["6", "9"], "rot180", n=1, best_of=2, seed=1, progress=False, weights=[1, 3])
+    assert best.images.shape == (1, 1, 28, 28) and best.settings["weights"] == [1.0, 3.0]
+
+
 def test_best_of_keeps_the_candidate_whose_weaker_reading_is_surest():
     class Fixed:  # logits: candidate i reads as class 0 with prob p0[i] upright, class 1 with p1[i] viewed
         def __init__(self, p):
@@ -225,6 +237,9 @@ BAD = {
     "hybrid best-of -1": (["hybrid", "-p", "6", "-p", "9", "--best-of", "-1"], "--best-of"),
     "IF best-of": (["hybrid", "-p", "a cat", "-p", "a dog", "--model", "deepfloyd", "--best-of", "2"], "IF has none"),
     "bad combine": (["anagram", "-p", "6", "-p", "9", "--combine", "median"], "unknown view combination"),
+    "weights count": (["anagram", "-p", "6", "-p", "9", "--weights", "1,2,3"], "2 readings need 2 weights"),
+    "weights text": (["anagram", "-p", "6", "-p", "9", "--weights", "1;2"], "numbers separated by commas"),
+    "weights zero": (["anagram", "-p", "6", "-p", "9", "--weights", "0,1"], "positive numbers"),
 }
 
 
@@ -241,7 +256,9 @@ def test_cli_bad_values_one_line(run_dir, case, capsys):
 def test_help_shows_the_new_options_with_examples(command, capsys):
     code, stdout, _ = run([command, "--help"], capsys)
     assert code == 0 and "Example" in stdout
-    for option in {"anagram": ["--best-of", "--combine", "--view"], "hybrid": ["--best-of"]}.get(command, []):
+    for option in {"anagram": ["--best-of", "--combine", "--view", "--weights"], "hybrid": ["--best-of"]}.get(
+        command, []
+    ):
         assert option in stdout
 
 

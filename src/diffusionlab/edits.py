@@ -296,15 +296,17 @@ def anagram(
     seed: int = 0,
     callback: sampling.Callback | None = None,
     combine: str | None = None,
+    weights: Tensor | None = None,
     **sampler: Any,
 ) -> Tensor:
     """Visual anagrams: n images that look like prompt1 as they are and like prompt2 through `view`.
 
     eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all four branches in one predict per step.
     Returns the upright images (n, C, H, W); `view.apply` of them shows the second prompt. `seed` seeds the
-    permutation of permutation views. combine: how the views' estimates are combined (guidance.COMBINE_MODES)."""
+    permutation of permutation views. combine: how the views' estimates are combined (guidance.COMBINE_MODES);
+    weights (n, 2): each image's balance of the two readings (anagram_views)."""
     return anagram_views(
-        model, [prompt1, prompt2], [view], n, scale, generator, timesteps, seed, callback, combine, **sampler
+        model, [prompt1, prompt2], [view], n, scale, generator, timesteps, seed, callback, combine, weights, **sampler
     )
 
 
@@ -319,10 +321,12 @@ def anagram_views(
     seed: int = 0,
     callback: sampling.Callback | None = None,
     combine: str | None = None,
+    weights: Tensor | None = None,
     **sampler: Any,
 ) -> Tensor:
     """Anagrams of 2-4 readings: prompts[0] upright, prompts[k] through views[k - 1]; every view's two CFG
-    branches in one predict per step. Defaults (scale, combine, steps) from ANAGRAM_DEFAULTS."""
+    branches in one predict per step. Defaults (scale, combine, steps) from ANAGRAM_DEFAULTS. weights (n, V):
+    each image's balance of the readings (guidance.anagram; e.g. candidate_weights), default equal."""
     if len(prompts) != len(views) + 1:
         raise DiffusionLabError(f"{len(prompts)} prompts need {len(prompts) - 1} views, got {len(views)}")
     vs = [get_view("identity", model.image_shape, model.value_range)] + [
@@ -331,7 +335,7 @@ def anagram_views(
     s = illusion_scale(model, ANAGRAM_DEFAULTS) if scale is None else scale
     mode = anagram_combine(model, combine)
     pairs = [(v, cond_of(model, p)) for v, p in zip(vs, prompts, strict=True)]
-    est = guidance.anagram(model, pairs, model.null(1), s, mode)
+    est = guidance.anagram(model, pairs, model.null(1), s, mode, weights)
     x = randn((n, *model.image_shape), generator, device=model.device)
     ts = list(timesteps) if timesteps is not None else illusion_timesteps(model, ANAGRAM_DEFAULTS)
     rule = illusion_rule(model, ANAGRAM_DEFAULTS, sampler)

@@ -103,8 +103,12 @@ def cfg(model: DiffusionModel, cond: Tensor, uncond: Tensor, scale: float) -> Es
     return estimate
 
 
-def _mean(tensors: list[Tensor]) -> Tensor:
-    return torch.stack(tensors).mean(0)
+def _mean(tensors: list[Tensor], weights: Tensor | None = None) -> Tensor:
+    """The mean of per-view tensors (each (n, ...)); weights (n, V): each image's own weighted mean."""
+    if weights is None:
+        return torch.stack(tensors).mean(0)
+    w = weights.to(tensors[0]).T.reshape(len(tensors), -1, *[1] * (tensors[0].ndim - 1))
+    return (torch.stack(tensors) * w).sum(0)
 
 
 COMBINE_MODES = ("mean", "alternate", "rescaled")
@@ -122,12 +126,31 @@ def check_combine(combine: str) -> str:
     return combine
 
 
-def _rescaled(eps: list[Tensor]) -> Tensor:
+def _rescaled(eps: list[Tensor], weights: Tensor | None = None) -> Tensor:
     """The mean of the views' estimates, rescaled per image to their mean standard deviation."""
-    mean = _mean(eps)
-    want = _mean([e.flatten(1).std(1) for e in eps])
+    mean = _mean(eps, weights)
+    want = _mean([e.flatten(1).std(1) for e in eps], weights)
     got = mean.flatten(1).std(1).clamp_min(1e-8)
     return mean * (want / got).view(-1, *[1] * (mean.ndim - 1))
+
+
+def check_view_weights(weights: Tensor, n_views: int) -> Tensor:
+    """Per-image weights of the views, (n, V), non-negative and not all zero in a row; returned normalized."""
+    if weights.ndim != 2 or weights.shape[1] != n_views:
+        raise DiffusionLabError(f"view weights need one row of {n_views} per image, got shape {tuple(weights.shape)}")
+    weights = weights.float()
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or bool((weights.sum(1) <= 0).any()):
+        raise DiffusionLabError("view weights must be finite, non-negative and not all zero for an image")
+    return weights / weights.sum(1, keepdim=True)
+
+
+def alternating_views(weights: Tensor, taken: Tensor, calls: int) -> Tensor:
+    """The view each image takes at call `calls` (0-based) when the views alternate with per-image weights
+    (n, V): the one furthest behind its share, (calls + 1) w - taken (ties to the first). Equal weights give
+    0, 1, ..., V - 1, 0, ...; weights 1/3, 2/3 give view 1 two steps in three. Updates taken (n, V) in place."""
+    choice = ((calls + 1) * weights - taken).argmax(1)
+    taken[torch.arange(len(choice)), choice] += 1
+    return choice
 
 
 def anagram(
@@ -136,6 +159,7 @@ def anagram(
     uncond: Tensor,
     scale: float,
     combine: str = "mean",
+    weights: Tensor | None = None,
 ) -> Estimator:
     """Visual anagrams: eps = mean over views v of inverse_v(CFG(apply_v(x_t), p_v)) (combine="mean").
 
@@ -145,29 +169,64 @@ def anagram(
     combine (COMBINE_MODES): "mean"; "alternate" takes the views in turn, one per call of the estimator (a fresh
     estimator per sampling run; one view's two branches per predict); "rescaled" is the mean with the std of the
     views' estimates (per image). On a flow model the views' velocities are averaged, each moved back as an image.
+    weights (n, V), optional: each image's balance of the views (check_view_weights): a weighted mean, or with
+    "alternate" each view's share of the steps (alternating_views); the images still make one predict per step.
     """
     check_scale(scale, "the CFG scale")
     check_combine(combine)
     views = [v for v, _ in views_prompts]
     conds = [c for _, c in views_prompts]
+    w = None if weights is None else check_view_weights(weights, len(views))
     calls = [0]
+    taken = None if w is None else torch.zeros_like(w)
 
     def estimate(x_t: Tensor, t: int) -> Prediction:
         abar, out_level = view_levels(model, t)
-        chosen = range(len(views))
-        if combine == "alternate":
+        if combine == "alternate" and w is not None:
+            choice = alternating_views(w, taken, calls[0]).to(x_t.device)
+            calls[0] += 1
+            if bool((choice != choice[0]).any()):
+                return _per_image_view(model, views, conds, uncond, scale, x_t, t, choice, (abar, out_level))
+            chosen = [int(choice[0])]
+        elif combine == "alternate":
             chosen = [calls[0] % len(views)]
             calls[0] += 1
+        else:
+            chosen = range(len(views))
         vs = [views[k] for k in chosen]
         preds = batched_cfg(model, [v.apply_noisy(x_t, abar) for v in vs], [conds[k] for k in chosen], uncond, scale, t)
         eps_views = [v.inverse_noisy(p.eps, out_level) for v, p in zip(vs, preds, strict=True)]
-        eps = _rescaled(eps_views) if combine == "rescaled" else _mean(eps_views)
+        vw = w if combine != "alternate" else None
+        eps = _rescaled(eps_views, vw) if combine == "rescaled" else _mean(eps_views, vw)
         var = None
         if preds[0].var_values is not None:
-            var = _mean([v.inverse_spatial(p.var_values) for v, p in zip(vs, preds, strict=True)])
+            var = _mean([v.inverse_spatial(p.var_values) for v, p in zip(vs, preds, strict=True)], vw)
         return Prediction(eps, var)
 
     return estimate
+
+
+def _per_image_view(model, views, conds, uncond, scale, x_t, t, choice, levels) -> Prediction:
+    """One CFG predict in which image i is seen through views[choice[i]] with that view's condition; the
+    estimates come back through each image's own view."""
+    abar, out_level = levels
+    n = x_t.shape[0]
+    x_in, cond = x_t.clone(), None
+    for j in choice.unique().tolist():
+        rows = choice == j
+        x_in[rows] = views[j].apply_noisy(x_t[rows], abar)
+        c = repeat_cond(conds[j], n)[rows]
+        cond = torch.zeros((n, *c.shape[1:]), dtype=c.dtype, device=c.device) if cond is None else cond
+        cond[rows] = c
+    p = batched_cfg(model, [x_in], [cond], uncond, scale, t)[0]
+    eps = torch.empty_like(p.eps)
+    var = None if p.var_values is None else torch.empty_like(p.var_values)
+    for j in choice.unique().tolist():
+        rows = choice == j
+        eps[rows] = views[j].inverse_noisy(p.eps[rows], out_level)
+        if var is not None:
+            var[rows] = views[j].inverse_spatial(p.var_values[rows])
+    return Prediction(eps, var)
 
 
 def hybrid(

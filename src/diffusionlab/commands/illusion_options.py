@@ -59,6 +59,25 @@ BestOfOpt = Annotated[
         callback=_best_of,
     ),
 ]
+
+
+def _weights(value: str | None) -> str | None:
+    from diffusionlab.tools.illusions import reading_weights
+
+    if value is not None:
+        reading_weights(value, len(value.split(",")))  # numbers, positive; their count is checked with the prompts
+    return value
+
+
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        help="One weight per prompt, relative (default equal): more for a reading that the others drown, e.g. a "
+        "thin 1. With the views alternating, each reading's share of the steps. Example: -p 3 -p 1 --weights 1,2",
+        callback=_weights,
+    ),
+]
 RunnerUpsOpt = Annotated[
     bool, typer.Option("--runner-ups", help="With --best-of: also show the other candidates, best first.")
 ]
@@ -100,3 +119,11 @@ def check_best_of(model: str, best_of: int) -> None:
 
     if best_of > 1 and is_if_spec(model):
         raise DiffusionLabError("--best-of ranks candidates with the shipped classifier; DeepFloyd IF has none")
+
+
+def check_anagram(model: str, best_of: int, weights: str | None, readings: int) -> None:
+    """Before the model loads: --best-of as check_best_of, --weights one per prompt."""
+    from diffusionlab.tools.illusions import reading_weights
+
+    check_best_of(model, best_of)
+    reading_weights(weights, readings)

@@ -48,18 +48,34 @@ def evaluate_anagrams(
     progress: bool = True,
     combine: str | None = None,
     rule: dict[str, Any] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Visual anagrams (edits.anagram with its defaults unless given) for every ordered class pair (prompt 1
     upright, prompt 2 through `view`), all pairs in one batch; scores with `anagram_success` (overall and per pair).
-    combine: how views are combined (guidance.COMBINE_MODES); rule: the step rule ({"sampler", "variance", ...})."""
+    combine: how views are combined (guidance.COMBINE_MODES); rule: the step rule ({"sampler", "variance", ...});
+    weights: the two readings' weights, the same for every image (guidance.anagram)."""
     model.require("class", "ddpm", "anagram evaluation")
     pairs = list(pairs or ordered_pairs(model.num_classes))
     first, second, (c1, c2) = _pair_conds(model, pairs, n_per_pair)
     gen = torch.Generator("cpu").manual_seed(int(seed))
     v = get_view(view, model.image_shape, model.value_range, seed)
     start = time.perf_counter()
+    w = None if weights is None else torch.tensor([list(weights)], dtype=torch.float32).expand(len(first), -1)
     x = edits.anagram(
-        model, c1, c2, v, len(first), cfg_scale, gen, timesteps, seed, None, combine, progress=progress, **(rule or {})
+        model,
+        c1,
+        c2,
+        v,
+        len(first),
+        cfg_scale,
+        gen,
+        timesteps,
+        seed,
+        None,
+        combine,
+        w,
+        progress=progress,
+        **(rule or {}),
     )
     seconds = time.perf_counter() - start
     images = to_unit(x.cpu(), model.value_range)

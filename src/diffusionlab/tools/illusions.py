@@ -8,6 +8,7 @@ reading's probability and whether the classifier reads it as its prompt) without
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +51,22 @@ def anagram_readings(prompts: Sequence[str] | str, view: str | Sequence[str]) ->
             f"first), got {len(views)}"
         )
     return prompts, views
+
+
+def reading_weights(weights: Sequence[float] | str | None, readings: int) -> Tensor | None:
+    """--weights: one positive number per reading, relative ("1,2": the second reading takes two steps in three
+    when the views alternate, two thirds of the mean otherwise); None: equal. Returns (1, readings) or None."""
+    if weights is None:
+        return None
+    try:
+        w = [float(x) for x in (weights.split(",") if isinstance(weights, str) else weights)]
+    except ValueError:
+        raise DiffusionLabError(f"--weights takes numbers separated by commas, e.g. 1,2; got {weights!r}") from None
+    if len(w) != readings:
+        raise DiffusionLabError(f"--weights: {readings} readings need {readings} weights, got {len(w)}")
+    if not all(math.isfinite(x) and x > 0 for x in w):
+        raise DiffusionLabError(f"--weights must be positive numbers, got {','.join(f'{x:g}' for x in w)}")
+    return torch.tensor([w])
 
 
 def scoring_classifier(model) -> Any:
@@ -147,17 +164,20 @@ def anagram(
     view_seed: int | None = None,
     progress: bool = True,
     classifier: Any = None,
+    weights: Sequence[float] | str | None = None,
 ) -> Result:
     """n images that read as prompts[0] upright and as prompts[k] through view[k - 1] (rot180, flip, rot90, ...;
     see diffusionlab.views): 2-4 readings. combine: guidance.COMBINE_MODES (default: edits.ANAGRAM_DEFAULTS).
     best_of: K candidates per image, the classifier's best kept; score: the kept images scored (both: scores in
     settings, see _scores) by `classifier` (default: the shipped one of the model's data). view_seed: the
-    permutation views' seed (default: seed when it is an int, else 0).
+    permutation views' seed (default: seed when it is an int, else 0). weights: one per reading, relative (see
+    reading_weights): more for a reading that the others drown.
     images: (n, C, H, W); panels[0]: the readings, one row each (the image through each view)."""
     from diffusionlab.guidance import check_combine
     from diffusionlab.views import get_view
 
     ps, view_names = anagram_readings(prompts, view)
+    w = reading_weights(weights, len(ps))
     check_count(best_of, "--best-of")
     if combine is not None:
         check_combine(combine)
@@ -172,8 +192,19 @@ def anagram(
         clf, labels = classifier if classifier is not None else scoring_classifier(m), labels_of(m, ps)
     g = seed_generator(seed)
     combine = edits.anagram_combine(m, combine)  # resolved once: what samples is what the settings record
+    per_image = None if w is None else w.expand(n * best_of, -1)
     res = edits.anagram_views(
-        m, ps, views, n * best_of, scale, g, seed=permutation_seed, combine=combine, progress=progress, **rule
+        m,
+        ps,
+        views,
+        n * best_of,
+        scale,
+        g,
+        seed=permutation_seed,
+        combine=combine,
+        weights=per_image,
+        progress=progress,
+        **rule,
     )
     readings = [res] + [v.apply(res) for v in views]
     names = ["upright"] + view_names
@@ -198,6 +229,7 @@ def anagram(
         n=n,
         scale=s,
         combine=combine,
+        **({} if w is None else {"weights": [round(float(x), 4) for x in w[0]]}),
         **rule,
         **extra,
     )
