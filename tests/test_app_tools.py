@@ -13,6 +13,7 @@ from parta_helpers import one_thread  # noqa: E402, F401  (autouse fixture)
 from PIL import Image  # noqa: E402
 
 from diffusionlab.app import Limits, ModelRegistry  # noqa: E402
+from diffusionlab.errors import DiffusionLabError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,21 @@ def test_best_of_keeps_the_classifiers_choice_and_says_so(handlers):
     assert Path(figure).is_file() and "best of** 3" in info and "classifier" in info
     _, _, info = handlers.hybrid("run:tiny", "0", "1", 1.5, 15, 1, 10.0, 0, 2)
     assert "best of** 2" in info
+
+
+def test_anagram_weights_through_the_page_equal_the_tools(handlers):
+    import numpy as np
+
+    from diffusionlab import tools
+    from diffusionlab.app.illusions import readings_figure
+
+    m = handlers.registry.get("run:tiny")
+    figure, info = handlers.anagram("run:tiny", 2, "3", "1", "", "", "rot180", "", "", 2, 10.0, 5, 1, " 1,2 ")
+    r = tools.anagram(m, ["3", "1"], "rot180", 2, 10.0, 5, weights=[1, 2])
+    want = readings_figure(r.panels[0].cells.reshape(2, 2, *m.image_shape), m, ["3 · upright", "1 · rot180"])
+    assert _pixels(figure) == np.asarray(want.convert("RGB")).tolist() and "weights** 1,2" in info
+    with pytest.raises(DiffusionLabError, match="2 readings need 2 weights"):
+        handlers.anagram("run:tiny", 2, "3", "1", "", "", "rot180", "", "", 2, 10.0, 5, 1, "1,2,3")
 
 
 def test_a_pick_is_used_while_its_picture_is_in_the_field(handlers):

@@ -28,6 +28,8 @@ ANAGRAM_EXAMPLES = [
     [4, "1", "7", "4", "0", "rot90", "rot180", "rot270"],
 ]
 
+WEIGHTS_INFO = "one per prompt, relative, e.g. 1,2: more of the steps for a reading that the others drown (a thin 1)"
+
 
 def anagram_tab(page: Page) -> None:
     from diffusionlab.views import VIEW_HELP, VIEW_NAMES
@@ -53,6 +55,7 @@ def anagram_tab(page: Page) -> None:
             n = gr.Slider(1, 8, value=4, step=1, label="number of images", elem_id="anagram-n")
             best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="best-of K", info=BEST_OF_INFO,
                                 elem_id="anagram-best-of")  # fmt: skip
+            weights = gr.Textbox(value="", label="weights (optional)", info=WEIGHTS_INFO, elem_id="anagram-weights")
             scale, seed = page.scale(10), page.seed()  # the illusions' measured default (docs/illusions.md)
             run = gr.Button("Make anagrams", variant="primary", elem_id="anagram-run")
             gr.Examples(
@@ -71,7 +74,7 @@ def anagram_tab(page: Page) -> None:
         api_name=False,
         queue=False,
     )
-    inputs = [readings, *prompts, *view_boxes, n, scale, seed, best_of]
+    inputs = [readings, *prompts, *view_boxes, n, scale, seed, best_of, weights]
     page.wire(run, page.h.anagram, inputs, [out, info], "anagram")
 
 

@@ -68,8 +68,12 @@ class IllusionHandlers:
         return n, k
 
     # -- Anagram (A1.8) ------------------------------------------------------------------------------------------
-    def anagram(self, model_value, readings, p1, p2, p3, p4, v2, v3, v4, n, scale, seed, best_of=1):
+    def anagram(self, model_value, readings, p1, p2, p3, p4, v2, v3, v4, n, scale, seed, best_of=1, weights=""):
+        from diffusionlab.tools.illusions import reading_weights
+
         prompts, views = anagram_request(readings, [p1, p2, p3, p4], [v2, v3, v4])
+        weights = (weights or "").strip() or None
+        reading_weights(weights, len(prompts))
         n, k = self._candidates(n, best_of)
         scale = as_float(scale, "CFG scale", 0.0, 50.0)
         seed = seed_value(seed)
@@ -78,7 +82,7 @@ class IllusionHandlers:
             from diffusionlab import tools
 
             check_ddpm(model, "visual anagrams")
-            r = tools.anagram(model, prompts, views, n, scale, seed, best_of=k)
+            r = tools.anagram(model, prompts, views, n, scale, seed, best_of=k, weights=weights)
             return r.panels[0].cells.reshape(len(prompts), n, *r.images.shape[1:]), r.settings
 
         rows, tool_settings = self._run(model_value, work)
@@ -86,7 +90,7 @@ class IllusionHandlers:
         st = self._base(
             model_value, tool="anagram", prompts=" / ".join(prompts), views=", ".join(views), n=n, cfg=scale, seed=seed
         )
-        st |= {"best of": k} if k > 1 else {}
+        st |= ({"best of": k} if k > 1 else {}) | ({"weights": weights} if weights else {})
         labels = [f"{p} · {v}" for p, v in zip(prompts, ["upright", *views], strict=True)]
         png = self.out.png(readings_figure(rows, model, labels), st, "anagram")
         return png, settings_text({**st, **_probabilities(tool_settings)})
