@@ -177,22 +177,22 @@ def anagram(
     views = [v for v, _ in views_prompts]
     conds = [c for _, c in views_prompts]
     w = None if weights is None else check_view_weights(weights, len(views))
-    calls = [0]
-    taken = None if w is None else torch.zeros_like(w)
+    # alternation state: each image's weights and steps taken per view (equal weights built at the first call)
+    alt = {"calls": 0, "w": w, "taken": None}
 
     def estimate(x_t: Tensor, t: int) -> Prediction:
         abar, out_level = view_levels(model, t)
-        if combine == "alternate" and w is not None:
-            choice = alternating_views(w, taken, calls[0]).to(x_t.device)
-            calls[0] += 1
+        chosen = range(len(views))
+        if combine == "alternate":
+            if alt["taken"] is None:
+                if alt["w"] is None:
+                    alt["w"] = torch.full((x_t.shape[0], len(views)), 1.0 / len(views))
+                alt["taken"] = torch.zeros_like(alt["w"])
+            choice = alternating_views(alt["w"], alt["taken"], alt["calls"]).to(x_t.device)
+            alt["calls"] += 1
             if bool((choice != choice[0]).any()):
                 return _per_image_view(model, views, conds, uncond, scale, x_t, t, choice, (abar, out_level))
             chosen = [int(choice[0])]
-        elif combine == "alternate":
-            chosen = [calls[0] % len(views)]
-            calls[0] += 1
-        else:
-            chosen = range(len(views))
         vs = [views[k] for k in chosen]
         preds = batched_cfg(model, [v.apply_noisy(x_t, abar) for v in vs], [conds[k] for k in chosen], uncond, scale, t)
         eps_views = [v.inverse_noisy(p.eps, out_level) for v, p in zip(vs, preds, strict=True)]
