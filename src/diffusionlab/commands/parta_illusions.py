@@ -1,0 +1,107 @@
+"""Part A's illusions: anagram (2-4 views) and hybrid, with verified best-of-K. Outputs as the other Part A
+commands (parta): one labelled grid PNG (--out) and, with --save-all DIR, every single image."""
+
+from __future__ import annotations
+
+from diffusionlab.commands import illusion_options as ill
+from diffusionlab.commands.common import (
+    DeviceOpt,
+    EtaOpt,
+    ForceOpt,
+    ModelDirOpt,
+    ModelOpt,
+    OffloadOpt,
+    PromptEmbedsOpt,
+    SamplerOpt,
+    SeedOpt,
+    VarianceOpt,
+    open_model,
+)
+from diffusionlab.commands.parta import NOpt, OutOpt, SaveAllOpt, check_outputs, finish
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.steps import choose_step_rule
+
+
+def anagram(
+    prompt: ill.PromptsOpt,
+    view: ill.ViewsOpt = None,
+    n: NOpt = 4,
+    scale: ill.ScaleOpt = None,
+    combine: ill.CombineOpt = None,
+    best_of: ill.BestOfOpt = 1,
+    runner_ups: ill.RunnerUpsOpt = False,
+    weights: ill.WeightsOpt = None,
+    out: OutOpt = None,
+    save_all: SaveAllOpt = None,
+    model: ModelOpt = "mnist",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    model_dir: ModelDirOpt = None,
+    prompt_embeds: PromptEmbedsOpt = None,
+    offload: OffloadOpt = False,
+    sampler: SamplerOpt = None,
+    variance: VarianceOpt = None,
+    eta: EtaOpt = None,
+) -> None:
+    """Visual anagrams (A1.8): images that show the first prompt upright and each later one through its view.
+
+    eps = mean over views of view^-1(CFG(view(x_t), p)); all -n images, views and branches in one batch.
+
+    Example: diffusionlab anagram --prompt 6 --prompt 9 --view rot180 -n 8 --out six_nine.png
+    Example: diffusionlab anagram -p 1 -p 7 -p 4 -p 0 --view rot90 --view rot180 --view rot270 --best-of 8
+    """
+    from diffusionlab import tools
+    from diffusionlab.tools.illusions import anagram_readings
+
+    prompt, view = anagram_readings(prompt, view)
+    ill.check_anagram(model, best_of, weights, len(prompt))
+    path = check_outputs(out, "anagram.png", save_all, force)
+    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
+    m = open_model(model, device, model_dir, prompt_embeds, offload)
+    rule = dict(sampler=sampler, variance=variance, eta=eta, best_of=best_of, runner_ups=runner_ups, weights=weights)
+    finish(tools.anagram(m, prompt, view, n, scale, seed, **rule, combine=combine), path, save_all, force)
+
+
+def hybrid(
+    prompt: ill.HybridPromptsOpt,
+    sigma: ill.SigmaOpt = None,
+    kernel: ill.KernelOpt = None,
+    n: NOpt = 4,
+    scale: ill.ScaleOpt = None,
+    best_of: ill.BestOfOpt = 1,
+    runner_ups: ill.RunnerUpsOpt = False,
+    out: OutOpt = None,
+    save_all: SaveAllOpt = None,
+    model: ModelOpt = "mnist",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    model_dir: ModelDirOpt = None,
+    prompt_embeds: PromptEmbedsOpt = None,
+    offload: OffloadOpt = False,
+    sampler: SamplerOpt = None,
+    variance: VarianceOpt = None,
+    eta: EtaOpt = None,
+) -> None:
+    """Hybrid images (A1.9): the first prompt seen from afar (low frequencies), the second up close (high).
+
+    eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)); the grid also shows each image low-passed.
+
+    Example: diffusionlab hybrid --prompt 0 --prompt 1 -n 8 --best-of 8 --out hybrid.png
+    """
+    from diffusionlab import tools
+
+    if len(prompt or []) != 2:
+        raise DiffusionLabError(f"hybrid needs exactly two --prompt options (low, high), got {len(prompt or [])}")
+    ill.check_best_of(model, best_of)
+    path = check_outputs(out, "hybrid.png", save_all, force)
+    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
+    m = open_model(model, device, model_dir, prompt_embeds, offload)
+    rule = dict(sampler=sampler, variance=variance, eta=eta, best_of=best_of, runner_ups=runner_ups)
+    finish(tools.hybrid(m, prompt, n, kernel, sigma, scale, seed, **rule), path, save_all, force)
+
+
+def register(app) -> None:
+    for fn in (anagram, hybrid):
+        app.command(fn.__name__)(fn)
