@@ -12,7 +12,8 @@ Each --anagram/--hybrid "FACTOR=V1,V2,..." varies one factor of the base (--anag
 library's defaults where a factor is "default"). Factors: steps (strided = the course's 30 strided steps, or a
 count of evenly spaced ones; 300 = every step), rule (auto, beta, beta-tilde: ddpm variance; ddim:ETA; dpm++2m;
 any with "+clip": x0_hat clamped to the value range),
-cfg, combine (anagrams: guidance.COMBINE_MODES), weights (anagrams: the two readings' weights as "1:2"), kernel and
+cfg, combine (anagrams: guidance.COMBINE_MODES), weights (anagrams: the two readings' weights as "1:2"), balance
+(anagrams: on/off, the classifier's reading balance while sampling; off where a row lacks it), kernel and
 sigma (hybrids). Every row is one batch of all pairs (or --pairs) x N with the same seed; measured rows are appended
 to --rows (JSON lines) and skipped when run again.
 
@@ -107,7 +108,9 @@ def measure(
     if kind == "anagram":
         combine = None if s["combine"] == "default" else s["combine"]
         weights = [float(w) for w in s["weights"].split(":")] if s.get("weights", "default") != "default" else None
-        r = evaluate_anagrams(model, clf, view, combine=combine, rule=parse_rule(s["rule"]), weights=weights, **common)
+        balance = s.get("balance", "off") == "on"  # rows without the key were measured before it existed: off
+        rule = parse_rule(s["rule"])
+        r = evaluate_anagrams(model, clf, view, combine=combine, rule=rule, weights=weights, balance=balance, **common)
         keys = ("anagram_success", "anagram_first", "anagram_second")
     else:
         k = None if s["kernel"] == "default" else int(s["kernel"])
@@ -137,6 +140,7 @@ def key(row: dict) -> str:
                 "cfg",
                 "combine",
                 "weights",
+                "balance",
                 "pairs",
                 "kernel",
                 "sigma",
@@ -152,7 +156,7 @@ def key(row: dict) -> str:
 def table(rows: list[dict], kind: str) -> str:
     """A markdown table of the measured rows of one kind."""
     if kind == "anagram":
-        cols = ["view", "steps", "rule", "cfg", "combine", "weights", "n_per_pair", "seed"]
+        cols = ["view", "steps", "rule", "cfg", "combine", "weights", "balance", "n_per_pair", "seed"]
         score = [("success", "anagram_success"), ("upright", "anagram_first"), ("viewed", "anagram_second")]
     else:
         cols = ["far_factor", "steps", "rule", "cfg", "kernel", "sigma", "blur", "n_per_pair", "seed"]

@@ -97,7 +97,7 @@ def test_best_of_keeps_the_classifiers_choice_and_says_so(handlers):
     assert "best of** 2" in info
 
 
-def test_anagram_weights_through_the_page_equal_the_tools(handlers):
+def test_anagram_weights_and_balance_through_the_page_equal_the_tools(handlers):
     import numpy as np
 
     from diffusionlab import tools
@@ -110,6 +110,11 @@ def test_anagram_weights_through_the_page_equal_the_tools(handlers):
     assert _pixels(figure) == np.asarray(want.convert("RGB")).tolist() and "weights** 1,2" in info
     with pytest.raises(DiffusionLabError, match="2 readings need 2 weights"):
         handlers.anagram("run:tiny", 2, "3", "1", "", "", "rot180", "", "", 2, 10.0, 5, 1, "1,2,3")
+    assert "reading balance** on" in info
+    figure, info = handlers.anagram("run:tiny", 2, "3", "1", "", "", "rot180", "", "", 2, 10.0, 5, 1, "", False)
+    r = tools.anagram(m, ["3", "1"], "rot180", 2, 10.0, 5, balance=False)
+    want = readings_figure(r.panels[0].cells.reshape(2, 2, *m.image_shape), m, ["3 · upright", "1 · rot180"])
+    assert _pixels(figure) == np.asarray(want.convert("RGB")).tolist() and "reading balance** off" in info
 
 
 def test_a_pick_is_used_while_its_picture_is_in_the_field(handlers):

@@ -236,3 +236,30 @@ def test_anagram_per_image_views_in_one_predict_equal_each_image_alone():
 def test_anagram_bad_weights_are_one_line_errors(model, weights, message):
     with pytest.raises(DiffusionLabError, match=message):
         guidance.anagram(model, _two_views(model), model.null(1), 5.0, "alternate", weights)
+
+
+def test_view_weights_set_between_steps_move_the_alternation():
+    """A ViewWeights read at every step: after `set`, the view furthest behind its new share goes next; the
+    rebalancing hook sets the starting weights times balance(x0) and then calls the caller's hook."""
+    m = FormulaModel(NoiseSchedule.cosine(1000), (3, 16, 16), (-1.0, 1.0))
+    pairs = [
+        (get_view("identity", m.image_shape, m.value_range), m.encode(["an old man"])),
+        (get_view("rot90", m.image_shape, m.value_range), m.encode(["a campfire"])),
+    ]
+    x = torch.randn(2, 3, 16, 16)
+    live = guidance.ViewWeights(torch.ones(2, 2), 2)
+    est = guidance.anagram(m, pairs, m.null(1), 7.0, "alternate", live)
+    fixed = guidance.anagram(m, pairs, m.null(1), 7.0, "alternate")
+    for _ in range(2):  # equal weights: 0, 1 as without weights
+        torch.testing.assert_close(est(x, 500).eps, fixed(x, 500).eps, atol=0, rtol=0)
+    live.set(torch.tensor([[1.0, 3.0], [3.0, 1.0]]))  # shares 1/4, 3/4 and 3/4, 1/4 from now on
+    assert live.taken.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    est(x, 500)  # call 2: (3 w - taken) = (-0.25, 1.25) / (1.25, -0.25): image 0 takes view 1, image 1 view 0
+    assert live.taken.tolist() == [[1.0, 2.0], [2.0, 1.0]]
+    with pytest.raises(DiffusionLabError, match="new view weights"):
+        live.set(torch.ones(3, 2))
+    seen = []
+    hook = live.rebalancing(lambda x0: torch.tensor([[1.0, 0.0], [1.0, 1.0]]), seen.append)
+    hook({"x0": x, "i": 0})
+    torch.testing.assert_close(live.w, torch.tensor([[1.0, 0.0], [0.75, 0.25]]))  # start (1/4, 3/4) x factors
+    assert len(seen) == 1

@@ -11,7 +11,7 @@ are then flow times, sampling.timesteps_for).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -54,6 +54,7 @@ ANAGRAM_DEFAULTS: dict[str, Any] = {
     "scale": 10.0,
     "steps": None,
     "rule": sampling.OUR_SAMPLER,
+    "balance": True,  # the classifier's reading balance (evaluation.balance) where the model has a classifier
 }
 HYBRID_DEFAULTS: dict[str, Any] = {
     "scale": 10.0,
@@ -297,6 +298,7 @@ def anagram(
     callback: sampling.Callback | None = None,
     combine: str | None = None,
     weights: Tensor | None = None,
+    balance: Callable[[Tensor], Tensor] | None = None,
     **sampler: Any,
 ) -> Tensor:
     """Visual anagrams: n images that look like prompt1 as they are and like prompt2 through `view`.
@@ -304,9 +306,21 @@ def anagram(
     eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all four branches in one predict per step.
     Returns the upright images (n, C, H, W); `view.apply` of them shows the second prompt. `seed` seeds the
     permutation of permutation views. combine: how the views' estimates are combined (guidance.COMBINE_MODES);
-    weights (n, 2): each image's balance of the two readings (anagram_views)."""
+    weights (n, 2): each image's balance of the two readings; balance: its feedback (anagram_views)."""
     return anagram_views(
-        model, [prompt1, prompt2], [view], n, scale, generator, timesteps, seed, callback, combine, weights, **sampler
+        model,
+        [prompt1, prompt2],
+        [view],
+        n,
+        scale,
+        generator,
+        timesteps,
+        seed,
+        callback,
+        combine,
+        weights,
+        balance,
+        **sampler,
     )
 
 
@@ -322,11 +336,13 @@ def anagram_views(
     callback: sampling.Callback | None = None,
     combine: str | None = None,
     weights: Tensor | None = None,
+    balance: Callable[[Tensor], Tensor] | None = None,
     **sampler: Any,
 ) -> Tensor:
     """Anagrams of 2-4 readings: prompts[0] upright, prompts[k] through views[k - 1]; every view's two CFG
     branches in one predict per step. Defaults (scale, combine, steps) from ANAGRAM_DEFAULTS. weights (n, V):
-    each image's balance of the readings (guidance.anagram; e.g. candidate_weights), default equal."""
+    each image's balance of the readings (guidance.anagram), default equal. balance: x0 -> factors (n, V) on those
+    weights after every step (evaluation.balance.reading_balance; guidance.ViewWeights.rebalancing)."""
     if len(prompts) != len(views) + 1:
         raise DiffusionLabError(f"{len(prompts)} prompts need {len(prompts) - 1} views, got {len(views)}")
     vs = [get_view("identity", model.image_shape, model.value_range)] + [
@@ -335,6 +351,10 @@ def anagram_views(
     s = illusion_scale(model, ANAGRAM_DEFAULTS) if scale is None else scale
     mode = anagram_combine(model, combine)
     pairs = [(v, cond_of(model, p)) for v, p in zip(vs, prompts, strict=True)]
+    if balance is not None:
+        live = guidance.ViewWeights(weights if weights is not None else torch.ones(n, len(vs)), len(vs))
+        callback = live.rebalancing(balance, callback)
+        weights = live
     est = guidance.anagram(model, pairs, model.null(1), s, mode, weights)
     x = randn((n, *model.image_shape), generator, device=model.device)
     ts = list(timesteps) if timesteps is not None else illusion_timesteps(model, ANAGRAM_DEFAULTS)

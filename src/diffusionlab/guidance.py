@@ -153,13 +153,40 @@ def alternating_views(weights: Tensor, taken: Tensor, calls: int) -> Tensor:
     return choice
 
 
+class ViewWeights:
+    """Each image's weights of an anagram's views (n, V), normalized (check_view_weights), and the steps each view
+    has had so far (for "alternate"). A step hook may `set` new weights between steps (reading balance: more steps
+    for the reading the image lacks); the alternation then catches up with the new shares."""
+
+    def __init__(self, weights: Tensor, n_views: int):
+        self.w = check_view_weights(weights, n_views)
+        self.taken = torch.zeros_like(self.w)
+
+    def set(self, weights: Tensor) -> None:
+        if weights.shape != self.w.shape:
+            raise DiffusionLabError(f"new view weights {tuple(weights.shape)} for {tuple(self.w.shape)}")
+        self.w = check_view_weights(weights.to(self.w), self.w.shape[1])
+
+    def rebalancing(self, balance: Callable[[Tensor], Tensor], then: Callable | None = None) -> Callable:
+        """A sampler step hook (sampling.Callback): after every step, these weights become the ones they started
+        as times balance(the step's clean estimate x0); then `then(step)`, the caller's own hook."""
+        base = self.w.clone()
+
+        def hook(step: dict) -> None:
+            self.set(base * balance(step["x0"]).to(base))
+            if then is not None:
+                then(step)
+
+        return hook
+
+
 def anagram(
     model: DiffusionModel,
     views_prompts: list[tuple[View, Tensor]],
     uncond: Tensor,
     scale: float,
     combine: str = "mean",
-    weights: Tensor | None = None,
+    weights: Tensor | ViewWeights | None = None,
 ) -> Estimator:
     """Visual anagrams: eps = mean over views v of inverse_v(CFG(apply_v(x_t), p_v)) (combine="mean").
 
@@ -171,36 +198,35 @@ def anagram(
     views' estimates (per image). On a flow model the views' velocities are averaged, each moved back as an image.
     weights (n, V), optional: each image's balance of the views (check_view_weights): a weighted mean, or with
     "alternate" each view's share of the steps (alternating_views); the images still make one predict per step.
+    A ViewWeights is read at every step (a step hook may change it); a tensor is fixed.
     """
     check_scale(scale, "the CFG scale")
     check_combine(combine)
     views = [v for v, _ in views_prompts]
     conds = [c for _, c in views_prompts]
-    w = None if weights is None else check_view_weights(weights, len(views))
-    # alternation state: each image's weights and steps taken per view (equal weights built at the first call)
-    alt = {"calls": 0, "w": w, "taken": None}
+    vw = weights if isinstance(weights, ViewWeights) or weights is None else ViewWeights(weights, len(views))
+    state = {"calls": 0, "weights": vw}  # alternation: equal weights built at the first call when none are given
 
     def estimate(x_t: Tensor, t: int) -> Prediction:
         abar, out_level = view_levels(model, t)
         chosen = range(len(views))
         if combine == "alternate":
-            if alt["taken"] is None:
-                if alt["w"] is None:
-                    alt["w"] = torch.full((x_t.shape[0], len(views)), 1.0 / len(views))
-                alt["taken"] = torch.zeros_like(alt["w"])
-            choice = alternating_views(alt["w"], alt["taken"], alt["calls"]).to(x_t.device)
-            alt["calls"] += 1
+            if state["weights"] is None:
+                state["weights"] = ViewWeights(torch.ones(x_t.shape[0], len(views)), len(views))
+            vws = state["weights"]
+            choice = alternating_views(vws.w, vws.taken, state["calls"]).to(x_t.device)
+            state["calls"] += 1
             if bool((choice != choice[0]).any()):
                 return _per_image_view(model, views, conds, uncond, scale, x_t, t, choice, (abar, out_level))
             chosen = [int(choice[0])]
         vs = [views[k] for k in chosen]
         preds = batched_cfg(model, [v.apply_noisy(x_t, abar) for v in vs], [conds[k] for k in chosen], uncond, scale, t)
         eps_views = [v.inverse_noisy(p.eps, out_level) for v, p in zip(vs, preds, strict=True)]
-        vw = w if combine != "alternate" else None
-        eps = _rescaled(eps_views, vw) if combine == "rescaled" else _mean(eps_views, vw)
+        mw = vw.w if vw is not None and combine != "alternate" else None
+        eps = _rescaled(eps_views, mw) if combine == "rescaled" else _mean(eps_views, mw)
         var = None
         if preds[0].var_values is not None:
-            var = _mean([v.inverse_spatial(p.var_values) for v, p in zip(vs, preds, strict=True)], vw)
+            var = _mean([v.inverse_spatial(p.var_values) for v, p in zip(vs, preds, strict=True)], mw)
         return Prediction(eps, var)
 
     return estimate

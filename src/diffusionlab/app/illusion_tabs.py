@@ -29,6 +29,7 @@ ANAGRAM_EXAMPLES = [
 ]
 
 WEIGHTS_INFO = "one per prompt, relative, e.g. 1,2: more of the steps for a reading that the others drown (a thin 1)"
+BALANCE_INFO = "the shipped classifier watches each reading while sampling and gives more steps to the one it does not see yet (our class models)"
 
 
 def anagram_tab(page: Page) -> None:
@@ -56,6 +57,7 @@ def anagram_tab(page: Page) -> None:
             best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="best-of K", info=BEST_OF_INFO,
                                 elem_id="anagram-best-of")  # fmt: skip
             weights = gr.Textbox(value="", label="weights (optional)", info=WEIGHTS_INFO, elem_id="anagram-weights")
+            balance = gr.Checkbox(value=True, label="reading balance", info=BALANCE_INFO, elem_id="anagram-balance")
             scale, seed = page.scale(10), page.seed()  # the illusions' measured default (docs/illusions.md)
             run = gr.Button("Make anagrams", variant="primary", elem_id="anagram-run")
             gr.Examples(
@@ -74,7 +76,7 @@ def anagram_tab(page: Page) -> None:
         api_name=False,
         queue=False,
     )
-    inputs = [readings, *prompts, *view_boxes, n, scale, seed, best_of, weights]
+    inputs = [readings, *prompts, *view_boxes, n, scale, seed, best_of, weights, balance]
     page.wire(run, page.h.anagram, inputs, [out, info], "anagram")
 
 

@@ -68,7 +68,9 @@ class IllusionHandlers:
         return n, k
 
     # -- Anagram (A1.8) ------------------------------------------------------------------------------------------
-    def anagram(self, model_value, readings, p1, p2, p3, p4, v2, v3, v4, n, scale, seed, best_of=1, weights=""):
+    def anagram(
+        self, model_value, readings, p1, p2, p3, p4, v2, v3, v4, n, scale, seed, best_of=1, weights="", balance=True
+    ):
         from diffusionlab.tools.illusions import reading_weights
 
         prompts, views = anagram_request(readings, [p1, p2, p3, p4], [v2, v3, v4])
@@ -82,7 +84,9 @@ class IllusionHandlers:
             from diffusionlab import tools
 
             check_ddpm(model, "visual anagrams")
-            r = tools.anagram(model, prompts, views, n, scale, seed, best_of=k, weights=weights)
+            # balance ticked: the tool's default (on where the model has a classifier); unticked: off
+            steer = None if balance else False
+            r = tools.anagram(model, prompts, views, n, scale, seed, best_of=k, weights=weights, balance=steer)
             return r.panels[0].cells.reshape(len(prompts), n, *r.images.shape[1:]), r.settings
 
         rows, tool_settings = self._run(model_value, work)
@@ -91,6 +95,7 @@ class IllusionHandlers:
             model_value, tool="anagram", prompts=" / ".join(prompts), views=", ".join(views), n=n, cfg=scale, seed=seed
         )
         st |= ({"best of": k} if k > 1 else {}) | ({"weights": weights} if weights else {})
+        st |= {"reading balance": "on" if tool_settings.get("balance") else "off"}
         labels = [f"{p} · {v}" for p, v in zip(prompts, ["upright", *views], strict=True)]
         png = self.out.png(readings_figure(rows, model, labels), st, "anagram")
         return png, settings_text({**st, **_probabilities(tool_settings)})

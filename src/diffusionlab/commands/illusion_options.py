@@ -78,6 +78,15 @@ WeightsOpt = Annotated[
         callback=_weights,
     ),
 ]
+BalanceOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--balance/--no-balance",
+        help="While sampling, the shipped classifier reads each image's clean estimate through every view and "
+        "gives more steps to the readings it does not see yet (default: on where the model has a classifier; "
+        "docs/illusions.md). Example: -p 3 -p 1 --no-balance",
+    ),
+]
 RunnerUpsOpt = Annotated[
     bool, typer.Option("--runner-ups", help="With --best-of: also show the other candidates, best first.")
 ]
@@ -121,9 +130,13 @@ def check_best_of(model: str, best_of: int) -> None:
         raise DiffusionLabError("--best-of ranks candidates with the shipped classifier; DeepFloyd IF has none")
 
 
-def check_anagram(model: str, best_of: int, weights: str | None, readings: int) -> None:
-    """Before the model loads: --best-of as check_best_of, --weights one per prompt."""
+def check_anagram(model: str, best_of: int, weights: str | None, readings: int, balance: bool | None = None) -> None:
+    """Before the model loads: --best-of as check_best_of, --weights one per prompt, --balance not for IF."""
+    from diffusionlab.errors import DiffusionLabError
+    from diffusionlab.model_registry import is_if_spec
     from diffusionlab.tools.illusions import reading_weights
 
     check_best_of(model, best_of)
     reading_weights(weights, readings)
+    if balance and is_if_spec(model):
+        raise DiffusionLabError("--balance reads the images with the shipped classifier; DeepFloyd IF has none")

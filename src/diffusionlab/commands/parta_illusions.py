@@ -31,6 +31,7 @@ def anagram(
     best_of: ill.BestOfOpt = 1,
     runner_ups: ill.RunnerUpsOpt = False,
     weights: ill.WeightsOpt = None,
+    balance: ill.BalanceOpt = None,
     out: OutOpt = None,
     save_all: SaveAllOpt = None,
     model: ModelOpt = "mnist",
@@ -55,12 +56,13 @@ def anagram(
     from diffusionlab.tools.illusions import anagram_readings
 
     prompt, view = anagram_readings(prompt, view)
-    ill.check_anagram(model, best_of, weights, len(prompt))
+    ill.check_anagram(model, best_of, weights, len(prompt), balance)
     path = check_outputs(out, "anagram.png", save_all, force)
     choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     rule = dict(sampler=sampler, variance=variance, eta=eta, best_of=best_of, runner_ups=runner_ups, weights=weights)
-    finish(tools.anagram(m, prompt, view, n, scale, seed, **rule, combine=combine), path, save_all, force)
+    result = tools.anagram(m, prompt, view, n, scale, seed, **rule, combine=combine, balance=balance)
+    finish(result, path, save_all, force)
 
 
 def hybrid(

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from diffusionlab import edits
+from diffusionlab.evaluation.balance import reading_balance
 from diffusionlab.evaluation.metrics import FAR_FACTOR, Scorer, anagram_success, far_view, hybrid_scores, to_unit
 from diffusionlab.views import get_view
 
@@ -49,11 +50,13 @@ def evaluate_anagrams(
     combine: str | None = None,
     rule: dict[str, Any] | None = None,
     weights: Sequence[float] | None = None,
+    balance: bool = False,
 ) -> dict[str, Any]:
     """Visual anagrams (edits.anagram with its defaults unless given) for every ordered class pair (prompt 1
     upright, prompt 2 through `view`), all pairs in one batch; scores with `anagram_success` (overall and per pair).
     combine: how views are combined (guidance.COMBINE_MODES); rule: the step rule ({"sampler", "variance", ...});
-    weights: the two readings' weights, the same for every image (guidance.anagram)."""
+    weights: the two readings' weights, the same for every image (guidance.anagram); balance: the classifier's
+    reading balance during sampling (evaluation.balance)."""
     model.require("class", "ddpm", "anagram evaluation")
     pairs = list(pairs or ordered_pairs(model.num_classes))
     first, second, (c1, c2) = _pair_conds(model, pairs, n_per_pair)
@@ -61,6 +64,11 @@ def evaluate_anagrams(
     v = get_view(view, model.image_shape, model.value_range, seed)
     start = time.perf_counter()
     w = None if weights is None else torch.tensor([list(weights)], dtype=torch.float32).expand(len(first), -1)
+    unit_view = get_view(view, model.image_shape, (0.0, 1.0), seed)  # the same view, acting on [0, 1] images
+    steer = None
+    if balance:
+        unit_identity = get_view("identity", model.image_shape, (0.0, 1.0))
+        steer = reading_balance(classifier, [unit_identity, unit_view], [first, second], model.value_range)
     x = edits.anagram(
         model,
         c1,
@@ -74,12 +82,12 @@ def evaluate_anagrams(
         None,
         combine,
         w,
+        steer,
         progress=progress,
         **(rule or {}),
     )
     seconds = time.perf_counter() - start
     images = to_unit(x.cpu(), model.value_range)
-    unit_view = get_view(view, model.image_shape, (0.0, 1.0), seed)  # the same view, acting on [0, 1] images
     scores = anagram_success(classifier, images, unit_view, first, second)
     ok = (classifier.classify(images) == first) & (classifier.classify(unit_view.apply(images).clamp(0, 1)) == second)
     return {

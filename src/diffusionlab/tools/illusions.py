@@ -69,28 +69,30 @@ def reading_weights(weights: Sequence[float] | str | None, readings: int) -> Ten
     return torch.tensor([w])
 
 
-def scoring_classifier(model) -> Any:
-    """The shipped classifier of the model's data set, for best-of-K; a one-line error where there is none."""
+def scoring_classifier(model, option: str = "--best-of") -> Any:
+    """The shipped classifier of the model's data set, for best-of-K (and the reading balance: `option` names it
+    in the errors); a one-line error where there is none."""
     from diffusionlab.evaluation.classifier import load_classifier
     from diffusionlab.protocol import is_if_like
 
     if is_if_like(model) or getattr(model, "kind", None) != "class":
         raise DiffusionLabError(
-            f"--best-of ranks candidates with the shipped classifier of a class model's data; "
-            f"{getattr(model, 'name', 'this model')} has none (use --best-of 1)"
+            f"{option} needs the shipped classifier of a class model's data; "
+            f"{getattr(model, 'name', 'this model')} has none"
+            + (" (use --best-of 1)" if option == "--best-of" else f" (leave {option} off)")
         )
     data = getattr(model, "config", {}).get("data", "mnist")
     clf = load_classifier(data, model.device)
     if tuple(model.image_shape) != (1, 28, 28):
-        raise DiffusionLabError(f"--best-of: the {data} classifier scores 1x28x28 images, not {model.image_shape}")
+        raise DiffusionLabError(f"{option}: the {data} classifier scores 1x28x28 images, not {model.image_shape}")
     return clf
 
 
-def labels_of(model, prompts: Sequence[str]) -> list[int]:
+def labels_of(model, prompts: Sequence[str], option: str = "--best-of") -> list[int]:
     """Class indices of prompts (for scoring); an unconditional prompt has none."""
     cond = model.encode(list(prompts))
     if bool((cond.sum(1) == 0).any()):
-        raise DiffusionLabError("--best-of needs a class for every prompt (an empty prompt has no reading to score)")
+        raise DiffusionLabError(f"{option} needs a class for every prompt (an empty prompt has no reading to score)")
     return [int(i) for i in cond.argmax(1).cpu()]
 
 
@@ -147,6 +149,27 @@ def _rank_anagrams(m, res: Tensor, view_names, view_seed: int, clf, labels, n: i
     return rows, {"best_of": k if k > 1 else None, **_scores(unit, labels, clf, rows[:, 0])}
 
 
+def _reading_balance(m, prompts, view_names, view_seed: int, balance: bool | None, classifier, count: int):
+    """The step hook's balance (evaluation.balance.reading_balance) for `count` images, or None. balance None:
+    edits.ANAGRAM_DEFAULTS["balance"] where the model has a shipped classifier and every prompt a class;
+    True: required (a one-line error where it cannot be)."""
+    from diffusionlab.evaluation.balance import reading_balance
+    from diffusionlab.protocol import is_if_like
+    from diffusionlab.views import get_view
+
+    if balance is False or (balance is None and not edits.ANAGRAM_DEFAULTS["balance"]):
+        return None
+    if balance is None:  # the default: only where it applies, silently
+        if is_if_like(m) or getattr(m, "kind", None) != "class" or tuple(m.image_shape) != (1, 28, 28):
+            return None
+        if bool((m.encode(list(prompts)).sum(1) == 0).any()):
+            return None
+    clf = classifier if classifier is not None else scoring_classifier(m, "--balance")
+    labels = [torch.full((count,), lab) for lab in labels_of(m, prompts, "--balance")]
+    unit = [get_view(v, m.image_shape, (0.0, 1.0), view_seed) for v in ["identity", *view_names]]
+    return reading_balance(clf, unit, labels, m.value_range)
+
+
 def anagram(
     model,
     prompts: Sequence[str],
@@ -165,13 +188,15 @@ def anagram(
     progress: bool = True,
     classifier: Any = None,
     weights: Sequence[float] | str | None = None,
+    balance: bool | None = None,
 ) -> Result:
     """n images that read as prompts[0] upright and as prompts[k] through view[k - 1] (rot180, flip, rot90, ...;
     see diffusionlab.views): 2-4 readings. combine: guidance.COMBINE_MODES (default: edits.ANAGRAM_DEFAULTS).
     best_of: K candidates per image, the classifier's best kept; score: the kept images scored (both: scores in
     settings, see _scores) by `classifier` (default: the shipped one of the model's data). view_seed: the
     permutation views' seed (default: seed when it is an int, else 0). weights: one per reading, relative (see
-    reading_weights): more for a reading that the others drown.
+    reading_weights): more for a reading that the others drown. balance: the classifier's reading balance while
+    sampling (evaluation.balance; default on for class models with a shipped classifier, edits.ANAGRAM_DEFAULTS).
     images: (n, C, H, W); panels[0]: the readings, one row each (the image through each view)."""
     from diffusionlab.guidance import check_combine
     from diffusionlab.views import get_view
@@ -193,6 +218,7 @@ def anagram(
     g = seed_generator(seed)
     combine = edits.anagram_combine(m, combine)  # resolved once: what samples is what the settings record
     per_image = None if w is None else w.expand(n * best_of, -1)
+    steer = _reading_balance(m, ps, view_names, permutation_seed, balance, clf, n * best_of)
     res = edits.anagram_views(
         m,
         ps,
@@ -203,6 +229,7 @@ def anagram(
         seed=permutation_seed,
         combine=combine,
         weights=per_image,
+        balance=steer,
         progress=progress,
         **rule,
     )
@@ -229,6 +256,7 @@ def anagram(
         n=n,
         scale=s,
         combine=combine,
+        balance=steer is not None,
         **({} if w is None else {"weights": [round(float(x), 4) for x in w[0]]}),
         **rule,
         **extra,
