@@ -67,9 +67,10 @@ def settings(base: str, vary: str) -> list[dict[str, str]]:
     return [{**s, factor: v} for v in values.split(",")]
 
 
-def best_of(clf, images, view: str, model, n: int, k: int, only: str | None = None) -> float:
+def best_of(clf, images, view: str, model, n: int, k: int, only: str | None = None, judge=None) -> float:
     """Success of verified best-of-k (tools.illusions.verified: the weaker reading's probability ranks), from n
-    images per pair taken in groups of k: what `--best-of k` returns, n / k times per pair."""
+    images per pair taken in groups of k: what `--best-of k` returns, n / k times per pair. clf ranks (as the
+    tool), judge (default clf) says whether the kept one succeeds."""
     from diffusionlab.evaluation.pairs import ordered_pairs
     from diffusionlab.tools.illusions import verified
     from diffusionlab.views import get_view
@@ -80,7 +81,8 @@ def best_of(clf, images, view: str, model, n: int, k: int, only: str | None = No
     second = torch.tensor([b for _, b in pairs]).repeat_interleave(n)
     groups = len(first) // k
     viewed = v.apply(images).clamp(0, 1)
-    ok = (clf.classify(images) == first) & (clf.classify(viewed) == second)
+    judge = judge if judge is not None else clf
+    ok = (judge.classify(images) == first) & (judge.classify(viewed) == second)
     wins = 0
     for g in range(groups):  # one group = one request: k candidates of one pair
         sl = slice(g * k, (g + 1) * k)
@@ -97,9 +99,13 @@ def parse_pairs(text: str | None) -> list[tuple[int, int]] | None:
 
 
 def measure(
-    model, clf, kind: str, view: str | None, s: dict[str, str], n: int, seed: int, k: int = 0, far: int = 2, pairs=None
-) -> dict:
+    model, clf, kind: str, view: str | None, s: dict[str, str], n: int, seed: int, k: int = 0, far: int = 2, pairs=None,
+    judge=None,
+) -> dict:  # fmt: skip
+    """One row. clf steers (balance) and ranks (best-of) as the tools do; judge (default clf) scores."""
     from diffusionlab.evaluation.pairs import evaluate_anagrams, evaluate_hybrids
+
+    scorer = judge if judge is not None else clf
 
     cfg = None if s["cfg"] == "default" else float(s["cfg"])
     common = dict(n_per_pair=n, cfg_scale=cfg, seed=seed, timesteps=timesteps(model, s["steps"]), progress=False)
@@ -110,19 +116,37 @@ def measure(
         weights = [float(w) for w in s["weights"].split(":")] if s.get("weights", "default") != "default" else None
         balance = s.get("balance", "off") == "on"  # rows without the key were measured before it existed: off
         rule = parse_rule(s["rule"])
-        r = evaluate_anagrams(model, clf, view, combine=combine, rule=rule, weights=weights, balance=balance, **common)
+        steer = dict(balance=balance, balance_classifier=clf)
+        r = evaluate_anagrams(
+            model,
+            scorer,
+            view,
+            combine=combine,
+            rule=rule,
+            weights=weights,
+            **steer,
+            **common,
+        )
         keys = ("anagram_success", "anagram_first", "anagram_second")
     else:
         k = None if s["kernel"] == "default" else int(s["kernel"])
         sg = None if s["sigma"] == "default" else float(s["sigma"])
-        r = evaluate_hybrids(model, clf, kernel=k, sigma=sg, rule=parse_rule(s["rule"]), factor=far, **common)
+        r = evaluate_hybrids(
+            model,
+            scorer,
+            kernel=k,
+            sigma=sg,
+            rule=parse_rule(s["rule"]),
+            factor=far,
+            **common,
+        )
         keys = ("hybrid_success", "hybrid_far", "hybrid_near")
     row = {"kind": kind, "view": view, **s, "n_per_pair": n, "seed": seed} | ({"pairs": pairs} if pairs else {})
     row |= {key: r[key] for key in keys} | {"seconds": round(time.perf_counter() - start, 1), "per_pair": r["per_pair"]}
     if kind == "hybrid":
         row |= {"blur": f"{r['kernel']}/{r['sigma']:g}", "far_factor": far}
     if kind == "anagram" and k > 1 and n % k == 0:
-        row |= {"best_of": k, "best_success": best_of(clf, r["images"], view, model, n, k, pairs)}
+        row |= {"best_of": k, "best_success": best_of(clf, r["images"], view, model, n, k, pairs, judge)}
     return row
 
 
@@ -141,6 +165,7 @@ def key(row: dict) -> str:
                 "combine",
                 "weights",
                 "balance",
+                "judge",
                 "pairs",
                 "kernel",
                 "sigma",
@@ -156,7 +181,7 @@ def key(row: dict) -> str:
 def table(rows: list[dict], kind: str) -> str:
     """A markdown table of the measured rows of one kind."""
     if kind == "anagram":
-        cols = ["view", "steps", "rule", "cfg", "combine", "weights", "balance", "n_per_pair", "seed"]
+        cols = ["view", "steps", "rule", "cfg", "combine", "weights", "balance", "judge", "n_per_pair", "seed"]
         score = [("success", "anagram_success"), ("upright", "anagram_first"), ("viewed", "anagram_second")]
     else:
         cols = ["far_factor", "steps", "rule", "cfg", "kernel", "sigma", "blur", "n_per_pair", "seed"]
@@ -222,12 +247,23 @@ def main() -> None:
     p.add_argument("--pairs", default=None, help='only these ordered pairs, e.g. "1-3,3-1" (default: all)')
     p.add_argument("--rows", default="illusions.jsonl", help="JSON lines of measured rows (appended; resumable)")
     p.add_argument("--table", action="store_true", help="only print the tables of --rows")
+    p.add_argument(
+        "--judge",
+        default=None,
+        help="score with this classifier (.safetensors, e.g. from `diffusionlab train-classifier --seed 7`) instead "
+        "of the shipped one, which still steers (balance) and ranks best-of as in the tools",
+    )
     p.add_argument("--maps", default=None, help="write each row's per-pair success map PNG into this folder")
     args = p.parse_args()
     path = Path(args.rows)
     rows = read_rows(path)
     if not args.table:
         model, clf = model_and_classifier(args.model)
+        judge = None
+        if args.judge:
+            from diffusionlab.evaluation.classifier import load_classifier
+
+            judge = load_classifier(args.judge, "cpu")
         done = {key(r) for r in rows}
         jobs = [
             ("anagram", v, s)
@@ -239,10 +275,14 @@ def main() -> None:
         for kind, view, s in jobs:
             probe = {"kind": kind, "view": view, **s, "n_per_pair": args.n, "seed": args.seed}
             probe |= {"pairs": args.pairs} if args.pairs else {}
+            probe |= {"judge": Path(args.judge).name} if args.judge else {}
             probe |= {"far_factor": args.far_factor} if kind == "hybrid" else {}
             if key(probe) in done:
                 continue
-            row = measure(model, clf, kind, view, s, args.n, args.seed, args.best_of, args.far_factor, args.pairs)
+            row = measure(
+                model, clf, kind, view, s, args.n, args.seed, args.best_of, args.far_factor, args.pairs, judge
+            )
+            row |= {"judge": Path(args.judge).name} if args.judge else {}
             rows.append(row)
             done.add(key(row))
             append_row(path, row)

@@ -131,3 +131,35 @@ def test_illusion_table_ceiling_and_never_solved_pairs() -> None:
     b = {"kind": "anagram", "view": "rot180", "n_per_pair": 2, "per_pair": {"0->1": 0.5, "1->0": 0.0, "0->2": 0.0}}
     assert solved_share(a) == pytest.approx(1 / 3) and solved_share(b) == pytest.approx(1 / 3)
     assert never_solved([a, b]) == "rot180: 1 of 3 pairs never solved in 10 images each (2 rows): 0->2"
+
+
+def test_illusion_table_best_of_ranks_with_the_classifier_and_scores_with_the_judge() -> None:
+    """--judge: the shipped classifier still picks the candidate (as the tool does); the judge says if it passes."""
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from illusion_table import best_of
+    finally:
+        sys.path.remove(str(BENCH))
+
+    class TopHalf:  # reads `top` when the top half is brighter, else `bottom`
+        def __init__(self, top, bottom):
+            self.top, self.bottom = top, bottom
+
+        def logits(self, x):
+            bright = x[:, :, :14].mean((1, 2, 3)) > x[:, :, 14:].mean((1, 2, 3))
+            out = torch.zeros(len(x), 10)
+            out[bright, self.top] = out[~bright, self.bottom] = 10.0
+            return out
+
+        def classify(self, x):
+            return self.logits(x).argmax(1)
+
+    images = torch.zeros(2, 1, 28, 28)
+    images[0, :, 14:] = 1.0  # candidate 0: bottom bright; candidate 1: top bright
+    images[1, :, :14] = 1.0
+    model = SimpleNamespace(image_shape=(1, 28, 28), num_classes=10)
+    ranker = TopHalf(0, 1)  # candidate 1 reads 0 upright and 1 rotated: the pair 0->1
+    assert best_of(ranker, images, "rot180", model, 2, 2, "0-1") == 1.0
+    assert best_of(ranker, images, "rot180", model, 2, 2, "0-1", judge=TopHalf(1, 0)) == 0.0  # the judge disagrees

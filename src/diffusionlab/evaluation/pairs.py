@@ -51,12 +51,13 @@ def evaluate_anagrams(
     rule: dict[str, Any] | None = None,
     weights: Sequence[float] | None = None,
     balance: bool = False,
+    balance_classifier: Any = None,
 ) -> dict[str, Any]:
     """Visual anagrams (edits.anagram with its defaults unless given) for every ordered class pair (prompt 1
     upright, prompt 2 through `view`), all pairs in one batch; scores with `anagram_success` (overall and per pair).
     combine: how views are combined (guidance.COMBINE_MODES); rule: the step rule ({"sampler", "variance", ...});
-    weights: the two readings' weights, the same for every image (guidance.anagram); balance: the classifier's
-    reading balance during sampling (evaluation.balance)."""
+    weights: the two readings' weights, the same for every image (guidance.anagram); balance: the reading balance
+    during sampling (evaluation.balance) by balance_classifier (default: the scoring classifier)."""
     model.require("class", "ddpm", "anagram evaluation")
     pairs = list(pairs or ordered_pairs(model.num_classes))
     first, second, (c1, c2) = _pair_conds(model, pairs, n_per_pair)
@@ -68,7 +69,8 @@ def evaluate_anagrams(
     steer = None
     if balance:
         unit_identity = get_view("identity", model.image_shape, (0.0, 1.0))
-        steer = reading_balance(classifier, [unit_identity, unit_view], [first, second], model.value_range)
+        steerer = balance_classifier if balance_classifier is not None else classifier
+        steer = reading_balance(steerer, [unit_identity, unit_view], [first, second], model.value_range)
     x = edits.anagram(
         model,
         c1,
