@@ -88,6 +88,8 @@ def test_tool_balance_is_on_by_default_for_class_models_and_recorded(model, monk
     assert tools.anagram(model, ["", "1"], "rot180", n=1, progress=False).settings["balance"] is False  # no class
     with pytest.raises(DiffusionLabError, match="--balance needs a class for every prompt"):
         tools.anagram(model, ["", "1"], "rot180", n=1, progress=False, balance=True)
+    model.config = {**model.config, "data": "my-letters"}  # no shipped classifier for this data: off, silently
+    assert tools.anagram(model, ["3", "1"], "rot180", n=1, progress=False).settings["balance"] is False
     model.kind = "time"
     assert tools.anagram(model, ["3", "1"], "rot180", n=1, progress=False).settings["balance"] is False
     with pytest.raises(DiffusionLabError, match="--balance needs the shipped classifier"):

@@ -54,7 +54,7 @@ ANAGRAM_DEFAULTS: dict[str, Any] = {
     "scale": 10.0,
     "steps": None,
     "rule": sampling.OUR_SAMPLER,
-    "balance": True,  # the classifier's reading balance (evaluation.balance) where the model has a classifier
+    "balance": True,  # reading balance where a classifier exists: rot180 62 vs 53 %, flip 62 vs 49 % (N = 8)
 }
 HYBRID_DEFAULTS: dict[str, Any] = {
     "scale": 10.0,

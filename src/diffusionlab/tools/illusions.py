@@ -164,6 +164,11 @@ def _reading_balance(m, prompts, view_names, view_seed: int, balance: bool | Non
             return None
         if bool((m.encode(list(prompts)).sum(1) == 0).any()):
             return None
+        if classifier is None:
+            try:  # a model of data without a shipped classifier samples as before
+                classifier = scoring_classifier(m, "--balance")
+            except DiffusionLabError:
+                return None
     clf = classifier if classifier is not None else scoring_classifier(m, "--balance")
     labels = [torch.full((count,), lab) for lab in labels_of(m, prompts, "--balance")]
     unit = [get_view(v, m.image_shape, (0.0, 1.0), view_seed) for v in ["identity", *view_names]]
