@@ -107,3 +107,16 @@ def test_cli_balance_options(run_dir, tmp_path, capsys):
         main(["anagram", "-p", "a cat", "-p", "a dog", "--model", "deepfloyd", "--balance"])
     err = capsys.readouterr().err.strip().splitlines()
     assert done.value.code == 2 and len(err) == 1 and "IF has none" in err[0]
+
+
+def test_balanced_anagram_is_still_one_model_call_per_step(model, monkeypatch):
+    """Images whose balance differs take different views at the same step: still one predict per step."""
+    calls = []
+    for name in ("predict", "predict_branches"):
+        own = getattr(model, name, None)
+        if own is not None:
+            monkeypatch.setattr(model, name, lambda *a, _own=own, **kw: calls.append(1) or _own(*a, **kw))
+    tilt = lambda x0: torch.tensor([[1.0, 3.0], [3.0, 1.0], [1.0, 1.0]])  # noqa: E731
+    c = [model.encode(["3"]), model.encode(["1"])]
+    edits.anagram(model, *c, "rot180", 3, None, torch.Generator().manual_seed(0), [299, 200, 100, 0], balance=tilt)
+    assert len(calls) == 4
