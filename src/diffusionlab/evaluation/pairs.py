@@ -50,14 +50,15 @@ def evaluate_anagrams(
     combine: str | None = None,
     rule: dict[str, Any] | None = None,
     weights: Sequence[float] | None = None,
-    balance: bool = False,
+    balance: bool | None = None,
     balance_classifier: Any = None,
 ) -> dict[str, Any]:
     """Visual anagrams (edits.anagram with its defaults unless given) for every ordered class pair (prompt 1
     upright, prompt 2 through `view`), all pairs in one batch; scores with `anagram_success` (overall and per pair).
     combine: how views are combined (guidance.COMBINE_MODES); rule: the step rule ({"sampler", "variance", ...});
     weights: the two readings' weights, the same for every image (guidance.anagram); balance: the reading balance
-    during sampling (evaluation.balance) by balance_classifier (default: the scoring classifier)."""
+    during sampling (evaluation.balance; default edits.ANAGRAM_DEFAULTS, as the anagram tool) by
+    balance_classifier (default: the scoring classifier)."""
     model.require("class", "ddpm", "anagram evaluation")
     pairs = list(pairs or ordered_pairs(model.num_classes))
     first, second, (c1, c2) = _pair_conds(model, pairs, n_per_pair)
@@ -67,6 +68,7 @@ def evaluate_anagrams(
     w = None if weights is None else torch.tensor([list(weights)], dtype=torch.float32).expand(len(first), -1)
     unit_view = get_view(view, model.image_shape, (0.0, 1.0), seed)  # the same view, acting on [0, 1] images
     steer = None
+    balance = edits.ANAGRAM_DEFAULTS["balance"] if balance is None else balance
     if balance:
         unit_identity = get_view("identity", model.image_shape, (0.0, 1.0))
         steerer = balance_classifier if balance_classifier is not None else classifier
@@ -98,6 +100,7 @@ def evaluate_anagrams(
         "n_per_pair": n_per_pair,
         "cfg_scale": cfg_scale,
         "seed": seed,
+        "balance": bool(balance),
         **{f"anagram_{k}": val for k, val in scores.items()},
         "per_pair": per_pair(ok, pairs, n_per_pair),
         "sample_seconds": round(seconds, 2),

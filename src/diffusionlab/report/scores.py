@@ -122,8 +122,10 @@ def _anagram_scores(ctx: Context, m, clf, out: SectionOut) -> tuple[dict[str, An
     save_png(fig, path)
     rates = a.get("per_pair", {})
     cells = [Cell(f"{p}→{q}", rates[f"{p}->{q}"] >= 0.5 if f"{p}->{q}" in rates else None) for p, q in pairs]
+    balanced = ", reading balance on (the classifier steers each image's steps to the reading it lacks)"
     caption = (
-        f"the {len(pairs)} anagrams scored, one per ordered pair a->b (0->1, 0->2, ...), {len(ts)} steps, CFG 5; "
+        f"the {len(pairs)} anagrams scored, one per ordered pair a->b (0->1, 0->2, ...), {len(ts)} steps, CFG 5"
+        f"{balanced if a.get('balance') else ''}; "
         "the table below has the grids' layout: ✓ when the classifier reads a upright AND b rotated"
     )
     out.figures.append(Figure(ctx.rel(path), caption, cells, nrow))
