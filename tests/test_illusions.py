@@ -273,4 +273,5 @@ def test_evaluate_writes_score_maps(tmp_path, run_dir, capsys, monkeypatch):
     assert code == 0, err
     scores = json.loads(out.read_text())
     assert set(scores["hybrid"]["per_pair"]) == {"1->6", "6->1", "3->4"}
+    assert scores["anagram"]["balance"] is True  # sampled as the anagram tool samples
     assert (tmp_path / "s-anagram-rot180.png").is_file() and (tmp_path / "s-hybrid.png").is_file()
