@@ -106,7 +106,6 @@ def measure(
     from diffusionlab.evaluation.pairs import evaluate_anagrams, evaluate_hybrids
 
     scorer = judge if judge is not None else clf
-
     cfg = None if s["cfg"] == "default" else float(s["cfg"])
     common = dict(n_per_pair=n, cfg_scale=cfg, seed=seed, timesteps=timesteps(model, s["steps"]), progress=False)
     common |= {"pairs": parse_pairs(pairs)} if pairs else {}
@@ -115,31 +114,15 @@ def measure(
         combine = None if s["combine"] == "default" else s["combine"]
         weights = [float(w) for w in s["weights"].split(":")] if s.get("weights", "default") != "default" else None
         balance = s.get("balance", "off") == "on"  # rows without the key were measured before it existed: off
-        rule = parse_rule(s["rule"])
-        steer = dict(balance=balance, balance_classifier=clf)
+        steer = dict(balance=balance, balance_classifier=clf)  # the shipped classifier steers, as in the tools
         r = evaluate_anagrams(
-            model,
-            scorer,
-            view,
-            combine=combine,
-            rule=rule,
-            weights=weights,
-            **steer,
-            **common,
+            model, scorer, view, combine=combine, rule=parse_rule(s["rule"]), weights=weights, **steer, **common
         )
         keys = ("anagram_success", "anagram_first", "anagram_second")
     else:
         k = None if s["kernel"] == "default" else int(s["kernel"])
         sg = None if s["sigma"] == "default" else float(s["sigma"])
-        r = evaluate_hybrids(
-            model,
-            scorer,
-            kernel=k,
-            sigma=sg,
-            rule=parse_rule(s["rule"]),
-            factor=far,
-            **common,
-        )
+        r = evaluate_hybrids(model, scorer, kernel=k, sigma=sg, rule=parse_rule(s["rule"]), factor=far, **common)
         keys = ("hybrid_success", "hybrid_far", "hybrid_near")
     row = {"kind": kind, "view": view, **s, "n_per_pair": n, "seed": seed} | ({"pairs": pairs} if pairs else {})
     row |= {key: r[key] for key in keys} | {"seconds": round(time.perf_counter() - start, 1), "per_pair": r["per_pair"]}
@@ -259,7 +242,7 @@ def main() -> None:
     rows = read_rows(path)
     if not args.table:
         model, clf = model_and_classifier(args.model)
-        judge = None
+        judge, judge_name = None, Path(args.judge).name if args.judge else None
         if args.judge:
             from diffusionlab.evaluation.classifier import load_classifier
 
@@ -275,14 +258,14 @@ def main() -> None:
         for kind, view, s in jobs:
             probe = {"kind": kind, "view": view, **s, "n_per_pair": args.n, "seed": args.seed}
             probe |= {"pairs": args.pairs} if args.pairs else {}
-            probe |= {"judge": Path(args.judge).name} if args.judge else {}
+            probe |= {"judge": judge_name} if judge_name else {}
             probe |= {"far_factor": args.far_factor} if kind == "hybrid" else {}
             if key(probe) in done:
                 continue
             row = measure(
                 model, clf, kind, view, s, args.n, args.seed, args.best_of, args.far_factor, args.pairs, judge
             )
-            row |= {"judge": Path(args.judge).name} if args.judge else {}
+            row |= {"judge": judge_name} if judge_name else {}
             rows.append(row)
             done.add(key(row))
             append_row(path, row)

@@ -204,8 +204,9 @@ def anagram(
     check_combine(combine)
     views = [v for v, _ in views_prompts]
     conds = [c for _, c in views_prompts]
-    vw = weights if isinstance(weights, ViewWeights) or weights is None else ViewWeights(weights, len(views))
-    state = {"calls": 0, "weights": vw}  # alternation: equal weights built at the first call when none are given
+    if weights is not None and not isinstance(weights, ViewWeights):
+        weights = ViewWeights(weights, len(views))
+    state = {"calls": 0, "weights": weights}  # alternation: equal weights built at the first call when none given
 
     def estimate(x_t: Tensor, t: int) -> Prediction:
         abar, out_level = view_levels(model, t)
@@ -222,7 +223,7 @@ def anagram(
         vs = [views[k] for k in chosen]
         preds = batched_cfg(model, [v.apply_noisy(x_t, abar) for v in vs], [conds[k] for k in chosen], uncond, scale, t)
         eps_views = [v.inverse_noisy(p.eps, out_level) for v, p in zip(vs, preds, strict=True)]
-        mw = vw.w if vw is not None and combine != "alternate" else None
+        mw = weights.w if weights is not None and combine != "alternate" else None
         eps = _rescaled(eps_views, mw) if combine == "rescaled" else _mean(eps_views, mw)
         var = None
         if preds[0].var_values is not None:

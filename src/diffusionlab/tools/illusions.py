@@ -154,25 +154,19 @@ def _reading_balance(m, prompts, view_names, view_seed: int, balance: bool | Non
     edits.ANAGRAM_DEFAULTS["balance"] where the model has a shipped classifier and every prompt a class;
     True: required (a one-line error where it cannot be)."""
     from diffusionlab.evaluation.balance import reading_balance
-    from diffusionlab.protocol import is_if_like
     from diffusionlab.views import get_view
 
     if balance is False or (balance is None and not edits.ANAGRAM_DEFAULTS["balance"]):
         return None
-    if balance is None:  # the default: only where it applies, silently
-        if is_if_like(m) or getattr(m, "kind", None) != "class" or tuple(m.image_shape) != (1, 28, 28):
-            return None
-        if bool((m.encode(list(prompts)).sum(1) == 0).any()):
-            return None
-        if classifier is None:
-            try:  # a model of data without a shipped classifier samples as before
-                classifier = scoring_classifier(m, "--balance")
-            except DiffusionLabError:
-                return None
-    clf = classifier if classifier is not None else scoring_classifier(m, "--balance")
-    labels = [torch.full((count,), lab) for lab in labels_of(m, prompts, "--balance")]
+    try:
+        clf = classifier if classifier is not None else scoring_classifier(m, "--balance")
+        labels = labels_of(m, prompts, "--balance")
+    except DiffusionLabError:
+        if balance:  # asked for: say why it cannot be
+            raise
+        return None  # the default applies only where it can (IF, other data, an empty prompt: sampled as before)
     unit = [get_view(v, m.image_shape, (0.0, 1.0), view_seed) for v in ["identity", *view_names]]
-    return reading_balance(clf, unit, labels, m.value_range)
+    return reading_balance(clf, unit, [torch.full((count,), lab) for lab in labels], m.value_range)
 
 
 def anagram(
