@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import torch
 
@@ -24,12 +25,51 @@ def tune_malloc() -> bool:
         return False
 
 
+def cpu_ticks(stat: str = "/proc/stat") -> tuple[int, int] | None:
+    """(all, idle + iowait) CPU time of the whole machine so far, from the kernel's counters; None without them."""
+    try:
+        with open(stat) as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 6 or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
+def busy_share(first: tuple[int, int], second: tuple[int, int]) -> float | None:
+    """The non-idle share of the CPU time between two cpu_ticks readings (None if no time passed)."""
+    total = second[0] - first[0]
+    if total <= 0:
+        return None
+    return min(1.0, max(0.0, 1 - (second[1] - first[1]) / total))
+
+
+def busy_cores(seconds: float = 0.5, stat: str = "/proc/stat") -> float | None:
+    """How many cores the machine keeps busy now (busy_share over `seconds`, times the cores); None where the
+    kernel has no counters (not Linux). Unlike the load average it does not remember the last minute: a job that
+    has just ended does not count."""
+    first = cpu_ticks(stat)
+    if first is None:
+        return None
+    time.sleep(seconds)
+    second = cpu_ticks(stat)
+    share = None if second is None else busy_share(first, second)
+    return None if share is None else share * (os.cpu_count() or 1)
+
+
 def free_cores() -> int:
     """The CPU threads worth using now: torch's default (one per core) less the cores other processes keep busy
-    (the 1-minute load average). On a busy machine one thread is much faster than threads fighting for a core."""
+    (busy_cores, else the 1-minute load average). On a busy machine one thread is much faster than threads
+    fighting for a core."""
     n = torch.get_num_threads()
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return n
-    return max(1, min(n, round((os.cpu_count() or n) - load)))
+    if n == 1:
+        return 1
+    busy = busy_cores()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return n
+    return max(1, min(n, round((os.cpu_count() or n) - busy)))

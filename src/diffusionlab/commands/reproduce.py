@@ -43,7 +43,10 @@ def reproduce(
     ] = False,
     threads: Annotated[
         int | None,
-        typer.Option("--threads", help="torch CPU threads (default: the cores not busy now, from the load average)."),
+        typer.Option(
+            "--threads",
+            help="torch CPU threads (default: the cores not busy now, by the kernel's CPU counters over half a second).",
+        ),
     ] = None,
     pdf: Annotated[
         bool, typer.Option("--pdf", help="Also print the report to <out>/report.pdf with headless Chromium.")
