@@ -39,6 +39,15 @@ EpochsOpt = Annotated[int | None, typer.Option(help="Epochs (course: denoiser 5,
 BatchSizeOpt = Annotated[int | None, typer.Option(help="Batch size (course: 256, 128, 64).")]
 HiddenOpt = Annotated[int | None, typer.Option(help="UNet width D (course: 128 denoiser, 64 otherwise).")]
 LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate (course: 1e-4, 1e-3, 1e-2).")]
+LrScheduleOpt = Annotated[
+    str,
+    typer.Option(
+        "--lr-schedule",
+        help="course: the LR x0.1 over the run, stepped after each epoch (the denoiser: constant); cosine: set "
+        "every step, a 5 %% linear warm-up then a half cosine to 0 at the run's last step, for short runs "
+        "(e.g. --max-steps 600 --lr-schedule cosine). A resumed run keeps its own.",
+    ),
+]
 NumStepsOpt = Annotated[int | None, typer.Option(help="DDPM T (course: 300).")]
 SigmaOpt = Annotated[float | None, typer.Option(help="Denoiser: training noise level, z = x + sigma eps (0.5).")]
 PureNoiseOpt = Annotated[
@@ -115,6 +124,7 @@ def train(
     batch_size: BatchSizeOpt = None,
     hidden: HiddenOpt = None,
     lr: LrOpt = None,
+    lr_schedule: LrScheduleOpt = "course",
     num_steps: NumStepsOpt = None,
     sigma: SigmaOpt = None,
     pure_noise: PureNoiseOpt = False,
@@ -151,7 +161,12 @@ def train(
         torch.set_num_threads(threads)
     recipe_values = dict(epochs=epochs, batch_size=batch_size, hidden=hidden, lr=lr, num_steps=num_steps)
     recipe_values |= dict(
-        max_steps=max_steps, seed=seed, ema_decay=ema_decay, sigma=sigma, pure_noise=pure_noise or None
+        lr_schedule=lr_schedule,
+        max_steps=max_steps,
+        seed=seed,
+        ema_decay=ema_decay,
+        sigma=sigma,
+        pure_noise=pure_noise or None,
     )
     summary = tools.train(
         kind,

@@ -12,6 +12,10 @@ from diffusionlab.schedule import NoiseSchedule
 
 KINDS = ("denoiser", "time", "class")
 OBJECTIVES = ("ddpm", "flow")
+# course: x lr_gamma after every epoch (the course's ExponentialLR; constant where lr_gamma is None);
+# cosine: set every step by cosine_lr over the run's steps, for runs with a short budget (--max-steps)
+LR_SCHEDULES = ("course", "cosine")
+COSINE_WARMUP = 0.05  # share of the steps of the cosine schedule's linear warm-up
 
 
 @dataclass
@@ -26,6 +30,7 @@ class TrainConfig:
     hidden: int = 64
     lr: float = 1e-3
     lr_gamma: float | None = 0.1 ** (1 / 20)  # ExponentialLR factor per epoch; None = constant
+    lr_schedule: str = "course"  # LR_SCHEDULES
     sigma: float = 0.5  # the denoiser's noise level
     pure_noise: bool = False  # the denoiser maps pure noise z ~ N(0, I) to digits (Fall 2025 B1.2.3)
     p_uncond: float = 0.1
@@ -47,6 +52,8 @@ class TrainConfig:
                 raise DiffusionLabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise DiffusionLabError(f"--lr must be a positive number, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise DiffusionLabError(f"unknown --lr-schedule {self.lr_schedule!r}; choose {' or '.join(LR_SCHEDULES)}")
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise DiffusionLabError(f"--sigma must be a positive number, got {self.sigma}")
         if self.pure_noise and self.kind != "denoiser":
@@ -71,6 +78,16 @@ class TrainConfig:
             num_classes=10 if self.kind == "class" else 0,
             time_mode="mul" if mul_time else "add",
         )
+
+
+def cosine_lr(lr: float, step: int, total: int) -> float:
+    """The cosine schedule's LR for optimizer step `step` (0-based) of `total`: a linear warm-up over the first
+    COSINE_WARMUP of the steps, then a half cosine from lr toward 0 at the end of the run."""
+    warmup = max(1, round(COSINE_WARMUP * total))
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def recipe(kind: str = "class", objective: str = "ddpm", **overrides) -> TrainConfig:

@@ -75,4 +75,6 @@ def _resumed(config: TrainConfig, run_dir: Path) -> tuple[RunState | None, Train
     config = replace(config, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in train.items() if k in known})
     if "ema_decay" not in train:  # a run from before EMA: it continues without one, as it was trained
         config = replace(config, ema_decay=0.0)
+    if "lr_schedule" not in train:  # a run from before --lr-schedule: the course's
+        config = replace(config, lr_schedule="course")
     return state, config

@@ -34,7 +34,7 @@ from diffusionlab.training.checkpoints import (
     save_run,
     save_snapshots,
 )
-from diffusionlab.training.config import TrainConfig, model_config
+from diffusionlab.training.config import TrainConfig, cosine_lr, model_config
 from diffusionlab.training.ema import ema_decay_at, ema_init, ema_update
 from diffusionlab.training.loss import CallMode, training_loss
 from diffusionlab.training.losslog import LOG_NAME, LossLog, StepLosses, mean, read_log_rows
@@ -99,6 +99,7 @@ class Trainer:
             self.train_net = torch.compile(self.train_net, mode=mode, dynamic=False)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimizer steps
+        self.total_steps = 0  # the run's length in steps, set by run()
         self.batch_in_epoch = 0
         self.perm: Tensor | None = None
         self.train_seconds = 0.0
@@ -133,9 +134,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.net.parameters(), lr=cfg.lr, **({"fused": True} if fused else {"foreach": True})
         )
-        self.lr_scheduler = (
-            torch.optim.lr_scheduler.ExponentialLR(self.optimizer, cfg.lr_gamma) if cfg.lr_gamma else None
-        )
+        course = cfg.lr_schedule == "course" and cfg.lr_gamma
+        self.lr_scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, cfg.lr_gamma) if course else None
 
     # -- state (checkpoints.py) -----------------------------------------------------------------------------
     def exported_state(self) -> dict[str, Tensor]:
@@ -160,6 +160,7 @@ class Trainer:
         cfg, main = self.config, self.dist.is_main
         images, labels = split.images.to(self.device), split.labels.to(self.device)  # batches are sliced from them
         per_epoch, total = steps_of(len(split), cfg)
+        self.total_steps = total  # the cosine schedule spans the run as this command gives its length
         losses = StepLosses(LossLog(self.run_dir / LOG_NAME if main else None), self._bar(total), self.dist)
         mean_loss = None
         self.net.train()
@@ -222,6 +223,9 @@ class Trainer:
         loss = training_loss(self.train_net, x, y, cfg, self.schedule, self.noise_generator, shard=shard, mode=mode)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.lr_schedule == "cosine":  # a function of the step alone, so a resumed run continues it exactly
+            for group in self.optimizer.param_groups:
+                group["lr"] = cosine_lr(cfg.lr, self.step, self.total_steps)
         self.optimizer.step()
         self.step += 1
         self.batch_in_epoch += 1
