@@ -3,7 +3,6 @@ as its formula says, exact across a resume."""
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest
@@ -13,11 +12,11 @@ from diffusionlab.data import load_split
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.training import open_run, recipe
 from diffusionlab.training.config import COSINE_WARMUP, cosine_lr
+from diffusionlab.training.losslog import read_log_rows
 
 
 def lrs(run_dir) -> list[float]:
-    with (run_dir / "loss.csv").open() as f:
-        return [float(r["lr"]) for r in csv.DictReader(f)]
+    return [r["lr"] for r in read_log_rows(run_dir / "loss.csv")]
 
 
 def test_cosine_lr_warms_up_linearly_then_follows_half_a_cosine_to_zero():
