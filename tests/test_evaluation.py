@@ -211,9 +211,46 @@ def test_evaluate_cli_bad_input(tiny_setup, tiny_class_model: Path, tmp_path: Pa
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
     time_run = make_checkpoint(tmp_path / "time_run", kind="time")
     other = ["evaluate", "--model", str(time_run), "--classifier", str(clf)]
-    code, _, err = run_cli([*other, *base, "--out", str(tmp_path / "b.json")], capsys)
-    assert code == 2 and "class-conditioned" in err and len(err.strip().splitlines()) == 1
+    for option in (["--cfg", "3"], ["--anagram", "rot180"], ["--hybrid"]):  # they steer class-conditioned samples
+        code, _, err = run_cli([*other, *base, *option, "--out", str(tmp_path / "b.json")], capsys)
+        assert code == 2 and f"{option[0]} needs class-conditioned" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
+
+
+def test_evaluate_unconditional(tiny_setup, tmp_path: Path, capsys) -> None:
+    """A time model: the class spread of its samples and its distance to the test labels' spread (by the formula,
+    from the classifier's labels of the same samples), FD next to its floor, the same scores for the same seed."""
+    from diffusionlab.data import load_split
+    from diffusionlab.evaluation.evaluate import evaluate_unconditional
+    from diffusionlab.evaluation.metrics import to_unit
+    from diffusionlab.model_registry import load_model
+    from diffusionlab.sampling import generate, timesteps_for
+
+    data_dir, clf_path = tiny_setup
+    clf = load_classifier(clf_path)
+    run = make_checkpoint(tmp_path / "time_run", kind="time")
+    model = load_model(run, "cpu")
+    test, train = load_split("mnist", "test", data_dir), load_split("mnist", "train", data_dir)
+    scores = evaluate_unconditional(model, clf, 12, 3, 0, test, train, progress=False)
+    # one chunk draws what sampling.generate draws for the same seed: recompute the spread from those samples
+    x = generate(model, None, 12, seed=0, timesteps=timesteps_for(model, 3), progress=False)
+    shares = torch.bincount(clf.classify(to_unit(x, model.value_range)), minlength=10).float() / 12
+    expected = torch.bincount(test.labels, minlength=10).float() / len(test)
+    assert scores["class_shares"] == pytest.approx(shares.tolist(), abs=1e-4)
+    assert scores["class_share_distance"] == pytest.approx(float(0.5 * (shares - expected).abs().sum()), abs=1e-6)
+    assert 0 <= scores["class_share_distance_train"] <= 1 and scores["n_train_subset"] == 12
+    assert math.isfinite(scores["frechet_distance"]) and math.isfinite(scores["frechet_distance_train_vs_test"])
+    # the command: the table, the JSON, the command that makes it
+    out = tmp_path / "time.json"
+    args = ["evaluate", "--model", str(run), "--classifier", str(clf_path), "--data-dir", str(data_dir)]
+    args += ["-n", "12", "--steps", "3", "--out", str(out), "--device", "cpu"]
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0 and "(unconditional)" in stdout and "total-variation distance" in stdout
+    saved = json.loads(out.read_text())
+    assert saved["class_shares"] == scores["class_shares"] and saved["n_samples"] == 12
+    assert saved["command"].endswith("-n 12 --steps 3 --seed 0") and "--cfg" not in saved["command"]
+    with pytest.raises(DiffusionLabError, match="time"):
+        evaluate_unconditional(load_model(make_checkpoint(tmp_path / "c", kind="class"), "cpu"), clf, 4)
 
 
 def test_train_classifier_cli(tiny_setup, tmp_path: Path, capsys) -> None:

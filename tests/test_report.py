@@ -80,6 +80,7 @@ def make_weights(root: Path) -> Path:
         "mnist-class": ("class", "ddpm"),
         "mnist-time": ("time", "ddpm"),
         "mnist-flow": ("class", "flow"),
+        "mnist-time-flow": ("time", "flow"),
         "mnist-denoiser": ("denoiser", "ddpm"),
         "fashion-mnist-class": ("class", "ddpm"),
     }
@@ -150,6 +151,7 @@ def test_every_section_and_figure(built):
     for src in parser.srcs:
         assert not src.startswith("/") and (out / src).is_file(), src
     assert any(s.endswith(".gif") for s in parser.srcs)
+    assert "figures/B3_time_flow_epoch2.png" in parser.srcs  # the time flow (Fall 2025 2.2/2.3), final epoch
     # a training-time figure shipped beside the weights is copied in, in its own model's section only
     assert [s for s in parser.srcs if "training_" in s] == ["figures/B2_4_training_mnist-class_samples_epoch1.png"]
     for s in result["sections"]:  # every section reports its seconds and seed
@@ -213,6 +215,7 @@ def test_missing_files_and_data(tmp_path, monkeypatch):
     for sid in ("B2", "B3", "B-fashion"):
         assert status[sid]["status"] == "missing"
         assert any("is not in" in n for n in status[sid]["notes"])
+    assert any("mnist-time-flow.safetensors is not in" in n for n in status["B3"]["notes"])
     # no data: the shipped sample of genuine test digits, named with the caption (not the model's own samples)
     assert status["A1.1"]["inputs"].startswith("the shipped sample of 100 MNIST test digits")
     assert "Test images: the shipped sample of 100 MNIST test digits" in (out / "index.html").read_text()

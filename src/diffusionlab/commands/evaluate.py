@@ -38,6 +38,7 @@ AnagramOpt = Annotated[
         "map PNG next to --out. Example: --anagram rot180 --pair-n 2",
     ),
 ]
+DEFAULT_CFG = 5.0
 HybridOpt = Annotated[
     bool,
     typer.Option(
@@ -55,11 +56,14 @@ def evaluate(
         typer.Option(
             "-n",
             "--n",
-            help="Samples per class (default 100). Denoiser: test images (default all); pure-noise: draws of z (256).",
+            help="Samples per class (default 100). Unconditional (time) model: samples (default 1000). Denoiser: "
+            "test images (default all); pure-noise: draws of z (256).",
             callback=n_callback,
         ),
     ] = None,
-    cfg: Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.", callback=cfg_callback)] = 5.0,
+    cfg: Annotated[
+        float, typer.Option("--cfg", help="Classifier-free guidance scale.", callback=cfg_callback)
+    ] = DEFAULT_CFG,
     steps: Annotated[
         int | None,
         typer.Option(
@@ -112,8 +116,14 @@ def evaluate(
     pure-noise denoiser (B1.2.3) by the distance of its outputs to the mean training digit.
 
     Example: diffusionlab evaluate --model mnist-denoiser --data-dir data/mnist --out denoiser.json
+
+    An unconditional (time-conditioned) model is scored by its samples' Frechet distance, background std and how
+    the classifier spreads them over the classes (against the test set's labels): a model that drops digits shows.
+
+    Example: diffusionlab evaluate --model mnist-time -n 1000 --steps 30 --data-dir data/mnist --out time.json
     """
     from diffusionlab.checkpoint import atomic_write_json
+    from diffusionlab.data import dataset_info
     from diffusionlab.evaluation.classifier import load_classifier
     from diffusionlab.evaluation.evaluate import evaluate_model
 
@@ -133,8 +143,16 @@ def evaluate(
         return wrote(out)
     if sigma is not None:
         raise DiffusionLabError("--sigma scores a single-step denoiser; pass --model mnist-denoiser or a denoiser run")
-    n = n or 100
-    check_inputs(m, n, pair_n if anagram or hybrid else 0, anagram)
+    unconditional = m.kind == "time"
+    if unconditional:
+        from diffusionlab.commands import evaluate_unconditional as uncond
+
+        uncond.check_unconditional_options(m.name, cfg, DEFAULT_CFG, anagram, hybrid)
+        n = n or uncond.DEFAULT_SAMPLES
+        check_count(n, "-n", MAX_SCORED_SAMPLES, " (all samples are kept for the scores)")
+    else:
+        n = n or 100
+        check_inputs(m, n, pair_n if anagram or hybrid else 0, anagram)
     data = m.config.get("data", "mnist")
     clf = load_classifier(classifier or data, m.device)
     if clf.data is not None and clf.data != data:
@@ -142,10 +160,19 @@ def evaluate(
             f"the classifier was trained on {clf.data} but the model generates {data}; pass a {data} --classifier"
         )
     test, train = load_splits(data, data_dir)
+    rule = {"--sampler": sampler, "--variance": variance, "--eta": eta}
+    if unconditional:
+        from diffusionlab.evaluation.evaluate import evaluate_unconditional
+
+        scores = evaluate_unconditional(m, clf, n, steps, seed, test, train, sampler=step_rule)
+        scores["classifier"] = str(classifier or f"shipped {data}-classifier")
+        scores["command"] = command_line(model, n, None, steps, seed, rule, None, False, 0)
+        print(uncond.format_unconditional_scores(scores, dataset_info(data).class_names))
+        atomic_write_json(out, scores)
+        return wrote(out)
     scores = evaluate_model(m, clf, n, cfg, steps, seed, test, train, sampler=step_rule)
     scores.update(pair_scores(m, clf, anagram, hybrid, pair_n, cfg, seed))
     scores["classifier"] = str(classifier or f"shipped {data}-classifier")
-    rule = {"--sampler": sampler, "--variance": variance, "--eta": eta}
     scores["command"] = command_line(model, n, cfg, steps, seed, rule, anagram, hybrid, pair_n)
     print(format_scores(scores, m.class_names))
     atomic_write_json(out, scores)
@@ -155,7 +182,8 @@ def evaluate(
 def command_line(model, n, cfg, steps, seed, rule: dict, anagram, hybrid: bool, pair_n: int) -> str:
     """The evaluate command that makes these scores (stored in the JSON)."""
     return shlex.join(
-        ["diffusionlab", "evaluate", "--model", str(model), "-n", str(n), "--cfg", str(cfg)]
+        ["diffusionlab", "evaluate", "--model", str(model), "-n", str(n)]
+        + (["--cfg", str(cfg)] if cfg is not None else [])
         + (["--steps", str(steps)] if steps else [])
         + [part for k, v in rule.items() if v is not None for part in (k, str(v))]
         + ["--seed", str(seed)]
@@ -166,8 +194,8 @@ def command_line(model, n, cfg, steps, seed, rule: dict, anagram, hybrid: bool, 
 
 
 def open_scored_model(model: str, device: str):
-    """The model to score: a class-conditioned model of ours or a single-step denoiser (DeepFloyd IF and the
-    other kinds have no score here)."""
+    """The model to score: a class-conditioned or unconditional (time) model of ours or a single-step denoiser
+    (DeepFloyd IF has no score here)."""
     from diffusionlab.model_registry import is_if_spec
 
     if is_if_spec(model):
@@ -175,9 +203,9 @@ def open_scored_model(model: str, device: str):
             "evaluate scores our class-conditioned MNIST-like models; DeepFloyd IF has no classifier"
         )
     m = open_model(model, device)
-    if getattr(m, "kind", None) not in ("class", "denoiser"):
+    if getattr(m, "kind", None) not in ("class", "time", "denoiser"):
         raise DiffusionLabError(
-            f"evaluate needs a class-conditioned model of ours (or a denoiser), but {getattr(m, 'name', model)} is a "
+            f"evaluate needs a class- or time-conditioned model of ours (or a denoiser), but {getattr(m, 'name', model)} is a "
             f"{getattr(m, 'kind', 'different')} model; pass --model mnist, fashion-mnist or a class run directory"
         )
     return m

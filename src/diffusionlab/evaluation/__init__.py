@@ -2,7 +2,8 @@
 
 - `classifier`: the CNN, its training and its file.
 - `metrics`: conditional accuracy, Frechet distance, background std, anagram and hybrid success (plain functions).
-- `evaluate`: class-conditional samples of a model, scored.
+- `evaluate`: class-conditional samples of a model, scored; an unconditional model's samples by their FD and
+  how they spread over the classes.
 - `pairs`: visual anagrams and hybrid images over class pairs, scored.
 - `denoiser`: the single-step denoisers (B1): test MSE at a noise level; a pure-noise one against the mean digit.
 
@@ -22,6 +23,7 @@ from diffusionlab.evaluation.classifier import (
 from diffusionlab.evaluation.denoiser import denoiser_scores, pure_noise_scores
 from diffusionlab.evaluation.evaluate import (
     evaluate_model,
+    evaluate_unconditional,
     generate_class_samples,
     sampler_name,
 )
@@ -58,6 +60,7 @@ __all__ = [
     "evaluate_anagrams",
     "evaluate_hybrids",
     "evaluate_model",
+    "evaluate_unconditional",
     "far_view",
     "frechet_distance",
     "frechet_from_stats",

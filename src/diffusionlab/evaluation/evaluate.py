@@ -1,10 +1,12 @@
 """Evaluating a class-conditional model: class-conditional samples -> conditional accuracy, background std, and
 the Frechet distance to the test set next to the reference Frechet distance of a same-size subset of the train
-set to the test set."""
+set to the test set. An unconditional (time) model: its samples' Frechet distance and how the classifier spreads
+them over the classes, each next to the same measure of a same-size train subset."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,6 +42,46 @@ def sampler_name(rule: dict[str, Any]) -> str:
     return name
 
 
+def _timesteps(model: Any, steps: int | None) -> list:
+    """DDPM: every step T-1..0 (Algorithm B.2) or `steps` evenly spaced; flow: `steps` Euler steps (default: the
+    config's `sample_steps`, else the course's N = 300)."""
+    if guidance.is_flow(model):
+        return sampling.flow_timesteps(steps or int(model.config.get("sample_steps", 300)))
+    T = model.schedule.num_steps  # more steps than T means every step
+    return sampling.timesteps_for(model, None if steps is None or steps >= T else steps)
+
+
+def _sample_in_chunks(
+    model: Any,
+    n: int,
+    estimator_for: Callable[[int, int], Any],
+    steps: int | None,
+    seed: int,
+    batch_size: int,
+    progress: bool,
+    sampler: dict[str, Any] | None,
+    raw: list[Tensor] | None,
+) -> Tensor:
+    """n samples in chunks of `batch_size` that share one generator (bounded memory; the scores of a seed stay
+    those already published), in [0, 1] on the CPU. `estimator_for(start, stop)` is the chunk's estimator; `raw`
+    (a list) receives the unclamped samples, chunk by chunk."""
+    gen = torch.Generator("cpu").manual_seed(int(seed))
+    ts = _timesteps(model, steps)
+    out = []
+    bar = progress_bar(None, progress, total=n, desc="sampling", unit="image")
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        est = estimator_for(start, stop)
+        x = randn((stop - start, *model.image_shape), gen, device=model.device)
+        x = sampling.run(model, x, ts, est, generator=gen, progress=False, **(sampler or {}))
+        if raw is not None:
+            raw.append(x.cpu())
+        out.append(to_unit(x.cpu(), model.value_range))
+        bar.update(stop - start)
+    bar.close()
+    return torch.cat(out)
+
+
 @torch.no_grad()
 def generate_class_samples(
     model: Any,
@@ -63,27 +105,13 @@ def generate_class_samples(
     share one generator (bounded memory; the scores of a seed stay those already published).
     """
     model.require("class", what="evaluate")
-    gen = torch.Generator("cpu").manual_seed(int(seed))
     names = model.class_names or [str(i) for i in range(model.num_classes)]
-    out = []
-    if guidance.is_flow(model):
-        ts = sampling.flow_timesteps(steps or int(model.config.get("sample_steps", 300)))
-    else:
-        T = model.schedule.num_steps  # more steps than T means every step
-        ts = sampling.timesteps_for(model, None if steps is None or steps >= T else steps)
-    bar = progress_bar(None, progress, total=len(labels), desc="sampling", unit="image")
-    for chunk in labels.split(batch_size):
-        cond = model.encode([names[int(c)] for c in chunk])
-        uncond = model.null(1)
-        x = randn((len(chunk), *model.image_shape), gen, device=model.device)
-        est = guidance.cfg(model, cond, uncond, cfg_scale)
-        x = sampling.run(model, x, ts, est, generator=gen, progress=False, **(sampler or {}))
-        if raw is not None:
-            raw.append(x.cpu())
-        out.append(to_unit(x.cpu(), model.value_range))
-        bar.update(len(chunk))
-    bar.close()
-    return torch.cat(out)
+
+    def estimator_for(start: int, stop: int):
+        cond = model.encode([names[int(c)] for c in labels[start:stop]])
+        return guidance.cfg(model, cond, model.null(1), cfg_scale)
+
+    return _sample_in_chunks(model, len(labels), estimator_for, steps, seed, batch_size, progress, sampler, raw)
 
 
 def _check_inputs(model: Any, classifier: Scorer, n_per_class: int) -> None:
@@ -95,6 +123,12 @@ def _check_inputs(model: Any, classifier: Scorer, n_per_class: int) -> None:
         raise DiffusionLabError(f"the classifier has {classifier.num_classes} classes but the model has {k}")
 
 
+def _train_subset(train_split: Split, n: int, seed: int) -> Tensor:
+    """The indices of the random train subset of the samples' N that the floors are measured on."""
+    gen = torch.Generator("cpu").manual_seed(int(seed) + 1)
+    return torch.randperm(len(train_split), generator=gen)[: min(n, len(train_split))]
+
+
 def _frechet_scores(
     classifier: Scorer, images: Tensor, test_split: Split, train_split: Split, seed: int
 ) -> dict[str, Any]:
@@ -103,8 +137,7 @@ def _frechet_scores(
     if n < 2:
         raise DiffusionLabError("the Frechet distance needs at least 2 samples; raise -n")
     test_feats = classifier.features(to_float(test_split.images))
-    gen = torch.Generator("cpu").manual_seed(int(seed) + 1)
-    subset = torch.randperm(len(train_split), generator=gen)[: min(n, len(train_split))]
+    subset = _train_subset(train_split, n, seed)
     return {
         "frechet_distance": frechet_distance(classifier.features(images), test_feats),
         "frechet_distance_train_vs_test": frechet_distance(
@@ -159,4 +192,71 @@ def evaluate_model(
     }
     if test_split is not None and train_split is not None:
         scores.update(_frechet_scores(classifier, images, test_split, train_split, seed))
+    return scores
+
+
+@torch.no_grad()
+def evaluate_unconditional(
+    model: Any,
+    classifier: Scorer,
+    n: int = 1000,
+    steps: int | None = None,
+    seed: int = 0,
+    test_split: Split | None = None,
+    train_split: Split | None = None,
+    batch_size: int = 250,
+    progress: bool = True,
+    sampler: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Scores of an unconditional (time-conditioned) DDPM or flow model: the background std of n raw samples, how
+    the classifier spreads them over the classes (`class_shares`) and the total-variation distance of that spread
+    from the test set's labels (from uniform without the test set): a model that drops or favours digits shows
+    there; with the splits, that distance and the Frechet distance to the test set next to their floors: a random
+    train subset of the same N (small samples spread unevenly by chance alone)."""
+    model.require("time", what="evaluate (unconditional)")
+    if n < 2:
+        raise DiffusionLabError(f"-n must be at least 2 samples for an unconditional model, got {n}")
+    start = time.perf_counter()
+    raw: list[Tensor] = []
+
+    def estimator_for(a: int, b: int):
+        return guidance.plain(model, model.null(b - a))
+
+    images = _sample_in_chunks(model, n, estimator_for, steps, seed, batch_size, progress, sampler, raw)
+    sample_seconds = time.perf_counter() - start
+    k = int(getattr(classifier, "num_classes", 10))
+
+    def spread(images: Tensor) -> Tensor:
+        return torch.bincount(classifier.classify(images), minlength=k).float() / len(images)
+
+    def distance(shares: Tensor) -> float:  # total variation
+        return float(0.5 * (shares - expected).abs().sum())
+
+    shares = spread(images)
+    if test_split is not None:
+        expected = torch.bincount(test_split.labels.cpu(), minlength=k).float() / len(test_split)
+    else:
+        expected = torch.full((k,), 1.0 / k)
+    scores = {
+        "model": getattr(model, "name", "model"),
+        "data": model.config.get("data", "mnist"),
+        "n_samples": n,
+        "steps": steps,
+        "sampler": "flow-euler" if guidance.is_flow(model) else sampler_name(sampling.sampler_defaults(model, sampler)),
+        "seed": seed,
+        "class_shares": [round(float(s), 4) for s in shares],
+        "class_share_distance": distance(shares),
+        "class_share_reference": "test labels" if test_split is not None else "uniform",
+        "class_share_distance_train": None,
+        "background_std": background_std(torch.cat(raw), model.value_range),
+        "frechet_distance": None,
+        "frechet_distance_train_vs_test": None,
+        "classifier_test_accuracy": getattr(classifier, "test_accuracy", None),
+        "sample_seconds": round(sample_seconds, 2),
+    }
+    if test_split is not None and train_split is not None:
+        scores.update(_frechet_scores(classifier, images, test_split, train_split, seed))
+    if train_split is not None:  # the floor: a train subset of the same N, classified the same way
+        subset = _train_subset(train_split, n, seed)
+        scores["class_share_distance_train"] = distance(spread(to_float(train_split.images[subset])))
     return scores

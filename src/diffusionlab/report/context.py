@@ -21,6 +21,7 @@ PARTB_MODELS = {
     "mnist-time": ("time", "ddpm", "mnist"),
     "mnist-class": ("class", "ddpm", "mnist"),
     "mnist-flow": ("class", "flow", "mnist"),
+    "mnist-time-flow": ("time", "flow", "mnist"),
     "fashion-mnist-class": ("class", "ddpm", "fashion-mnist"),
 }
 SHIPPED_ALIASES = {"mnist": "mnist-class", "fashion-mnist": "fashion-mnist-class"}

@@ -282,6 +282,35 @@ def sec_b3(ctx: Context, out: SectionOut) -> None:
         "u = x1 - x0, Euler sampling with CFG 5 on the velocity."
     )
     _class_section(ctx, out, "B3", "mnist-flow", None, True)
+    _time_flow(ctx, out)
+
+
+TIME_FLOW = "mnist-time-flow"  # the shipped name of `train time --objective flow`
+
+
+def _time_flow(ctx: Context, out: SectionOut) -> None:
+    """The Fall 2025 version's time-conditioned flow (2.2/2.3) inside B3: unconditional samples after each
+    snapshot's epoch and at the end, when that model is shipped (or given as a run); a note when it is not."""
+    from diffusionlab import partb
+
+    src = ctx.source(TIME_FLOW)
+    if not src.exists:
+        out.notes.append(
+            f"The time-conditioned flow (Fall 2025 2.2/2.3) is not shown: {src.weights.name} is not in "
+            f"{src.weights.parent}; train it with `diffusionlab train time --objective flow`."
+        )
+        return
+    b = ctx.budget
+    how = f"Euler, {b.flow_steps} steps"
+    final = _final_epoch(src)
+    snaps = [(e, m) for e, m in _snapshots(ctx, src, out) if str(e) != final]
+    for epoch, m in [*snaps, (final, ctx.load(src.weights))]:
+        label = f"time-conditioned flow after epoch {epoch}"
+        ctx.say("B3", f"{label}: sampling {b.time_n}; {how}")
+        path = ctx.fig("B3", f"time_flow_epoch{epoch}")
+        paths = partb.time_samples(m, path, b.time_n, ctx.seed, label, flow_steps=b.flow_steps, progress=False)
+        out.figures.append(Figure(ctx.rel(paths[0]), f"{label}: {b.time_n} unconditional samples; {how}"))
+    out.caption += " Below them, the time-conditioned flow (no class, Fall 2025 2.2/2.3): unconditional samples."
 
 
 def sec_fashion(ctx: Context, out: SectionOut) -> None:
