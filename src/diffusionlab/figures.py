@@ -56,7 +56,9 @@ def grid_image(
     font = _font(max(10, cell // 7))
     left = 0 if not row_labels else max(12 + int(font.getlength(str(s))) for s in row_labels)
     top = (0 if not col_labels else 4 + cell // 5) + (0 if not title else 8 + cell // 5)
-    canvas = Image.new("RGB", (left + nrow * (ch + pad) + pad, top + rows * (cw + pad) + pad), "white")
+    # a column as wide as its widest label, so that labels never run into each other; tiles centred in it
+    col_w = max([ch] + [6 + int(font.getlength(str(s))) for s in col_labels or []])
+    canvas = Image.new("RGB", (left + nrow * (col_w + pad) + pad, top + rows * (cw + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((pad, 2), title, fill="black", font=font)
@@ -65,12 +67,12 @@ def grid_image(
         pil = Image.fromarray(tile[..., 0] if tile.shape[-1] == 1 else tile).convert("RGB")
         pil = pil.resize((ch, cw), Image.NEAREST if scale >= 2 else Image.BILINEAR)
         r, c = divmod(i, nrow)
-        canvas.paste(pil, (left + pad + c * (ch + pad), top + pad + r * (cw + pad)))
+        canvas.paste(pil, (left + pad + c * (col_w + pad) + (col_w - ch) // 2, top + pad + r * (cw + pad)))
     for r, label in enumerate(row_labels or []):
         draw.text((4, top + pad + r * (cw + pad) + cw // 2 - font.size // 2), str(label), fill="black", font=font)
     for c, label in enumerate(col_labels or []):
-        x = left + pad + c * (ch + pad)
-        draw.text((x + 2, top - cell // 5), str(label), fill="black", font=font)
+        x = left + pad + c * (col_w + pad) + (col_w - int(font.getlength(str(label)))) // 2
+        draw.text((x, top - cell // 5), str(label), fill="black", font=font)
     return canvas
 
 
