@@ -184,7 +184,11 @@ CASES: list[Case] = [
         ]
     ],  # fmt: skip
     Case("noise-model-missing", [*NOISE, "{img[digit]}", "--model", "{out}/nope"], "no such file or directory"),
-    Case("evaluate-model-other-kind", ["evaluate", "--model", "{ckpt[time_kind]}"], "needs a class-conditioned"),
+    Case(
+        "evaluate-time-model-cfg",
+        ["evaluate", "--model", "{ckpt[time_kind]}", "--cfg", "3"],
+        "--cfg needs class-conditioned",
+    ),
     Case("evaluate-classifier-pickle", ["evaluate", "--classifier", "{ckpt[pt_file]}"], "cannot read the weights"),
     Case("evaluate-classifier-of-model", ["evaluate", "--classifier", "{ckpt[good]}/model.safetensors"], "classifier"),
 ]
