@@ -280,19 +280,30 @@ def format_scores(scores: dict[str, Any], class_names: Sequence[str] | None = No
         ),
         ("conditional accuracy", f"{100 * scores['conditional_accuracy']:.2f} %"),
         ("background std (raw samples)", f"{scores['background_std']:.4f}"),
+        *frechet_rows(scores),
     ]
-    if scores.get("frechet_distance") is None:
-        rows.append(("Frechet distance", "not computed: it needs the test set (--data-dir, or the data in the cache)"))
-    else:
-        fd, ref = scores["frechet_distance"], scores["frechet_distance_train_vs_test"]
-        rows.append(("Frechet distance (samples vs test)", f"{fd:.3f} ({fd / ref:.1f}x the train-vs-test floor)"))
-        rows.append(("Frechet distance (train vs test, same N)", f"{ref:.3f}"))
     if scores.get("classifier_test_accuracy") is not None:
         rows.append(("classifier test accuracy", f"{100 * scores['classifier_test_accuracy']:.2f} %"))
     names = list(class_names or [str(i) for i in range(len(scores["per_class_accuracy"]))])
     per = ", ".join(f"{names[i]} {100 * a:.0f}%" for i, a in enumerate(scores["per_class_accuracy"]) if a is not None)
     rows.append(("per class", per))
     rows += pair_rows(scores)
+    return format_table(rows)
+
+
+def frechet_rows(scores: dict[str, Any]) -> list[tuple[str, str]]:
+    """The Frechet distance rows of a score table: the distance and its floor, or why there is none."""
+    if scores.get("frechet_distance") is None:
+        return [("Frechet distance", "not computed: it needs the test set (--data-dir, or the data in the cache)")]
+    fd, ref = scores["frechet_distance"], scores["frechet_distance_train_vs_test"]
+    return [
+        ("Frechet distance (samples vs test)", f"{fd:.3f} ({fd / ref:.1f}x the train-vs-test floor)"),
+        ("Frechet distance (train vs test, same N)", f"{ref:.3f}"),
+    ]
+
+
+def format_table(rows: list[tuple[str, str]]) -> str:
+    """(name, value) rows as the two aligned columns `evaluate` prints."""
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

@@ -53,6 +53,8 @@ def score_denoiser(m, model: str, n: int | None, sigma: float | None, seed: int,
 
 def format_denoiser_scores(s: dict[str, Any]) -> str:
     """The score table `diffusionlab evaluate` prints for a denoiser or a pure-noise denoiser."""
+    from diffusionlab.commands.evaluate import format_table
+
     if s["kind"] == "denoiser":
         rows = [
             ("model", f"{s['model']} (single-step denoiser, B1)"),
@@ -68,5 +70,4 @@ def format_denoiser_scores(s: dict[str, Any]) -> str:
             ("pixel std of D(z) across z", f"{s['std_across_z']:.4f}"),
             ("data variance around its mean", f"{s['data_variance_around_mean']:.4f} (the least training loss)"),
         ]
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return format_table(rows)

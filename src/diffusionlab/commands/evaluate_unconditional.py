@@ -25,6 +25,8 @@ def check_unconditional_options(name: str, cfg: float, default_cfg: float, anagr
 
 def format_unconditional_scores(s: dict[str, Any], class_names=None) -> str:
     """The score table `diffusionlab evaluate` prints for an unconditional model."""
+    from diffusionlab.commands.evaluate import format_table, frechet_rows
+
     names = list(class_names or [str(i) for i in range(len(s["class_shares"]))])
     rows = [
         ("model", f"{s['model']} (unconditional)"),
@@ -43,12 +45,6 @@ def format_unconditional_scores(s: dict[str, Any], class_names=None) -> str:
             ),
         ),
         ("background std (raw samples)", f"{s['background_std']:.4f}"),
+        *frechet_rows(s),
     ]
-    if s.get("frechet_distance") is None:
-        rows.append(("Frechet distance", "not computed: it needs the test set (--data-dir, or the data in the cache)"))
-    else:
-        fd, ref = s["frechet_distance"], s["frechet_distance_train_vs_test"]
-        rows.append(("Frechet distance (samples vs test)", f"{fd:.3f} ({fd / ref:.1f}x the train-vs-test floor)"))
-        rows.append(("Frechet distance (train vs test, same N)", f"{ref:.3f}"))
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return format_table(rows)

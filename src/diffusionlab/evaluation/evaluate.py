@@ -148,6 +148,26 @@ def _frechet_scores(
     }
 
 
+def _sample_scores(
+    model: Any, classifier: Scorer, raw: list[Tensor], steps, seed: int, sampler, seconds: float
+) -> dict[str, Any]:
+    """What every evaluation of samples reports: the model, how it sampled, the raw samples' background std, the
+    classifier's accuracy, the seconds, and no Frechet distance yet (`_frechet_scores` fills it in)."""
+    rule = sampling.sampler_defaults(model, sampler)
+    return {
+        "model": getattr(model, "name", "model"),
+        "data": model.config.get("data", "mnist"),
+        "steps": steps,
+        "sampler": "flow-euler" if guidance.is_flow(model) else sampler_name(rule),
+        "seed": seed,
+        "background_std": background_std(torch.cat(raw), model.value_range),
+        "frechet_distance": None,
+        "frechet_distance_train_vs_test": None,
+        "classifier_test_accuracy": getattr(classifier, "test_accuracy", None),
+        "sample_seconds": round(seconds, 2),
+    }
+
+
 def evaluate_model(
     model: Any,
     classifier: Scorer,
@@ -171,24 +191,13 @@ def evaluate_model(
     start = time.perf_counter()
     raw: list[Tensor] = []
     images = generate_class_samples(model, labels, cfg_scale, steps, seed, batch_size, progress, sampler, raw)
-    sample_seconds = time.perf_counter() - start
-    step_rule = sampling.sampler_defaults(model, sampler)
     scores = {
-        "model": getattr(model, "name", "model"),
-        "data": model.config.get("data", "mnist"),
         "n_per_class": n_per_class,
         "n_samples": labels.numel(),
         "cfg_scale": cfg_scale,
-        "steps": steps,
-        "sampler": "flow-euler" if guidance.is_flow(model) else sampler_name(step_rule),
-        "seed": seed,
         "conditional_accuracy": conditional_accuracy(classifier, images, labels),
         "per_class_accuracy": per_class_accuracy(classifier, images, labels, k),
-        "background_std": background_std(torch.cat(raw), model.value_range),
-        "frechet_distance": None,
-        "frechet_distance_train_vs_test": None,
-        "classifier_test_accuracy": getattr(classifier, "test_accuracy", None),
-        "sample_seconds": round(sample_seconds, 2),
+        **_sample_scores(model, classifier, raw, steps, seed, sampler, time.perf_counter() - start),
     }
     if test_split is not None and train_split is not None:
         scores.update(_frechet_scores(classifier, images, test_split, train_split, seed))
@@ -223,7 +232,7 @@ def evaluate_unconditional(
         return guidance.plain(model, model.null(b - a))
 
     images = _sample_in_chunks(model, n, estimator_for, steps, seed, batch_size, progress, sampler, raw)
-    sample_seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     k = int(getattr(classifier, "num_classes", 10))
 
     def spread(images: Tensor) -> Tensor:
@@ -238,21 +247,12 @@ def evaluate_unconditional(
     else:
         expected = torch.full((k,), 1.0 / k)
     scores = {
-        "model": getattr(model, "name", "model"),
-        "data": model.config.get("data", "mnist"),
         "n_samples": n,
-        "steps": steps,
-        "sampler": "flow-euler" if guidance.is_flow(model) else sampler_name(sampling.sampler_defaults(model, sampler)),
-        "seed": seed,
         "class_shares": [round(float(s), 4) for s in shares],
         "class_share_distance": distance(shares),
         "class_share_reference": "test labels" if test_split is not None else "uniform",
         "class_share_distance_train": None,
-        "background_std": background_std(torch.cat(raw), model.value_range),
-        "frechet_distance": None,
-        "frechet_distance_train_vs_test": None,
-        "classifier_test_accuracy": getattr(classifier, "test_accuracy", None),
-        "sample_seconds": round(sample_seconds, 2),
+        **_sample_scores(model, classifier, raw, steps, seed, sampler, seconds),
     }
     if test_split is not None and train_split is not None:
         scores.update(_frechet_scores(classifier, images, test_split, train_split, seed))

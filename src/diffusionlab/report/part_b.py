@@ -109,6 +109,14 @@ def _snapshots(ctx: Context, src: Source, out: SectionOut):
             out.notes.append(f"snapshot of epoch {epoch} skipped: {e}")
 
 
+def _snapshots_then_final(ctx: Context, src: Source, out: SectionOut) -> list[tuple[str, Any]]:
+    """(epoch, model) of each snapshot, then of the final weights; a snapshot of the final epoch is left out
+    (the last snapshot may be the final model itself)."""
+    final = _final_epoch(src)
+    snaps = [(str(e), m) for e, m in _snapshots(ctx, src, out) if str(e) != final]
+    return [*snaps, (final, ctx.load(src.weights))]
+
+
 def _steps_label(m, count: int | None) -> tuple[list[int] | None, str]:
     """The timesteps of `count` steps (None: all T) and how they are sampled, named after the model's default
     rule (`auto`: Algorithm B.2 on all T steps, DDIM eta 0 on strided ones)."""
@@ -173,9 +181,7 @@ def _pure_noise(ctx: Context, out: SectionOut) -> None:
             "train it with `diffusionlab train denoiser --pure-noise`."
         )
         return
-    final = _final_epoch(src)
-    snaps = [(e, m) for e, m in _snapshots(ctx, src, out) if str(e) != final]  # the last snapshot may be the final
-    for epoch, m in [*snaps, (final, ctx.load(src.weights))]:
+    for epoch, m in _snapshots_then_final(ctx, src, out):
         label = f"after epoch {epoch}"
         path = ctx.fig("B1", f"pure_noise_epoch{epoch}")
         p = partb.pure_noise_results(m, path, title=f"pure-noise denoiser {label}", seed=ctx.seed)
@@ -302,9 +308,7 @@ def _time_flow(ctx: Context, out: SectionOut) -> None:
         return
     b = ctx.budget
     how = f"Euler, {b.flow_steps} steps"
-    final = _final_epoch(src)
-    snaps = [(e, m) for e, m in _snapshots(ctx, src, out) if str(e) != final]
-    for epoch, m in [*snaps, (final, ctx.load(src.weights))]:
+    for epoch, m in _snapshots_then_final(ctx, src, out):
         label = f"time-conditioned flow after epoch {epoch}"
         ctx.say("B3", f"{label}: sampling {b.time_n}; {how}")
         path = ctx.fig("B3", f"time_flow_epoch{epoch}")
