@@ -189,6 +189,11 @@ CASES: list[Case] = [
         ["evaluate", "--model", "{ckpt[time_kind]}", "--cfg", "3"],
         "--cfg needs class-conditioned",
     ),
+    Case(  # refused before the data are read: the data folder does not exist
+        "evaluate-time-model-n-1",
+        ["evaluate", "--model", "{ckpt[time_kind]}", "-n", "1", "--data-dir", "{out}/no-data"],
+        "-n must be at least 2 samples for an unconditional model, got 1",
+    ),
     Case("evaluate-classifier-pickle", ["evaluate", "--classifier", "{ckpt[pt_file]}"], "cannot read the weights"),
     Case("evaluate-classifier-of-model", ["evaluate", "--classifier", "{ckpt[good]}/model.safetensors"], "classifier"),
 ]

@@ -150,6 +150,9 @@ def evaluate(
         uncond.check_unconditional_options(m.name, cfg, DEFAULT_CFG, anagram, hybrid)
         n = n or uncond.DEFAULT_SAMPLES
         check_count(n, "-n", MAX_SCORED_SAMPLES, " (all samples are kept for the scores)")
+        from diffusionlab.evaluation.evaluate import check_unconditional_count
+
+        check_unconditional_count(n)  # before the data are read
     else:
         n = n or 100
         check_inputs(m, n, pair_n if anagram or hybrid else 0, anagram)

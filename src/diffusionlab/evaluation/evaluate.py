@@ -123,28 +123,28 @@ def _check_inputs(model: Any, classifier: Scorer, n_per_class: int) -> None:
         raise DiffusionLabError(f"the classifier has {classifier.num_classes} classes but the model has {k}")
 
 
-def _train_subset(train_split: Split, n: int, seed: int) -> Tensor:
-    """The indices of the random train subset of the samples' N that the floors are measured on."""
-    gen = torch.Generator("cpu").manual_seed(int(seed) + 1)
-    return torch.randperm(len(train_split), generator=gen)[: min(n, len(train_split))]
-
-
-def _frechet_scores(
-    classifier: Scorer, images: Tensor, test_split: Split, train_split: Split, seed: int
-) -> dict[str, Any]:
-    """FD of the samples to the test set, and of a random train subset of the same N (same small-sample bias)."""
-    n = images.shape[0]
+def check_unconditional_count(n: int) -> None:
+    """An unconditional model's scores compare a spread and a Frechet distance: one sample has neither."""
     if n < 2:
+        raise DiffusionLabError(f"-n must be at least 2 samples for an unconditional model, got {n}")
+
+
+def _train_subset(train_split: Split, n: int, seed: int) -> Tensor:
+    """The random train subset of the samples' N (as float images) that the floors are measured on."""
+    gen = torch.Generator("cpu").manual_seed(int(seed) + 1)
+    return to_float(train_split.images[torch.randperm(len(train_split), generator=gen)[: min(n, len(train_split))]])
+
+
+def _frechet_scores(classifier: Scorer, images: Tensor, test_split: Split, train_subset: Tensor) -> dict[str, Any]:
+    """FD of the samples to the test set, and of a random train subset of the same N (same small-sample bias)."""
+    if images.shape[0] < 2:
         raise DiffusionLabError("the Frechet distance needs at least 2 samples; raise -n")
     test_feats = classifier.features(to_float(test_split.images))
-    subset = _train_subset(train_split, n, seed)
     return {
         "frechet_distance": frechet_distance(classifier.features(images), test_feats),
-        "frechet_distance_train_vs_test": frechet_distance(
-            classifier.features(to_float(train_split.images[subset])), test_feats
-        ),
+        "frechet_distance_train_vs_test": frechet_distance(classifier.features(train_subset), test_feats),
         "n_test": len(test_split),
-        "n_train_subset": int(subset.numel()),
+        "n_train_subset": int(train_subset.shape[0]),
     }
 
 
@@ -200,7 +200,7 @@ def evaluate_model(
         **_sample_scores(model, classifier, raw, steps, seed, sampler, time.perf_counter() - start),
     }
     if test_split is not None and train_split is not None:
-        scores.update(_frechet_scores(classifier, images, test_split, train_split, seed))
+        scores.update(_frechet_scores(classifier, images, test_split, _train_subset(train_split, len(images), seed)))
     return scores
 
 
@@ -223,8 +223,7 @@ def evaluate_unconditional(
     there; with the splits, that distance and the Frechet distance to the test set next to their floors: a random
     train subset of the same N (small samples spread unevenly by chance alone)."""
     model.require("time", what="evaluate (unconditional)")
-    if n < 2:
-        raise DiffusionLabError(f"-n must be at least 2 samples for an unconditional model, got {n}")
+    check_unconditional_count(n)
     start = time.perf_counter()
     raw: list[Tensor] = []
 
@@ -254,9 +253,9 @@ def evaluate_unconditional(
         "class_share_distance_train": None,
         **_sample_scores(model, classifier, raw, steps, seed, sampler, seconds),
     }
-    if test_split is not None and train_split is not None:
-        scores.update(_frechet_scores(classifier, images, test_split, train_split, seed))
-    if train_split is not None:  # the floor: a train subset of the same N, classified the same way
+    if train_split is not None:  # the floors: a train subset of the same N, scored the same way
         subset = _train_subset(train_split, n, seed)
-        scores["class_share_distance_train"] = distance(spread(to_float(train_split.images[subset])))
+        scores["class_share_distance_train"] = distance(spread(subset))
+        if test_split is not None:
+            scores.update(_frechet_scores(classifier, images, test_split, subset))
     return scores
