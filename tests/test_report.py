@@ -152,6 +152,10 @@ def test_every_section_and_figure(built):
         assert not src.startswith("/") and (out / src).is_file(), src
     assert any(s.endswith(".gif") for s in parser.srcs)
     assert "figures/B3_time_flow_epoch2.png" in parser.srcs  # the time flow (Fall 2025 2.2/2.3), final epoch
+    # its own loss curve beside the class flow's, and its final loss under its own name
+    assert {"figures/B3_loss.png", "figures/B3_time_flow_loss.png"} <= set(parser.srcs)
+    b3 = re.search(r'<section id="B3".*?</section>', text, re.S).group(0)
+    assert "mnist-time-flow: final loss (mean of the last 100 steps)" in b3
     # a training-time figure shipped beside the weights is copied in, in its own model's section only
     assert [s for s in parser.srcs if "training_" in s] == ["figures/B2_4_training_mnist-class_samples_epoch1.png"]
     for s in result["sections"]:  # every section reports its seconds and seed

@@ -11,8 +11,9 @@ from diffusionlab.report.context import PARTB_MODELS, Context, Figure, SectionOu
 
 
 # -- Part B ----------------------------------------------------------------------------------------------------------
-def _loss_curve(ctx: Context, section: str, src: Source, out: SectionOut) -> None:
-    """The loss per step (and its moving average) with the epochs marked, drawn with matplotlib."""
+def _loss_curve(ctx: Context, section: str, src: Source, out: SectionOut, fig_name: str = "loss") -> None:
+    """The loss per step (and its moving average) with the epochs marked, drawn with matplotlib; a second model
+    in the same section names its own figure (fig_name) and its final loss is keyed by the model's name."""
     from diffusionlab.figures import plot_curves
     from diffusionlab.training.losslog import read_log_rows
 
@@ -33,7 +34,7 @@ def _loss_curve(ctx: Context, section: str, src: Source, out: SectionOut) -> Non
     smooth = [
         sum(losses[max(0, i - w + 1) : i + 1]) / len(losses[max(0, i - w + 1) : i + 1]) for i in range(len(losses))
     ]
-    path = ctx.fig(section, "loss")
+    path = ctx.fig(section, fig_name)
     series = {"training loss (per step)": losses}
     if w > 1:
         series[f"moving average ({w} steps)"] = smooth
@@ -47,7 +48,8 @@ def _loss_curve(ctx: Context, section: str, src: Source, out: SectionOut) -> Non
             f"(dotted lines: epoch boundaries); mean of the last 100 steps {final:.4g}",
         )
     )
-    out.settings["final loss (mean of the last 100 steps)"] = float(f"{final:.4g}")
+    key = "final loss (mean of the last 100 steps)"
+    out.settings[key if fig_name == "loss" else f"{src.name}: {key}"] = float(f"{final:.4g}")
 
 
 def _training_figures(ctx: Context, section: str, src: Source, out: SectionOut) -> None:
@@ -306,6 +308,7 @@ def _time_flow(ctx: Context, out: SectionOut) -> None:
             f"{src.weights.parent}; train it with `diffusionlab train time --objective flow`."
         )
         return
+    _loss_curve(ctx, "B3", src, out, fig_name="time_flow_loss")
     b = ctx.budget
     how = f"Euler, {b.flow_steps} steps"
     for epoch, m in _snapshots_then_final(ctx, src, out):
