@@ -24,6 +24,7 @@ from diffusionlab.commands.common import (
     steps_callback,
     wrote,
 )
+from diffusionlab.commands.score_table import format_table, frechet_rows
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.steps import choose_step_rule
 
@@ -125,7 +126,7 @@ def evaluate(
     from diffusionlab.checkpoint import atomic_write_json
     from diffusionlab.data import dataset_info
     from diffusionlab.evaluation.classifier import load_classifier
-    from diffusionlab.evaluation.evaluate import evaluate_model
+    from diffusionlab.evaluation.evaluate import check_unconditional_count, evaluate_model, evaluate_unconditional
 
     out = check_output_file(out, force)
     maps = {k: check_output_file(p, force) for k, p in map_paths(out, anagram, hybrid).items()}
@@ -150,8 +151,6 @@ def evaluate(
         uncond.check_unconditional_options(m.name, cfg, DEFAULT_CFG, anagram, hybrid)
         n = n or uncond.DEFAULT_SAMPLES
         check_count(n, "-n", MAX_SCORED_SAMPLES, " (all samples are kept for the scores)")
-        from diffusionlab.evaluation.evaluate import check_unconditional_count
-
         check_unconditional_count(n)  # before the data are read
     else:
         n = n or 100
@@ -165,8 +164,6 @@ def evaluate(
     test, train = load_splits(data, data_dir)
     rule = {"--sampler": sampler, "--variance": variance, "--eta": eta}
     if unconditional:
-        from diffusionlab.evaluation.evaluate import evaluate_unconditional
-
         scores = evaluate_unconditional(m, clf, n, steps, seed, test, train, sampler=step_rule)
         scores["classifier"] = str(classifier or f"shipped {data}-classifier")
         scores["command"] = command_line(model, n, None, steps, seed, rule, None, False, 0)
@@ -292,23 +289,6 @@ def format_scores(scores: dict[str, Any], class_names: Sequence[str] | None = No
     rows.append(("per class", per))
     rows += pair_rows(scores)
     return format_table(rows)
-
-
-def frechet_rows(scores: dict[str, Any]) -> list[tuple[str, str]]:
-    """The Frechet distance rows of a score table: the distance and its floor, or why there is none."""
-    if scores.get("frechet_distance") is None:
-        return [("Frechet distance", "not computed: it needs the test set (--data-dir, or the data in the cache)")]
-    fd, ref = scores["frechet_distance"], scores["frechet_distance_train_vs_test"]
-    return [
-        ("Frechet distance (samples vs test)", f"{fd:.3f} ({fd / ref:.1f}x the train-vs-test floor)"),
-        ("Frechet distance (train vs test, same N)", f"{ref:.3f}"),
-    ]
-
-
-def format_table(rows: list[tuple[str, str]]) -> str:
-    """(name, value) rows as the two aligned columns `evaluate` prints."""
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
 def pair_rows(scores: dict[str, Any]) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from diffusionlab.checks import check_batch
+from diffusionlab.commands.score_table import format_table
 from diffusionlab.errors import DiffusionLabError
 
 
@@ -53,8 +54,6 @@ def score_denoiser(m, model: str, n: int | None, sigma: float | None, seed: int,
 
 def format_denoiser_scores(s: dict[str, Any]) -> str:
     """The score table `diffusionlab evaluate` prints for a denoiser or a pure-noise denoiser."""
-    from diffusionlab.commands.evaluate import format_table
-
     if s["kind"] == "denoiser":
         rows = [
             ("model", f"{s['model']} (single-step denoiser, B1)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffusionlab.commands.score_table import format_table, frechet_rows
 from diffusionlab.errors import DiffusionLabError
 
 DEFAULT_SAMPLES = 1000
@@ -25,8 +26,6 @@ def check_unconditional_options(name: str, cfg: float, default_cfg: float, anagr
 
 def format_unconditional_scores(s: dict[str, Any], class_names=None) -> str:
     """The score table `diffusionlab evaluate` prints for an unconditional model."""
-    from diffusionlab.commands.evaluate import format_table, frechet_rows
-
     names = list(class_names or [str(i) for i in range(len(s["class_shares"]))])
     rows = [
         ("model", f"{s['model']} (unconditional)"),
