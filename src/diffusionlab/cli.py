@@ -19,8 +19,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# a module with commands has register(app); the others hold helpers and options that those modules import
 for _info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-    importlib.import_module(f"{commands.__name__}.{_info.name}").register(app)
+    _register = getattr(importlib.import_module(f"{commands.__name__}.{_info.name}"), "register", None)
+    if _register is not None:
+        _register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,10 +12,6 @@ import typer
 from diffusionlab import checks
 
 
-def register(app) -> None:  # this module holds helpers, no commands
-    return None
-
-
 def wrote(*paths: str | Path, what: str = "wrote") -> None:
     """The summary line every command ends with."""
     print(f"{what}: " + ", ".join(str(p) for p in paths), file=sys.stdout)

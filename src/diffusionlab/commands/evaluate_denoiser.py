@@ -12,10 +12,6 @@ from diffusionlab.commands.score_table import format_table
 from diffusionlab.errors import DiffusionLabError
 
 
-def register(app) -> None:  # helpers of `evaluate`, no commands
-    pass
-
-
 def score_denoiser(m, model: str, n: int | None, sigma: float | None, seed: int, data_dir: Path | None) -> dict:
     """Print and return the scores of a single-step denoiser (test MSE; without the data set, on the shipped
     sample of the test set, said on the terminal) or a pure-noise one (distance to the mean training digit: it

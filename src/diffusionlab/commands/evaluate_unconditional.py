@@ -11,10 +11,6 @@ from diffusionlab.errors import DiffusionLabError
 DEFAULT_SAMPLES = 1000
 
 
-def register(app) -> None:  # helpers of `evaluate`, no commands
-    pass
-
-
 def check_unconditional_options(name: str, cfg: float, default_cfg: float, anagram, hybrid: bool) -> None:
     """The options that steer class-conditioned samples end in one line for a model without classes."""
     given = [k for k, v in {"--anagram": anagram, "--hybrid": hybrid, "--cfg": cfg != default_cfg}.items() if v]

@@ -10,10 +10,6 @@ import typer
 from diffusionlab import checks
 
 
-def register(app) -> None:  # options only, no commands
-    return None
-
-
 def _views(values: list[str] | None) -> list[str] | None:
     from diffusionlab.views import check_view_name
 

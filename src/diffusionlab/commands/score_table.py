@@ -5,10 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 
-def register(app) -> None:  # helpers of `evaluate`, no commands
-    pass
-
-
 def frechet_rows(scores: dict[str, Any]) -> list[tuple[str, str]]:
     """The Frechet distance rows of a score table: the distance and its floor, or why there is none."""
     if scores.get("frechet_distance") is None:
