@@ -22,7 +22,15 @@ from diffusionlab.errors import DiffusionLabError
 from diffusionlab.model import CourseModel
 from diffusionlab.protocol import resolve_device
 
-SHIPPED = ("mnist", "fashion-mnist", "mnist-time", "mnist-flow", "mnist-denoiser", "mnist-denoiser-pure-noise")
+SHIPPED = (
+    "mnist",
+    "fashion-mnist",
+    "mnist-time",
+    "mnist-flow",
+    "mnist-time-flow",
+    "mnist-denoiser",
+    "mnist-denoiser-pure-noise",
+)
 IF_NAME = "deepfloyd"
 
 
