@@ -32,17 +32,17 @@ class UpConv(nn.Sequential):
 
 
 class Flatten(nn.Sequential):
-    """AvgPool2d(7), GELU: 7x7 -> 1x1."""
+    """AvgPool2d(k), GELU: k x k -> 1x1, where k is the bottleneck's size (7 at 28 px, the course's)."""
 
-    def __init__(self) -> None:
-        super().__init__(nn.AvgPool2d(7), nn.GELU())
+    def __init__(self, size: int = 7) -> None:
+        super().__init__(nn.AvgPool2d(size), nn.GELU())
 
 
 class Unflatten(nn.Sequential):
-    """ConvTranspose2d 7x7 stride 7, BatchNorm, GELU: 1x1 -> 7x7."""
+    """ConvTranspose2d k x k stride k, BatchNorm, GELU: 1x1 -> k x k (7 at 28 px, the course's)."""
 
-    def __init__(self, channels: int) -> None:
-        super().__init__(*_norm_act(nn.ConvTranspose2d(channels, channels, 7, 7, 0), channels))
+    def __init__(self, channels: int, size: int = 7) -> None:
+        super().__init__(*_norm_act(nn.ConvTranspose2d(channels, channels, size, size, 0), channels))
 
 
 class ConvBlock(nn.Sequential):

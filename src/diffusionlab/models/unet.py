@@ -16,6 +16,8 @@ class UNetConfig:
 
     time_mode: "add" (DDPM: Unflatten + t1) or "mul" (the course's flow time model: Unflatten * t1).
     With classes the combination is always c * h + t, as B2.4.
+    image_size: the side of the (square) images; two stride-2 stages take it to the bottleneck's image_size / 4
+    (7 at the course's 28 px), so it must be a multiple of 4. A checkpoint without it is a 28-px one.
     """
 
     hidden: int = 64
@@ -23,6 +25,7 @@ class UNetConfig:
     time_conditioned: bool = False
     num_classes: int = 0
     time_mode: str = "add"
+    image_size: int = 28
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,21 +36,33 @@ class UNetConfig:
         return cls(**known)
 
 
+def check_image_size(size: int, what: str = "--image-size") -> int:
+    """The UNet halves the image twice before its bottleneck: a side that 4 does not divide cannot be rebuilt."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 4 or size % 4:
+        raise DiffusionLabError(
+            f"{what} must be a positive multiple of 4 (the UNet halves the image twice), got {size!r}"
+        )
+    return size
+
+
 class UNet(nn.Module):
-    """e1 = ConvBlock(1->D) @28, e2 = DownBlock(D->D) @14, e3 = DownBlock(D->2D) @7, Flatten/Unflatten,
-    u1 = UpBlock(4D->D), u2 = UpBlock(2D->D), o = ConvBlock(2D->D), y = Conv2d(D->1)."""
+    """e1 = ConvBlock(C->D) @S, e2 = DownBlock(D->D) @S/2, e3 = DownBlock(D->2D) @S/4, Flatten/Unflatten (S/4 <->
+    1), u1 = UpBlock(4D->D), u2 = UpBlock(2D->D), o = ConvBlock(2D->D), y = Conv2d(D->C); the course's S = 28, C = 1."""
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         if config.time_mode not in ("add", "mul"):
             raise DiffusionLabError(f"unknown time_mode {config.time_mode!r} (add or mul)")
+        check_image_size(config.image_size, "the UNet's image_size")
+        if isinstance(config.in_channels, bool) or not isinstance(config.in_channels, int) or config.in_channels < 1:
+            raise DiffusionLabError(f"the UNet's in_channels must be a positive integer, got {config.in_channels!r}")
         self.config = config
-        d, c_in = config.hidden, config.in_channels
+        d, c_in, bottleneck = config.hidden, config.in_channels, config.image_size // 4
         self.e1 = ConvBlock(c_in, d)
         self.e2 = DownBlock(d, d)
         self.e3 = DownBlock(d, 2 * d)
-        self.flatten = Flatten()
-        self.unflatten = Unflatten(2 * d)
+        self.flatten = Flatten(bottleneck)
+        self.unflatten = Unflatten(2 * d, bottleneck)
         self.u1 = UpBlock(4 * d, d)
         self.u2 = UpBlock(2 * d, d)
         self.o = ConvBlock(2 * d, d)
@@ -70,12 +85,15 @@ class UNet(nn.Module):
         return h + t_emb
 
     def forward(self, x: Tensor, t: Tensor | None = None, c: Tensor | None = None) -> Tensor:
-        """x: (N, C, 28, 28); t: (N,) normalised time in [0, 1]; c: (N, num_classes) one-hot (zeros = uncond)."""
+        """x: (N, C, S, S); t: (N,) normalised time in [0, 1]; c: (N, num_classes) one-hot (zeros = uncond)."""
         return self.decode(self.encode(x), t, c)
 
     def encode(self, x: Tensor) -> tuple[Tensor, ...]:
         """The layers before the first condition (e1, e2, e3, Flatten/Unflatten): they depend on x alone, so CFG's
         branches and a hybrid's three share them (`branches`)."""
+        c, s = self.config.in_channels, self.config.image_size
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c, s, s):
+            raise DiffusionLabError(f"this UNet takes images (N, {c}, {s}, {s}), got {tuple(x.shape)}")
         e1 = self.e1(x)
         e2 = self.e2(e1)
         e3 = self.e3(e2)
