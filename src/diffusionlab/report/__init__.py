@@ -127,7 +127,7 @@ def reproduce(
         from diffusionlab.checkpoint import atomic_write_bytes, atomic_write_json
 
         atomic_write_json(out / "scores.json", _jsonable(scores))
-        atomic_write_bytes(out / "index.html", render_html(results, meta, training).encode())
+        atomic_write_bytes(out / "index.html", render_html(results, meta, training, out).encode())
         return {"index": out / "index.html", "seconds": seconds, "sections": summary_sections, "scores": ctx.scores}
     finally:
         torch.set_num_threads(threads_before)

@@ -2,13 +2,20 @@
 
 Compact by design: settings in a small table, how each model was made (provenance) folded into a <details>
 element, numbers rounded to what they mean (4 significant digits, seconds to 0.1 s, percentages to 0.1 %), every
-figure captioned, and a grid's per-cell labels (an illusion's pass/fail by the classifier) as a table under it."""
+figure captioned, and a grid's per-cell labels (an illusion's pass/fail by the classifier) as a table under it.
+
+Figures show at their natural size (width and height given, no max-width): a grid's labels are pixels, and a
+nearest-neighbour downscale by a non-integer factor drops rows and columns of them ("s gma" for "sigma"); a figure
+wider than the page scrolls sideways instead. Only print fits them to the page (the PDF keeps every pixel)."""
 
 from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 from typing import Any
+
+from PIL import Image, UnidentifiedImageError
 
 from diffusionlab.figures import show_prompt
 from diffusionlab.report.context import Figure, Section, SectionOut
@@ -19,9 +26,9 @@ body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1
 color:#222;line-height:1.4}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin:1.6em 0 .3em}
 nav ol{columns:3;font-size:.92em} .id{font-family:monospace;background:#eef;padding:0 .3em;border-radius:3px}
-figure{margin:.6em 1em .6em 0;display:inline-block;vertical-align:top;max-width:100%}
-figure img{max-width:100%;max-height:560px;image-rendering:pixelated;border:1px solid #ddd}
-figure img.plot{image-rendering:auto;max-width:640px}
+figure{margin:.6em 1em .6em 0;display:inline-block;vertical-align:top;max-width:100%;overflow-x:auto}
+figure img{image-rendering:pixelated;border:1px solid #ddd}
+figure img.plot{image-rendering:auto}
 figcaption{font-size:.88em;color:#444;max-width:640px}
 table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.2em .55em;text-align:left;
 vertical-align:top} th{background:#f4f4f4}
@@ -33,7 +40,8 @@ details{margin:.4em 0;font-size:.88em} summary{cursor:pointer;color:#555}
 .note{background:#fff8e0;border-left:4px solid #e0b000;padding:.3em .6em;margin:.4em 0}
 .status-error .note{background:#fde8e8;border-color:#d33} .status-missing h2{color:#a60}
 code{background:#f4f4f4;padding:0 .2em}
-@media print{body{max-width:none;margin:0} figure img{max-height:none} nav{break-after:page}
+@media print{body{max-width:none;margin:0} figure{overflow:visible} figure img{max-width:100%;height:auto}
+nav{break-after:page}
 figure,tr{break-inside:avoid}}
 """
 PART_HEADS = {"A": "Part A — diffusion as an image tool", "B": "Part B — diffusion from scratch"}
@@ -77,8 +85,12 @@ def format_value(key: str, v: Any) -> str:
 
 # -- the page --------------------------------------------------------------------------------------------------------
 def render_html(
-    sections: list[tuple[Section, SectionOut]], meta: dict[str, Any], training: SectionOut | None = None
+    sections: list[tuple[Section, SectionOut]],
+    meta: dict[str, Any],
+    training: SectionOut | None = None,
+    root: Path | None = None,
 ) -> str:
+    """The page; root is the report folder the figures' paths are relative to (their sizes are read there)."""
     entries = ([("training", "Training (--train)", "T", training)] if training else []) + [
         (s.id, s.title, s.part, o) for s, o in sections
     ]
@@ -88,7 +100,7 @@ def render_html(
         if part != last_part and part in PART_HEADS:
             parts.append(f"<h1>{_e(PART_HEADS[part])}</h1>")
         last_part = part
-        parts += _section(sid, title, o)
+        parts += _section(sid, title, o, root)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -102,10 +114,14 @@ def _head(meta: dict[str, Any]) -> list[str]:
         f"<style>{CSS}</style></head><body>",
         "<h1>diffusionlab: the course project, reproduced</h1>",
         f'<p class="meta"><code>{_e(meta["command"])}</code><br>Part A model: {_e(meta["model"])} · seed '
-        f"{meta['seed']} · device {_e(meta['device'])} ({_e(meta['threads'])} threads) · {_e(meta['budget'])} "
+        f"{meta['seed']} · device {_e(meta['device'])} ({_threads(meta['threads'])}) · {_e(meta['budget'])} "
         f"budget · total {format_seconds(meta['seconds'])} · {_e(meta['created'])} · diffusionlab "
         f"{_e(meta['version'])}, torch {_e(meta['torch'])}, Python {_e(meta['python'])}</p>",
     ]
+
+
+def _threads(n: Any) -> str:
+    return f"{_e(n)} thread" + ("" if n == 1 else "s")
 
 
 def _status_line(entries: list[tuple[str, str, str, SectionOut]]) -> str:
@@ -131,7 +147,7 @@ def _contents(entries: list[tuple[str, str, str, SectionOut]]) -> list[str]:
     return parts
 
 
-def _section(sid: str, title: str, o: SectionOut) -> list[str]:
+def _section(sid: str, title: str, o: SectionOut, root: Path | None) -> list[str]:
     parts = [
         f'<section id="{_e(sid)}" data-section="{_e(sid)}" class="status-{o.status}">',
         f'<h2><span class="id">{_e(sid)}</span> {_e(title)}</h2>',
@@ -143,7 +159,7 @@ def _section(sid: str, title: str, o: SectionOut) -> list[str]:
     parts += [f'<p class="note">{_e(round_text(note))}</p>' for note in o.notes]
     if o.table:
         parts += _table(o.table)
-    parts += [_figure(sid, f, o.settings) for f in o.figures]
+    parts += [_figure(sid, f, o.settings, image_size(root / f.path) if root else None) for f in o.figures]
     if o.settings:
         parts += _settings_table(o.settings, "settings")
     if o.provenance:
@@ -179,10 +195,20 @@ def figure_label(f: Figure, settings: dict[str, Any]) -> str:
     return " · ".join(found)
 
 
-def _figure(sid: str, f: Figure, settings: dict[str, Any]) -> str:
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header; None when it is missing or not an image."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, UnidentifiedImageError):
+        return None
+
+
+def _figure(sid: str, f: Figure, settings: dict[str, Any], size: tuple[int, int] | None) -> str:
     label = figure_label(f, settings)
     plot = ' class="plot"' if f.path.endswith("_loss.png") else ""  # a matplotlib plot: smooth scaling
-    img = f'<img src="{_e(f.path)}"{plot} alt="{_e(sid)}: {_e(label or f.path)}" loading="eager">'
+    dims = f' width="{size[0]}" height="{size[1]}"' if size else ""  # its natural size: see the module's docstring
+    img = f'<img src="{_e(f.path)}"{plot}{dims} alt="{_e(sid)}: {_e(label or f.path)}" loading="eager">'
     return f'<figure><a href="{_e(f.path)}">{img}</a><figcaption>{_e(label)}</figcaption>{_cells(f)}</figure>'
 
 
