@@ -6,19 +6,55 @@
 The JSON keeps the run's provenance (command, data md5, seed, loss, time, device) and gains the shipped name.
 `--scores KEY=FILE` puts an `evaluate` JSON into the shipped model's JSON under KEY ("scores": the report's
 precomputed column, "scores_strided30": the 30-step figures), with or without a run to ship.
+
+What ships says nothing of the machine it was made on: every absolute or home path in the JSON becomes a
+placeholder and the name it ends in (`--data-dir /work/shared/data/mnist` -> `--data-dir <data>/mnist`,
+`--out /root/dl-runs/mnist-class` -> `--out <runs>/mnist-class`, a shipped file -> `<weights>/NAME`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import torch
 
 from diffusionlab.checkpoint import load_checkpoint, save_checkpoint
+from diffusionlab.data import DATASETS
 from diffusionlab.model_registry import shipped_weights_dir
+
+# a path at the start of a string or after a space, quote or "=": absolute (/...), home (~/...) or Windows (C:\...)
+MACHINE_PATH = re.compile(r"(?:^|(?<=[\s'\"=]))(?:/(?=[\w.~-])|~/|[A-Za-z]:\\)[^\s'\"]*")
+RUN_FILES = {"model.safetensors", "model.json", "train_state.safetensors"}
+
+
+def shareable_path(path: str, flag: str = "") -> str:
+    """A machine's path as a placeholder for its kind of folder and the name it ends in."""
+    p = PurePosixPath(path.replace("\\", "/"))
+    tail = f"{p.parent.name}/{p.name}" if p.name in RUN_FILES else p.name  # a run's file keeps its run's name
+    if flag == "--data-dir" or p.name in DATASETS:
+        return f"<data>/{tail}"
+    return f"<weights>/{tail}" if p.parent.name == "weights" else f"<runs>/{tail}"
+
+
+def strip_machine_paths(value: Any) -> Any:
+    """Every string in a JSON value with its machine paths replaced (see shareable_path); the rest unchanged."""
+    if isinstance(value, dict):
+        return {k: strip_machine_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strip_machine_paths(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    return MACHINE_PATH.sub(lambda m: shareable_path(m.group(), _word_before(value, m.start())), value)
+
+
+def _word_before(text: str, at: int) -> str:
+    words = text[:at].split()
+    return words[-1] if words else ""
 
 
 def ship(run_dir: Path, name: str, snapshots: list[int], note: str | None = None) -> list[Path]:
@@ -28,14 +64,14 @@ def ship(run_dir: Path, name: str, snapshots: list[int], note: str | None = None
     if note:
         config["provenance"]["note"] = note
     written = [out_dir / f"{name}.safetensors"]
-    save_checkpoint(written[0], state, config, dtype=torch.float16)
+    save_checkpoint(written[0], state, strip_machine_paths(config), dtype=torch.float16)
     shutil.copyfile(run_dir / "loss.csv", out_dir / f"{name}.loss.csv")
     written.append(out_dir / f"{name}.loss.csv")
     for epoch in snapshots:
         snap_state, snap_config = load_checkpoint(run_dir / "snapshots" / f"epoch_{epoch}.safetensors")
         snap_config["name"] = f"{name} after epoch {epoch}"
         path = out_dir / f"{name}.epoch{epoch}.safetensors"
-        save_checkpoint(path, snap_state, snap_config, dtype=torch.float16)
+        save_checkpoint(path, snap_state, strip_machine_paths(snap_config), dtype=torch.float16)
         written.append(path)
     return written
 
@@ -43,7 +79,7 @@ def ship(run_dir: Path, name: str, snapshots: list[int], note: str | None = None
 def add_scores(name: str, key: str, scores_file: Path) -> Path:
     path = shipped_weights_dir() / f"{name}.json"
     config = json.loads(path.read_text())
-    config[key] = json.loads(scores_file.read_text())
+    config[key] = strip_machine_paths(json.loads(scores_file.read_text()))
     path.write_text(json.dumps(config, indent=1) + "\n")
     return path
 
