@@ -8,6 +8,17 @@ from typing import Annotated
 import typer
 
 from diffusionlab.commands.common import DeviceOpt
+from diffusionlab.errors import DiffusionLabError
+
+INSTALL_APP = 'pip install "diffusionlab[app]" (in a clone of the repository: pip install -e ".[app]")'
+
+
+def require_gradio() -> None:
+    """Gradio importable, or one line saying how to install it (for an installed package and for a clone)."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise DiffusionLabError(f"the web UI needs Gradio: {INSTALL_APP}") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -42,6 +53,7 @@ def register(app: typer.Typer) -> None:
         from diffusionlab.protocol import resolve_device
 
         resolve_device(device)  # a bad --device fails here, in one line
+        require_gradio()  # before the URL is printed: no address for a server that cannot start
         models = list(model or [])
         limits = Limits(max_upload_bytes=max_upload_mb * 1024 * 1024, max_images=max_images)
         print(f"diffusionlab web UI on http://{host}:{port} (runs from {runs_dir}); Ctrl+C stops it")
