@@ -49,7 +49,7 @@ def unet_config(width: int = XL_WIDTH) -> dict:
 
 
 def weight_dtype(device: torch.device) -> torch.dtype:
-    from diffusionlab.fastpath import bf16_native
+    from diffusionlab.precision import bf16_native
 
     if device.type == "cuda":
         return torch.float16

@@ -40,7 +40,7 @@ def main() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from diffusionlab.data import Split
-    from diffusionlab.fastpath import bf16_native
+    from diffusionlab.precision import bf16_native
     from diffusionlab.training import Trainer, recipe
 
     print(header("cpu", args.threads))

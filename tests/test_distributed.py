@@ -18,7 +18,7 @@ from diffusionlab.distributed import DistContext, shard_rows
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 
 
-def train_args(data, out, max_steps):
+def train_args(data, out, max_steps, precision="fp32"):
     return [
         "train",
         "class",
@@ -41,6 +41,8 @@ def train_args(data, out, max_steps):
         "3",
         "--out",
         str(out),
+        "--precision",
+        precision,
     ]
 
 
@@ -68,21 +70,49 @@ def test_shards_are_disjoint_and_cover_the_batch():
             assert max(len(range(n)[p]) for p in parts) - min(len(range(n)[p]) for p in parts) <= 1
 
 
-def test_two_ranks_train_what_one_process_trains_and_resume(tmp_path, capsys):
-    """2 ranks (gloo, CPU) x 8 rows each = one process x 16 rows: same weights (1e-5) and losses; the 2-rank run
-    stopped inside epoch 2 (step 3) and resumed to step 4 ends the same; rank 0 alone writes the run."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_two_ranks_train_what_one_process_trains_and_resume(tmp_path, capsys, precision):
+    """2 ranks (gloo, CPU) x 8 rows each = one process x 16 rows, the 2-rank run stopped inside epoch 2 (step 3)
+    and resumed to step 4; rank 0 alone writes the run. Each precision is forced, so that every CPU checks both
+    (bf16 autocast runs on any x86 CPU). The contract (docs/precision.md):
+    fp32: the same weights (1e-5) and losses (1e-5 relative);
+    bf16: the same losses within 1e-3 relative, and weights within Adam's step bound: a rank's gradient is rounded
+    to bf16 before the two are summed, one process rounds the sum, so a weight whose gradient is below bf16's
+    rounding gets a different sign, and Adam makes full-size steps of either sign (|step| <= lr): the two runs can
+    part by at most 2 x the sum of the learning rates."""
     data = make_idx_dir(tmp_path / "data", n_train=32)
     with pytest.raises(SystemExit) as e:
-        main(train_args(data, tmp_path / "one", 4))
+        main(train_args(data, tmp_path / "one", 4, precision))
     assert e.value.code in (0, None)
     capsys.readouterr()
-    torchrun(train_args(data, tmp_path / "two", 3))
+    torchrun(train_args(data, tmp_path / "two", 3, precision))
     assert [s for s, _ in losses(tmp_path / "two")] == [1, 2, 3]
-    torchrun([*train_args(data, tmp_path / "two", 4), "--resume"])
+    torchrun([*train_args(data, tmp_path / "two", 4, precision), "--resume"])
     a, _ = load_checkpoint(tmp_path / "one")
     b, config = load_checkpoint(tmp_path / "two")
+    assert [h["precision"] for h in config["provenance"]["history"]] == [precision, precision]
     assert set(a) == set(b)
+    la, lb = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert [s for s, _ in la] == [s for s, _ in lb] == list(range(1, 5))
+    assert config["provenance"]["step"] == 4
     diffs = {k: float((a[k].float() - b[k].float()).abs().max()) for k in a}
+    if precision == "bf16":
+        lrs = [float(r["lr"]) for r in _rows(tmp_path / "one")]
+        bound = 2 * sum(lrs) * 1.01  # Adam's bias-corrected step is at most lr (x 1.003 over 4 steps)
+        assert max(diffs.values()) <= bound, (max(diffs.values()), bound)
+        assert all(abs(x - y) <= 1e-3 * max(1.0, abs(x)) for (_, x), (_, y) in zip(la, lb, strict=True))
+        return
+    assert_fp32_equal(a, b, diffs, config)
+    assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(la, lb, strict=True))
+
+
+def _rows(run_dir):
+    with (run_dir / "loss.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def assert_fp32_equal(a, b, diffs, config):
+    """Every weight and buffer within 1e-5, but those that no loss can see, compared through the output."""
     # A conv bias right before a BatchNorm has a gradient of exactly zero in exact arithmetic (the norm removes the
     # mean), so Adam turns the rounding noise of that gradient (summed in another order over 2 ranks) into full-size
     # steps; such a bias has no effect on the training-mode output, and it shifts the running means by the same
@@ -104,10 +134,6 @@ def test_two_ranks_train_what_one_process_trains_and_resume(tmp_path, capsys):
     c = torch.nn.functional.one_hot(torch.arange(16) % 10, 10).float()
     with torch.no_grad():
         assert torch.allclose(nets[0](x, t, c), nets[1](x, t, c), atol=1e-5, rtol=0)
-    la, lb = losses(tmp_path / "one"), losses(tmp_path / "two")
-    assert [s for s, _ in la] == [s for s, _ in lb] == list(range(1, 5))
-    assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(la, lb, strict=True))
-    assert config["provenance"]["step"] == 4
 
 
 def test_sampling_splits_the_images_across_ranks(tmp_path):

@@ -21,16 +21,19 @@ def tiny(kind="class", objective="ddpm", **kw):
     return recipe(kind, objective, hidden=8, batch_size=16, epochs=2, num_steps=50, **kw)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize(("kind", "objective"), [("class", "ddpm"), ("time", "flow"), ("denoiser", "ddpm")])
-def test_resume_gives_the_same_losses_and_weights(tmp_path, tiny_data, kind, objective):
+def test_resume_gives_the_same_losses_and_weights(tmp_path, tiny_data, kind, objective, precision):
+    """Resume is bit-exact in each precision (docs/precision.md), forced so that every CPU checks both."""
     split = load_split("mnist", "train", tiny_data)
-    full = open_run(tiny(kind, objective), tmp_path / "full", resume=False, progress=False)
+    opts = dict(resume=False, progress=False, precision=precision)
+    full = open_run(tiny(kind, objective), tmp_path / "full", **opts)
     full.run(split)
     # the same run, stopped inside epoch 2 (max_steps) then resumed to the end
-    part = open_run(tiny(kind, objective, max_steps=6), tmp_path / "part", resume=False, progress=False)
+    part = open_run(tiny(kind, objective, max_steps=6), tmp_path / "part", **opts)
     part.run(split)
     assert losses(tmp_path / "part")[-1][0] == 6
-    again = open_run(tiny(kind, objective), tmp_path / "part", resume=True, progress=False)
+    again = open_run(tiny(kind, objective), tmp_path / "part", **{**opts, "resume": True})
     again.run(split)
     assert losses(tmp_path / "part") == losses(tmp_path / "full")
     a, _ = load_checkpoint(tmp_path / "full")
@@ -258,8 +261,10 @@ def test_bad_input_one_line_exit_2(tmp_path, tiny_data, capsys, args, message):
     assert (run / "model.safetensors").read_bytes() == before  # nothing overwritten
 
 
-@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
-def test_a_signal_mid_epoch_saves_at_a_step_boundary_and_resume_is_exact(tmp_path, tiny_data, monkeypatch, signum):
+@pytest.mark.parametrize(("signum", "precision"), [("SIGTERM", "fp32"), ("SIGINT", "fp32"), ("SIGINT", "bf16")])
+def test_a_signal_mid_epoch_saves_at_a_step_boundary_and_resume_is_exact(
+    tmp_path, tiny_data, monkeypatch, signum, precision
+):
     """SIGTERM or Ctrl-C inside an epoch: the run stops after the step in flight, saves, and --resume gives the
     losses and the raw and EMA weights of an uninterrupted run, bit for bit."""
     import os
@@ -269,7 +274,8 @@ def test_a_signal_mid_epoch_saves_at_a_step_boundary_and_resume_is_exact(tmp_pat
     from diffusionlab.training.state import read_state
 
     split = load_split("mnist", "train", tiny_data)
-    open_run(tiny(), tmp_path / "full", resume=False, progress=False).run(split)
+    opts = dict(progress=False, precision=precision)
+    open_run(tiny(), tmp_path / "full", resume=False, **opts).run(split)
     original = Trainer._train_step
 
     def step_then_signal(self, *args):
@@ -279,10 +285,10 @@ def test_a_signal_mid_epoch_saves_at_a_step_boundary_and_resume_is_exact(tmp_pat
 
     monkeypatch.setattr(Trainer, "_train_step", step_then_signal)
     with pytest.raises(KeyboardInterrupt):
-        open_run(tiny(), tmp_path / "run", resume=False, progress=False).run(split)
+        open_run(tiny(), tmp_path / "run", resume=False, **opts).run(split)
     assert read_state(tmp_path / "run" / "train_state.safetensors").meta["step"] == 3
     monkeypatch.setattr(Trainer, "_train_step", original)
-    open_run(tiny(), tmp_path / "run", resume=True, progress=False).run(split)
+    open_run(tiny(), tmp_path / "run", resume=True, **opts).run(split)
     assert losses(tmp_path / "run") == losses(tmp_path / "full")
     a = read_state(tmp_path / "full" / "train_state.safetensors")
     b = read_state(tmp_path / "run" / "train_state.safetensors")

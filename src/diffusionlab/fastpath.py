@@ -1,9 +1,9 @@
 """The fast path for our UNets' sampling: BatchNorm folded into the convolutions, channels_last, bf16 autocast
-where the hardware does bf16, inference mode, and on CUDA CUDA graphs through torch.compile(mode="reduce-overhead"). Results stay within bf16 tolerance of the
+where precision.choose_precision says so (measured: bf16 only where it is faster), inference mode, and on CUDA CUDA graphs through torch.compile(mode="reduce-overhead"). Results stay within bf16 tolerance of the
 plain path (fp32 exactly the plain path's maths with precision="fp32").
 
-Measured on the 2-core CPU (benchmarks/RESULTS.md): bf16 autocast is what speeds the course UNet up there (about 2x
-with AVX512-BF16); channels_last adds a little; batching does not matter much on a CPU (compute bound) and
+Measured on 2-core CPUs (benchmarks/RESULTS.md): bf16 autocast speeds the course UNet up about 3x with AMX and
+slows it down with AVX512-BF16 alone, hence the measurement; channels_last adds a little; batching does not matter much on a CPU (compute bound) and
 torch.compile on the CPU saves too little to pay for its ~40 s of compilation on a 300-step run, so it is CUDA only.
 """
 
@@ -14,24 +14,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-
-def bf16_native(device: torch.device) -> bool:
-    """Does this device compute bf16 natively (so autocast speeds things up rather than emulating)?"""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
-def fast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype of the fast path: bf16 where native ("auto") or asked for ("bf16"); None = fp32."""
-    if precision == "bf16" or (precision == "auto" and bf16_native(device)):
-        return torch.bfloat16
-    return None
+from diffusionlab.precision import Precision, choose_precision
 
 
 def fold_batchnorm(net: nn.Module) -> nn.Module:
@@ -57,11 +40,12 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
 class FastNet(nn.Module):
     """A UNet for inference on the fast path: same call signature (x, t, c) and fp32 contiguous outputs."""
 
-    def __init__(self, net: nn.Module, autocast_dtype: torch.dtype | None, compile: bool, device: torch.device):
+    def __init__(self, net: nn.Module, precision: Precision, compile: bool, device: torch.device):
         super().__init__()
         self.net = fold_batchnorm(net)
         self.config = getattr(net, "config", None)
-        self.autocast_dtype = autocast_dtype
+        self.precision = precision
+        self.autocast_dtype = precision.autocast_dtype
         self.device_type = device.type
         self.graphs = compile and device.type == "cuda"
         self._call = torch.compile(self.net, mode="reduce-overhead", dynamic=False) if self.graphs else self.net
@@ -85,11 +69,12 @@ class FastNet(nn.Module):
         return out.clone()  # a normal tensor (not an inference tensor, not a CUDA-graph buffer)
 
 
-def accelerate(model, compile: bool = True, precision: str = "auto"):
-    """Put a CourseModel (our checkpoints) on the fast path, in place; other models are returned unchanged."""
+def accelerate(model, compile: bool = True, precision: str | None = None):
+    """Put a CourseModel (our checkpoints) on the fast path, in place, in `precision` (None: --precision, else
+    $DIFFUSIONLAB_PRECISION, else auto); other models are returned unchanged."""
     from diffusionlab.model import CourseModel
 
     if not isinstance(model, CourseModel) or isinstance(model.net, FastNet):
         return model
-    model.net = FastNet(model.net, fast_dtype(model.device, precision), compile, model.device)
+    model.net = FastNet(model.net, choose_precision(model.device, precision), compile, model.device)
     return model

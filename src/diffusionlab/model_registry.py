@@ -10,7 +10,6 @@ and only when an IF spec is loaded: the core (model, sampling, guidance, edits, 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from diffusionlab.environment import weights_dir_override
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.model import CourseModel
 from diffusionlab.protocol import resolve_device
@@ -36,8 +36,7 @@ IF_NAME = "deepfloyd"
 
 def shipped_weights_dir() -> Path:
     """The package's weights/ folder, or $DIFFUSIONLAB_WEIGHTS_DIR (tests and custom installs)."""
-    override = os.environ.get("DIFFUSIONLAB_WEIGHTS_DIR")
-    return Path(override) if override else Path(str(resources.files("diffusionlab") / "weights"))
+    return weights_dir_override() or Path(str(resources.files("diffusionlab") / "weights"))
 
 
 def shipped_path(name: str) -> Path:
@@ -92,25 +91,30 @@ def resolve_spec(spec: str | Path) -> ModelSpec:
 
 
 def load_model(
-    spec: str | Path = "mnist", device: str | torch.device | None = None, fast: bool = True, **kwargs: Any
+    spec: str | Path = "mnist",
+    device: str | torch.device | None = None,
+    fast: bool = True,
+    precision: str | None = None,
+    **kwargs: Any,
 ) -> Any:
     """--model: a shipped name (mnist, fashion-mnist, ...), a run directory or checkpoint, "deepfloyd[:variant]"
     or an IF folder. kwargs go to the IF loader (model_dir, prompt_embeds, offload); our checkpoints ignore them.
 
     fast (default): our UNets run on the inference fast path (fastpath.accelerate: BatchNorm folded into the
-    convolutions, channels_last, bf16 autocast only where the device computes bf16 natively); False: as trained."""
+    convolutions, channels_last); False: as trained. precision (fast path): fp32, bf16 or auto (bf16 only where a
+    measured benchmark says it is faster here; None: --precision, else $DIFFUSIONLAB_PRECISION, else auto)."""
     dev = resolve_device(device)
     where = resolve_spec(spec)
     if where.kind == IF_NAME:
         from diffusionlab.models.deepfloyd import load_deepfloyd  # optional extra, imported only when asked
 
         return load_deepfloyd(where.target, device=dev, **kwargs)
-    return _maybe_fast(CourseModel.from_checkpoint(where.target, dev), fast)
+    return _maybe_fast(CourseModel.from_checkpoint(where.target, dev), fast, precision)
 
 
-def _maybe_fast(model: CourseModel, fast: bool) -> CourseModel:
+def _maybe_fast(model: CourseModel, fast: bool, precision: str | None) -> CourseModel:
     if not fast:
         return model
     from diffusionlab.fastpath import accelerate
 
-    return accelerate(model, compile=model.device.type == "cuda")
+    return accelerate(model, compile=model.device.type == "cuda", precision=precision)

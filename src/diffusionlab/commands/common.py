@@ -3,6 +3,8 @@ values are checked while the command line is parsed, by the rules in diffusionla
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +34,68 @@ def n_callback(value: int | None) -> int | None:
 
 def seed_callback(value: int) -> int:
     return checks.parse_seed(value, "--seed")
+
+
+def precision_callback(value: str | None) -> str | None:
+    from diffusionlab.precision import check_precision
+
+    return None if value is None else check_precision(value)
+
+
+# -- the options every command has: --threads and --precision (given to each command by with_runtime_options) --
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads for torch (default: $DIFFUSIONLAB_THREADS, else one per core). Example: --threads 1",
+        min=1,
+    ),
+]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="fp32, bf16 or auto (the default, also $DIFFUSIONLAB_PRECISION): bf16 autocast only where a short "
+        "measured benchmark says it is faster on this machine (cached; docs/precision.md). Example: --precision fp32",
+        callback=precision_callback,
+    ),
+]
+RUNTIME_OPTIONS = {"threads": ThreadsOpt, "precision": PrecisionOpt}
+
+
+def with_runtime_options(command):
+    """The command with --threads and --precision added: applied to the process before it runs (torch's threads,
+    the precision every model it loads runs in). A command that declares one of them itself gets the value
+    instead (with $DIFFUSIONLAB_THREADS filled in) and applies it its own way."""
+    signature = inspect.signature(command, eval_str=True)
+    own = set(RUNTIME_OPTIONS) & set(signature.parameters)
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        for name, annotation in RUNTIME_OPTIONS.items()
+        if name not in own
+    ]
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        from diffusionlab.environment import env_int
+        from diffusionlab.precision import set_default_precision
+
+        threads = kwargs.pop("threads", None) or env_int("DIFFUSIONLAB_THREADS", minimum=1)
+        precision = kwargs.pop("precision", None)
+        set_default_precision(precision)
+        if "threads" in own:
+            kwargs["threads"] = threads
+        elif threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        if "precision" in own:
+            kwargs["precision"] = precision
+        return command(*args, **kwargs)
+
+    run.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *added])
+    run.__annotations__ = {p.name: p.annotation for p in run.__signature__.parameters.values()}
+    return run
 
 
 # -- options every model-using command shares (typer Annotated types) ---------------------------------------

@@ -33,8 +33,16 @@ KindArg = Annotated[str, typer.Argument(help="denoiser (B1), time (B2) or class 
 ObjectiveOpt = Annotated[str, typer.Option(help="ddpm (predict the noise) or flow (flow matching, B3).")]
 DataOpt = Annotated[str, typer.Option(help="mnist or fashion-mnist.")]
 DataDirOpt = Annotated[
-    Path | None, typer.Option(help="Folder with the four IDX files (.gz or raw); else the cache, downloaded once.")
+    Path | None,
+    typer.Option(
+        help="Folder with the four IDX files (.gz or raw); or a folder of images: one subfolder per class (its name "
+        "is the prompt) or flat (unconditional), 10 %% held out as its test split; else the cache, downloaded once."
+    ),
 ]
+ImageSizeOpt = Annotated[
+    int | None, typer.Option(help="Image folder: resize and centre-crop to N x N (a multiple of 4; default 32).")
+]
+HflipOpt = Annotated[bool, typer.Option("--hflip", help="Flip training images left-right at random (augmentation).")]
 EpochsOpt = Annotated[int | None, typer.Option(help="Epochs (course: denoiser 5, DDPM 20, flow 10).")]
 BatchSizeOpt = Annotated[int | None, typer.Option(help="Batch size (course: 256, 128, 64).")]
 HiddenOpt = Annotated[int | None, typer.Option(help="UNet width D (course: 128 denoiser, 64 otherwise).")]
@@ -61,8 +69,8 @@ TrainFastOpt = Annotated[
     bool,
     typer.Option(
         "--fast/--plain",
-        help="Fast path, the default: bf16 autocast only where the device has native bf16 (else fp32), "
-        "channels_last, foreach Adam; on CUDA also CUDA graphs and fused Adam. --plain: eager fp32, as the course.",
+        help="Fast path, the default: channels_last, foreach Adam, --precision auto (bf16 only where measured "
+        "faster); on CUDA also CUDA graphs and fused Adam. --plain: eager fp32, as the course.",
     ),
 ]
 TrainCompileOpt = Annotated[
@@ -77,7 +85,6 @@ SaveEveryOpt = Annotated[
     int | None,
     typer.Option(help="Also checkpoint every N steps inside an epoch: a SIGKILL then loses at most N steps."),
 ]
-ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads for torch (default: one per core).", min=1)]
 
 # -- `sample` options ----------------------------------------------------------------------------------------------
 PromptsOpt = Annotated[
@@ -106,8 +113,8 @@ SampleFastOpt = Annotated[
     bool,
     typer.Option(
         "--fast/--plain",
-        help="Fast path for our UNets, the default: BatchNorm folded into the convolutions, channels_last, bf16 "
-        "autocast only where the device has native bf16, CUDA graphs on CUDA. --plain: the network as trained.",
+        help="Fast path for our UNets, the default: BatchNorm folded into the convolutions, channels_last, "
+        "--precision auto (bf16 only where measured faster), CUDA graphs on CUDA. --plain: the network as trained.",
     ),
 ]
 SampleCompileOpt = Annotated[
@@ -120,6 +127,8 @@ def train(
     objective: ObjectiveOpt = "ddpm",
     data: DataOpt = "mnist",
     data_dir: DataDirOpt = None,
+    image_size: ImageSizeOpt = None,
+    hflip: HflipOpt = False,
     epochs: EpochsOpt = None,
     batch_size: BatchSizeOpt = None,
     hidden: HiddenOpt = None,
@@ -139,7 +148,6 @@ def train(
     log_every: LogEveryOpt = 50,
     ema_decay: EmaDecayOpt = None,
     save_every: SaveEveryOpt = None,
-    threads: ThreadsOpt = None,
 ) -> None:
     """Train a course UNet from scratch with the course recipe (SPEC Part B); every default is the course's.
 
@@ -155,10 +163,6 @@ def train(
     """
     from diffusionlab import tools
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     recipe_values = dict(epochs=epochs, batch_size=batch_size, hidden=hidden, lr=lr, num_steps=num_steps)
     recipe_values |= dict(
         lr_schedule=lr_schedule,
@@ -167,6 +171,8 @@ def train(
         ema_decay=ema_decay,
         sigma=sigma,
         pure_noise=pure_noise or None,
+        image_size=image_size,
+        hflip=hflip or None,
     )
     summary = tools.train(
         kind,
