@@ -1,7 +1,8 @@
-"""Screenshots of every tab of the web UI for the docs: docs/screenshots/<tab>.png.
+"""Screenshots of every tab of the web UI: out/screenshots/<tab>.png, or with --docs the tracked
+docs/screenshots/<tab>.png.
 
-    python scripts/screenshots.py                       # a tiny random model (layout only; the images are noise)
-    python scripts/screenshots.py --model mnist --full  # the shipped model, course settings (30 steps)
+    python scripts/screenshots.py                              # a tiny random model (layout only; the images are noise)
+    python scripts/screenshots.py --model mnist --full --docs  # the docs' screenshots: shipped model, 30 steps
     python scripts/screenshots.py --runs-dir runs --model runs/class --full
 
 Starts the app on 127.0.0.1 (a free port), drives Debian's headless Chromium through `tour` from
@@ -17,16 +18,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "src")]
+from report_screenshots import add_out_options, shots_folder  # noqa: E402 - beside this script
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    add_out_options(ap)
     ap.add_argument("--runs-dir", type=Path, default=None, help="runs directory (default: a temporary one)")
     ap.add_argument("--model", default=None, help="model to show (default: a tiny random model)")
     ap.add_argument("--full", action="store_true", help="course settings (30 steps) instead of the fast ones")
     ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
+    out = shots_folder(args)
 
     import test_app
     from conftest import make_checkpoint
@@ -54,12 +61,12 @@ def main() -> None:
             with sync_playwright() as p:
                 browser = launch_chromium(p)
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
-                info = tour(page, f"http://127.0.0.1:{port}/", [args.out], fast=not args.full)
+                info = tour(page, f"http://127.0.0.1:{port}/", [out], fast=not args.full)
                 browser.close()
         finally:
             demo.close()
     for tab, line in info.items():
-        print(f"{args.out / (tab + '.png')}: {line}")
+        print(f"{out / (tab + '.png')}: {line}")
 
 
 if __name__ == "__main__":
