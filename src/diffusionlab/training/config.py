@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 
 from diffusionlab.data import dataset_info
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.models.unet import UNetConfig
+from diffusionlab.models.unet import UNetConfig, check_image_size
 from diffusionlab.schedule import NoiseSchedule
 
 KINDS = ("denoiser", "time", "class")
@@ -40,13 +40,18 @@ class TrainConfig:
     snapshot_epochs: tuple[int, ...] = (1, 5, 20)
     value_range: tuple[float, float] = (0.0, 1.0)
     ema_decay: float = 0.999  # EMA of the weights (what the run exports); 0 = off, the raw weights are exported
+    # the data's shape (imagefolder.py): an image folder's size, channels and classes; IDX data are 1 x 28 x 28
+    image_size: int = 28
+    channels: int = 1
+    class_names: tuple[str, ...] | None = None  # an image folder's subfolders (() for a flat one); None: IDX data
+    hflip: bool = False  # flip each training image left-right with probability 1/2 (augmentation)
 
     def check(self) -> TrainConfig:
         if self.kind not in KINDS:
             raise DiffusionLabError(f"unknown model kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.objective not in OBJECTIVES:
             raise DiffusionLabError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
-        dataset_info(self.data)
+        self._check_data()
         for name in ("epochs", "batch_size", "hidden", "num_steps"):
             if getattr(self, name) < 1:
                 raise DiffusionLabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -64,19 +69,46 @@ class TrainConfig:
             raise DiffusionLabError(f"--ema-decay must be in [0, 1) (0 turns EMA off), got {self.ema_decay}")
         return self
 
+    def _check_data(self) -> None:
+        if self.class_names is None:  # an IDX data set: its own name, 28 px grey
+            dataset_info(self.data)
+            if (self.image_size, self.channels) != (28, 1):
+                raise DiffusionLabError(
+                    f"--image-size {self.image_size}: IDX data are 28 px; --image-size is for a --data-dir of images"
+                )
+        check_image_size(self.image_size)
+        if self.channels not in (1, 3):
+            raise DiffusionLabError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        if self.kind == "class" and not self.names:
+            raise DiffusionLabError(
+                f"{self.data}: a flat image folder has no classes; train a time model on it, "
+                "or put its images in one subfolder per class"
+            )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The class names: an image folder's subfolders, or the IDX data set's."""
+        return tuple(self.class_names) if self.class_names is not None else dataset_info(self.data).class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names) if self.kind == "class" else 0
+
     @property
     def objective_name(self) -> str:
         return "denoise" if self.kind == "denoiser" else self.objective
 
     def unet_config(self) -> UNetConfig:
         if self.kind == "denoiser":
-            return UNetConfig(self.hidden)
+            return UNetConfig(self.hidden, self.channels, image_size=self.image_size)
         mul_time = self.objective == "flow" and self.kind == "time"  # the course's flow time model: Unflatten * t1
         return UNetConfig(
             self.hidden,
+            self.channels,
             time_conditioned=True,
-            num_classes=10 if self.kind == "class" else 0,
+            num_classes=self.num_classes,
             time_mode="mul" if mul_time else "add",
+            image_size=self.image_size,
         )
 
 
@@ -118,15 +150,14 @@ def recipe(kind: str = "class", objective: str = "ddpm", **overrides) -> TrainCo
 
 def model_config(config: TrainConfig, provenance: dict) -> dict:
     """The JSON that goes beside the weights: enough to rebuild and use the model, and where it came from."""
-    info = dataset_info(config.data)
     out = {
         "kind": config.kind,
         "objective": config.objective_name,
         "name": f"{config.data}-{config.kind}"
         + ("-flow" if config.objective == "flow" and config.kind != "denoiser" else ""),
         "data": config.data,
-        "class_names": list(info.class_names),
-        "image_shape": [1, 28, 28],
+        "class_names": list(config.names),
+        "image_shape": [config.channels, config.image_size, config.image_size],
         "value_range": list(config.value_range),
         "unet": config.unet_config().to_dict(),
         "train": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},

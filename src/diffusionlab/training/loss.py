@@ -94,11 +94,17 @@ def training_loss(
     def mse(pred: Tensor, target: Tensor) -> Tensor:
         return sharded_mse(pred, target, n, shard.ctx) if shard.ctx.enabled else F.mse_loss(pred, target)
 
+    if config.hflip:  # augmentation: each image mirrored left-right with probability 1/2
+        x = torch.where(draw(torch.rand, n)[:, None, None, None] < 0.5, x.flip(-1), x)
     if config.kind == "denoiser":  # z = x + sigma eps; pure noise: z = eps (no trace of x)
         noise = draw(torch.randn, n, *x.shape[1:])
         z = noise if config.pure_noise else x + config.sigma * noise
         return mse(_forward(net, mode, z), x)
-    c = one_hot_dropped(labels, 10, config.p_uncond, generator, shard) if config.kind == "class" else None
+    c = (
+        one_hot_dropped(labels, config.num_classes, config.p_uncond, generator, shard)
+        if config.kind == "class"
+        else None
+    )
     if config.objective == "ddpm":  # t ~ U{0..T-1} (the course's 1..T)
         t = draw(partial(torch.randint, 0, config.num_steps), n)
         eps = draw(torch.randn, n, *x.shape[1:])
