@@ -3,6 +3,7 @@ resumes exactly. Under torchrun every rank calls this; rank 0 writes the run."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +37,35 @@ def train(
     Example: dl.train("class", data_dir="data/mnist", epochs=1, max_steps=50, out="runs/t")"""
     from diffusionlab.data import load_split
     from diffusionlab.distributed import destroy, init_from_env
+    from diffusionlab.imagefolder import DEFAULT_IMAGE_SIZE, is_image_folder, open_image_folder, scan
     from diffusionlab.model import resolve_device
     from diffusionlab.partb import epoch_figures
     from diffusionlab.testdigits import first_test_images
     from diffusionlab.training import open_run, recipe
 
+    folder = is_image_folder(data_dir)  # a folder of images (imagefolder.py), named after the folder
+    if folder:
+        data = Path(data_dir).name
+        size = recipe_overrides.get("image_size") or DEFAULT_IMAGE_SIZE
+        recipe_overrides |= dict(class_names=scan(data_dir)[2], image_size=size)  # listed, not decoded yet
     config = recipe(kind, objective, data=data, **recipe_overrides)
     run_dir = Path(out) if out is not None else default_run_dir(kind, objective, data, bool(config.pure_noise))
     check_output_folder(run_dir, "--out")  # a folder we can write, before the data is read
     ctx, dev = init_from_env(resolve_device(device))
-    split = load_split(data, "train", data_dir)
+    if folder:
+        images = open_image_folder(data_dir, config.image_size)
+        print(images.summary())
+        config = replace(config, channels=images.channels).check()  # grey or RGB: decided by its images
+        split = images.train
+    else:
+        split = load_split(data, "train", data_dir)
     hook = None
     if figures:
         # the figures' test digits: from data_dir or the cache like the train split, else the shipped sample
-        test_digits, _, source = first_test_images(data, 8, data_dir)
+        if folder:
+            test_digits, source = images.test.images[:8], f"the first 8 held-out images of {data_dir}"
+        else:
+            test_digits, _, source = first_test_images(data, 8, data_dir)
         print(f"test images for the figures: {source}")
         test_images = (test_digits.float() / 255.0).to(dev)
 
