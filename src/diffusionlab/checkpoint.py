@@ -139,6 +139,7 @@ CONFIG_FIELDS = [
     (("unet", "time_conditioned"), _BOOL, False),
     (("unet", "num_classes"), _int(0, 1000), False),
     (("unet", "time_mode"), _STRING, False),
+    (("unet", "image_size"), ((lambda v: type(v) is int and 4 <= v <= 1024 and v % 4 == 0), "a multiple of 4"), False),
     (("schedule",), _MAPPING, False),
     (("schedule", "type"), _STRING, False),
     (("schedule", "num_steps"), _int(1, 100_000), True),
@@ -168,6 +169,8 @@ def config_problem(config: dict) -> str | None:
         if not ok(parent[path[-1]]):
             return f'"{name}" is {json.dumps(parent[path[-1]])[:40]}, expected {expected}'
     unet, shape = config.get("unet"), config.get("image_shape")
-    if isinstance(unet, dict) and shape is not None and shape != [unet.get("in_channels", 1), 28, 28]:
-        return f'"image_shape" is {json.dumps(shape)[:40]}, the course UNet makes [channels, 28, 28]'
+    if isinstance(unet, dict) and shape is not None:
+        side = unet.get("image_size", 28)  # a config from before sizes other than 28 px: 28
+        if shape != [unet.get("in_channels", 1), side, side]:
+            return f'"image_shape" is {json.dumps(shape)[:40]}, the course UNet makes [channels, {side}, {side}]'
     return None
