@@ -22,6 +22,7 @@ from diffusionlab.checkpoint import load_checkpoint, save_checkpoint
 from diffusionlab.data import Split, dataset_info, load_split, to_float
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.metrics import accuracy
+from diffusionlab.imagefolder import is_image_folder, open_image_folder
 from diffusionlab.progress import bar as progress_bar
 
 CLASSIFIER_FORMAT = "diffusionlab-classifier"
@@ -32,7 +33,13 @@ class Classifier(nn.Module):
     linear head. `channels` = (c1, c2) are the widths of the two stages."""
 
     def __init__(
-        self, channels: Sequence[int] = (16, 32), feature_dim: int = 128, num_classes: int = 10, dropout: float = 0.3
+        self,
+        channels: Sequence[int] = (16, 32),
+        feature_dim: int = 128,
+        num_classes: int = 10,
+        dropout: float = 0.3,
+        in_channels: int = 1,
+        image_size: int = 28,
     ) -> None:
         super().__init__()
         c1, c2 = (int(c) for c in channels)
@@ -42,15 +49,18 @@ class Classifier(nn.Module):
             "num_classes": num_classes,
             "dropout": dropout,
         }
+        if (in_channels, image_size) != (1, 28):  # an image folder's (issue 40); 28-px grey files stay as they were
+            self.hparams |= {"in_channels": in_channels, "image_size": image_size}
+        side = image_size // 4  # two 2x2 max-pools
 
         def block(cin: int, cout: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
         self.conv = nn.Sequential(
-            *block(1, c1), *block(c1, c1), nn.MaxPool2d(2), *block(c1, c2), *block(c2, c2), nn.MaxPool2d(2)
+            *block(in_channels, c1), *block(c1, c1), nn.MaxPool2d(2), *block(c1, c2), *block(c2, c2), nn.MaxPool2d(2)
         )
         self.embed = nn.Sequential(
-            nn.Flatten(), nn.Linear(c2 * 7 * 7, feature_dim, bias=False), nn.BatchNorm1d(feature_dim), nn.ReLU()
+            nn.Flatten(), nn.Linear(c2 * side * side, feature_dim, bias=False), nn.BatchNorm1d(feature_dim), nn.ReLU()
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
 
@@ -86,9 +96,14 @@ class TrainedClassifier:
     def test_accuracy(self) -> float | None:
         return self.config.get("test_accuracy")
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        side = int(self.net.hparams.get("image_size", 28))
+        return int(self.net.hparams.get("in_channels", 1)), side, side
+
     @torch.no_grad()
     def _batched(self, fn, images: Tensor) -> Tensor:
-        check_images(images)
+        check_images(images, self.image_shape)
         outs = [fn(chunk.to(self.device, torch.float32)).cpu() for chunk in images.split(self.batch_size)]
         return torch.cat(outs) if outs else torch.empty(0)
 
@@ -104,10 +119,10 @@ class TrainedClassifier:
         return self._batched(self.net.features, images)
 
 
-def check_images(images: Tensor) -> None:
-    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+def check_images(images: Tensor, shape: tuple[int, int, int] = (1, 28, 28)) -> None:
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape):
         raise DiffusionLabError(
-            f"the classifier takes images (N, 1, 28, 28) in [0, 1], got shape {tuple(images.shape)}"
+            f"the classifier takes images (N, {', '.join(map(str, shape))}) in [0, 1], got shape {tuple(images.shape)}"
         )
 
 
@@ -123,7 +138,7 @@ def _shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
     rows = (dy[:, None] + torch.arange(h)[None, :]).to(x.device)  # (n, h)
     cols = (dx[:, None] + torch.arange(w)[None, :]).to(x.device)  # (n, w)
     idx_n = torch.arange(n, device=x.device)[:, None, None]
-    return padded[idx_n, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+    return padded[idx_n, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (n, h, w, C) -> (n, C, h, w)
 
 
 def _fit(
@@ -181,6 +196,7 @@ def train_classifier(
     command: str | None = None,
     train_split: Split | None = None,
     test_split: Split | None = None,
+    image_size: int | None = None,
 ) -> tuple[TrainedClassifier, float]:
     """Train the classifier on the train split (AdamW, one-cycle LR, random shifts of up to max_shift pixels).
 
@@ -188,15 +204,25 @@ def train_classifier(
     out_path, writes out_path (.safetensors) and its JSON (config, test accuracy, provenance).
     Returns (classifier, test accuracy).
     """
-    info = dataset_info(data)
     if epochs < 1:
         raise DiffusionLabError(f"--epochs must be at least 1, got {epochs}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    train = train_split or load_split(data, "train", data_dir)
-    test = test_split or load_split(data, "test", data_dir)
+    if is_image_folder(data_dir):  # its subfolders are the classes, its held-out share the test split
+        folder = open_image_folder(data_dir, image_size)
+        data, class_names = folder.name, folder.class_names
+        if len(class_names) < 2:
+            raise DiffusionLabError(
+                f"{data_dir}: a classifier needs at least 2 class subfolders, found {len(class_names)}"
+            )
+        train, test = folder.train, folder.test
+    else:
+        class_names = dataset_info(data).class_names
+        train = train_split or load_split(data, "train", data_dir)
+        test = test_split or load_split(data, "test", data_dir)
+    shape = tuple(train.images.shape[1:])
     torch.manual_seed(seed)  # before the net: its initial weights come from the global generator
     gen = torch.Generator("cpu").manual_seed(seed)
-    net = Classifier(channels, feature_dim, len(info.class_names)).to(dev)
+    net = Classifier(channels, feature_dim, len(class_names), in_channels=shape[0], image_size=shape[1]).to(dev)
     start = time.perf_counter()
     last_loss = _fit(net, train, epochs, batch_size, lr, max_shift, gen, f"train {data} classifier", progress)
     train_seconds = time.perf_counter() - start
@@ -209,8 +235,8 @@ def train_classifier(
         "kind": "classifier",
         "name": f"{data}-classifier",
         "data": data,
-        "class_names": list(info.class_names),
-        "image_shape": [1, 28, 28],
+        "class_names": list(class_names),
+        "image_shape": list(shape),
         "value_range": [0.0, 1.0],
         "classifier": net.hparams,
     }
@@ -285,7 +311,14 @@ def load_classifier(name_or_path: str | Path, device: torch.device | str | None 
             "make one with `diffusionlab train-classifier`"
         )
     hp = config["classifier"]
-    net = Classifier(hp["channels"], hp["feature_dim"], hp["num_classes"], hp.get("dropout", 0.3))
+    net = Classifier(
+        hp["channels"],
+        hp["feature_dim"],
+        hp["num_classes"],
+        hp.get("dropout", 0.3),
+        hp.get("in_channels", 1),
+        hp.get("image_size", 28),
+    )
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
