@@ -29,7 +29,11 @@ from diffusionlab.errors import DiffusionLabError
 from diffusionlab.steps import choose_step_rule
 
 DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Folder with the four IDX files (.gz or raw); else the cache.")
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder with the four IDX files (.gz or raw), or a folder of images (its held-out share); else the cache.",
+    ),
 ]
 AnagramOpt = Annotated[
     str | None,
@@ -161,13 +165,13 @@ def evaluate(
         raise DiffusionLabError(
             f"the classifier was trained on {clf.data} but the model generates {data}; pass a {data} --classifier"
         )
-    test, train = load_splits(data, data_dir)
+    test, train = load_splits(data, data_dir, m.image_shape[-1])
     rule = {"--sampler": sampler, "--variance": variance, "--eta": eta}
     if unconditional:
         scores = evaluate_unconditional(m, clf, n, steps, seed, test, train, sampler=step_rule)
         scores["classifier"] = str(classifier or f"shipped {data}-classifier")
         scores["command"] = command_line(model, n, None, steps, seed, rule, None, False, 0)
-        print(uncond.format_unconditional_scores(scores, dataset_info(data).class_names))
+        print(uncond.format_unconditional_scores(scores, m.class_names or dataset_info(data).class_names))
         atomic_write_json(out, scores)
         return wrote(out)
     scores = evaluate_model(m, clf, n, cfg, steps, seed, test, train, sampler=step_rule)
@@ -211,13 +215,14 @@ def open_scored_model(model: str, device: str):
     return m
 
 
-def load_splits(data: str, data_dir: Path | None):
-    """(test, train) splits, or (None, None) without --data-dir and nothing in the cache."""
-    from diffusionlab.data import load_split
+def load_splits(data: str, data_dir: Path | None, image_size: int | None = None):
+    """(test, train) splits, or (None, None) without --data-dir and nothing in the cache. An image folder's test
+    split is its held-out share, at the model's image_size."""
+    from diffusionlab.imagefolder import load_any_split
 
     try:  # given a folder, its files must be good; without one, never download: score what needs no data
-        test = load_split(data, "test", data_dir, download=data_dir is not None)
-        train = load_split(data, "train", data_dir, download=data_dir is not None)
+        test = load_any_split(data, "test", data_dir, data_dir is not None, image_size)
+        train = load_any_split(data, "train", data_dir, data_dir is not None, image_size)
     except DiffusionLabError:
         if data_dir is not None:
             raise
@@ -338,8 +343,13 @@ def train_classifier(
     seed: SeedOpt = 0,
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
+    image_size: Annotated[
+        int | None, typer.Option(help="Image folder: the size its model was trained at (default 32).")
+    ] = None,
 ) -> None:
     """Train the scoring classifier (a small CNN) on a data set's train split and report its test accuracy.
+    An image folder (--data-dir with one subfolder per class) trains on its train part and is tested on its
+    held-out part, at --image-size.
 
     Example: diffusionlab train-classifier --data mnist --data-dir data/mnist --out mnist-classifier.safetensors
     """
@@ -347,9 +357,17 @@ def train_classifier(
 
     from diffusionlab.data import dataset_info
     from diffusionlab.evaluation.classifier import train_classifier as train_fn
+    from diffusionlab.imagefolder import is_image_folder
     from diffusionlab.model import resolve_device
+    from diffusionlab.models.unet import check_image_size
 
-    dataset_info(data)
+    if is_image_folder(data_dir):
+        data = data_dir.name
+        check_image_size(image_size or 32)
+    else:
+        dataset_info(data)
+        if image_size is not None:
+            raise DiffusionLabError("--image-size is for a --data-dir of images; IDX data are 28 px")
     out = out or Path(f"{data}-classifier.safetensors")
     if out.suffix != ".safetensors":
         raise DiffusionLabError(f"--out {out}: the classifier file must end in .safetensors")
@@ -360,6 +378,7 @@ def train_classifier(
         + (["--data-dir", str(data_dir)] if data_dir else [])
         + ["--epochs", str(epochs), "--batch-size", str(batch_size), "--lr", str(lr), "--max-shift", str(max_shift)]
         + ["--out", str(out), "--seed", str(seed)]
+        + (["--image-size", str(image_size)] if image_size else [])
         + ([] if float16 else ["--float32"])
     )
     clf, acc = train_fn(
@@ -374,6 +393,7 @@ def train_classifier(
         device=resolve_device(device),
         dtype=torch.float16 if float16 else None,
         command=command,
+        image_size=image_size,
     )
     secs = clf.config["provenance"]["train_seconds"]
     print(f"{data} classifier: test accuracy {100 * acc:.2f} % after {epochs} epochs ({secs:.0f} s)")
