@@ -1,8 +1,8 @@
 """The web UI (`diffusionlab serve`): server-side checks, ten concurrent API clients, and a real browser.
 
 The app runs in this process on 127.0.0.1 and a free port, with a tiny random class model in a tmp runs dir.
-The browser test drives Debian's headless Chromium (never a downloaded one) and saves a screenshot of every tab
-under test-artifacts/screenshots/. With DIFFUSIONLAB_DOCS_SCREENSHOTS=DIR it also writes DIR/<tab>.png (see
+The browser test drives headless Chromium (the one `reproduce --pdf` finds; never a downloaded one) and saves a
+screenshot of every tab under test-artifacts/screenshots/. With DIFFUSIONLAB_DOCS_SCREENSHOTS=DIR it also writes DIR/<tab>.png (see
 scripts/screenshots.py, which runs `tour` against any model).
 """
 
@@ -20,6 +20,7 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
+from browser_helpers import chromium_or_skip  # noqa: E402
 from conftest import make_checkpoint  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
@@ -27,18 +28,12 @@ from diffusionlab.app import Limits, ModelRegistry, open_upload, serve  # noqa: 
 from diffusionlab.errors import DiffusionLabError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from report_screenshots import launch_chromium  # noqa: E402  (scripts/screenshots.py takes it from here too)
+
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*no_silent_downcasting:DeprecationWarning", "ignore:The copy keyword is deprecated"
 )
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 TIMEOUT_MS = 60_000
 
@@ -330,20 +325,16 @@ def _tour_illusions(page, shot, fast: bool) -> dict[str, str]:
     return info
 
 
-def launch_chromium(playwright):
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-
-
 @pytest.mark.browser
 def test_every_tab_in_a_real_browser(server, files):
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
     shots = [SHOTS]
     if os.environ.get("DIFFUSIONLAB_DOCS_SCREENSHOTS"):
         shots.append(Path(os.environ["DIFFUSIONLAB_DOCS_SCREENSHOTS"]))
-    with sync_api.sync_playwright() as p:
-        browser = launch_chromium(p)
+    with sync_playwright() as p:
+        browser = launch_chromium(p, chromium)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             start = time.monotonic()

@@ -27,7 +27,8 @@ from diffusionlab.evaluation.classifier import Classifier, TrainedClassifier, sa
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 sys.path.insert(0, str(ROOT / "scripts"))
-from report_screenshots import CHROMIUM, VIEWPORT, launch_chromium, report_tour  # noqa: E402
+from browser_helpers import chromium_or_skip  # noqa: E402
+from report_screenshots import VIEWPORT, launch_chromium, report_tour  # noqa: E402
 
 TINY = report.Budget(
     a0_counts=(3, 5),
@@ -308,6 +309,7 @@ def test_progress_lines(built, tmp_path, capsys):
     assert any(re.fullmatch(r"scores Scores: ok, [0-9.]+ s", ln) for ln in lines), lines
 
 
+@pytest.mark.browser
 def test_pdf(built, tmp_path, monkeypatch, capsys):
     """--pdf without Chromium: one line, before any work. With Chromium: the report printed to a PDF."""
     from diffusionlab.report import run as report_run
@@ -319,26 +321,48 @@ def test_pdf(built, tmp_path, monkeypatch, capsys):
     assert e.value.code == 2 and err.startswith("error:") and "Chromium" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r" / "index.html").exists()
     monkeypatch.undo()
-    if not CHROMIUM.is_file():
-        pytest.skip("no /usr/bin/chromium")
+    chromium = chromium_or_skip(playwright=False)
     out, _, _, _ = built
-    pdf = report_run.print_pdf(out / "index.html", tmp_path / "report.pdf")
+    pdf = report_run.print_pdf(out / "index.html", tmp_path / "report.pdf", chromium)
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000
+
+
+def test_find_chromium_order(tmp_path, monkeypatch):
+    """The Chromium of --pdf and the browser tests: $DIFFUSIONLAB_CHROMIUM, then chromium, then chromium-browser on
+    PATH (then Debian's /usr/bin/chromium)."""
+    from diffusionlab.report.run import CHROMIUM_ENV, find_chromium
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def executable(name: str) -> str:
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+        return str(bin_dir / name)
+
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv(CHROMIUM_ENV, executable("my-chromium"))
+    browser = executable("chromium-browser")
+    assert find_chromium() == str(bin_dir / "my-chromium")
+    monkeypatch.delenv(CHROMIUM_ENV)
+    assert find_chromium() == browser
+    chromium = executable("chromium")
+    assert find_chromium() == chromium
 
 
 @pytest.mark.browser
 def test_report_in_chromium(built):
     """Every <img> of the report loads in headless Chromium (Debian's, through Playwright); screenshots of the top,
     a Part A and a Part B section."""
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
     out, _, _, _ = built
     shots = [SHOTS]
     if os.environ.get("DIFFUSIONLAB_DOCS_SCREENSHOTS"):
         shots.append(Path(os.environ["DIFFUSIONLAB_DOCS_SCREENSHOTS"]))
-    with sync_api.sync_playwright() as p:
-        browser = launch_chromium(p)
+    with sync_playwright() as p:
+        browser = launch_chromium(p, chromium)
         try:
             page = browser.new_page(viewport=VIEWPORT)
             assert report_tour(page, out / "index.html", shots) == report.SECTION_IDS

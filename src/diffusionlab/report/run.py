@@ -143,11 +143,12 @@ CHROMIUM_ENV = "DIFFUSIONLAB_CHROMIUM"
 
 
 def find_chromium() -> str | None:
-    """$DIFFUSIONLAB_CHROMIUM, else Debian's /usr/bin/chromium, else a chromium on PATH."""
+    """$DIFFUSIONLAB_CHROMIUM, else chromium or chromium-browser on PATH, else Debian's /usr/bin/chromium."""
     import os
     import shutil
 
-    for cand in (os.environ.get(CHROMIUM_ENV), "/usr/bin/chromium", shutil.which("chromium")):
+    candidates = (os.environ.get(CHROMIUM_ENV), shutil.which("chromium"), shutil.which("chromium-browser"))
+    for cand in (*candidates, "/usr/bin/chromium"):
         if cand and Path(cand).is_file():
             return cand
     return None
