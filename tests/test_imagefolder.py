@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_idx_dir
 from PIL import Image
 
 from diffusionlab.errors import DiffusionLabError
@@ -19,7 +20,6 @@ from diffusionlab.imagefolder import (
 )
 from diffusionlab.shapes import SHAPES, make_shapes
 from diffusionlab.training import recipe
-from tests.conftest import make_idx_dir
 
 
 def solid(path: Path, colour, size=(12, 10), mode: str = "RGB") -> Path:

@@ -32,6 +32,7 @@ def generator_for(seed: int) -> torch.Generator:
 
 def _test_image(model, spec: str, data_dir: Path | None) -> tuple[Tensor, str]:
     from diffusionlab.data import to_float
+    from diffusionlab.imagefolder import is_image_folder, open_image_folder
     from diffusionlab.testdigits import load_test_images
 
     data = getattr(model, "config", {}).get("data")
@@ -41,6 +42,13 @@ def _test_image(model, spec: str, data_dir: Path | None) -> tuple[Tensor, str]:
         idx = int(spec[5:])
     except ValueError:
         raise DiffusionLabError(f"--image {spec}: N in test:N must be an integer") from None
+    if is_image_folder(data_dir):  # an image folder: its held-out images, at the model's size
+        test = open_image_folder(data_dir, model.image_shape[-1]).test
+        if not 0 <= idx < len(test):
+            raise DiffusionLabError(
+                f"--image {spec}: {data_dir} holds {len(test)} held-out images (test:0 to test:{len(test) - 1})"
+            )
+        return to_float(test.images[idx : idx + 1], model.value_range), f"held-out images of {data_dir}"
     test_image, _, source = load_test_images(data, [idx], data_dir)
     return to_float(test_image, model.value_range), source
 
