@@ -24,12 +24,22 @@ to --rows (JSON lines) and skipped when run again.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 from _common import append_row, model_and_classifier, read_rows
+from illusion_judging import (
+    image_file,
+    judged,
+    key,
+    load_judge,
+    pair_labels,
+    parse_pairs,
+    ranked_best_of,
+    readings,
+    rejudge,
+)
 
 ANAGRAM_BASE = "steps=default rule=default cfg=default combine=default"
 HYBRID_BASE = "steps=default rule=default cfg=default kernel=default sigma=default"
@@ -68,44 +78,18 @@ def settings(base: str, vary: str) -> list[dict[str, str]]:
 
 
 def best_of(clf, images, view: str, model, n: int, k: int, only: str | None = None, judge=None) -> float:
-    """Success of verified best-of-k (tools.illusions.verified: the weaker reading's probability ranks), from n
-    images per pair taken in groups of k: what `--best-of k` returns, n / k times per pair. clf ranks (as the
-    tool), judge (default clf) says whether the kept one succeeds."""
-    from diffusionlab.evaluation.pairs import ordered_pairs
-    from diffusionlab.tools.illusions import verified
-    from diffusionlab.views import get_view
-
-    v = get_view(view, model.image_shape, (0.0, 1.0), 0)
-    pairs = parse_pairs(only) or ordered_pairs(model.num_classes)
-    first = torch.tensor([a for a, _ in pairs]).repeat_interleave(n)
-    second = torch.tensor([b for _, b in pairs]).repeat_interleave(n)
-    groups = len(first) // k
-    viewed = v.apply(images).clamp(0, 1)
-    judge = judge if judge is not None else clf
-    ok = (judge.classify(images) == first) & (judge.classify(viewed) == second)
-    wins = 0
-    for g in range(groups):  # one group = one request: k candidates of one pair
-        sl = slice(g * k, (g + 1) * k)
-        rows, _ = verified([images[sl], viewed[sl]], [int(first[g * k]), int(second[g * k])], clf, 1, k)
-        wins += int(ok[sl][rows[0, 0]])
-    return wins / groups
-
-
-def parse_pairs(text: str | None) -> list[tuple[int, int]] | None:
-    """ "1-3,3-1" -> [(1, 3), (3, 1)]; None: every ordered pair."""
-    if not text:
-        return None
-    return [(int(a), int(b)) for a, b in (p.split("-") for p in text.split(","))]
+    """Success of verified best-of-k of anagram images in [0, 1] (n per pair, pair-major) through `view`: clf
+    ranks (as the tool), judge (default clf) says whether the kept one succeeds."""
+    reads, labels = readings("anagram", view, model, images), pair_labels(model, n, only)
+    return ranked_best_of(clf, reads, labels, k, judge if judge is not None else clf)
 
 
 def measure(
-    model, clf, kind: str, view: str | None, s: dict[str, str], n: int, seed: int, k: int = 0, far: int = 2, pairs=None,
-    judge=None,
-) -> dict:  # fmt: skip
-    """One row. clf steers (balance) and ranks (best-of) as the tools do; judge (default clf) scores."""
+    model, ranker, kind: str, view: str | None, s: dict[str, str], n: int, seed: int, far: int = 2, pairs=None
+) -> tuple[dict, torch.Tensor]:
+    """One row's images and its scores by the ranker, which steers (balance) and scores as the tools do."""
     from diffusionlab.evaluation.pairs import evaluate_anagrams, evaluate_hybrids
 
-    scorer = judge if judge is not None else clf
     cfg = None if s["cfg"] == "default" else float(s["cfg"])
     common = dict(n_per_pair=n, cfg_scale=cfg, seed=seed, timesteps=timesteps(model, s["steps"]), progress=False)
     common |= {"pairs": parse_pairs(pairs)} if pairs else {}
@@ -114,78 +98,104 @@ def measure(
         combine = None if s["combine"] == "default" else s["combine"]
         weights = [float(w) for w in s["weights"].split(":")] if s.get("weights", "default") != "default" else None
         balance = s.get("balance", "off") == "on"  # rows without the key were measured before it existed: off
-        steer = dict(balance=balance, balance_classifier=clf)  # the shipped classifier steers, as in the tools
+        steer = dict(balance=balance, balance_classifier=ranker)  # the ranker steers, as in the tools
         r = evaluate_anagrams(
-            model, scorer, view, combine=combine, rule=parse_rule(s["rule"]), weights=weights, **steer, **common
+            model, ranker, view, combine=combine, rule=parse_rule(s["rule"]), weights=weights, **steer, **common
         )
         keys = ("anagram_success", "anagram_first", "anagram_second")
     else:
         k = None if s["kernel"] == "default" else int(s["kernel"])
         sg = None if s["sigma"] == "default" else float(s["sigma"])
-        r = evaluate_hybrids(model, scorer, kernel=k, sigma=sg, rule=parse_rule(s["rule"]), factor=far, **common)
+        r = evaluate_hybrids(model, ranker, kernel=k, sigma=sg, rule=parse_rule(s["rule"]), factor=far, **common)
         keys = ("hybrid_success", "hybrid_far", "hybrid_near")
     row = {"kind": kind, "view": view, **s, "n_per_pair": n, "seed": seed} | ({"pairs": pairs} if pairs else {})
     row |= {key: r[key] for key in keys} | {"seconds": round(time.perf_counter() - start, 1), "per_pair": r["per_pair"]}
     if kind == "hybrid":
         row |= {"blur": f"{r['kernel']}/{r['sigma']:g}", "far_factor": far}
-    if kind == "anagram" and k > 1 and n % k == 0:
-        row |= {"best_of": k, "best_success": best_of(clf, r["images"], view, model, n, k, pairs, judge)}
-    return row
+    return row, r["images"]
 
 
-def key(row: dict) -> str:
-    return json.dumps(
-        {
-            k: v
-            for k, v in row.items()
-            if k
-            in (
-                "kind",
-                "view",
-                "steps",
-                "rule",
-                "cfg",
-                "combine",
-                "weights",
-                "balance",
-                "judge",
-                "pairs",
-                "kernel",
-                "sigma",
-                "n_per_pair",
-                "seed",
-                "model",
-                "far_factor",
-            )
-        }
-    )
+def merged(rows: list[dict]) -> list[dict]:
+    """Rows measured in chunks of pairs (--pairs, one process each) as one row per setting: the rates weighted by
+    the chunks' pair counts (every image is one pair's), the per-pair maps joined; other rows as they are."""
+    whole, groups = [], {}
+    for r in rows:
+        if "pairs" not in r:
+            whole.append(r)
+            continue
+        groups.setdefault(key({k: v for k, v in r.items() if k != "pairs"}), []).append(r)
+    for chunks in groups.values():
+        count = sum(len(c["per_pair"]) for c in chunks)
+        row = {k: v for k, v in chunks[0].items() if k != "pairs"} | {"chunks": len(chunks)}
+        for k in chunks[0]:
+            if isinstance(chunks[0][k], float) and k not in ("seconds",):
+                row[k] = sum(c[k] * len(c["per_pair"]) for c in chunks) / count
+        row["seconds"] = sum(c["seconds"] for c in chunks)
+        for k in ("per_pair", "judge_per_pair"):
+            if k in chunks[0]:
+                row[k] = {p: v for c in chunks for p, v in c[k].items()}
+        whole.append(row)
+    return whole
+
+
+def pct(row: dict, key: str) -> str:
+    return f"{100 * row[key]:.1f} %" if key in row else ""
 
 
 def table(rows: list[dict], kind: str) -> str:
-    """A markdown table of the measured rows of one kind."""
+    """A markdown table of the measured rows of one kind: success by the ranker that steered and ranked (the
+    shipped one before issue 37) and, where measured, by the held-out judge."""
     if kind == "anagram":
-        cols = ["view", "steps", "rule", "cfg", "combine", "weights", "balance", "judge", "n_per_pair", "seed"]
+        cols = [
+            "view",
+            "ranker",
+            "steps",
+            "rule",
+            "cfg",
+            "combine",
+            "weights",
+            "balance",
+            "judge",
+            "n_per_pair",
+            "seed",
+        ]
         score = [("success", "anagram_success"), ("upright", "anagram_first"), ("viewed", "anagram_second")]
     else:
-        cols = ["far_factor", "steps", "rule", "cfg", "kernel", "sigma", "blur", "n_per_pair", "seed"]
+        cols = [
+            "far_factor",
+            "ranker",
+            "steps",
+            "rule",
+            "cfg",
+            "kernel",
+            "sigma",
+            "blur",
+            "judge",
+            "n_per_pair",
+            "seed",
+        ]
         score = [("success", "hybrid_success"), ("far", "hybrid_far"), ("near", "hybrid_near")]
-    extra = ["best-of-K", "any of N"] if kind == "anagram" else []
-    head = cols + [name for name, _ in score] + extra + ["seconds"]
+    extra = [
+        ("judge: success", "judge_success"),
+        ("best-of-K (ranker)", "best_success"),
+        ("best-of-K (judge)", "best_judge"),
+        ("best-of-K (judge; ranked by the single classifier)", "best_judge_single_rank"),
+    ]
+    head = cols + [name for name, _ in score] + [name for name, _ in extra] + ["any of N", "seconds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r["kind"] == kind:
-            vals = [str(r.get(c, "")) for c in cols] + [f"{100 * r[k]:.1f} %" for _, k in score]
-            if kind == "anagram":
-                best = f"{100 * r['best_success']:.1f} % (K={r['best_of']})" if "best_of" in r else ""
-                vals += [best, f"{100 * solved_share(r):.1f} %"]
-            vals.append(f"{r['seconds']:.0f}")
+            vals = [str(r.get(c, "")) for c in cols] + [pct(r, k) for _, k in score] + [pct(r, k) for _, k in extra]
+            vals += [f"{100 * solved_share(r):.1f} %", f"{r['seconds']:.0f}"]
             lines.append("| " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
 
 def solved_share(row: dict) -> float:
-    """The share of pairs with at least one success among their N images: the ceiling of a best-of-N ranking."""
-    return sum(v > 0 for v in row["per_pair"].values()) / len(row["per_pair"])
+    """The share of pairs with at least one success among their N images (by the judge where it scored): the
+    ceiling of a best-of-N ranking."""
+    per = row.get("judge_per_pair", row["per_pair"])
+    return sum(v > 0 for v in per.values()) / len(per)
 
 
 def never_solved(rows: list[dict]) -> str:
@@ -231,22 +241,35 @@ def main() -> None:
     p.add_argument("--rows", default="illusions.jsonl", help="JSON lines of measured rows (appended; resumable)")
     p.add_argument("--table", action="store_true", help="only print the tables of --rows")
     p.add_argument(
-        "--judge",
-        default=None,
-        help="score with this classifier (.safetensors, e.g. from `diffusionlab train-classifier --seed 7`) instead "
-        "of the shipped one, which still steers (balance) and ranks best-of as in the tools",
+        "--ranker",
+        default="ensemble",
+        choices=["ensemble", "single"],
+        help="what steers (balance) and ranks best-of, as in the tools: the shipped ensemble (the tools' since "
+        "issue 37) or the shipped classifier alone (before)",
     )
+    p.add_argument(
+        "--judge",
+        default=str(Path(__file__).parent / "judges" / "mnist-judge-lenet.safetensors"),
+        help="the held-out judge that scores and never ranks (benchmarks/judges; 'none': the ranker scores)",
+    )
+    p.add_argument("--images", default=None, help="save each row's images (.pt) into this folder")
+    p.add_argument("--rejudge", action="store_true", help="judge the saved --images of unjudged rows (no sampling)")
     p.add_argument("--maps", default=None, help="write each row's per-pair success map PNG into this folder")
     args = p.parse_args()
     path = Path(args.rows)
     rows = read_rows(path)
     if not args.table:
-        model, clf = model_and_classifier(args.model)
-        judge, judge_name = None, Path(args.judge).name if args.judge else None
-        if args.judge:
-            from diffusionlab.evaluation.classifier import load_classifier
+        from diffusionlab.evaluation.classifier import Ensemble, load_ranker
 
-            judge = load_classifier(args.judge, "cpu")
+        model, single = model_and_classifier(args.model)
+        data = model.config.get("data", "mnist")
+        ranker = load_ranker(data, "cpu") if args.ranker == "ensemble" else Ensemble([single])
+        judge = None if args.judge == "none" else load_judge(args.judge)
+        judge_name = None if judge is None else Path(args.judge).name
+        rankers = {"ranker": ranker} | ({"single": single} if args.ranker == "ensemble" else {})
+        if args.rejudge:
+            rejudge(path, rows, Path(args.images), judge, judge_name, args.best_of, rankers, model, args.ranker)
+            args.anagram, args.hybrid = [], []  # nothing sampled
         done = {key(r) for r in rows}
         jobs = [
             ("anagram", v, s)
@@ -256,27 +279,30 @@ def main() -> None:
         ]
         jobs += [("hybrid", None, s) for vary in args.hybrid for s in settings(args.hybrid_base, vary)]
         for kind, view, s in jobs:
-            probe = {"kind": kind, "view": view, **s, "n_per_pair": args.n, "seed": args.seed}
+            probe = {"kind": kind, "view": view, **s, "n_per_pair": args.n, "seed": args.seed, "ranker": args.ranker}
             probe |= {"pairs": args.pairs} if args.pairs else {}
             probe |= {"judge": judge_name} if judge_name else {}
             probe |= {"far_factor": args.far_factor} if kind == "hybrid" else {}
             if key(probe) in done:
                 continue
-            row = measure(
-                model, clf, kind, view, s, args.n, args.seed, args.best_of, args.far_factor, args.pairs, judge
-            )
-            row |= {"judge": judge_name} if judge_name else {}
+            row, images = measure(model, ranker, kind, view, s, args.n, args.seed, args.far_factor, args.pairs)
+            row |= {"ranker": args.ranker} | ({"judge": judge_name} if judge_name else {})
+            if judge is not None:
+                row = judged(row, kind, view, model, images, args.n, args.best_of, args.pairs, rankers, judge)
+            if args.images:
+                Path(args.images).mkdir(parents=True, exist_ok=True)
+                torch.save(images, Path(args.images) / image_file(row))
             rows.append(row)
             done.add(key(row))
             append_row(path, row)
-            print(
-                f"{kind} {view or ''} {s}: {100 * row.get('anagram_success', row.get('hybrid_success')):.1f} % "
-                f"({row['seconds']:.0f} s)",
-                flush=True,
-            )
+            score = row.get("anagram_success", row.get("hybrid_success"))
+            said = f", judge {100 * row['judge_success']:.1f} %" if "judge_success" in row else ""
+            said += f", best-of-{row['best_of']} judge {100 * row['best_judge']:.1f} %" if "best_judge" in row else ""
+            print(f"{kind} {view or ''} {s}: ranker {100 * score:.1f} %{said} ({row['seconds']:.0f} s)", flush=True)
     if args.maps:
         write_maps(rows, Path(args.maps))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    rows = merged(rows)
     print(table(rows, "anagram"), "\n")
     print(never_solved(rows), "\n")
     print(table(rows, "hybrid"))

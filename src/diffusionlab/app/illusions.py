@@ -37,22 +37,16 @@ def anagram_request(readings: Any, prompts: list[Any], views: list[Any]) -> tupl
     return ps, [check_view_name(v) for v in vs]
 
 
-def readings_figure(rows, model, labels: list[str]) -> Image.Image:
-    """(R, n, C, H, W) readings -> one picture: a row per reading, its label ("7 · rot90") at its left, in the
-    picture itself (a label under a gallery's thumbnail gets cut off)."""
-    from diffusionlab.figures import grid_image
-
-    n = rows.shape[1]
-    cell = max(rows.shape[-2], min(112, 4 * rows.shape[-2]))
-    return grid_image(rows.reshape(-1, *rows.shape[2:]).cpu(), n, model.value_range, labels, cell=cell)
-
-
 def _probabilities(settings: dict[str, Any]) -> dict[str, str]:
-    """The classifier's reading probabilities of the kept images, for the settings line (best-of only)."""
+    """The ranker's verdict on the kept images for the settings line: the summary (K of N read as asked, which
+    reading failed), each image's reading probabilities, how best-of auto ended, and a known-failure warning."""
     probs = settings.get("reading_probabilities")
-    if not probs:
-        return {}
-    return {"classifier": "; ".join("/".join(f"{p:.2f}" for p in image) for image in probs)}
+    out = {"readings": settings["readings"].removeprefix("readings: ")} if "readings" in settings else {}
+    if probs:
+        out["ranker"] = "; ".join("/".join(f"{p:.2f}" for p in image) for image in probs)
+    if settings.get("best_of") == "auto":
+        out["best of auto"] = f"{settings['candidates_per_image']} candidates per image, {settings['stopped']}"
+    return out | ({"warning": settings["warning"].removeprefix("warning: ")} if "warning" in settings else {})
 
 
 class IllusionHandlers:
@@ -87,17 +81,15 @@ class IllusionHandlers:
             # balance ticked: the tool's default (on where the model has a classifier); unticked: off
             steer = None if balance else False
             r = tools.anagram(model, prompts, views, n, scale, seed, best_of=k, weights=weights, balance=steer)
-            return r.panels[0].cells.reshape(len(prompts), n, *r.images.shape[1:]), r.settings
+            return r.figure(), r.settings  # the tool's figure: each reading framed green (read) or red (not)
 
-        rows, tool_settings = self._run(model_value, work)
-        model = self.registry.get(model_value)
+        figure, tool_settings = self._run(model_value, work)
         st = self._base(
             model_value, tool="anagram", prompts=" / ".join(prompts), views=", ".join(views), n=n, cfg=scale, seed=seed
         )
         st |= ({"best of": k} if k > 1 else {}) | ({"weights": weights} if weights else {})
         st |= {"reading balance": "on" if tool_settings.get("balance") else "off"}
-        labels = [f"{p} · {v}" for p, v in zip(prompts, ["upright", *views], strict=True)]
-        png = self.out.png(readings_figure(rows, model, labels), st, "anagram")
+        png = self.out.png(figure, st, "anagram")
         return png, settings_text({**st, **_probabilities(tool_settings)})
 
     # -- Hybrid (A1.9) -------------------------------------------------------------------------------------------
@@ -115,9 +107,9 @@ class IllusionHandlers:
 
             check_ddpm(model, "hybrid images")
             r = tools.hybrid(model, [low_prompt or "", high_prompt or ""], n, kernel, sigma, scale, seed, best_of=k)
-            return r.images, r.settings
+            return r.images, r.figure(), r.settings
 
-        x, tool_settings = self._run(model_value, work)
+        x, figure, tool_settings = self._run(model_value, work)
         model = self.registry.get(model_value)
         st = self._base(
             model_value,
@@ -131,8 +123,8 @@ class IllusionHandlers:
             seed=seed,
         )
         st |= {"best of": k} if k > 1 else {}
-        near = self.out.row_png(x, model, {**st, "shown": "near"}, "hybrid-near")
-        with Image.open(near) as im:
+        near = self.out.png(figure, {**st, "shown": "near, framed by the ranker's verdict"}, "hybrid-near")
+        with Image.open(self.out.row_png(x, model, {**st, "shown": "the images"}, "hybrid-row")) as im:
             small = im.resize((max(1, im.width // 4), max(1, im.height // 4)), Image.Resampling.LANCZOS)
             far_canvas = Image.new("RGB", im.size, "white")
             far_canvas.paste(small.convert("RGB"), ((im.width - small.width) // 2, (im.height - small.height) // 2))

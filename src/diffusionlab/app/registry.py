@@ -55,7 +55,9 @@ def deepfloyd_available(cache: Path | None = None) -> str | None:
 def _describe_run(config_path: Path) -> str:
     try:
         cfg = json.loads(config_path.read_text())
-        return f"{cfg.get('kind', '?')} {cfg.get('objective', 'ddpm')}, {cfg.get('data', '?')}"
+        shape = cfg.get("image_shape") or [1, 28, 28]
+        size = "" if shape == [1, 28, 28] else f", {'RGB' if shape[0] == 3 else 'grey'} {shape[-1]} px"  # issue 40
+        return f"{cfg.get('kind', '?')} {cfg.get('objective', 'ddpm')}, {cfg.get('data', '?')}{size}"
     except (OSError, ValueError):
         return "unreadable config"
 

@@ -22,8 +22,11 @@ def _combine(value: str | None) -> str | None:
     return check_combine(value) if value is not None else None
 
 
-def _best_of(value: int) -> int:
-    return checks.check_count(value, "--best-of")
+def _best_of(value: str) -> str:
+    from diffusionlab.tools.readings import parse_best_of
+
+    parse_best_of(value)  # a count >= 1 or auto with a budget; one-line errors
+    return value
 
 
 ViewsOpt = Annotated[
@@ -47,11 +50,13 @@ CombineOpt = Annotated[
     ),
 ]
 BestOfOpt = Annotated[
-    int,
+    str,
     typer.Option(
         "--best-of",
-        help="Make K candidates per image in one batch and keep one that the shipped classifier reads "
-        "as every prompt, surest of its weaker reading (our class models only). Example: --best-of 8",
+        help="Make K candidates per image in one batch and keep one that the shipped ranker (an ensemble of "
+        "classifiers) reads as every prompt, surest of its weaker reading (our class models only); auto: draw 8 "
+        "at a time until each image passes or the budget is spent (auto = auto:32 candidates per image; auto:60s "
+        "= 60 seconds). Example: --best-of 8, --best-of auto:64",
         callback=_best_of,
     ),
 ]
@@ -117,16 +122,19 @@ KernelOpt = Annotated[
 ]
 
 
-def check_best_of(model: str, best_of: int) -> None:
-    """--best-of K > 1 needs the shipped classifier of our class models: refused for IF before it loads."""
+def check_best_of(model: str, best_of: str | int) -> None:
+    """--best-of K > 1 or auto needs the shipped ranker of our class models: refused for IF before it loads."""
     from diffusionlab.errors import DiffusionLabError
     from diffusionlab.model_registry import is_if_spec
+    from diffusionlab.tools.readings import parse_best_of
 
-    if best_of > 1 and is_if_spec(model):
+    if parse_best_of(best_of)[0] != 1 and is_if_spec(model):
         raise DiffusionLabError("--best-of ranks candidates with the shipped classifier; DeepFloyd IF has none")
 
 
-def check_anagram(model: str, best_of: int, weights: str | None, readings: int, balance: bool | None = None) -> None:
+def check_anagram(
+    model: str, best_of: str | int, weights: str | None, readings: int, balance: bool | None = None
+) -> None:
     """Before the model loads: --best-of as check_best_of, --weights one per prompt, --balance not for IF."""
     from diffusionlab.errors import DiffusionLabError
     from diffusionlab.model_registry import is_if_spec

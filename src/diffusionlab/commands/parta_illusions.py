@@ -28,7 +28,7 @@ def anagram(
     n: NOpt = 4,
     scale: ill.ScaleOpt = None,
     combine: ill.CombineOpt = None,
-    best_of: ill.BestOfOpt = 1,
+    best_of: ill.BestOfOpt = "1",
     runner_ups: ill.RunnerUpsOpt = False,
     weights: ill.WeightsOpt = None,
     balance: ill.BalanceOpt = None,
@@ -50,7 +50,7 @@ def anagram(
     eps = mean over views of view^-1(CFG(view(x_t), p)); all -n images, views and branches in one batch.
 
     Example: diffusionlab anagram --prompt 6 --prompt 9 --view rot180 -n 8 --out six_nine.png
-    Example: diffusionlab anagram -p 1 -p 7 -p 4 -p 0 --view rot90 --view rot180 --view rot270 --best-of 8
+    Example: diffusionlab anagram -p 6 -p 2 -p 3 --view rot90 --view rot180 --best-of auto
     """
     from diffusionlab import tools
     from diffusionlab.tools.illusions import anagram_readings
@@ -63,6 +63,7 @@ def anagram(
     rule = dict(sampler=sampler, variance=variance, eta=eta, best_of=best_of, runner_ups=runner_ups, weights=weights)
     result = tools.anagram(m, prompt, view, n, scale, seed, **rule, combine=combine, balance=balance)
     finish(result, path, save_all, force)
+    say_readings(result.settings)
 
 
 def hybrid(
@@ -71,7 +72,7 @@ def hybrid(
     kernel: ill.KernelOpt = None,
     n: NOpt = 4,
     scale: ill.ScaleOpt = None,
-    best_of: ill.BestOfOpt = 1,
+    best_of: ill.BestOfOpt = "1",
     runner_ups: ill.RunnerUpsOpt = False,
     out: OutOpt = None,
     save_all: SaveAllOpt = None,
@@ -101,7 +102,17 @@ def hybrid(
     choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
     m = open_model(model, device, model_dir, prompt_embeds, offload)
     rule = dict(sampler=sampler, variance=variance, eta=eta, best_of=best_of, runner_ups=runner_ups)
-    finish(tools.hybrid(m, prompt, n, kernel, sigma, scale, seed, **rule), path, save_all, force)
+    result = tools.hybrid(m, prompt, n, kernel, sigma, scale, seed, **rule)
+    finish(result, path, save_all, force)
+    say_readings(result.settings)
+
+
+def say_readings(settings: dict) -> None:
+    """After the figure: how many images read as asked (and which reading failed), and how best-of auto ended.
+    A failed illusion is said, not an error: the exit status stays 0."""
+    if settings.get("best_of") == "auto":
+        print(f"best-of auto: {settings['candidates_per_image']} candidates per image, {settings['stopped']}")
+    print(settings["readings"])
 
 
 def register(app) -> None:

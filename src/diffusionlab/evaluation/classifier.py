@@ -325,3 +325,47 @@ def load_classifier(name_or_path: str | Path, device: torch.device | str | None 
         first = str(e).strip().splitlines()[0]
         raise DiffusionLabError(f"{path}: weights do not fit the config's classifier ({first})") from None
     return TrainedClassifier(net, config, torch.device(device) if device is not None else torch.device("cpu"))
+
+
+# -- the illusions' ranker: an ensemble ---------------------------------------------------------------------------
+# The classifiers that rank and steer illusions (best-of-K, the reading balance): the shipped classifier and two
+# more at other widths, seeds and shift augmentation (benchmarks/judges/train.py). One network ranking its own
+# candidates picks images that fool it; the mean of three generalizes to a judge that never ranks
+# (docs/illusions.md, "Ranker and judge"). A data set without members ranks with its classifier alone.
+RANKER_MEMBERS = {"mnist": ("mnist-classifier", "mnist-ranker-b", "mnist-ranker-c")}
+
+
+@dataclass
+class Ensemble:
+    """Classifiers read as one: the mean of their probabilities (`logits` returns its log, so argmax and
+    softmax are the mean's). Features are the first member's (for the scores that need them)."""
+
+    members: list[TrainedClassifier]
+
+    @property
+    def data(self) -> str | None:
+        return self.members[0].data
+
+    @property
+    def num_classes(self) -> int:
+        return self.members[0].num_classes
+
+    def logits(self, images: Tensor) -> Tensor:
+        probs = torch.stack([torch.softmax(m.logits(images), 1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+    def classify(self, images: Tensor) -> Tensor:
+        return self.logits(images).argmax(1)
+
+    def features(self, images: Tensor) -> Tensor:
+        return self.members[0].features(images)
+
+
+def load_ranker(data: str, device: torch.device | str | None = None) -> Ensemble:
+    """The shipped ranker of a data set (RANKER_MEMBERS; else its classifier alone)."""
+    from diffusionlab.model_registry import shipped_weights_dir
+
+    names = RANKER_MEMBERS.get(data, (f"{data}-classifier",))
+    if len(names) == 1:
+        return Ensemble([load_classifier(data, device)])
+    return Ensemble([load_classifier(shipped_weights_dir() / f"{name}.safetensors", device) for name in names])

@@ -16,6 +16,13 @@ from diffusionlab.evaluation.metrics import FAR_FACTOR, Scorer, anagram_success,
 from diffusionlab.views import get_view
 
 
+def _ranker(model: Any) -> Any:
+    """The shipped ranker of the model's data (an ensemble), which steers the tool's reading balance."""
+    from diffusionlab.evaluation.classifier import load_ranker
+
+    return load_ranker(model.config.get("data", "mnist"), "cpu")
+
+
 def ordered_pairs(num_classes: int) -> list[tuple[int, int]]:
     """Every ordered pair (a, b) of different classes: 90 for 10 classes."""
     return [(a, b) for a in range(num_classes) for b in range(num_classes) if a != b]
@@ -58,7 +65,7 @@ def evaluate_anagrams(
     combine: how views are combined (guidance.COMBINE_MODES); rule: the step rule ({"sampler", "variance", ...});
     weights: the two readings' weights, the same for every image (guidance.anagram); balance: the reading balance
     during sampling (evaluation.balance; default edits.ANAGRAM_DEFAULTS, as the anagram tool) by
-    balance_classifier (default: the scoring classifier)."""
+    balance_classifier (default: the shipped ranker, as the tool)."""
     model.require("class", "ddpm", "anagram evaluation")
     pairs = list(pairs or ordered_pairs(model.num_classes))
     first, second, (c1, c2) = _pair_conds(model, pairs, n_per_pair)
@@ -71,7 +78,7 @@ def evaluate_anagrams(
     balance = edits.ANAGRAM_DEFAULTS["balance"] if balance is None else balance
     if balance:
         unit_identity = get_view("identity", model.image_shape, (0.0, 1.0))
-        steerer = balance_classifier if balance_classifier is not None else classifier
+        steerer = balance_classifier if balance_classifier is not None else _ranker(model)
         steer = reading_balance(steerer, [unit_identity, unit_view], [first, second], model.value_range)
     x = edits.anagram(
         model,

@@ -2,13 +2,16 @@
 images and the figure that shows each reading (every view applied; the far, low-passed view).
 
 Anagrams take 2-4 prompts: the first upright, each later one through its own view. `best_of=K` makes K candidates
-per image in the same batch and keeps the one whose weaker reading the shipped classifier of the model's data is
-surest of (`verified`), optionally showing the runner-ups. `score=True` scores the kept images the same way (each
-reading's probability and whether the classifier reads it as its prompt) without ranking candidates."""
+per image in the same batch and keeps the one whose weaker reading the shipped ranker (an ensemble of classifiers of
+the model's data, `evaluation.classifier.load_ranker`) is surest of (`verified`), optionally showing the runner-ups;
+`best_of="auto"` draws until each image passes or a budget is spent (`readings.draw_until`). Every kept image is
+judged in every reading where the model has a ranker (`readings.judged`: the settings, the summary line, a green or
+red frame per reading in the figure)."""
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,12 +19,22 @@ import torch
 from torch import Tensor
 
 from diffusionlab import edits
-from diffusionlab.checks import check_batch, check_count
+from diffusionlab.checks import check_batch
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import show_prompt
 from diffusionlab.steps import choose_step_rule
 from diffusionlab.tools.image import Seed, seed_generator, tool_settings
 from diffusionlab.tools.inputs import as_model, prompts_of
+from diffusionlab.tools.readings import (
+    AUTO_ROUND,
+    draw_until,
+    framed,
+    image_labels,
+    judged,
+    known_failure,
+    parse_best_of,
+)
+from diffusionlab.tools.readings import reading_scores as reading_scores
 from diffusionlab.tools.result import Panel, Result
 
 MAX_READINGS = 4
@@ -70,9 +83,9 @@ def reading_weights(weights: Sequence[float] | str | None, readings: int) -> Ten
 
 
 def scoring_classifier(model, option: str = "--best-of") -> Any:
-    """The shipped classifier of the model's data set, for best-of-K (and the reading balance: `option` names it
-    in the errors); a one-line error where there is none."""
-    from diffusionlab.evaluation.classifier import load_classifier
+    """The shipped ranker of the model's data set (an ensemble), for best-of-K, the readings and the reading
+    balance (`option` names it in the errors); a one-line error where there is none."""
+    from diffusionlab.evaluation.classifier import load_ranker
     from diffusionlab.protocol import is_if_like
 
     if is_if_like(model) or getattr(model, "kind", None) != "class":
@@ -82,7 +95,7 @@ def scoring_classifier(model, option: str = "--best-of") -> Any:
             + (" (use --best-of 1)" if option == "--best-of" else f" (leave {option} off)")
         )
     data = getattr(model, "config", {}).get("data", "mnist")
-    clf = load_classifier(data, model.device)
+    clf = load_ranker(data, model.device)
     if tuple(model.image_shape) != (1, 28, 28):
         raise DiffusionLabError(f"{option}: the {data} classifier scores 1x28x28 images, not {model.image_shape}")
     return clf
@@ -96,38 +109,24 @@ def labels_of(model, prompts: Sequence[str], option: str = "--best-of") -> list[
     return [int(i) for i in cond.argmax(1).cpu()]
 
 
-def reading_scores(readings: list[Tensor], labels: list[int], classifier) -> tuple[Tensor, Tensor]:
-    """(R, N) each: the classifier's probability that reading r (images in [0, 1]) shows labels[r], and whether
-    it reads it so (its most likely class; as evaluation.metrics.anagram_success)."""
-    logits = [classifier.logits(x).cpu() for x in readings]
-    probs = torch.stack([torch.softmax(lg, 1)[:, lab] for lg, lab in zip(logits, labels, strict=True)])
-    passed = torch.stack([lg.argmax(1) == lab for lg, lab in zip(logits, labels, strict=True)])
-    return probs, passed
-
-
 def verified(readings: list[Tensor], labels: list[int], classifier, n: int, k: int) -> tuple[Tensor, Tensor]:
     """readings[r]: reading r of n * k candidates in [0, 1] (image-major: candidates of image j are rows
     j*k .. j*k+k-1). Returns (order (n, k) of candidate rows, best first; their weaker-reading probabilities).
     Candidates read as every prompt come first, then by their weaker reading's probability: with 10 classes a
     reading can be the most likely at 0.4 while a wrong one holds 0.45 of a rival's, so the probability alone
     would keep a failing candidate over a passing one."""
-    probs, passed = reading_scores(readings, labels, classifier)
-    weakest = probs.min(0).values.reshape(n, k)
-    rank = weakest + passed.all(0).reshape(n, k).float()  # probabilities are <= 1: passing ones rank above
-    order = rank.argsort(1, descending=True)
+    rank, ok = rank_key(readings, labels, classifier)
+    order = rank.reshape(n, k).argsort(1, descending=True)
     rows = order + torch.arange(n).view(-1, 1) * k
-    return rows, weakest.gather(1, order)
+    return rows, (rank - ok.float()).reshape(n, k).gather(1, order)
 
 
-def _scores(readings: list[Tensor], labels: list[int], classifier, keep: Tensor) -> dict[str, Any]:
-    """The kept images' scores, for the settings (and the PNG's text), one entry per image: each reading's
-    probability, whether it is read as its prompt, both (`passed`); see `reading_scores`."""
-    probs, hits = reading_scores([r[keep] for r in readings], labels, classifier)
-    return {
-        "reading_probabilities": [[round(float(p), 4) for p in col] for col in probs.T],
-        "reading_passed": [[bool(h) for h in col] for col in hits.T],
-        "passed": [bool(col.all()) for col in hits.T],
-    }
+def rank_key(readings: list[Tensor], labels: list[int], classifier) -> tuple[Tensor, Tensor]:
+    """Per candidate: the weaker reading's probability, plus 1 when every reading is read as asked (probabilities
+    are <= 1: passing candidates rank above), and whether it passes."""
+    probs, passed, _ = reading_scores(readings, labels, classifier)
+    ok = passed.all(0)
+    return probs.min(0).values + ok.float(), ok
 
 
 def _to_unit(x: Tensor, value_range) -> Tensor:
@@ -136,17 +135,49 @@ def _to_unit(x: Tensor, value_range) -> Tensor:
     return to_unit(x.cpu(), value_range)
 
 
-def _rank_anagrams(m, res: Tensor, view_names, view_seed: int, clf, labels, n: int, k: int):
-    """The candidate rows of each image, best first ((n, k); image-major as generated when there is no
-    classifier), and the settings of the kept ones' scores."""
-    from diffusionlab.views import get_view
+def _ranker(m, prompts, needed: bool, score: bool | None, classifier) -> tuple[Any, list[int], str | None]:
+    """(ranker, labels, None) where the tool can judge the readings; (None, [], why not) where it cannot.
+    needed (best-of) or score=True: a one-line error instead."""
+    if score is False and not needed:
+        return None, [], "not asked"
+    try:
+        clf = classifier if classifier is not None else scoring_classifier(m, "--best-of" if needed else "scoring")
+        return clf, labels_of(m, prompts, "--best-of" if needed else "scoring"), None
+    except DiffusionLabError as e:
+        if needed or score:
+            raise
+        return None, [], str(e).split(" (")[0]
 
+
+def _verdict(unit: list[Tensor], labels, clf, names: list[str], m, why: str | None) -> dict[str, Any]:
+    """The kept images' readings (readings.judged), or why they were not checked."""
     if clf is None:
-        return torch.arange(n * k).reshape(n, k), {}
-    x = _to_unit(res, m.value_range)  # the views acting on [0, 1] images, as the classifier sees them
-    unit = [x] + [get_view(v, m.image_shape, (0.0, 1.0), view_seed).apply(x) for v in view_names]
-    rows, _ = verified(unit, labels, clf, n, k)
-    return rows, {"best_of": k if k > 1 else None, **_scores(unit, labels, clf, rows[:, 0])}
+        return {"readings_unchecked": why, "readings": f"readings: not checked ({why})"}
+    classes = list(getattr(m, "class_names", None) or range(10))
+    return judged(unit, labels, clf, names, classes)
+
+
+def _warn(m, readings: int, progress: bool) -> dict[str, str]:
+    """A request the model is measured to fail at: one line on stderr before sampling, and in the settings."""
+    warning = known_failure(m, readings)
+    if warning is None:
+        return {}
+    if progress:
+        print(warning, file=sys.stderr, flush=True)
+    return {"warning": warning}
+
+
+def _pick(generate, unit_of, labels, clf, n: int, best_of: int | str) -> tuple[Tensor, Tensor | None, dict]:
+    """The candidates, their rows per image ((n, k), best first) and how they were drawn: K candidates ranked by
+    `verified`, or best-of "auto" (readings.draw_until: the n kept images, rows None)."""
+    k, auto_count, auto_seconds = parse_best_of(best_of)
+    if k is None:
+        score = lambda x: rank_key(unit_of(x), labels, clf)  # noqa: E731
+        res, how = draw_until(generate, score, n, auto_count, auto_seconds)
+        return res, None, how
+    res = generate(n * k)
+    rows = torch.arange(n * k).reshape(n, k) if k == 1 else verified(unit_of(res), labels, clf, n, k)[0]
+    return res, rows, {"best_of": k} if k > 1 else {}
 
 
 def _reading_balance(m, prompts, view_names, view_seed: int, balance: bool | None, classifier, count: int):
@@ -180,9 +211,9 @@ def anagram(
     variance: str | None = None,
     eta: float | None = None,
     combine: str | None = None,
-    best_of: int = 1,
+    best_of: int | str = 1,
     runner_ups: bool = False,
-    score: bool = False,
+    score: bool | None = None,
     view_seed: int | None = None,
     progress: bool = True,
     classifier: Any = None,
@@ -191,76 +222,66 @@ def anagram(
 ) -> Result:
     """n images that read as prompts[0] upright and as prompts[k] through view[k - 1] (rot180, flip, rot90, ...;
     see diffusionlab.views): 2-4 readings. combine: guidance.COMBINE_MODES (default: edits.ANAGRAM_DEFAULTS).
-    best_of: K candidates per image, the classifier's best kept; score: the kept images scored (both: scores in
-    settings, see _scores) by `classifier` (default: the shipped one of the model's data). view_seed: the
-    permutation views' seed (default: seed when it is an int, else 0). weights: one per reading, relative (see
-    reading_weights): more for a reading that the others drown. balance: the classifier's reading balance while
-    sampling (evaluation.balance; default on for class models with a shipped classifier, edits.ANAGRAM_DEFAULTS).
-    images: (n, C, H, W); panels[0]: the readings, one row each (the image through each view)."""
+    best_of: K candidates per image, the ranker's best kept, or "auto" / "auto:N" / "auto:Ss" (readings.
+    parse_best_of). score: judge the kept images' readings (None: where the model has a ranker; settings: see
+    readings.judged) by `classifier` (default: the shipped ranker). view_seed: the permutation views' seed
+    (default: seed when it is an int, else 0). weights: one per reading, relative (see reading_weights).
+    balance: the ranker's reading balance while sampling (evaluation.balance; default on for class models with a
+    shipped ranker, edits.ANAGRAM_DEFAULTS). images: (n, C, H, W); panels[0]: the readings, one row each (the
+    image through each view), each framed green when read as asked, red when not."""
     from diffusionlab.guidance import check_combine
     from diffusionlab.views import get_view
 
     ps, view_names = anagram_readings(prompts, view)
     w = reading_weights(weights, len(ps))
-    check_count(best_of, "--best-of")
+    k, auto_count, _ = parse_best_of(best_of)
     if combine is not None:
         check_combine(combine)
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
-    check_batch(n * best_of, m.image_shape, "-n x --best-of")
+    check_batch(n * (k or AUTO_ROUND), m.image_shape, "-n x --best-of")
     permutation_seed = view_seed if view_seed is not None else seed if isinstance(seed, int) else 0
     views = [get_view(v, m.image_shape, m.value_range, permutation_seed) for v in view_names]
+    unit_views = [get_view(v, m.image_shape, (0.0, 1.0), permutation_seed) for v in view_names]
     ps = prompts_of(m, ps)
-    clf, labels = None, []
-    if best_of > 1 or score:
-        clf, labels = classifier if classifier is not None else scoring_classifier(m), labels_of(m, ps)
+    clf, labels, why = _ranker(m, ps, k != 1, score, classifier)
+    warning = _warn(m, len(ps), progress)
     g = seed_generator(seed)
     combine = edits.anagram_combine(m, combine)  # resolved once: what samples is what the settings record
-    per_image = None if w is None else w.expand(n * best_of, -1)
-    steer = _reading_balance(m, ps, view_names, permutation_seed, balance, clf, n * best_of)
-    res = edits.anagram_views(
-        m,
-        ps,
-        views,
-        n * best_of,
-        scale,
-        g,
-        seed=permutation_seed,
-        combine=combine,
-        weights=per_image,
-        balance=steer,
-        progress=progress,
-        **rule,
-    )
-    readings = [res] + [v.apply(res) for v in views]
+    steered = []
+
+    def generate(count: int) -> Tensor:
+        steer = _reading_balance(m, ps, view_names, permutation_seed, balance, clf, count)
+        steered.append(steer is not None)
+        per_image = None if w is None else w.expand(count, -1)
+        kw = dict(seed=permutation_seed, combine=combine, weights=per_image, balance=steer, progress=progress)
+        return edits.anagram_views(m, ps, views, count, scale, g, **kw, **rule)
+
+    def unit_of(x: Tensor) -> list[Tensor]:  # the readings as the ranker sees them: views acting on [0, 1] images
+        u = _to_unit(x, m.value_range)
+        return [u] + [v.apply(u) for v in unit_views]
+
+    res, rows, how = _pick(generate, unit_of, labels, clf, n, best_of)
+    kept = res if rows is None else res[rows[:, 0]]
+    readings = [kept] + [v.apply(kept) for v in views]
     names = ["upright"] + view_names
-    rows, extra = _rank_anagrams(m, res, view_names, permutation_seed, clf, labels, n, best_of)
-    keep = rows[:, 0]
-    best = [r[keep] for r in readings]
     labels_text = [f"{show_prompt(p)} ({name})" for p, name in zip(ps, names, strict=True)]
-    panels = [Panel(torch.cat(best), n, labels_text, None, f"anagram, views {', '.join(view_names)}")]
-    if runner_ups and best_of > 1:
+    verdict = _verdict(unit_of(kept), labels, clf, labels_text, m, why)
+    marks = torch.tensor(verdict["reading_passed"]) if "reading_passed" in verdict else None
+    title = f"anagram, views {', '.join(view_names)}"
+    cells = framed(torch.cat(readings), marks, m.value_range)
+    panels = [Panel(cells, n, labels_text, image_labels(verdict.get("passed"), n), title)]
+    if runner_ups and rows is not None and rows.shape[1] > 1:
         others = rows[:, 1:].reshape(-1)
-        panels.append(Panel(res[others], best_of - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
-    singles = {f"anagram_{j + 1}": best[0][j] for j in range(n)}
-    singles |= {f"anagram_{j + 1}_{name}": best[r][j] for r, name in enumerate(names) if r for j in range(n)}
+        panels.append(Panel(res[others], rows.shape[1] - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
+    singles = {f"anagram_{j + 1}": kept[j] for j in range(n)}
+    singles |= {f"anagram_{j + 1}_{name}": readings[r][j] for r, name in enumerate(names) if r for j in range(n)}
     s = edits.illusion_scale(m, edits.ANAGRAM_DEFAULTS) if scale is None else scale
     settings = tool_settings(
-        "anagram",
-        m,
-        seed,
-        [],
-        prompts=ps,
-        views=view_names,
-        n=n,
-        scale=s,
-        combine=combine,
-        balance=steer is not None,
-        **({} if w is None else {"weights": [round(float(x), 4) for x in w[0]]}),
-        **rule,
-        **extra,
-    )
-    return Result(best[0], panels, m.value_range, settings, singles)
+        "anagram", m, seed, [], prompts=ps, views=view_names, n=n, scale=s, combine=combine, balance=any(steered),
+        **({} if w is None else {"weights": [round(float(x), 4) for x in w[0]]}), **rule, **how, **warning, **verdict,
+    )  # fmt: skip
+    return Result(kept, panels, m.value_range, settings, singles)
 
 
 def hybrid(
@@ -274,40 +295,50 @@ def hybrid(
     sampler: str | None = None,
     variance: str | None = None,
     eta: float | None = None,
-    best_of: int = 1,
+    best_of: int | str = 1,
     runner_ups: bool = False,
     progress: bool = True,
+    score: bool | None = None,
 ) -> Result:
     """n images that read as prompts[0] from afar (low frequencies) and prompts[1] up close (high). kernel/sigma:
-    the low-pass (default: edits.hybrid_blur). best_of: K candidates per image, ranked by the classifier (far
-    view as prompts[0], the image as prompts[1]). images: (n, C, H, W)."""
+    the low-pass (default: edits.hybrid_blur). best_of: K candidates per image or "auto" (as anagram), ranked by
+    the ranker (the far view, metrics.far_view, as prompts[0]; the image as prompts[1]); score: as anagram.
+    images: (n, C, H, W); panels[0]: the images (framed by the near reading) and their low-pass (by the far)."""
     from diffusionlab.evaluation.metrics import far_view
     from diffusionlab.filters import check_blur, lowpass
 
     two = _two(prompts, "hybrid", "low, high")
-    check_count(best_of, "--best-of")
+    k, _, _ = parse_best_of(best_of)
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
-    check_batch(n * best_of, m.image_shape, "-n x --best-of")
-    k, sg = edits.hybrid_blur(m, kernel, sigma)
-    check_blur(k, sg, m.image_shape[1], m.image_shape[2])
+    check_batch(n * (k or AUTO_ROUND), m.image_shape, "-n x --best-of")
+    ks, sg = edits.hybrid_blur(m, kernel, sigma)
+    check_blur(ks, sg, m.image_shape[1], m.image_shape[2])
     p1, p2 = prompts_of(m, two)
-    clf, labels = (scoring_classifier(m), labels_of(m, [p1, p2])) if best_of > 1 else (None, [])
-    res = edits.hybrid(m, p1, p2, n * best_of, sg, k, scale, seed_generator(seed), progress=progress, **rule)
-    extra: dict[str, Any] = {}
-    keep = torch.arange(n)
-    if clf is not None:
-        unit = _to_unit(res, m.value_range)
-        rows, _ = verified([far_view(unit), unit], labels, clf, n, best_of)
-        keep = rows[:, 0]
-        extra = {"best_of": best_of, **_scores([far_view(unit), unit], labels, clf, keep)}
-    best = res[keep]
-    far = lowpass(best, k, sg)
-    title = f"hybrid: far {show_prompt(p1)}, near {show_prompt(p2)}; kernel {k}, sigma {sg:g}"
-    panels = [Panel(torch.cat([best, far]), n, ["hybrid", f"low-pass ({show_prompt(p1)})"], None, title)]
-    if clf is not None and runner_ups:
+    clf, labels, why = _ranker(m, [p1, p2], k != 1, score, classifier=None)
+    g = seed_generator(seed)
+
+    def generate(count: int) -> Tensor:
+        return edits.hybrid(m, p1, p2, count, sg, ks, scale, g, progress=progress, **rule)
+
+    def unit_of(x: Tensor) -> list[Tensor]:
+        u = _to_unit(x, m.value_range)
+        return [far_view(u), u]
+
+    res, rows, how = _pick(generate, unit_of, labels, clf, n, best_of)
+    kept = res if rows is None else res[rows[:, 0]]
+    names = [f"{show_prompt(p1)} (far)", f"{show_prompt(p2)} (near)"]
+    verdict = _verdict(unit_of(kept), labels, clf, names, m, why)
+    marks = torch.tensor(verdict["reading_passed"]).flip(1) if "reading_passed" in verdict else None  # rows: near, far
+    title = f"hybrid: far {show_prompt(p1)}, near {show_prompt(p2)}; kernel {ks}, sigma {sg:g}"
+    cells = framed(torch.cat([kept, lowpass(kept, ks, sg)]), marks, m.value_range)
+    rows_text = ["hybrid", f"low-pass ({show_prompt(p1)})"]
+    panels = [Panel(cells, n, rows_text, image_labels(verdict.get("passed"), n), title)]
+    if runner_ups and rows is not None and rows.shape[1] > 1:
         others = rows[:, 1:].reshape(-1)
-        panels.append(Panel(res[others], best_of - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
+        panels.append(Panel(res[others], rows.shape[1] - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
     s = edits.illusion_scale(m, edits.HYBRID_DEFAULTS) if scale is None else scale
-    settings = tool_settings("hybrid", m, seed, [], prompts=[p1, p2], n=n, kernel=k, sigma=sg, scale=s, **rule, **extra)
-    return Result(best, panels, m.value_range, settings, {f"hybrid_{j + 1}": best[j] for j in range(n)})
+    settings = tool_settings(
+        "hybrid", m, seed, [], prompts=[p1, p2], n=n, kernel=ks, sigma=sg, scale=s, **rule, **how, **verdict
+    )
+    return Result(kept, panels, m.value_range, settings, {f"hybrid_{j + 1}": kept[j] for j in range(n)})

@@ -1,0 +1,159 @@
+"""Train the held-out judge (benchmarks only) and the shipped ranker ensemble's members (issue 37).
+
+The judge scores illusions and never ranks or steers them: it is another architecture (5x5 convolutions without
+BatchNorm, a wide dense layer, dropout 0.5: a LeNet) trained on its own seed with its own augmentation (shifts,
+small rotations and scales), so that a candidate picked by the ensemble is not scored by a twin of it.
+The ranker members are the project's `Classifier` at other widths, seeds and shift augmentation
+(`evaluation.classifier.train_classifier`), saved float16 into src/diffusionlab/weights.
+
+  OMP_NUM_THREADS=1 python benchmarks/judges/train.py judge --data-dir /work/shared/data/mnist
+  OMP_NUM_THREADS=1 python benchmarks/judges/train.py ranker --data-dir /work/shared/data/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+HERE = Path(__file__).resolve().parent
+WEIGHTS = HERE.parents[1] / "src" / "diffusionlab" / "weights"
+# (name, channels, feature_dim, max_shift, seed): widths, seeds and shifts all differ from the shipped
+# mnist-classifier ((16, 32), 128, shift 2, seed 0), which is the ensemble's first member
+RANKER_MEMBERS = [
+    ("mnist-ranker-b", (12, 24), 96, 3, 11),
+    ("mnist-ranker-c", (16, 32), 64, 1, 23),
+]
+
+
+class JudgeNet(nn.Module):
+    """LeNet-style: conv5x5(32)-ReLU-pool, conv5x5(64)-ReLU-pool, dense 256, dropout 0.5, linear; no BatchNorm."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2)
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * 4 * 4, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, num_classes)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.conv(x - 0.13))
+
+
+class Judge:
+    """The judge as a scorer: logits/classify of images (N, 1, 28, 28) in [0, 1], batched, no grad."""
+
+    def __init__(self, net: JudgeNet, config: dict) -> None:
+        self.net, self.config = net.eval(), config
+
+    @torch.no_grad()
+    def logits(self, images: Tensor) -> Tensor:
+        return torch.cat([self.net(c.float()) for c in images.split(1000)]) if len(images) else torch.empty(0, 10)
+
+    def classify(self, images: Tensor) -> Tensor:
+        return self.logits(images).argmax(1)
+
+
+def load_judge(path: str | Path = HERE / "mnist-judge-lenet.safetensors") -> Judge:
+    path = Path(path)
+    net = JudgeNet()
+    net.load_state_dict({k: v.float() for k, v in load_file(path).items()})
+    return Judge(net, json.loads(path.with_suffix(".json").read_text()))
+
+
+def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
+    """Random affine per image: rotation +-12 degrees, scale 0.9-1.1, shift +-2 px (zero fill)."""
+    n = len(x)
+    ang = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(12)
+    sc = 0.9 + 0.2 * torch.rand(n, generator=gen)
+    sh = (torch.rand(n, 2, generator=gen) * 2 - 1) * (2 / 14)
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.stack([torch.stack([cos, -sin, sh[:, 0]], 1), torch.stack([sin, cos, sh[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def train_judge(data_dir: str, epochs: int, seed: int, out: Path) -> None:
+    from diffusionlab.data import load_split, to_float
+
+    train, test = load_split("mnist", "train", data_dir), load_split("mnist", "test", data_dir)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = JudgeNet()
+    x, y = to_float(train.images), train.labels
+    steps = epochs * math.ceil(len(x) / 128)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        net.train()
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), 128):
+            idx = perm[i : i + 128]
+            loss = F.cross_entropy(net(_augment(x[idx], gen)), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    net.eval()
+    net.load_state_dict({k: v.half().float() for k, v in net.state_dict().items()})  # scored as saved
+    judge = Judge(net, {})
+    acc = float((judge.classify(to_float(test.images)) == test.labels).float().mean())
+    config = {
+        "kind": "judge",
+        "architecture": JudgeNet.__doc__,
+        "data": "mnist",
+        "test_accuracy": round(acc, 5),
+        "seed": seed,
+        "epochs": epochs,
+        "augmentation": _augment.__doc__,
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "torch_threads": torch.get_num_threads(),
+        "command": shlex.join(["python", *sys.argv]),
+    }
+    save_file({k: v.half().contiguous() for k, v in net.state_dict().items()}, str(out))
+    out.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
+    print(f"{out.name}: test accuracy {100 * acc:.2f} % ({config['train_seconds']:.0f} s)", flush=True)
+
+
+def train_rankers(data_dir: str, epochs: int, only: str | None) -> None:
+    from diffusionlab.evaluation.classifier import train_classifier
+
+    for name, channels, feature_dim, shift, seed in RANKER_MEMBERS:
+        if only and name != only:
+            continue
+        command = shlex.join(["python", *sys.argv])
+        _, acc = train_classifier(
+            "mnist", data_dir, epochs, seed=seed, channels=channels, feature_dim=feature_dim, max_shift=shift,
+            out_path=WEIGHTS / f"{name}.safetensors", progress=False, command=command,
+        )  # fmt: skip
+        print(f"{name}: test accuracy {100 * acc:.2f} %", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["judge", "ranker"])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=101, help="the judge's seed")
+    p.add_argument("--only", default=None, help="one ranker member by name")
+    args = p.parse_args()
+    if args.what == "judge":
+        train_judge(args.data_dir, args.epochs, args.seed, HERE / "mnist-judge-lenet.safetensors")
+    else:
+        train_rankers(args.data_dir, args.epochs, args.only)
+
+
+if __name__ == "__main__":
+    main()
