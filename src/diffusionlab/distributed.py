@@ -13,13 +13,14 @@ same global batches give one process's weights up to floating-point summation or
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from diffusionlab.environment import local_rank, torchrun_ranks
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,17 @@ SINGLE = DistContext()
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return torchrun_ranks() is not None
 
 
 def init_from_env(device: torch.device | None = None) -> tuple[DistContext, torch.device | None]:
     """Join the process group torchrun set up (if any). Returns the context and the device this rank should use:
-    on CUDA, cuda:LOCAL_RANK (when the asked device is CUDA); otherwise the asked device unchanged."""
-    if not launched_by_torchrun():
+    on CUDA, cuda:LOCAL_RANK (when the asked device is CUDA); otherwise the asked device unchanged. The variables
+    are checked first (environment.torchrun_ranks): a half-set environment ends in one line."""
+    ranks = torchrun_ranks()
+    if ranks is None:
         return SINGLE, device
-    ctx = DistContext(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
+    ctx = DistContext(*ranks)
     if device is not None and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank % max(1, torch.cuda.device_count()))
         torch.cuda.set_device(device)
@@ -64,7 +67,7 @@ def init_from_env(device: torch.device | None = None) -> tuple[DistContext, torc
 def current() -> DistContext:
     """The context of an already initialised process group (SINGLE when there is none)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        return DistContext(dist.get_rank(), dist.get_world_size(), local_rank())
     return SINGLE
 
 

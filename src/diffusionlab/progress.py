@@ -3,13 +3,14 @@ set_progress(False) or DIFFUSIONLAB_PROGRESS=0."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
 from tqdm.auto import tqdm
 
-_state = {"enabled": os.environ.get("DIFFUSIONLAB_PROGRESS", "1").lower() not in ("0", "false", "off", "no")}
+from diffusionlab.environment import env_flag
+
+_state: dict[str, bool | None] = {"enabled": None}  # None: $DIFFUSIONLAB_PROGRESS decides, read when first asked
 
 
 def set_progress(enabled: bool) -> None:
@@ -18,9 +19,11 @@ def set_progress(enabled: bool) -> None:
 
 
 def progress_enabled() -> bool:
-    return _state["enabled"]
+    if _state["enabled"] is None:  # read here, not at import: a bad value is a one-line error in the command
+        _state["enabled"] = env_flag("DIFFUSIONLAB_PROGRESS", True)
+    return bool(_state["enabled"])
 
 
 def bar(iterable: Iterable | None = None, enabled: bool = True, **kwargs: Any) -> tqdm:
     """A tqdm bar, shown when the caller wants it and bars are on globally."""
-    return tqdm(iterable, disable=not (enabled and _state["enabled"]), **kwargs)
+    return tqdm(iterable, disable=not (enabled and progress_enabled()), **kwargs)

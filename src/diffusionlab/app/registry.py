@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from diffusionlab.checkpoint import WEIGHTS_NAME
+from diffusionlab.environment import hf_hub_cache
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.model_registry import SHIPPED, load_model, shipped_path
 
@@ -28,13 +28,6 @@ class Limits:
     max_steps: int = 1000
     max_cached_models: int = 3
     queue_size: int = 64
-
-
-def hf_hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    return Path(home) / "hub"
 
 
 def deepfloyd_available(cache: Path | None = None) -> str | None:

@@ -144,10 +144,11 @@ CHROMIUM_ENV = "DIFFUSIONLAB_CHROMIUM"
 
 def find_chromium() -> str | None:
     """$DIFFUSIONLAB_CHROMIUM, else chromium or chromium-browser on PATH, else Debian's /usr/bin/chromium."""
-    import os
     import shutil
 
-    candidates = (os.environ.get(CHROMIUM_ENV), shutil.which("chromium"), shutil.which("chromium-browser"))
+    from diffusionlab.environment import env_text
+
+    candidates = (env_text(CHROMIUM_ENV), shutil.which("chromium"), shutil.which("chromium-browser"))
     for cand in (*candidates, "/usr/bin/chromium"):
         if cand and Path(cand).is_file():
             return cand

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from diffusionlab.environment import cache_dir
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.models.deepfloyd.weights import load_pretrained, missing_weights_message, oom_message
 
@@ -24,8 +25,7 @@ MAX_LENGTH = 77
 
 
 def t5_cache_dir() -> Path:
-    base = os.environ.get("DIFFUSIONLAB_CACHE")
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "diffusionlab") / "t5"
+    return cache_dir() / "t5"
 
 
 def load_prompt_embeds(path: str | Path) -> dict[str, Tensor]:
