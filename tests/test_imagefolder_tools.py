@@ -109,3 +109,12 @@ def test_flat_folder_trains_time_not_class(tmp_path, capsys) -> None:
     code, out, err = run(argv, capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "t" / "model.json").read_text())["class_names"] == []
+
+
+def test_web_ui_chooser_names_a_colour_run(trained, capsys) -> None:
+    from diffusionlab.app.registry import ModelRegistry
+
+    if not (trained["run"] / "model.json").is_file():
+        test_train_on_a_class_folder_then_resume(trained, capsys)
+    labels = [label for label, _ in ModelRegistry(trained["root"]).choices()]
+    assert "run: run (class ddpm, shapes, RGB 8 px)" in labels
