@@ -190,3 +190,81 @@ def torch_pickle(marker: Path) -> bytes:
     data = path.read_bytes()
     path.unlink()
     return data
+
+
+# -- round 2 (issue 38): files that lie about what they are, special files, memory amplified under the caps ----
+def strip_png(path: Path, width: int, height: int) -> Path:
+    """A valid 1-bit PNG of width x height, all black, made in one compress call (fast for a 1 x 39,000,000 strip:
+    about 80 kB on disk, under the 40-megapixel cap, 28 x 1.1 billion pixels once the short side is scaled to 28)."""
+    row = bytes(1 + (width + 7) // 8)
+    path.write_bytes(_png(width, height, zlib.compress(row * height, 6)))
+    return path
+
+
+def sparse_idx(path: Path, images: int) -> Path:
+    """A raw IDX file whose header declares `images` 28x28 images and whose size matches it: a sparse file (a few
+    kB on disk) of `images` x 784 bytes (10 GB for 12,755,102 images)."""
+    with open(path, "wb") as f:
+        f.write(b"\x00\x00\x08\x03" + struct.pack(">III", images, 28, 28))
+        f.truncate(16 + images * 784)
+    return path
+
+
+def gzip_bomb_idx(path: Path, gigabytes: int, declared_images: int | None = None) -> Path:
+    """A gzip IDX file expanding to `gigabytes` GB (about 1 MB of gzip a GB): the header in a gzip member of its
+    own, then one member of 64 MB of zeros repeated (a gzip file may hold several members; readers join them).
+    Its header declares what the stream holds, or `declared_images` images (a header that under-declares)."""
+    chunk = 64 * 2**20
+    images = declared_images if declared_images is not None else gigabytes * 2**30 // 784
+    header = gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">III", images, 28, 28), 9)
+    zeros = gzip.compress(bytes(chunk), 9)
+    rest = gzip.compress(bytes(gigabytes * 2**30 % chunk), 9)  # 0 here: a GB is 16 chunks
+    path.write_bytes(header + zeros * (gigabytes * 2**30 // chunk) + rest)
+    return path
+
+
+def idx_bombs(d: Path) -> dict[str, Path]:
+    """name -> a data folder whose train images are a memory bomb under the old checks (good labels beside)."""
+    good = make_idx_dir(d / "good_for_bombs", n_train=16, n_test=8)
+    folders = {}
+    for name in ("sparse_10gb", "gzip_8gb", "gzip_underdeclared", "sparse_just_over_budget"):
+        shutil.copytree(good, d / name)
+        (d / name / "train-images-idx3-ubyte.gz").unlink()
+        folders[name] = d / name
+    sparse_idx(folders["sparse_10gb"] / "train-images-idx3-ubyte", 12_755_102)
+    gzip_bomb_idx(folders["gzip_8gb"] / "train-images-idx3-ubyte.gz", 8)
+    gzip_bomb_idx(folders["gzip_underdeclared"] / "train-images-idx3-ubyte.gz", 1, declared_images=16)
+    sparse_idx(folders["sparse_just_over_budget"] / "train-images-idx3-ubyte", 256 * 2**20 // 784 + 1)
+    return folders
+
+
+def special_files(d: Path, good_run: Path) -> dict[str, Path]:
+    """name -> a path that is not a regular file where a file is read: named pipes (a reader would block forever),
+    a device, symlinks to them, a folder, a dangling symlink and a symlink loop."""
+    d.mkdir(parents=True, exist_ok=True)
+    f = {"fifo": d / "pipe.png", "fifo_json_run": d / "fifo_json_run", "fifo_weights_run": d / "fifo_weights_run"}
+    os.mkfifo(f["fifo"])
+    for name, fifo_name in (("fifo_json_run", "model.json"), ("fifo_weights_run", WEIGHTS_NAME)):
+        f[name].mkdir()
+        for part in (WEIGHTS_NAME, "model.json"):
+            if part == fifo_name:
+                os.mkfifo(f[name] / part)
+            else:
+                shutil.copy(good_run / part, f[name] / part)
+    f["classifier_fifo_json"] = d / "clf.safetensors"
+    f["classifier_fifo_json"].write_bytes(b"")
+    os.mkfifo(d / "clf.json")
+    f["link_to_fifo"] = d / "link.png"
+    f["link_to_fifo"].symlink_to(f["fifo"])
+    f["dangling"] = d / "dangling.png"
+    f["dangling"].symlink_to(d / "nothing-here.png")
+    f["loop"] = d / "loop.png"
+    f["loop"].symlink_to(f["loop"])
+    f["dev_zero_png"] = d / "zero.png"
+    f["dev_zero_png"].symlink_to("/dev/zero")
+    f["fifo_idx"] = make_idx_dir(d / "fifo_idx", n_train=16, n_test=8)  # a data folder whose train images are a pipe
+    (f["fifo_idx"] / "train-images-idx3-ubyte.gz").unlink()
+    os.mkfifo(f["fifo_idx"] / "train-images-idx3-ubyte.gz")
+    f["mask_fifo"] = d / "mask.png"
+    os.mkfifo(f["mask_fifo"])
+    return f

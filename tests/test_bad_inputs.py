@@ -51,7 +51,7 @@ CASES: list[Case] = [
     Case("sdedit-html-named-jpg", ["sdedit", "-i", "{img[html_jpg]}"], "not a picture"),
     Case("inpaint-mask-text", ["inpaint", "-i", "{img[digit]}", "--mask", "{mask[text]}"], "not a picture"),
     Case("noise-missing-image", [*NOISE, "{out}/nope.png"], "no such image file"),
-    Case("noise-folder-as-image", [*NOISE, "{out}"], "no such image file"),
+    Case("noise-folder-as-image", [*NOISE, "{out}"], "is a folder, not a regular file"),
     Case("inpaint-mask-wrong-size", ["inpaint", "-i", "{img[digit]}", "--mask", "{mask[wrong_size]}"], "mask is 10x12"),
     Case("inpaint-mask-rect-outside", ["inpaint", "-i", "{img[digit]}", "--mask", "rect:0:99:0:5"], "does not fit"),
     Case("inpaint-mask-rect-words", ["inpaint", "-i", "{img[digit]}", "--mask", "rect:a:b:c:d"], "four integers"),

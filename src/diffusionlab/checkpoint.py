@@ -13,12 +13,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.files import read_text, regular_file
 
 FORMAT = "diffusionlab-checkpoint"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp alone gives 0600
 WEIGHTS_NAME = "model.safetensors"
+MAX_CONFIG_BYTES = 16 * 2**20  # a config JSON is a few kB
+COUNTER_SUFFIX = "num_batches_tracked"  # BatchNorm's step counter: the one integer tensor of our networks
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -65,30 +68,28 @@ def resolve_checkpoint(path: str | Path) -> Path:
         p = p / WEIGHTS_NAME
     elif p.suffix == ".json":
         p = p.with_suffix(".safetensors")
-    if not p.is_file():
+    if not p.exists():
         raise DiffusionLabError(
             f"{p}: no checkpoint there; give a run directory (with {WEIGHTS_NAME}), a .safetensors checkpoint, "
             "or a shipped model name (mnist, fashion-mnist)"
         )
+    regular_file(p)
     return p
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(state_dict in float32, config) of a diffusionlab checkpoint, with one-line errors for anything else."""
+    """(state_dict in float32, config) of a diffusionlab checkpoint, with one-line errors for anything else: the
+    files must be regular, the config well-formed, the tensors floating point and finite (check_tensors)."""
     weights = resolve_checkpoint(path)
     meta_path = weights.with_suffix(".json")
+    if not meta_path.exists():
+        raise DiffusionLabError(f"{meta_path}: missing; a diffusionlab checkpoint has its config JSON beside it")
     try:
-        config = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise DiffusionLabError(
-            f"{meta_path}: missing; a diffusionlab checkpoint has its config JSON beside it"
-        ) from None
+        config = json.loads(read_text(meta_path, limit=MAX_CONFIG_BYTES))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: "[[[[..." nested deep
         raise DiffusionLabError(
             f"{meta_path}: not valid JSON ({str(e)[:100]}); the checkpoint config is corrupt"
         ) from None
-    except OSError as e:  # a folder, or unreadable
-        raise DiffusionLabError(f"{meta_path}: cannot read it ({e.strerror or e})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise DiffusionLabError(f'{meta_path}: not a diffusionlab checkpoint config (no "format": "{FORMAT}")')
     problem = config_problem(config)
@@ -98,7 +99,48 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise DiffusionLabError(f"{weights}: cannot read the weights ({e}); the file is truncated or corrupt") from None
+    check_tensors(state, weights)
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}, config
+
+
+def check_tensors(state: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Every tensor floating point (BatchNorm's step counters excepted) and finite, in one pass: int32 weights
+    would compute garbage, NaN weights write black images and NaN scores."""
+    for key, tensor in state.items():
+        if not tensor.is_floating_point():
+            if key.endswith(COUNTER_SUFFIX) and tensor.dtype == torch.int64 and tensor.dim() == 0:
+                continue
+            raise DiffusionLabError(
+                f"{source}: tensor {key!r} is {str(tensor.dtype).removeprefix('torch.')}; weights must be floating "
+                "point (float32, float16 or bfloat16): the file was not written by diffusionlab"
+            )
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise DiffusionLabError(
+                f"{source}: tensor {key!r} holds {bad} NaN or infinite values of {tensor.numel()}; the weights are "
+                "corrupt (a diverged run?)"
+            )
+
+
+def check_fit(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], source: Path | str, what: str):
+    """The state dict has exactly the keys and shapes of `reference` (the state dict of the network its config
+    describes, `what`), or one line names the first key that differs."""
+    missing = [k for k in reference if k not in state]
+    extra = [k for k in state if k not in reference]
+    if missing:
+        raise DiffusionLabError(
+            f"{source}: weights do not fit {what}: {missing[0]!r} is missing ({len(missing)} tensors missing)"
+        )
+    if extra:
+        raise DiffusionLabError(
+            f"{source}: weights do not fit {what}: {extra[0]!r} is not in it ({len(extra)} tensors too many)"
+        )
+    for key, ref in reference.items():
+        if tuple(state[key].shape) != tuple(ref.shape):
+            raise DiffusionLabError(
+                f"{source}: weights do not fit {what}: {key!r} is {list(state[key].shape)} in the file, "
+                f"{list(ref.shape)} in the network"
+            )
 
 
 # -- the config's fields: what the loaders read, checked before a network is built from them ----------------------

@@ -15,7 +15,6 @@ import struct
 import tempfile
 import urllib.error
 import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffusionlab.environment import cache_dir
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.files import gunzip, read_bytes, regular_file
 
 MAX_IDX_DIMS = 8  # MNIST-like files have 1 (labels) or 3 (images)
+# The most bytes one IDX file may hold once decompressed: 5.7x MNIST's 47 MB of training images. A split becomes
+# a uint8 tensor of this size, and training converts batches, not the whole split, to floats.
+MAX_IDX_BYTES = 256 * 2**20
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -102,54 +106,75 @@ def md5sum(path: Path) -> str:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or raw), checking its header against its size."""
+    """Read an IDX file (gzip-compressed or raw), checking its header against its size and the memory budget
+    before the data are read or decompressed (a sparse file or a gzip bomb declares gigabytes from a few bytes)."""
     path = Path(path)
     fix = f"put a good copy of {path.name} in {path.parent}"
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except FileNotFoundError:
-        raise DiffusionLabError(f"{path}: file not found; {fix}") from None
-    except (EOFError, OSError, zlib.error) as e:
-        raise DiffusionLabError(
-            f"{path}: not a valid gzip file ({e}); the file is truncated or corrupt, {fix}"
-        ) from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise DiffusionLabError(f"{path}: wrong IDX magic number {raw[:4].hex()!r}; not an IDX file, {fix}")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim > MAX_IDX_DIMS:  # the byte allows 255; numpy arrays have at most 64
-        raise DiffusionLabError(f"{path}: IDX header says {ndim} dimensions (at most {MAX_IDX_DIMS}); {fix}")
-    if ndim == 0 or len(raw) < header:
-        raise DiffusionLabError(f"{path}: IDX header is truncated; {fix}")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    if math.prod(max(d, 1) for d in shape) * dtype.itemsize > 2**40:  # numpy refuses such a shape even when empty
-        raise DiffusionLabError(f"{path}: IDX header {shape} describes more than a terabyte; not a data set, {fix}")
+    if not path.exists():
+        raise DiffusionLabError(f"{path}: file not found; {fix}")
+    size = regular_file(path).st_size
+    with open(path, "rb") as f:
+        raw = f.read(4 + 4 * MAX_IDX_DIMS)
+    gzipped = raw[:2] == b"\x1f\x8b"
+    if gzipped:  # the compressed stream, then its first bytes: the header says how large the rest may be
+        raw = read_bytes(path, limit=MAX_IDX_BYTES + 2**20)  # a gzip stream is never much larger than its data
+        shape, dtype, header = _idx_header(path, gunzip(raw, 4 + 4 * MAX_IDX_DIMS, str(path), head=True), fix)
+    else:
+        shape, dtype, header = _idx_header(path, raw, fix)
     expected = header + math.prod(shape) * dtype.itemsize  # Python ints: np.prod would wrap around at 2**63
-    if len(raw) != expected:
+    if expected > MAX_IDX_BYTES:
         raise DiffusionLabError(
-            f"{path}: size {len(raw)} bytes does not match its IDX header {shape} ({expected} bytes); "
-            f"the file is truncated or corrupt, {fix}"
+            f"{path}: IDX header {shape} declares {expected:,} bytes, more than the memory budget for a data set "
+            f"({MAX_IDX_BYTES:,}; MNIST's training images are 47 MB); {fix}"
+        )
+    if gzipped:
+        raw = gunzip(raw, expected, str(path))
+    elif size == expected:
+        raw = read_bytes(path, limit=expected)
+    if len(raw) != expected or (not gzipped and size != expected):
+        raise DiffusionLabError(
+            f"{path}: size {len(raw) if gzipped else size} bytes does not match its IDX header {shape} "
+            f"({expected} bytes); the file is truncated or corrupt, {fix}"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
+def _idx_header(path: Path, head: bytes, fix: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, header length) from an IDX file's first bytes."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_DTYPES:
+        raise DiffusionLabError(f"{path}: wrong IDX magic number {head[:4].hex()!r}; not an IDX file, {fix}")
+    ndim = head[3]
+    header = 4 + 4 * ndim
+    if ndim > MAX_IDX_DIMS:  # the byte allows 255; numpy arrays have at most 64
+        raise DiffusionLabError(f"{path}: IDX header says {ndim} dimensions (at most {MAX_IDX_DIMS}); {fix}")
+    if ndim == 0 or len(head) < header:
+        raise DiffusionLabError(f"{path}: IDX header is truncated; {fix}")
+    shape = struct.unpack(f">{ndim}I", head[4:header])
+    if math.prod(max(d, 1) for d in shape) > 2**40:  # numpy refuses such a shape even when empty
+        raise DiffusionLabError(f"{path}: IDX header {shape} describes more than a terabyte; not a data set, {fix}")
+    return shape, np.dtype(IDX_DTYPES[head[2]]), header
+
+
 def default_cache_dir() -> Path:
-    root = os.environ.get("DIFFUSIONLAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "diffusionlab")
-    return Path(root)
+    """$DIFFUSIONLAB_CACHE (refused in one line when it is not a usable folder), else ~/.cache/diffusionlab."""
+    return cache_dir()
 
 
 def _find_local(data_dir: Path, file_name: str) -> Path | None:
     for candidate in (file_name, file_name.removesuffix(".gz")):
-        if (data_dir / candidate).is_file():
+        if (data_dir / candidate).exists():  # read_idx refuses what is not a regular file, saying what it is
             return data_dir / candidate
     return None
 
 
 def _download(info: DatasetInfo, file_name: str, md5: str, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DiffusionLabError(
+            f"{dest.parent}: cannot make the cache folder ({e.strerror or e}); set DIFFUSIONLAB_CACHE to a folder "
+            "you can write, or pass --data-dir with the four IDX files"
+        ) from None
     errors = []
     for mirror in info.mirrors:
         url = mirror + file_name

@@ -14,16 +14,24 @@ from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import save_png, to_pil
+from diffusionlab.files import regular_file
 
 # Images are refused above this many pixels, before decoding: 40 megapixels (e.g. 8000 x 5000) is more than any
 # camera picture a user would feed a 64 px model, and decodes to at most 160 MB (RGBA).
 MAX_IMAGE_PIXELS = 40_000_000
+# ... and above this ratio of the long side to the short one: the models take square images, so the short side is
+# scaled to the model's size first, and a 1 x 39,000,000 strip (under the pixel cap) would become 28 x 1.1 billion
+# pixels. A panorama is 4:1.
+MAX_ASPECT = 20
+# ... and when the decoded pixels would take more than this (the header's size x the bytes of its mode), checked
+# before decoding; the conversions after it (8-bit grey, RGB over white) take at most about as much again.
+MAX_IMAGE_BYTES = 256 * 2**20
 COURSE_MASK = (2, 19, 24, 41)  # rows 2:19, cols 24:41 of a 64x64 image (the course's inpainting mask)
 DIGIT_MASK = (4, 14, 4, 24)  # rows 4:14, cols 4:24 of a 28x28 digit: the top half of where MNIST's ink lies
 
 
-def header_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file's header alone, or None when no format takes the file. Image.open would
+def header_size(path: Path) -> tuple[tuple[int, int], str] | None:
+    """((width, height), mode) from the file's header alone, or None when no format takes the file. Image.open would
     refuse a very large image (DecompressionBombError) without saying its size, so ask the format readers the way
     Image.open does, without that check; nothing is decoded here."""
     Image.init()
@@ -36,18 +44,41 @@ def header_size(path: Path) -> tuple[int, int] | None:
                 continue
             fp.seek(0)
             try:
-                return factory(fp, str(path)).size
+                found = factory(fp, str(path))
+                return found.size, found.mode
             except Exception:  # noqa: BLE001 - not this format (Image.open goes on to the next one the same way)
                 continue
     return None
 
 
-def check_pixels(size: tuple[int, int], label: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+def check_pixels(size: tuple[int, int], label: str, max_pixels: int = MAX_IMAGE_PIXELS, mode: str = "RGBA") -> None:
+    """The pixel count, the aspect ratio and the decoded bytes of an image of `size` in `mode`, before decoding."""
     w, h = size
     if w * h > max_pixels:
         raise DiffusionLabError(
             f"{label}: too large: {w} x {h} pixels (limit {max_pixels / 1e6:g} megapixels); scale it down first"
         )
+    if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+        raise DiffusionLabError(
+            f"{label}: {w} x {h} pixels is too long and thin (more than {MAX_ASPECT}:1); the models take square "
+            "images, crop it first"
+        )
+    decoded = w * h * _bytes_per_pixel(mode)
+    if decoded > MAX_IMAGE_BYTES:
+        raise DiffusionLabError(
+            f"{label}: {w} x {h} pixels in mode {mode} would take {decoded / 2**20:.0f} MB decoded (memory budget "
+            f"{MAX_IMAGE_BYTES / 2**20:.0f} MB); scale it down first"
+        )
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """What Pillow holds per pixel of `mode` (1-bit images are stored a byte a pixel; I;16 two, I and F four)."""
+    if mode.startswith("I;16"):
+        return 2
+    try:
+        return Image.getmodebands(mode) * (4 if mode in ("I", "F") else 1)
+    except (KeyError, ValueError):
+        return 4  # a mode Pillow does not list: count it as RGBA
 
 
 def open_image(path: str | Path, label: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
@@ -57,14 +88,15 @@ def open_image(path: str | Path, label: str | None = None, max_pixels: int = MAX
     take 400 MB and more); the CLI, the library and the web UI (with its own limit) all open images here."""
     p = Path(path)
     label = label or str(p)
-    if not p.is_file():
+    if not p.exists():
         raise DiffusionLabError(f"{label}: no such image file")
+    regular_file(p, label)  # a named pipe would block the open below, /dev/zero never end
     try:
-        size = header_size(p)
-        if size is not None:
-            check_pixels(size, label, max_pixels)
+        found = header_size(p)
+        if found is not None:
+            check_pixels(found[0], label, max_pixels, found[1])
         with Image.open(p) as img:
-            check_pixels(img.size, label, max_pixels)
+            check_pixels(img.size, label, max_pixels, img.mode)
             img.load()
             return eight_bit(ImageOps.exif_transpose(img))
     except DiffusionLabError:
@@ -82,7 +114,7 @@ def eight_bit(img: Image.Image) -> Image.Image:
     """16-bit and 32-bit grey images (a 16-bit PNG opens as I;16 or I) -> 8-bit L, scaled. Pillow's own convert
     clips at 255, which turns every 16-bit picture white."""
     if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.asarray(img, dtype=np.float32)
         top = 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0  # floats in [0, 1], or in 8-bit units
         return Image.fromarray((np.clip(arr / top, 0, 1) * 255).round().astype(np.uint8), "L")
     if img.mode.startswith("I"):

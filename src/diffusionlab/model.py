@@ -7,38 +7,79 @@ shipped_weights_dir) is diffusionlab.model_registry's, which imports this module
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from diffusionlab.checkpoint import load_checkpoint
+from diffusionlab.checkpoint import check_fit, load_checkpoint
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.models.unet import UNet, UNetConfig
 from diffusionlab.protocol import DiffusionModel, Prediction, default_device, resolve_device  # noqa: F401  (old home)
 from diffusionlab.schedule import NoiseSchedule
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-NULL_PROMPTS = ("", "none", "uncond", "unconditional", "null")
+# kind -> (time-conditioned, class-conditioned): what the network of each kind of model takes
+KIND_NETWORKS = {"denoiser": (False, False), "time": (True, False), "class": (True, True)}
+_WORDS = re.compile(r"[a-z]+(?:[ _/-][a-z]+)*")  # letters, words joined by one space, _, / or -
 
 
-def _normalise(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
+def network_kind_problem(kind: str, unet: UNetConfig) -> str | None:
+    """What is wrong with a config whose "kind" does not match the network its "unet" entry describes, or None."""
+    if kind not in KIND_NETWORKS:
+        return f'"kind" is {kind!r}; a course model is one of {", ".join(KIND_NETWORKS)}'
+    timed, classes = KIND_NETWORKS[kind]
+    if unet.time_conditioned != timed or bool(unet.num_classes) != classes:
+        takes = ["time" if unet.time_conditioned else "", f"{unet.num_classes} classes" if unet.num_classes else ""]
+        has = " and ".join(t for t in takes if t) or "no condition"
+        return f'"kind" is {kind!r} but its network ("unet") takes {has}'
+    return None
 
 
-def class_index(prompt: str, class_names: list[str]) -> int | None:
-    """ "3", "three", "sneaker", "T-shirt/top", "tshirt" -> class index; a null prompt -> None."""
-    p = _normalise(prompt)
-    if p in NULL_PROMPTS:
-        return None
+def prompt_aliases(class_names: list[str]) -> dict[str, int]:
+    """Every accepted spelling (lower case, separators removed) -> class index: the names, each part of a name
+    with a slash ("T-shirt/top": tshirttop, tshirt, top), and for digit classes the number words."""
+    aliases: dict[str, int] = {}
+    digits = class_names[:10] == [str(d) for d in range(10)][: len(class_names)]
     for i, name in enumerate(class_names):
-        aliases = {_normalise(name), str(i)} | {_normalise(part) for part in name.split("/")}
-        if class_names[:10] == [str(d) for d in range(10)][: len(class_names)]:
-            aliases.add(NUMBER_WORDS[i])
-        if p in aliases:
-            return i
-    valid = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
-    raise DiffusionLabError(f"unknown prompt {prompt!r}; valid prompts for this model: {valid} (or '' for none)")
+        for spelling in (name, *name.split("/"), NUMBER_WORDS[i] if digits and i < 10 else ""):
+            key = re.sub(r"[ _/-]", "", spelling.lower())
+            if key:
+                aliases.setdefault(key, i)
+    return aliases
+
+
+def class_index(prompt: str | int, class_names: list[str]) -> int | None:
+    """ "3", "three", "sneaker", "T-shirt/top", "tshirt", or the int 3 -> class index; "" (the one way to ask
+    for no class) -> None. Anything else is refused with the valid prompts: "-1", "1.", "one!" or an emoji are not
+    quietly read as a class or as unconditional."""
+    if isinstance(prompt, int) and not isinstance(prompt, bool):
+        if 0 <= prompt < len(class_names):
+            return prompt
+        raise DiffusionLabError(_unknown(prompt, class_names, f"class index {prompt} is out of range"))
+    if not isinstance(prompt, str):
+        raise DiffusionLabError(
+            _unknown(prompt, class_names, f"a prompt is text or a class index, not {type(prompt).__name__}")
+        )
+    p = prompt.strip().lower()
+    if not p:
+        return None
+    if p in [str(i) for i in range(len(class_names))]:
+        return int(p)
+    if _WORDS.fullmatch(p):
+        index = prompt_aliases(class_names).get(re.sub(r"[ _/-]", "", p))
+        if index is not None:
+            return index
+    raise DiffusionLabError(_unknown(prompt, class_names, f"unknown prompt {prompt!r}"))
+
+
+def _unknown(prompt, class_names: list[str], what: str) -> str:
+    if class_names == [str(d) for d in range(10)]:
+        valid = "the digits 0-9 or their names (zero, one, ..., nine)"
+    else:
+        valid = ", ".join(f"{i}={n}" for i, n in enumerate(class_names)) + " (the number or the name)"
+    return f"{what}; valid prompts for this model: {valid}; '' for no class"
 
 
 class CourseModel:
@@ -78,11 +119,11 @@ class CourseModel:
             raise DiffusionLabError(
                 f"{path}: the config's 'unet' entry does not describe a network ({first})"
             ) from None
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise DiffusionLabError(f"{path}: weights do not fit the config's network ({first})") from None
+        kind_problem = network_kind_problem(config["kind"], net.config)
+        if kind_problem:
+            raise DiffusionLabError(f"{path}: {kind_problem}; the config was edited or belongs to another model")
+        check_fit(state, net.state_dict(), path, f"the config's {config['kind']} network (its 'unet' entry)")
+        net.load_state_dict(state)
         return cls(net, config, device)
 
     def require(self, kind: str | tuple[str, ...], objective: str | None = None, what: str = "this") -> None:
@@ -96,7 +137,7 @@ class CourseModel:
     # -- conditions -----------------------------------------------------------------------------------------
     def encode(self, prompts: list[str]) -> Tensor:
         if not self.num_classes:
-            bad = [p for p in prompts if _normalise(p) not in NULL_PROMPTS]
+            bad = [p for p in prompts if not isinstance(p, str) or p.strip()]
             if bad:
                 raise DiffusionLabError(f"{self.name} is not class-conditioned; it takes no prompt (got {bad[0]!r})")
             return self.null(len(prompts))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import re
 import tempfile
 import time
 import uuid
@@ -15,6 +15,7 @@ from PIL import Image
 from torch import Tensor
 
 from diffusionlab.app.registry import Limits, ModelRegistry
+from diffusionlab.environment import env_path
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import save_png, to_pil
 
@@ -24,9 +25,34 @@ from diffusionlab.figures import save_png, to_pil
 # ---------------------------------------------------------------------------------------------------------------
 def _upload_roots() -> list[Path]:
     roots = [Path(tempfile.gettempdir()) / "gradio"]
-    if os.environ.get("GRADIO_TEMP_DIR"):
-        roots.insert(0, Path(os.environ["GRADIO_TEMP_DIR"]))
+    gradio_temp = env_path("GRADIO_TEMP_DIR")
+    if gradio_temp is not None:
+        roots.insert(0, gradio_temp)
     return [r.resolve() for r in roots]
+
+
+URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")  # http://, https://, file://, ftp://, ...
+
+
+def url_in(values: Any) -> str | None:
+    """The first URL given where a file is expected (the "path" of a file payload, at any depth of a request's
+    values), or None. Gradio would fetch such a path from the network before our handler runs; a file must be
+    uploaded through the page instead (a legitimate upload's path is a file in the upload folder)."""
+    if isinstance(values, dict):
+        path = values.get("path")
+        if isinstance(path, str) and URL.match(path.strip()):
+            return path.strip()
+        values = list(values.values())
+    if isinstance(values, (list, tuple)):
+        return next((url for url in map(url_in, values) if url), None)
+    return None
+
+
+def url_message(url: str) -> str:
+    return (
+        f"a URL was given where a file is expected ({url[:80]}): the page does not fetch files from the network; "
+        "download it and upload the file"
+    )
 
 
 def payload_path(payload: Any) -> str | None:
@@ -44,6 +70,8 @@ def open_upload(payload: Any, limits: Limits, what: str = "image", required: boo
         if required:
             raise DiffusionLabError(f"no {what}: upload one first")
         return None
+    if URL.match(str(path).strip()):
+        raise DiffusionLabError(url_message(str(path)))
     p = Path(path).resolve()
     if not any(p.is_relative_to(root) for root in _upload_roots()):
         raise DiffusionLabError(f"the {what} must be a file uploaded through this page")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from diffusionlab.app.handlers import Handlers
 from diffusionlab.app.illusion_tabs import anagram_tab, hybrid_tab
-from diffusionlab.app.inputs import Outputs
+from diffusionlab.app.inputs import Outputs, url_in, url_message
 from diffusionlab.app.page import Page
 from diffusionlab.app.registry import Limits, ModelRegistry
 from diffusionlab.app.tabs import generate_tab, inpaint_tab, noise_tab, sdedit_tab
@@ -87,6 +87,12 @@ def checked_blocks():
 
     class CheckedBlocks(gr.Blocks):
         async def preprocess_data(self, *args, **kwargs):
+            url = url_in(
+                [*args[1:2], kwargs.get("inputs")]
+            )  # (block_fn, inputs, ...): refused before Gradio fetches it
+            if url:
+                log.warning("refused a request giving a URL where a file is expected")
+                raise gr.Error(url_message(url), print_exception=False)
             try:
                 return await super().preprocess_data(*args, **kwargs)
             except InvalidPathError:

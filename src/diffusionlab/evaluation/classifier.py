@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffusionlab.checkpoint import load_checkpoint, save_checkpoint
+from diffusionlab.checkpoint import check_fit, load_checkpoint, save_checkpoint
 from diffusionlab.data import Split, dataset_info, load_split, to_float
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.metrics import accuracy
+from diffusionlab.files import regular_file
 from diffusionlab.imagefolder import is_image_folder, open_image_folder
 from diffusionlab.progress import bar as progress_bar
 
@@ -293,11 +294,12 @@ def classifier_path(name_or_path: str | Path) -> Path:
     p = Path(s)
     if p.suffix == ".json":
         p = p.with_suffix(".safetensors")
-    if not p.is_file():
+    if not p.exists():
         raise DiffusionLabError(
             f"classifier {s!r}: no such file; give a .safetensors file made by `diffusionlab train-classifier`, "
             "or a shipped name (mnist, fashion-mnist)"
         )
+    regular_file(p, f"classifier {s!r}")  # a named pipe would block the reader
     return p
 
 
@@ -319,11 +321,8 @@ def load_classifier(name_or_path: str | Path, device: torch.device | str | None 
         hp.get("in_channels", 1),
         hp.get("image_size", 28),
     )
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise DiffusionLabError(f"{path}: weights do not fit the config's classifier ({first})") from None
+    check_fit(state, net.state_dict(), path, "the config's classifier (its 'classifier' entry)")
+    net.load_state_dict(state)
     return TrainedClassifier(net, config, torch.device(device) if device is not None else torch.device("cpu"))
 
 
