@@ -5,6 +5,7 @@ upload) go through a real server: one-line message, no traceback in the log."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -15,7 +16,7 @@ import pytest
 
 pytest.importorskip("gradio")
 
-from bad_input_files import image_files  # noqa: E402
+from bad_input_files import image_files, strip_png  # noqa: E402
 from conftest import make_checkpoint  # noqa: E402
 from parta_helpers import one_thread  # noqa: E402, F401  (autouse fixture)
 
@@ -136,12 +137,36 @@ APP_CASES: list[AppCase] = [
     AppCase("noise-test-image-not-a-number", "noise", {"test": "seven"}, "test image must be a whole number"),
     AppCase("noise-test-image-past-the-test-set", "noise", {"test": "999999"}, "test:999999: the"),
     AppCase("sdedit-test-image-negative", "sdedit", {"test": "-1"}, "test image must be between"),
+    # round 2 (issue 38): prompts that are not a class, memory amplified under the caps, special files, URLs
+    *[
+        AppCase(f"{h}-prompt-{name}", h, {field: prompt}, f"unknown prompt {prompt!r}; valid prompts")
+        for h, field, name, prompt in [
+            ("generate", "prompts", "emoji", "🙂"),
+            ("generate", "prompts", "punctuation", "?!"),
+            ("generate", "prompts", "minus-one", "-1"),
+            ("generate", "prompts", "one-dot", "1."),
+            ("generate", "prompts", "one-bang", "one!"),
+            ("sdedit", "prompt", "ten", "10"),
+            ("anagram", "p2", "one-bang", "one!"),
+            ("hybrid", "high_prompt", "emoji", "🙂"),
+        ]
+    ],  # fmt: skip
+    AppCase("noise-strip-16mp", "noise", {"upload": "strip16m"}, "1 x 16000000 pixels is too long and thin"),
+    AppCase("sdedit-background-strip", "sdedit", {"editor": {"background": "strip16m"}}, "too long and thin"),
+    AppCase("inpaint-layer-strip", "inpaint", {"editor": {"background": "digit", "layers": ["strip16m"]}}, "thin"),
+    AppCase("noise-upload-fifo", "noise", {"upload": "fifo"}, "is a named pipe (FIFO), not a regular file"),
+    AppCase("noise-upload-url", "noise", {"upload": {"path": "https://example.com/x.png"}}, "a URL was given"),
+    AppCase("sdedit-layer-url", "sdedit", {"editor": {"layers": [{"path": "http://127.0.0.1:1/x.png"}]}}, "a URL"),
     AppCase("hybrid-even-kernel", "hybrid", {"kernel": 4}, "odd"),
     AppCase("hybrid-sigma-nan", "hybrid", {"sigma": "nan"}, "sigma"),
 ]
 SERVER_CASES = [
     ({"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, "paths on the server are not accepted"),
     ("/etc/passwd", "image fields take a file uploaded through this page"),
+    (  # Gradio would fetch it from the network (a traceback and an empty error when it cannot)
+        {"path": "https://example.com/x.png", "meta": {"_type": "gradio.FileData"}},
+        "a URL was given where a file is expected (https://example.com/x.png)",
+    ),
 ]
 
 
@@ -152,6 +177,9 @@ def app(tmp_path_factory):
     uploads = Path(tempfile.gettempdir()) / "gradio" / f"diffusionlab-corpus-{root.name}"
     uploads.mkdir(parents=True)
     files = {name: Path(shutil.copy(path, uploads / path.name)) for name, path in image_files(root / "img").items()}
+    files["strip16m"] = strip_png(uploads / "strip16m.png", 1, 16_000_000)  # under the UI's 16.8 MP cap
+    files["fifo"] = uploads / "pipe.png"
+    os.mkfifo(files["fifo"])
     limits = Limits()
     handlers = Handlers(ModelRegistry(root / "runs", "cpu", (), limits), limits, Outputs(root / "results"))
     yield handlers, files, root
@@ -214,7 +242,7 @@ def test_too_few_inputs_are_one_line(server, capfd):
     assert "Traceback" not in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("upload, expect", SERVER_CASES, ids=["file-data-path", "plain-path"])
+@pytest.mark.parametrize("upload, expect", SERVER_CASES, ids=["file-data-path", "plain-path", "file-data-url"])
 def test_paths_refused_by_gradio_are_one_line(upload, expect, server, capfd):
     """Sent as raw HTTP (gradio_client would upload a local file itself): Gradio refuses the path before our
     handler runs; the page gets our one line, the log no traceback."""

@@ -80,12 +80,15 @@ def env_folder(name: str, default: Path | None = None, must_exist: bool = False)
     path = env_path(name)
     if path is None:
         return default
-    what = f"{name}={str(path)!r}"
-    if path.exists() and not path.is_dir():
-        raise DiffusionLabError(f"{what} is not a folder ({VARIABLES[name]})")
-    if must_exist and not path.is_dir():
-        raise DiffusionLabError(f"{what}: no such folder ({VARIABLES[name]})")
-    above = next((p for p in path.parents if p.exists()), None)
+    what = f"{name}={str(path)[:200]!r}"
+    try:
+        if path.exists() and not path.is_dir():
+            raise DiffusionLabError(f"{what} is not a folder ({VARIABLES[name]})")
+        if must_exist and not path.is_dir():
+            raise DiffusionLabError(f"{what}: no such folder ({VARIABLES[name]})")
+        above = next((p for p in path.parents if p.exists()), None)
+    except OSError as e:  # a name too long for the file system, no permission to look
+        raise DiffusionLabError(f"{what}: not a usable folder ({e.strerror or e}) ({VARIABLES[name]})") from None
     if above is not None and not above.is_dir():
         raise DiffusionLabError(f"{what}: {above} is not a folder, so no folder can be made there ({VARIABLES[name]})")
     return path

@@ -18,6 +18,7 @@ from diffusionlab.app.registry import Limits, ModelRegistry
 from diffusionlab.environment import env_path
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures import save_png, to_pil
+from diffusionlab.files import regular_file
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -75,9 +76,9 @@ def open_upload(payload: Any, limits: Limits, what: str = "image", required: boo
     p = Path(path).resolve()
     if not any(p.is_relative_to(root) for root in _upload_roots()):
         raise DiffusionLabError(f"the {what} must be a file uploaded through this page")
-    if not p.is_file():
+    if not p.exists():
         raise DiffusionLabError(f"the uploaded {what} is gone from the server; upload it again")
-    size = p.stat().st_size
+    size = regular_file(p, f"the uploaded {what}").st_size  # a named pipe would block the server's reader
     if size > limits.max_upload_bytes:
         raise DiffusionLabError(
             f"the {what} is {size / 2**20:.1f} MB; the limit is {limits.max_upload_bytes / 2**20:.0f} MB"
