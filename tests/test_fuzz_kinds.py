@@ -26,6 +26,7 @@ from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.classifier import load_classifier
 from diffusionlab.images import load_image, load_mask
 from diffusionlab.model import CourseModel
+from diffusionlab.models.deepfloyd import load_prompt_embeds
 
 # -- environment variables -------------------------------------------------------------------------------------
 ENV_TEXT = st.one_of(
@@ -146,6 +147,7 @@ READERS = {
     "idx": (lambda p: read_idx(p), "train-images-idx3-ubyte.gz"),
     "image": (lambda p: load_image(p, (1, 28, 28)), "x.png"),
     "mask": (lambda p: load_mask(p, (1, 28, 28)), "m.png"),
+    "prompt_embeds": (load_prompt_embeds, "embeds.pth"),
 }
 
 

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from diffusionlab.environment import cache_dir
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.files import regular_file
 from diffusionlab.models.deepfloyd.weights import load_pretrained, missing_weights_message, oom_message
 
 MAX_LENGTH = 77
@@ -31,8 +32,9 @@ def t5_cache_dir() -> Path:
 def load_prompt_embeds(path: str | Path) -> dict[str, Tensor]:
     """The course's precomputed {prompt: (1, 77, 4096)} dictionary, loaded without executing pickled code."""
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not p.exists():
         raise DiffusionLabError(f"--prompt-embeds {p}: no such file")
+    regular_file(p, f"--prompt-embeds {p}")  # a named pipe would block torch.load
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling problem is the user's file
