@@ -26,23 +26,31 @@ def run_script(name: str, *args: str) -> str:
 
 
 def test_bench_train_prints_every_variant_with_accuracy(tmp_path: Path) -> None:
-    data = make_idx_dir(tmp_path / "data")
+    data = make_idx_dir(tmp_path / "data", n_train=128)  # one batch of the recipe's 128
     out = run_script(
         "bench_train.py", "--steps", "2", "--hidden", "8", "--accuracy", "1", "--sample-steps", "2",
         "--data-dir", str(data),
     )  # fmt: skip
     rows = [line for line in out.splitlines() if "steps/s;" in line]
-    assert len(rows) == 4 and rows[0].startswith("reference")
+    assert len(rows) == 5 and rows[0].startswith("reference")
+    assert [r.rsplit("; ", 1)[1].split(" (")[0] for r in rows[1:4]] == [
+        "precision fp32",
+        "precision fp32",
+        "precision bf16",
+    ]
+    assert rows[4].rsplit("; ", 1)[1].startswith("precision ")  # what auto chose on this CPU, and why
     for row in rows:
         assert "2 steps in" in row and "EXTRAPOLATED" in row and "peak RSS" in row
         assert re.search(r"conditional accuracy \d+\.\d% \(1 per digit\)", row)
-    assert len(re.findall(r"ratio steps/s .*" + RATIO, out)) == 3
+    assert len(re.findall(r"ratio steps/s .*" + RATIO, out)) == 4
 
 
 def test_bench_sample_prints_ratios_and_the_big_run() -> None:
     out = run_script("bench_sample.py", "--steps", "1", "--hidden", "8", "--big", "20")
-    assert len(re.findall(r"40 samples x 300 steps .* scaled x300", out)) == 4
-    assert len(re.findall(r"ratio speed .*" + RATIO, out)) == 3
+    assert len(re.findall(r"40 samples x 300 steps .* scaled x300", out)) == 5
+    assert re.search(r"bf16 \(forced.*; precision bf16 \(asked for\)", out)
+    assert re.search(r"auto \(the default.*; precision (fp32|bf16) \(auto: ", out)
+    assert len(re.findall(r"ratio speed .*" + RATIO, out)) == 4
     assert re.search(r"ours --fast: 20 samples x 300 steps", out)
 
 

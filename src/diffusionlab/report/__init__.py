@@ -169,6 +169,7 @@ def _run_sections(ctx: Context, sections: Sequence[str] | None, progress: bool) 
 def _meta(command: str, model: str, seed: int, ctx: Context, bud: Budget, seconds: float) -> dict[str, Any]:
     """How the report was made: the command, model, seed, device, budget, time and versions."""
     from diffusionlab import __version__
+    from diffusionlab.precision import choose_precision
 
     return {
         "command": command,
@@ -176,6 +177,7 @@ def _meta(command: str, model: str, seed: int, ctx: Context, bud: Budget, second
         "seed": seed,
         "device": str(ctx.device),
         "threads": torch.get_num_threads(),
+        "precision": choose_precision(ctx.device).describe(),  # what its models ran in (cached by then)
         "budget": "quick" if bud == QUICK else ("full" if bud == FULL else "custom"),
         "seconds": seconds,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),

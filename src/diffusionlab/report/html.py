@@ -114,7 +114,8 @@ def _head(meta: dict[str, Any]) -> list[str]:
         f"<style>{CSS}</style></head><body>",
         "<h1>diffusionlab: the course project, reproduced</h1>",
         f'<p class="meta"><code>{_e(meta["command"])}</code><br>Part A model: {_e(meta["model"])} · seed '
-        f"{meta['seed']} · device {_e(meta['device'])} ({_threads(meta['threads'])}) · {_e(meta['budget'])} "
+        f"{meta['seed']} · device {_e(meta['device'])} ({_threads(meta['threads'])}, "
+        f"{_e(meta.get('precision', 'precision not recorded'))}) · {_e(meta['budget'])} "
         f"budget · total {format_seconds(meta['seconds'])} · {_e(meta['created'])} · diffusionlab "
         f"{_e(meta['version'])}, torch {_e(meta['torch'])}, Python {_e(meta['python'])}</p>",
     ]

@@ -28,11 +28,13 @@ def train(
     compile: bool = True,
     log_every: int = 50,
     save_every: int | None = None,
+    precision: str | None = None,
     **recipe_overrides: Any,
 ) -> dict[str, Any]:
     """Train `kind` (denoiser, time, class) with `objective` (ddpm, flow) on `data`; every recipe value
     (epochs, batch_size, hidden, lr, num_steps, max_steps, seed, ema_decay, sigma, pure_noise) defaults to the
-    course's. Returns the summary (epoch, step, loss, seconds, run_dir) on rank 0, None on the other ranks.
+    course's. precision: fp32, bf16 or auto (bf16 only where measured faster; None: --precision, else
+    $DIFFUSIONLAB_PRECISION, else auto). Returns the summary (epoch, step, loss, seconds, run_dir) on rank 0, None on the other ranks.
 
     Example: dl.train("class", data_dir="data/mnist", epochs=1, max_steps=50, out="runs/t")"""
     from diffusionlab.data import load_split
@@ -66,7 +68,6 @@ def train(
             test_digits, source = images.test.images[:8], f"the first 8 held-out images of {data_dir}"
         else:
             test_digits, _, source = first_test_images(data, 8, data_dir)
-        print(f"test images for the figures: {source}")
         test_images = (test_digits.float() / 255.0).to(dev)
 
         def hook(event) -> None:
@@ -83,7 +84,12 @@ def train(
         compile=compile,
         log_every=log_every,
         save_every=save_every,
+        precision=precision,
     )
+    if ctx.is_main:
+        print(trainer.first_line())  # the run's first line: device, threads, precision and why
+        if figures:
+            print(f"test images for the figures: {source}")
     try:
         summary = trainer.run(split)
     finally:
