@@ -74,16 +74,40 @@ def parse_seed(value: Any, name: str = "seed") -> int:
 
 
 # -- output paths ----------------------------------------------------------------------------------------------
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+NAME_MAX, PATH_MAX = 255, 4096  # bytes: Linux's limits, where the file system does not say its own
+
+
+def _check_name_lengths(p: Path, what: str) -> None:
+    """Every name on the path within the file system's limit, and the path within PATH_MAX: else the first
+    stat of it fails (ENAMETOOLONG), and a name just under the limit would fail at the end of the work."""
+    if len(os.fsencode(p)) > PATH_MAX:
+        raise DiffusionLabError(f"{what}: the path is {len(os.fsencode(p))} bytes long; the limit is {PATH_MAX}")
+    for name in p.parts:
+        size = len(os.fsencode(name))
+        if size > NAME_MAX:
+            raise DiffusionLabError(
+                f"{what} {name[:40]}...: that name is {size} bytes long; a file system allows at most {NAME_MAX} "
+                "per name: choose a shorter one"
+            )
+
+
+def _nearest_existing(path: Path, what: str) -> Path:
+    """The nearest path on the way up that is there: a symbolic link that leads nowhere (or in a loop) is refused,
+    not replaced or written through."""
+    while not os.path.lexists(path) and path != path.parent:
         path = path.parent
+    if path.is_symlink() and not path.exists():
+        raise DiffusionLabError(
+            f"{what}: {path} is a symbolic link to {os.readlink(path)}, which is missing or a loop; remove the link "
+            "or choose another place"
+        )
     return path
 
 
 def _check_can_create_in(folder: Path, target: Path, what: str) -> None:
     """The nearest existing folder on the way to `target` must take new files. Tried, not guessed: os.access says
     yes to root everywhere, even in /proc."""
-    base = _nearest_existing(folder)
+    base = _nearest_existing(folder, what)
     if not base.is_dir():
         raise DiffusionLabError(f"{what} {target}: {base} is a file, not a folder")
     try:
@@ -100,6 +124,8 @@ def check_output_file(path: str | Path, force: bool = False, what: str = "--out"
     """A file a command will write at its end: checked now, before any work. An existing file is kept unless
     --force; a folder, a device or a path through a file is refused; its folder must take new files."""
     p = Path(path)
+    _check_name_lengths(p, what)
+    _nearest_existing(p, what)
     if p.is_dir():
         raise DiffusionLabError(f"{what} {p} is a folder; give a file name such as {p / 'out.png'}")
     if p.exists() and not force:
@@ -113,6 +139,8 @@ def check_output_file(path: str | Path, force: bool = False, what: str = "--out"
 def check_output_folder(path: str | Path, what: str = "--save-all") -> Path:
     """A folder a command will write files into (made if missing): not a file, and it must take new files."""
     p = Path(path)
+    _check_name_lengths(p, what)
+    _nearest_existing(p, what)
     if p.exists() and not p.is_dir():
         raise DiffusionLabError(f"{what} {p} is a file; {what} needs a folder")
     _check_can_create_in(p, p, what)
@@ -125,7 +153,7 @@ def write_together(writers: dict[Path, Callable[[Path], Any]]) -> None:
     staged: dict[Path, Path] = {}
     try:
         for target, write in writers.items():
-            staged[target] = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
+            staged[target] = target.parent / staged_name(target.name)
             write(staged[target])
     except BaseException as e:
         for tmp in staged.values():
@@ -135,3 +163,10 @@ def write_together(writers: dict[Path, Callable[[Path], Any]]) -> None:
         raise
     for target, tmp in staged.items():  # renames within a folder: they do not fail once the files are written
         os.replace(tmp, target)
+
+
+def staged_name(name: str) -> str:
+    """A hidden name for a file written beside `name` before it replaces it: within the 255-byte name limit
+    whatever the length of `name` (a long one gets a short name), and not `name`'s own temp-file pattern."""
+    tag = uuid.uuid4().hex[:8]
+    return f".{name}.{tag}.partial" if len(os.fsencode(name)) <= 200 else f".partial-{tag}"

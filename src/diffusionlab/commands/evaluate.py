@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from diffusionlab.checks import MAX_SCORED_SAMPLES, check_batch, check_count, check_output_file
+from diffusionlab.checks import MAX_SCORED_SAMPLES, check_batch, check_count, check_output_file, write_together
 from diffusionlab.commands.common import (
     DeviceOpt,
     EtaOpt,
@@ -127,7 +128,6 @@ def evaluate(
 
     Example: diffusionlab evaluate --model mnist-time -n 1000 --steps 30 --data-dir data/mnist --out time.json
     """
-    from diffusionlab.checkpoint import atomic_write_json
     from diffusionlab.data import dataset_info
     from diffusionlab.evaluation.classifier import load_classifier
     from diffusionlab.evaluation.evaluate import check_unconditional_count, evaluate_model, evaluate_unconditional
@@ -144,8 +144,7 @@ def evaluate(
         from diffusionlab.commands.evaluate_denoiser import score_denoiser
 
         scores = score_denoiser(m, model, n, sigma, seed, data_dir)
-        atomic_write_json(out, scores)
-        return wrote(out)
+        return write_scores(out, scores)
     if sigma is not None:
         raise DiffusionLabError("--sigma scores a single-step denoiser; pass --model mnist-denoiser or a denoiser run")
     unconditional = m.kind == "time"
@@ -172,15 +171,13 @@ def evaluate(
         scores["classifier"] = str(classifier or f"shipped {data}-classifier")
         scores["command"] = command_line(model, n, None, steps, seed, rule, None, False, 0)
         print(uncond.format_unconditional_scores(scores, m.class_names or dataset_info(data).class_names))
-        atomic_write_json(out, scores)
-        return wrote(out)
+        return write_scores(out, scores)
     scores = evaluate_model(m, clf, n, cfg, steps, seed, test, train, sampler=step_rule)
     scores.update(pair_scores(m, clf, anagram, hybrid, pair_n, cfg, seed))
     scores["classifier"] = str(classifier or f"shipped {data}-classifier")
     scores["command"] = command_line(model, n, cfg, steps, seed, rule, anagram, hybrid, pair_n)
     print(format_scores(scores, m.class_names))
-    atomic_write_json(out, scores)
-    wrote(out, *write_maps(scores, maps, m.class_names))
+    write_scores(out, scores, map_writers(scores, maps, m.class_names))
 
 
 def command_line(model, n, cfg, steps, seed, rule: dict, anagram, hybrid: bool, pair_n: int) -> str:
@@ -255,13 +252,20 @@ def map_paths(out: Path, anagram: str | None, hybrid: bool) -> dict[str, Path]:
     return paths
 
 
-def write_maps(scores: dict, paths: dict[str, Path], class_names) -> list[Path]:
-    """The 10x10 per-pair success heatmaps of the --anagram and --hybrid scores."""
+def write_scores(out: Path, scores: dict, maps: dict | None = None) -> None:
+    """The scores JSON and the pair maps, all or none (write_together): a full disk is one line, no traceback."""
+    json_bytes = (json.dumps(scores, indent=2) + "\n").encode()
+    write_together({out: lambda path: path.write_bytes(json_bytes), **(maps or {})})
+    wrote(out, *(maps or {}))
+
+
+def map_writers(scores: dict, paths: dict[str, Path], class_names) -> dict[Path, Callable[[Path], Any]]:
+    """The writers of the 10x10 per-pair success heatmaps of the --anagram and --hybrid scores."""
     from diffusionlab.evaluation.metrics import score_map
     from diffusionlab.figures import save_png
 
     names = list(class_names or [str(i) for i in range(10)])
-    written = []
+    writers = {}
     for kind, path in paths.items():
         s = scores[kind]
         if kind == "anagram":
@@ -270,8 +274,9 @@ def write_maps(scores: dict, paths: dict[str, Path], class_names) -> list[Path]:
         else:
             title = f"hybrid success per pair: {100 * s['hybrid_success']:.0f} % overall"
             img = score_map(s["per_pair"], names, title, "far (low-pass)", "near (high-pass)")
-        written.append(save_png(img, path, {"command": scores.get("command"), "kind": kind}))
-    return written
+        settings = {"command": scores.get("command"), "kind": kind}
+        writers[path] = lambda staged, img=img, settings=settings: save_png(img, staged, settings)
+    return writers
 
 
 def format_scores(scores: dict[str, Any], class_names: Sequence[str] | None = None) -> str:
