@@ -9,6 +9,7 @@ Kill points:
                          (S=0: before the first step, i.e. during resume); MODE: empty (temp file made, nothing
                          written), half (temp file half written), full (written, not replaced), after (replaced)
   twice@S                two SIGTERMs while step S is being computed (after its noise is drawn)
+  again@S                a SIGINT while step S is computed, a second one inside the save that stop makes after it
 The step and the point of the kill go to the JSON file in env KILL_RECORD first.
 """
 
@@ -43,6 +44,9 @@ def train_step(self, *a):
 
 def replace(src, dst, *a, **k):
     name = os.path.relpath(dst, run_dir)
+    if current.get("first_sigint"):  # again@S: the save of the stop is under way; cut it with a second Ctrl-C
+        current["first_sigint"] = False
+        os.kill(os.getpid(), signal.SIGINT)
     target, _, mode = point.partition(":")
     hit = target == f"{name}@{current['step']}"
     if hit and mode in ("empty", "half"):
@@ -61,6 +65,9 @@ def loss(*a, **k):
     if point == f"twice@{current['step']}":
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGTERM)
+    if point == f"again@{current['step']}":
+        os.kill(os.getpid(), signal.SIGINT)
+        current["first_sigint"] = True
     return value
 
 

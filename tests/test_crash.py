@@ -29,6 +29,7 @@ from diffusionlab.training.losslog import read_log_rows
 from diffusionlab.training.state import read_state
 
 RUNNER = Path(__file__).with_name("crash_runner.py")
+pytestmark = pytest.mark.slow  # each case trains in a subprocess, kills it and resumes
 STEPS_PER_EPOCH, EPOCHS, SAVE_EVERY = 16, 3, 3
 TOTAL = STEPS_PER_EPOCH * EPOCHS
 ARGS = ["train", "class", "--hidden", "8", "--batch-size", "16", "--num-steps", "50", "--epochs", str(EPOCHS)]
@@ -193,7 +194,21 @@ def test_a_second_signal_mid_step_stops_without_saving(base, tmp_path):
     run = tmp_path / "run"
     proc = train(base, run, "twice@5", resume=False)  # inside step 5, after its noise is drawn
     assert proc.returncode == 130
-    assert saved_step(run) == 3 and "not saved" in proc.stderr  # the save at step 3 stays, as documented
+    assert saved_step(run) == 3 and "not saved; the last checkpoint (step 3) is intact" in proc.stderr
+    assert train(base, run, "none").returncode == 0
+    assert_finished_like_base(run, base)
+
+
+def test_a_second_ctrl_c_inside_the_stops_save_says_so_and_resume_is_exact(base, tmp_path):
+    """Ctrl-C during step 5, and again while the stop saves step 5: that save is cut, one line says where
+    --resume continues (the periodic save at step 3), and it continues exactly."""
+    run = tmp_path / "run"
+    proc = train(base, run, "again@5", resume=False)
+    again = [line for line in proc.stderr.splitlines() if "again" in line]
+    assert proc.returncode == 130 and again == [
+        "interrupted again: stopping now; the last checkpoint (step 3) is intact, --resume continues from it"
+    ]
+    assert saved_step(run) == 3 and not list(run.rglob("*.tmp"))
     assert train(base, run, "none").returncode == 0
     assert_finished_like_base(run, base)
 

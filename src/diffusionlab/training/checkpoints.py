@@ -6,6 +6,7 @@ the exported model (EMA weights when EMA is on) of the same step, written right 
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from pathlib import Path
@@ -18,9 +19,10 @@ from diffusionlab.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoi
 from diffusionlab.data import Split
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.models.unet import UNet
-from diffusionlab.training.config import model_config
+from diffusionlab.training.batches import steps_of
+from diffusionlab.training.config import check_fits_data, model_config
 from diffusionlab.training.ema import ema_init, ema_state_dict
-from diffusionlab.training.losslog import LOG_NAME, truncate_log
+from diffusionlab.training.losslog import LOG_NAME, check_log_belongs, log_digest, truncate_log
 from diffusionlab.training.state import STATE_NAME, RunState, read_state, write_state
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ def provenance(trainer: Trainer, split: Split, loss: float | None) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "ema_decay": trainer.config.ema_decay,
         "weights": "ema" if trainer.ema is not None else "raw",
+        "run_id": trainer.run_id,
         "history": history,
     }
 
@@ -92,6 +95,10 @@ def save_run(trainer: Trainer, split: Split, loss: float | None) -> Path:
         "config": config["train"],
         "loss": loss,
         "history": config["provenance"]["history"],
+        # who the run is, and what it has seen of its log: --resume checks both (check_belongs)
+        "run_id": trainer.run_id,
+        "log_sha256": log_digest(trainer.run_dir / LOG_NAME, trainer.step),
+        "epoch_losses": trainer.losses.epoch if trainer.losses is not None else [],
     }
     noise_rng = trainer.noise_generator.get_state() if trainer.noise_generator is not trainer.generator else None
     state = RunState(
@@ -104,6 +111,7 @@ def save_run(trainer: Trainer, split: Split, loss: float | None) -> Path:
         optimizer=opt["state"],
     )
     write_state(trainer.run_dir / STATE_NAME, state)
+    trainer.saved_step = trainer.step
     save_checkpoint(trainer.run_dir / WEIGHTS_NAME, exported_state(trainer), config)
     return trainer.run_dir / WEIGHTS_NAME
 
@@ -123,6 +131,7 @@ def load_run(trainer: Trainer, state: RunState | None = None) -> None:
     and position."""
     state = state or read_state(trainer.run_dir / STATE_NAME)
     meta = state.meta
+    check_belongs(trainer.run_dir, meta)
     _load_weights(trainer, state)
     trainer.generator.set_state(state.rng)
     if trainer.noise_generator is not trainer.generator:
@@ -135,9 +144,75 @@ def load_run(trainer: Trainer, state: RunState | None = None) -> None:
     trainer.epoch, trainer.step = meta["epoch"], meta["step"]
     trainer.batch_in_epoch, trainer.train_seconds = meta["batch_in_epoch"], meta["train_seconds"]
     trainer.history = list(meta.get("history") or [])
-    trainer.session["from_step"] = trainer.step
+    trainer.session["from_step"] = trainer.saved_step = trainer.step
+    trainer.run_id = meta.get("run_id") or trainer.run_id  # a state from before run ids: the run gets one now
+    trainer.epoch_losses = list(meta.get("epoch_losses") or [])
     if trainer.dist.is_main:
-        truncate_log(trainer.run_dir / LOG_NAME, trainer.step)
+        try:
+            dropped = truncate_log(trainer.run_dir / LOG_NAME, trainer.step)
+        except OSError as e:
+            raise DiffusionLabError(
+                f"{trainer.run_dir / LOG_NAME}: cannot rewrite it ({e.strerror or e}); the run is unchanged, "
+                "--resume again once it can be written"
+            ) from None
+        if dropped:
+            lines = "line" if dropped == 1 else "lines"
+            print(
+                f"resuming at step {trainer.step}: dropped {dropped} {lines} of loss.csv after it (trained again now)"
+            )
+
+
+def check_belongs(run_dir: Path, meta: dict) -> None:
+    """The checkpoint is this run's: its run id is that of the exported model.json beside it (when both have one),
+    and loss.csv up to its step is what it saw (the digest). States from before run ids are not checked."""
+    step, run_id = meta["step"], meta.get("run_id")
+    if run_id is None or "log_sha256" not in meta:
+        return
+    theirs = _exported_run_id(run_dir)
+    if theirs not in (None, run_id):
+        raise DiffusionLabError(
+            f"{run_dir / STATE_NAME}: it is of run {run_id} and {WEIGHTS_NAME} beside it of run {theirs}: the state "
+            "was copied from another run; put back this run's own state, or start a new run with another --out"
+        )
+    checkpoint = f"{STATE_NAME} of step {step}, run {run_id}"
+    check_log_belongs(run_dir / LOG_NAME, step, meta["log_sha256"], checkpoint)
+
+
+def _exported_run_id(run_dir: Path) -> str | None:
+    """The run id in model.json's provenance; None without one (no export yet, or unreadable: not our concern here)."""
+    try:
+        config = json.loads((run_dir / WEIGHTS_NAME).with_suffix(".json").read_text())
+        return config["provenance"].get("run_id")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
+
+
+def check_run_length(trainer: Trainer, n_images: int) -> None:
+    """Before any work: the batch fits the data, and the run has steps left to train."""
+    check_fits_data(trainer.config, n_images)
+    per_epoch, total = steps_of(n_images, trainer.config)
+    if trainer.step >= total:
+        cfg = trainer.config
+        by_steps = cfg.max_steps is not None and total == cfg.max_steps
+        end = f"--max-steps {cfg.max_steps}" if by_steps else f"--epochs {cfg.epochs} ({total} steps)"
+        raise DiffusionLabError(
+            f"{trainer.run_dir}: the run is already at step {trainer.step}, the end that {end} gives: nothing to "
+            "train; give a larger --epochs or --max-steps to train it further"
+        )
+
+
+def last_checkpoint(trainer: Trainer) -> str:
+    """Where --resume would continue, for the messages of a run that stops without saving."""
+    if trainer.saved_step is None:
+        return "no checkpoint was written yet, so --resume has nothing to continue: start the run again"
+    return f"the last checkpoint (step {trainer.saved_step}) is intact, --resume continues from it"
+
+
+def write_failed(trainer: Trainer, error: Exception) -> str:
+    """The one line for a write that failed during training (a full disk, a folder removed)."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).split(": ", 1)[-1]
+    where = getattr(error, "filename", None) or trainer.run_dir
+    return f"cannot write {where} ({reason}): training stopped at step {trainer.step}; {last_checkpoint(trainer)}"
 
 
 def _load_weights(trainer: Trainer, state: RunState) -> None:

@@ -52,9 +52,7 @@ class TrainConfig:
         if self.objective not in OBJECTIVES:
             raise DiffusionLabError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         self._check_data()
-        for name in ("epochs", "batch_size", "hidden", "num_steps"):
-            if getattr(self, name) < 1:
-                raise DiffusionLabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        check_counts(self)
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise DiffusionLabError(f"--lr must be a positive number, got {self.lr}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -112,6 +110,37 @@ class TrainConfig:
         )
 
 
+# what the model loader accepts (checkpoint.py): a run beyond them would train weights nothing can load
+COUNT_LIMITS = {"epochs": None, "batch_size": None, "hidden": 2048, "num_steps": 100_000, "max_steps": None}
+
+
+def check_counts(config: TrainConfig) -> None:
+    """The run's counts are whole numbers of at least 1 (max_steps may be None: no cap), within the loader's
+    limits: --epochs 0 or --max-steps 0 would train nothing and export nothing, and a T of 2e9 would fill memory
+    building the noise schedule."""
+    for name, most in COUNT_LIMITS.items():
+        value = getattr(config, name)
+        if value is None and name == "max_steps":
+            continue
+        if type(value) is not int or value < 1 or (most is not None and value > most):
+            upper = f" and at most {most:,}" if most is not None else ""
+            raise DiffusionLabError(
+                f"--{name.replace('_', '-')} must be a whole number of at least 1{upper}, got {value}"
+            )
+
+
+def check_fits_data(config: TrainConfig, n_images: int) -> None:
+    """A batch is at most the whole data set: a larger --batch-size would silently train on fewer images per
+    step than asked (or fail inside the first step on several processes), so it is refused before any work."""
+    if n_images < 1:
+        raise DiffusionLabError(f"{config.data}: the training data hold no images")
+    if config.batch_size > n_images:
+        raise DiffusionLabError(
+            f"--batch-size {config.batch_size} is larger than the training data ({n_images} images); "
+            f"give at most {n_images}"
+        )
+
+
 def cosine_lr(lr: float, step: int, total: int) -> float:
     """The cosine schedule's LR for optimizer step `step` (0-based) of `total`: a linear warm-up over the first
     COSINE_WARMUP of the steps, then a half cosine from lr toward 0 at the end of the run."""
@@ -142,6 +171,7 @@ def recipe(kind: str = "class", objective: str = "ddpm", **overrides) -> TrainCo
     else:
         base = TrainConfig(kind, objective)
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    check_counts(replace(base, **overrides))  # before the LR decay below divides by the epochs
     if "epochs" in overrides and "lr_gamma" not in overrides and base.lr_gamma is not None:
         # the LR decays by 10x over the whole run whatever its length, as the course's gamma = 0.1^(1/epochs)
         overrides["lr_gamma"] = 0.1 ** (1 / overrides["epochs"])

@@ -7,33 +7,52 @@ from dataclasses import replace
 from pathlib import Path
 
 from diffusionlab.checkpoint import WEIGHTS_NAME, load_checkpoint
+from diffusionlab.distributed import current
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.training.config import TrainConfig
 from diffusionlab.training.losslog import LOG_NAME
+from diffusionlab.training.runlock import LOCK_NAME, RunLock
 from diffusionlab.training.state import STATE_NAME, RunState, clean_temp_files, read_state
 from diffusionlab.training.trainer import Trainer
+
+
+def _entries(run_dir: Path) -> list[Path]:
+    """What the folder holds, less the run lock (taken before the folder is looked at: runlock.py)."""
+    return [p for p in run_dir.iterdir() if p.name != LOCK_NAME] if run_dir.is_dir() else []
 
 
 def _only_run_leftovers(run_dir: Path) -> bool:
     """Does the folder hold only what a run writes before its first checkpoint (log, figures, temp files)?"""
     allowed = {LOG_NAME, "loss.png", "figures", "snapshots"}
-    return all(p.name in allowed or (p.name.startswith(".") and p.name.endswith(".tmp")) for p in run_dir.iterdir())
+    return all(p.name in allowed or (p.name.startswith(".") and p.name.endswith(".tmp")) for p in _entries(run_dir))
 
 
 def open_run(config: TrainConfig, run_dir: str | Path, resume: bool, **kwargs) -> Trainer:
-    """A new run in a new or empty directory, or the continuation of the one there with resume=True."""
+    """A new run in a new or empty directory, or the continuation of the one there with resume=True. The folder is
+    locked before it is looked at, until trainer.run() ends (runlock.py): a second writer is refused in one line."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise DiffusionLabError(f"--out {run_dir}: is a file; a run needs a directory of its own")
+    lock = RunLock(run_dir, current())
+    try:
+        trainer = _open(config, run_dir, resume, **kwargs)
+    except BaseException:
+        lock.release()
+        raise
+    trainer.lock = lock
+    return trainer
+
+
+def _open(config: TrainConfig, run_dir: Path, resume: bool, **kwargs) -> Trainer:
     existing = (run_dir / STATE_NAME).exists() or (run_dir / WEIGHTS_NAME).exists()
-    leftovers = not existing and run_dir.is_dir() and any(run_dir.iterdir()) and _only_run_leftovers(run_dir)
+    leftovers = not existing and any(_entries(run_dir)) and _only_run_leftovers(run_dir)
     if resume and not existing and not leftovers:
         raise DiffusionLabError(
             f"--resume: no run to continue in {run_dir} (no {STATE_NAME}); drop --resume to start one"
         )
     if existing and not resume:
         raise DiffusionLabError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
-    if not existing and run_dir.is_dir() and any(run_dir.iterdir()):
+    if not existing and any(_entries(run_dir)):
         if not leftovers:
             raise DiffusionLabError(
                 f"--out {run_dir}: the folder holds other files and no run; give a new or empty folder for the run"

@@ -121,7 +121,21 @@ def _check_state(meta: dict, tensors: dict[str, Tensor]) -> str | None:
     mappings = (meta.get("config", {}), meta["lr_scheduler"] or {})
     if not all(isinstance(m, dict) for m in mappings) or not isinstance(meta.get("history", []), list):
         return "config, lr_scheduler or history is not of its type"
-    return _check_tensors(tensors)
+    return _check_identity(meta) or _check_tensors(tensors)
+
+
+def _check_identity(meta: dict) -> str | None:
+    """The run id, the log's digest and the epoch's losses so far (states from before them have none)."""
+    run_id, digest, losses = meta.get("run_id"), meta.get("log_sha256"), meta.get("epoch_losses", [])
+    if run_id is not None and not (isinstance(run_id, str) and run_id.isascii() and run_id.isalnum()):
+        return "run_id is not a run id"
+    hexdigits = set("0123456789abcdef")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= hexdigits):
+        return "log_sha256 is not a SHA-256"
+    number = lambda v: type(v) in (int, float)  # noqa: E731
+    if not (isinstance(losses, list) and len(losses) <= meta["batch_in_epoch"] and all(map(number, losses))):
+        return "epoch_losses is not a list of the epoch's losses"
+    return None
 
 
 def _check_tensors(tensors: dict[str, Tensor]) -> str | None:

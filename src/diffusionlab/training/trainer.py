@@ -10,10 +10,12 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor
 
 from diffusionlab.data import Split, load_split
@@ -27,12 +29,15 @@ from diffusionlab.progress import bar as progress_bar
 from diffusionlab.schedule import NoiseSchedule
 from diffusionlab.training.batches import draw_batch, new_permutation, steps_of
 from diffusionlab.training.checkpoints import (
+    check_run_length,
     device_name,
     export_net,
     exported_state,
+    last_checkpoint,
     load_run,
     save_run,
     save_snapshots,
+    write_failed,
 )
 from diffusionlab.training.config import TrainConfig, cosine_lr, model_config
 from diffusionlab.training.ema import ema_decay_at, ema_init, ema_update
@@ -105,6 +110,11 @@ class Trainer:
         self.train_seconds = 0.0
         self.last_losses: list[float] = []
         self.history: list[dict] = []  # one entry per session of the run (resumes), the last one is this one
+        self.run_id = uuid.uuid4().hex[:16]  # the run's identity, in its checkpoints (a resume keeps the saved one)
+        self.saved_step: int | None = None  # the step of the last checkpoint written or resumed from
+        self.epoch_losses: list[float] = []  # the current epoch's losses before this session (a resumed run's)
+        self.losses: StepLosses | None = None  # the losses of this session, while run() runs
+        self.lock = None  # the run folder's lock (runlock.py), given by open_run and released at the end of run()
         self.session = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "from_step": 0,
@@ -152,9 +162,18 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, split: Split | None = None) -> dict:
-        """Train from where the run stands to its end (epochs or max_steps); a summary of where it stopped."""
-        with StopRequest() as stop:
-            return self._run(split or load_split(self.config.data, "train", self.data_dir), stop)
+        """Train from where the run stands to its end (epochs or max_steps); a summary of where it stopped. A write
+        that fails (a full disk) ends it in one line: the last checkpoint is intact and --resume continues it."""
+        try:
+            split = split or load_split(self.config.data, "train", self.data_dir)
+            check_run_length(self, len(split))
+            with StopRequest() as stop:
+                return self._run(split, stop)
+        except (OSError, SafetensorError) as e:  # safetensors says a full disk in an error of its own
+            raise DiffusionLabError(write_failed(self, e)) from None
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     def _run(self, split: Split, stop: StopRequest) -> dict:
         cfg, main = self.config, self.dist.is_main
@@ -162,6 +181,7 @@ class Trainer:
         per_epoch, total = steps_of(len(split), cfg)
         self.total_steps = total  # the cosine schedule spans the run as this command gives its length
         losses = StepLosses(LossLog(self.run_dir / LOG_NAME if main else None), self._bar(total), self.dist)
+        losses.epoch, self.losses = list(self.epoch_losses), losses  # a resumed epoch's mean is over all its steps
         mean_loss = None
         self.net.train()
         self._tick = time.perf_counter()
@@ -283,6 +303,14 @@ class Trainer:
         return mean_loss
 
     def _interrupted(self, interrupt: KeyboardInterrupt, split: Split, losses: StepLosses, mean_loss) -> None:
+        try:
+            self._save_interrupted(interrupt, split, losses, mean_loss)
+        except KeyboardInterrupt:  # a second Ctrl-C while saving: the save is cut, the previous checkpoint stays
+            if self.dist.is_main:
+                print(f"\ninterrupted again: stopping now; {last_checkpoint(self)}", file=sys.stderr)
+            raise
+
+    def _save_interrupted(self, interrupt: KeyboardInterrupt, split: Split, losses: StepLosses, mean_loss) -> None:
         losses.flush(reduce=False)  # pending losses belong to completed steps; no collective (other ranks may be gone)
         losses.close()
         self._clock()
@@ -295,10 +323,7 @@ class Trainer:
                 file=sys.stderr,
             )
         else:
-            print(
-                "\nstopped at once (inside a step): not saved; --resume continues from the last checkpoint",
-                file=sys.stderr,
-            )
+            print(f"\nstopped at once (inside a step): not saved; {last_checkpoint(self)}", file=sys.stderr)
 
     def _end_of_epoch(self, split: Split, mean_loss: float, partial: bool = False) -> None:
         if not self.dist.is_main:  # checkpoints and figures from rank 0 only
