@@ -14,6 +14,7 @@ import torch
 from conftest import make_idx_dir
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+pytestmark = pytest.mark.slow  # each runs a benchmark script end to end, minutes in all
 RATIO = r"= (\d+\.\d+)x"
 
 

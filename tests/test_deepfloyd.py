@@ -328,6 +328,7 @@ def test_resolve_model_id():
     assert deepfloyd.resolve_model_id("deepfloyd:someone/IF-fork") == "someone/IF-fork"
 
 
+@pytest.mark.slow
 def test_cli_part_a_tools_on_tiny_if(tiny_if, tmp_path, capsys):
     """--model deepfloyd:<dir> through the same CLI as every other model (anagram, hybrid, sdedit, inpaint...)."""
     from PIL import Image

@@ -15,7 +15,10 @@ from diffusionlab.checkpoint import load_checkpoint
 from diffusionlab.cli import main
 from diffusionlab.distributed import DistContext, shard_rows
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+pytestmark = [
+    pytest.mark.slow,  # two ranks started by torchrun per test
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available"),
+]
 
 
 def train_args(data, out, max_steps, precision="fp32"):

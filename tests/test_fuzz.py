@@ -37,6 +37,8 @@ from diffusionlab.training import open_run, recipe
 from diffusionlab.training.losslog import read_log_rows, truncate_log
 from diffusionlab.training.state import STATE_NAME, RunState, read_state, write_state
 
+pytestmark = pytest.mark.slow  # hundreds of inputs per reader, minutes in all
+
 _common = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck))
 settings.register_profile("default", max_examples=200, **_common)
 settings.register_profile("fuzz", max_examples=5000, **_common)

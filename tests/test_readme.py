@@ -192,6 +192,7 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return out
 
 
+@pytest.mark.slow
 def test_readme_python_examples_run_as_written(workspace, tmp_path, monkeypatch):
     blocks = python_blocks(README.read_text())
     assert blocks, "the README's Python example is gone: has the block format changed?"

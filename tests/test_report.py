@@ -26,6 +26,7 @@ from diffusionlab.evaluation.classifier import Classifier, TrainedClassifier, sa
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
+pytestmark = pytest.mark.slow  # builds reports (every section, --train, IF), a minute or more in all
 sys.path.insert(0, str(ROOT / "scripts"))
 from browser_helpers import chromium_or_skip  # noqa: E402
 from report_screenshots import VIEWPORT, launch_chromium, report_tour  # noqa: E402
