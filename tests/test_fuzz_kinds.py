@@ -42,6 +42,7 @@ def with_env(values: dict[str, str]):
     return mock.patch.dict(os.environ, {**clean, **values}, clear=True)
 
 
+@pytest.mark.slow  # fuzzing: hundreds of environments
 @given(st.dictionaries(st.sampled_from(sorted(VARIABLES)), ENV_TEXT, max_size=4))
 @example({"DIFFUSIONLAB_CACHE": "x" * 5000})  # a name too long for the file system (was OSError)
 @example({"DIFFUSIONLAB_CACHE": "/dev/null"})
@@ -51,6 +52,7 @@ def test_any_environment_is_accepted_or_refused_in_one_line(values):
         loads_or_refuses(lambda _: check_environment(), Path("."))
 
 
+@pytest.mark.slow
 @given(
     st.fixed_dictionaries(
         {},

@@ -278,6 +278,7 @@ MEASURED = {
 }
 
 
+@pytest.mark.slow  # a child process (the CLI's imports) per case
 @pytest.mark.parametrize("case_id", MEASURED)
 def test_memory_bombs_are_refused_in_under_1_gb(case_id, hostile, tmp_path):
     case = next(c for c in CASES if c.id == case_id)
