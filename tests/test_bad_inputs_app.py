@@ -253,3 +253,15 @@ def test_paths_refused_by_gradio_are_one_line(upload, expect, server, capfd):
     reply = httpx.get(f"{url}/{event.json()['event_id']}", timeout=60).text
     assert "event: error" in reply and expect in reply, reply
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_run_whose_config_is_a_pipe_is_listed_not_waited_for(tmp_path):
+    """The model list reads each run's model.json: a named pipe there blocked the whole page; now it is listed
+    as unreadable (and refused in one line when chosen)."""
+    make_checkpoint(tmp_path / "runs" / "pipe")
+    (tmp_path / "runs" / "pipe" / "model.json").unlink()
+    os.mkfifo(tmp_path / "runs" / "pipe" / "model.json")
+    registry = ModelRegistry(tmp_path / "runs", "cpu")
+    assert ("run: pipe (unreadable config)", "run:pipe") in registry.choices()
+    with pytest.raises(DiffusionLabError, match=r"model.json: is a named pipe \(FIFO\), not a regular file"):
+        registry.get("run:pipe")

@@ -13,6 +13,7 @@ from typing import Any
 from diffusionlab.checkpoint import WEIGHTS_NAME
 from diffusionlab.environment import hf_hub_cache
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.files import read_text
 from diffusionlab.model_registry import SHIPPED, load_model, shipped_path
 
 DEEPFLOYD_REPOS = ("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-I-L-v1.0", "DeepFloyd/IF-I-M-v1.0")
@@ -46,12 +47,12 @@ def deepfloyd_available(cache: Path | None = None) -> str | None:
 
 
 def _describe_run(config_path: Path) -> str:
-    try:
-        cfg = json.loads(config_path.read_text())
+    try:  # files.read_text: a named pipe as a run's model.json would block the model list
+        cfg = json.loads(read_text(config_path, limit=2**20))
         shape = cfg.get("image_shape") or [1, 28, 28]
         size = "" if shape == [1, 28, 28] else f", {'RGB' if shape[0] == 3 else 'grey'} {shape[-1]} px"  # issue 40
         return f"{cfg.get('kind', '?')} {cfg.get('objective', 'ddpm')}, {cfg.get('data', '?')}{size}"
-    except (OSError, ValueError):
+    except (DiffusionLabError, ValueError, AttributeError, TypeError, IndexError):  # unreadable, or not our JSON
         return "unreadable config"
 
 
