@@ -77,9 +77,10 @@ def with_runtime_options(command):
 
     @functools.wraps(command)
     def run(*args, **kwargs):
-        from diffusionlab.environment import env_int
+        from diffusionlab.environment import check_environment, env_int
         from diffusionlab.precision import set_default_precision
 
+        check_environment()  # a bad variable is one line before any work, even one read late or not at all
         threads = kwargs.pop("threads", None) or env_int("DIFFUSIONLAB_THREADS", minimum=1)
         precision = kwargs.pop("precision", None)
         set_default_precision(precision)
