@@ -153,6 +153,7 @@ def write_together(writers: dict[Path, Callable[[Path], Any]]) -> None:
     staged: dict[Path, Path] = {}
     try:
         for target, write in writers.items():
+            target.parent.mkdir(parents=True, exist_ok=True)  # check_output_file found where it can be made
             staged[target] = target.parent / staged_name(target.name)
             write(staged[target])
     except BaseException as e:
