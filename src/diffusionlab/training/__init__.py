@@ -9,6 +9,7 @@ state.py        the resume state file (train_state.safetensors)
 losslog.py      loss.csv
 ema.py          the moving average of the weights
 resume.py       open_run: a new run or the continuation of one
+runlock.py      one writer per run folder (an OS file lock)
 stop.py         SIGINT/SIGTERM: stop at a step boundary
 """
 
