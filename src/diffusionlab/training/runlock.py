@@ -10,6 +10,7 @@ with the same one line.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -50,9 +51,10 @@ class RunLock:
     def release(self) -> None:
         if self.file is None:
             return
-        (self.run_dir / LOCK_NAME).unlink(missing_ok=True)  # still locked: see the module's docstring
-        if self._made and not os.listdir(self.run_dir):
-            self.run_dir.rmdir()
+        with contextlib.suppress(OSError):  # the folder may be gone (removed by hand while the run ran)
+            (self.run_dir / LOCK_NAME).unlink(missing_ok=True)  # still locked: see the module's docstring
+            if self._made and not os.listdir(self.run_dir):
+                self.run_dir.rmdir()
         self.file.close()  # closing the file releases the lock
         self.file = None
 
