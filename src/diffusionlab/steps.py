@@ -13,12 +13,17 @@ estimator's Prediction (the learned variance for IF's ddpm steps, the velocity f
 - dpm++2m: DPM-Solver++ (2M), a second-order multistep solver in the data prediction (Lu et al. 2022), first
   order on its first and last steps, as diffusers' DPMSolverMultistepScheduler with final_sigmas_type="zero".
 - euler: a flow model's step (the only one it takes): x += (t_next - t) u, u the estimated velocity.
+
+The DDPM rules are one table, SAMPLERS (name -> Sampler: factory, one-line help, options, noise, label): the loop,
+choose_step_rule, the CLI's --sampler help, the web UI's choices and the reported names all read it, so a new step
+rule is one entry there (tests/test_sampler_table.py adds one and sees it everywhere).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 from torch import Tensor
 
@@ -26,21 +31,18 @@ from diffusionlab.errors import DiffusionLabError
 from diffusionlab.protocol import Prediction
 from diffusionlab.schedule import VARIANCE_MODES, NoiseSchedule, ddpm_step, is_single_step, step_variance
 
-SAMPLERS = ("auto", "ddpm", "ddim", "dpm++2m")  # a DDPM's step rules; a flow model takes FLOW_SAMPLER only
-FLOW_SAMPLER = "euler"
+FLOW_SAMPLER = "euler"  # a flow model's one step rule (not in the table: a DDPM never takes it)
 StepRule = Callable[[Tensor, float, float, Tensor, Prediction, Tensor | None], Tensor]
 
 
-def needs_noise(sampler: str, eta: float = 0.0, strided: bool = False) -> bool:
-    """Whether the rule adds fresh noise on this step (so the loop draws it): `auto` only on single steps."""
-    return sampler == "ddpm" or (sampler == "auto" and not strided) or (sampler == "ddim" and eta > 0)
+class Sampler(NamedTuple):
+    """A DDPM step rule as the table (SAMPLERS) holds it: everything the loop, the checks and the front-ends ask."""
 
-
-def check_sampler(sampler: str, eta: float = 0.0) -> None:
-    if sampler not in SAMPLERS:
-        raise DiffusionLabError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if not (math.isfinite(eta) and 0.0 <= eta <= 1.0):
-        raise DiffusionLabError(f"--eta must be between 0 and 1, got {eta}")
+    make: Callable[[NoiseSchedule, str, float], StepRule]  # (schedule, variance, eta) -> a fresh rule for one run
+    help: str  # one line: the CLI's --sampler help, the web UI's choices
+    options: tuple[str, ...] = ()  # the user options it takes ("variance", "eta"); the others are refused
+    adds_noise: Callable[[float, bool], bool] = lambda eta, strided: False  # (eta, strided step) -> draws noise?
+    label: Callable[[dict], str] | None = None  # a run's rule as reported (evaluate, report); default: its name
 
 
 def _abar(schedule: NoiseSchedule, t: int) -> float:
@@ -118,6 +120,71 @@ def euler_rule() -> StepRule:
     return step
 
 
+# -- the table: adding a step rule is one entry here (tests/test_sampler_table.py adds one) -----------------------
+SAMPLERS: dict[str, Sampler] = {
+    "auto": Sampler(
+        lambda schedule, variance, eta: auto_rule(schedule, variance),
+        "our models' default: the course's ddpm steps over all T, DDIM eta 0 on strided steps",
+        adds_noise=lambda eta, strided: not strided,
+        label=lambda rule: "auto ({} when strided, else {})".format(
+            *(sampler_name(auto_choice(s, rule.get("variance", "auto"))) for s in (True, False))
+        ),
+    ),
+    "ddpm": Sampler(
+        lambda schedule, variance, eta: ddpm_rule(schedule, variance),
+        "the DDPM posterior step (Algorithm B.2 on single steps), with --variance",
+        options=("variance",),
+        adds_noise=lambda eta, strided: True,
+        label=lambda rule: f"ddpm ({rule.get('variance', 'auto')})",
+    ),
+    "ddim": Sampler(
+        lambda schedule, variance, eta: ddim_rule(schedule, eta),
+        "DDIM, with --eta (0: deterministic)",
+        options=("eta",),
+        adds_noise=lambda eta, strided: eta > 0,
+        label=lambda rule: f"ddim (eta {rule.get('eta', 0.0):g})",
+    ),
+    "dpm++2m": Sampler(
+        lambda schedule, variance, eta: dpmpp_2m_rule(schedule),
+        "DPM-Solver++ (2M), second order, deterministic",
+    ),
+}
+
+
+def check_sampler(sampler: str, eta: float = 0.0) -> None:
+    if sampler not in SAMPLERS:
+        raise DiffusionLabError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if not (math.isfinite(eta) and 0.0 <= eta <= 1.0):
+        raise DiffusionLabError(f"--eta must be between 0 and 1, got {eta}")
+
+
+def needs_noise(sampler: str, eta: float = 0.0, strided: bool = False) -> bool:
+    """Whether the rule adds fresh noise on this step (so the loop draws it); Euler steps never do."""
+    entry = SAMPLERS.get(sampler)
+    return entry is not None and entry.adds_noise(eta, strided)
+
+
+def sampler_name(rule: dict) -> str:
+    """ "ddpm (beta-tilde)", "ddim (eta 0)", "dpm++2m", "auto (ddim (eta 0) when strided, else ddpm (auto))":
+    how a sampling run's step rule is reported (evaluate, the report)."""
+    name = rule.get("sampler", "ddpm")
+    label = SAMPLERS[name].label if name in SAMPLERS else None
+    return label(rule) if label is not None else name
+
+
+def sampler_help() -> str:
+    """The --sampler help, from the table (built when the CLI's options are defined)."""
+    rules = "; ".join(f"{name}: {entry.help}" for name, entry in SAMPLERS.items())
+    return (
+        f"Step rule (default: the model's, see docs/sampling.md). {rules}. Example: --sampler ddim --eta 0 --steps 20"
+    )
+
+
+def samplers_taking(option: str) -> list[str]:
+    """The step rules that take a user option ("variance", "eta"): the first is what the option alone picks."""
+    return [name for name, entry in SAMPLERS.items() if option in entry.options]
+
+
 def make_step_rule(
     schedule: NoiseSchedule | None, sampler: str = "ddpm", variance: str = "auto", eta: float = 0.0
 ) -> StepRule:
@@ -126,13 +193,19 @@ def make_step_rule(
     if sampler == FLOW_SAMPLER:
         return euler_rule()
     check_sampler(sampler, eta)
-    if sampler == "ddim":
-        return ddim_rule(schedule, eta)
-    if sampler == "dpm++2m":
-        return dpmpp_2m_rule(schedule)
-    if sampler == "auto":
-        return auto_rule(schedule, variance)
-    return ddpm_rule(schedule, variance)
+    return SAMPLERS[sampler].make(schedule, variance, eta)
+
+
+def _check_option(option: str, choice: dict) -> None:
+    """A --variance/--eta that the chosen step rule (or, none chosen, the first that takes it) takes, or one line."""
+    takers = samplers_taking(option)
+    given = choice.get("sampler", takers[0] if takers else None)
+    if given not in takers:
+        own = " and ".join(f"--{o}" for o in SAMPLERS[given].options) if given in SAMPLERS else ""
+        raise DiffusionLabError(
+            f"--{option} is for {' or '.join(takers)} steps; {given} takes {own or 'neither --variance nor --eta'}"
+        )
+    choice["sampler"] = given
 
 
 def choose_step_rule(sampler: str | None, variance: str | None, eta: float | None) -> dict:
@@ -145,12 +218,10 @@ def choose_step_rule(sampler: str | None, variance: str | None, eta: float | Non
     if variance is not None:
         if variance not in VARIANCE_MODES:
             raise DiffusionLabError(f"unknown --variance {variance!r}; choose one of {', '.join(VARIANCE_MODES)}")
-        if choice.get("sampler", "ddpm") != "ddpm":
-            raise DiffusionLabError("--variance is for ddpm steps; ddim takes --eta, dpm++2m and auto neither")
-        choice.update(sampler="ddpm", variance=variance)
+        _check_option("variance", choice)
+        choice["variance"] = variance
     if eta is not None:
-        if choice.get("sampler") not in (None, "ddim"):
-            raise DiffusionLabError("--eta is for ddim steps: add --sampler ddim")
-        check_sampler("ddim", eta)
-        choice.update(sampler="ddim", eta=eta)
+        _check_option("eta", choice)
+        check_sampler(choice["sampler"], eta)
+        choice["eta"] = eta
     return choice

@@ -153,14 +153,16 @@ class Handlers(IllusionHandlers):
         return image_to_tensor(im, model, invert), None
 
     # -- Generate (A0, A1.5, A1.6) ------------------------------------------------------------------------------
-    def generate(self, model_value, prompts, n, steps, scale, seed):
+    def generate(self, model_value, prompts, n, steps, scale, seed, sampler=""):
         from diffusionlab import edits
+        from diffusionlab.steps import choose_step_rule
 
         plist = parse_prompts(prompts)
         n = self._n(n, len(plist))
         steps = as_int(steps, "steps", 1, self.limits.max_steps)
         scale = as_float(scale, "CFG scale", 0.0, 50.0)
         seed = seed_value(seed)
+        rule = choose_step_rule(sampler or None, None, None)  # "" (or None): the model's own step rule
 
         def work(model):
             from diffusionlab import tools
@@ -171,7 +173,7 @@ class Handlers(IllusionHandlers):
                 if steps > model.schedule.num_steps:
                     raise DiffusionLabError(f"steps must be at most {model.schedule.num_steps} for this model")
             prompts = [p if p else edits.unconditional_prompt(model) for p in plist]
-            r = tools.sample(model, prompts, n, steps, scale, seed)
+            r = tools.sample(model, prompts, n, steps, scale, seed, sampler=rule.get("sampler"))
             return r.images, steps
 
         x, used = self._run(model_value, work)
@@ -180,8 +182,9 @@ class Handlers(IllusionHandlers):
         for k, img in enumerate(x):
             prompt = plist[k // n]
             st = self._base(model_value, tool="generate", prompt=prompt, steps=used, cfg=scale, seed=seed, index=k)
+            st |= rule
             files.append((self.out.tensor_png(img, model, st, "generate"), f"{prompt or '(none)'} #{k % n + 1}"))
-        st = self._base(model_value, prompts=", ".join(plist), n=n, steps=used, cfg=scale, seed=seed)
+        st = self._base(model_value, prompts=", ".join(plist), n=n, steps=used, cfg=scale, seed=seed, **rule)
         return files, settings_text(st)
 
     # -- Noise & denoise (A1.1 - A1.4) --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ on a genuine test image (the picker), so one click shows a result; examples fill
 from __future__ import annotations
 
 from diffusionlab.app.page import PNG, Page
+from diffusionlab.steps import SAMPLERS
 
 NOISE_CAPTION = (
     "**original**: the image as the model sees it · **noisy**: x_t, the forward process at t · **blur**: a Gaussian "
@@ -21,6 +22,11 @@ INPAINT_CAPTION = (
 )
 
 
+def sampler_choices() -> list[tuple[str, str]]:
+    """The Generate tab's step rules, from the table in steps.py ("" = the model's own default)."""
+    return [("the model's default", ""), *((f"{name}: {entry.help}", name) for name, entry in SAMPLERS.items())]
+
+
 def generate_tab(page: Page) -> None:
     gr = page.gr
     with gr.Tab("Generate", id="generate", elem_id="tab-generate"), gr.Row():
@@ -34,6 +40,7 @@ def generate_tab(page: Page) -> None:
             n = gr.Slider(1, page.limits.max_images, value=4, step=1, label="images per prompt", elem_id="gen-n")
             steps = page.slider_steps(30, label="steps", elem_id="gen-steps")
             scale = gr.Slider(0, 20, value=5, step=0.5, label="CFG scale", elem_id="gen-cfg")
+            sampler = gr.Dropdown(sampler_choices(), value="", label="sampler (step rule)", elem_id="gen-sampler")
             seed = page.seed(elem_id="gen-seed")
             run = gr.Button("Generate", variant="primary", elem_id="gen-run")
             gr.Examples(
@@ -46,7 +53,7 @@ def generate_tab(page: Page) -> None:
                 label="samples", format="png", columns=4, elem_id="gen-out", buttons=["download", "download_all"]
             )
             info = gr.Markdown(elem_id="gen-info")
-    page.wire(run, page.h.generate, [prompts, n, steps, scale, seed], [out, info], "generate")
+    page.wire(run, page.h.generate, [prompts, n, steps, scale, seed, sampler], [out, info], "generate")
 
 
 def noise_tab(page: Page) -> None:

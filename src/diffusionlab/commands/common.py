@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from diffusionlab import checks
+from diffusionlab.steps import sampler_help, samplers_taking
 
 
 def wrote(*paths: str | Path, what: str = "wrote") -> None:
@@ -142,22 +143,19 @@ def open_model(
 
 
 # -- the step rule of the sampler loop (every sampling command) ----------------------------------------------
-SamplerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--sampler",
-        help="Step rule: auto (our models' default: the course's ddpm steps over all T, DDIM eta 0 on strided "
-        "steps), ddpm, ddim or dpm++2m (default: the model's, see docs/sampling.md). "
-        "Example: --sampler ddim --eta 0 --steps 20",
-    ),
-]
+SamplerOpt = Annotated[str | None, typer.Option("--sampler", help=sampler_help())]  # from the table in steps.py
 VarianceOpt = Annotated[
     str | None,
     typer.Option(
         "--variance",
-        help="ddpm steps: beta (the course's), beta-tilde (the posterior's), learned-range (IF). Example: --variance beta-tilde",
+        help=f"{' or '.join(samplers_taking('variance'))} steps: beta (the course's), beta-tilde (the posterior's), "
+        "learned-range (IF). Example: --variance beta-tilde",
     ),
 ]
 EtaOpt = Annotated[
-    float | None, typer.Option("--eta", help="ddim steps: 0 deterministic .. 1 (= ddpm beta-tilde). Example: --eta 0.5")
+    float | None,
+    typer.Option(
+        "--eta",
+        help=f"{' or '.join(samplers_taking('eta'))} steps: 0 deterministic .. 1 (= ddpm beta-tilde). Example: --eta 0.5",
+    ),
 ]

@@ -25,21 +25,7 @@ from diffusionlab.evaluation.metrics import (
 )
 from diffusionlab.progress import bar as progress_bar
 from diffusionlab.protocol import randn
-from diffusionlab.steps import auto_choice
-
-
-def sampler_name(rule: dict[str, Any]) -> str:
-    """ "ddpm (beta-tilde)", "ddim (eta 0)", "dpm++2m", "auto (ddim (eta 0) when strided, else ddpm (auto))":
-    how a sampling run's step rule is reported."""
-    name = rule.get("sampler", "ddpm")
-    if name == "auto":
-        strided, single = (sampler_name(auto_choice(s, rule.get("variance", "auto"))) for s in (True, False))
-        return f"auto ({strided} when strided, else {single})"
-    if name == "ddpm":
-        return f"ddpm ({rule.get('variance', 'auto')})"
-    if name == "ddim":
-        return f"ddim (eta {rule.get('eta', 0.0):g})"
-    return name
+from diffusionlab.steps import sampler_name  # the reported names come from the step-rule table
 
 
 def _timesteps(model: Any, steps: int | None) -> list:
