@@ -7,7 +7,6 @@ the exported model (EMA weights when EMA is on) of the same step, written right 
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from diffusionlab.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoi
 from diffusionlab.data import Split
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.models.unet import UNet
+from diffusionlab.precision import cpu_name
 from diffusionlab.training.batches import steps_of
 from diffusionlab.training.config import check_fits_data, model_config
 from diffusionlab.training.ema import ema_init, ema_state_dict
@@ -32,17 +32,7 @@ if TYPE_CHECKING:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({_cpu_model()})"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return f"cpu ({cpu_name()})"
 
 
 def provenance(trainer: Trainer, split: Split, loss: float | None) -> dict:

@@ -21,10 +21,10 @@ from torch import Tensor
 from diffusionlab.data import Split, load_split
 from diffusionlab.distributed import current, sync_batchnorm, wrap_ddp
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.fastpath import fast_dtype
 from diffusionlab.figures import plot_curves
 from diffusionlab.model import CourseModel
 from diffusionlab.models.unet import UNet
+from diffusionlab.precision import Precision, choose_precision, requested_precision
 from diffusionlab.progress import bar as progress_bar
 from diffusionlab.schedule import NoiseSchedule
 from diffusionlab.training.batches import draw_batch, new_permutation, steps_of
@@ -72,10 +72,10 @@ class Trainer:
     progress: bool = True
     on_epoch_end: object = None  # callable(EpochEnd) -> None, e.g. the Part B figures
     command: str = field(default_factory=lambda: shlex.join(["diffusionlab", *sys.argv[1:]]))
-    fast: bool | None = None  # the fast path; None = on (bf16 autocast only where native, channels_last, ...)
+    fast: bool | None = None  # the fast path; None = on (channels_last, foreach Adam, the precision below, ...)
     compile: bool = True  # torch.compile the train step on the fast path (CUDA only; CUDA graphs on one GPU)
     log_every: int = 50  # losses stay on the device and reach loss.csv (one row per step) every log_every steps
-    precision: str = "auto"  # "auto" (bf16 autocast on the fast path where native, else fp32), "fp32" or "bf16"
+    precision: str | None = None  # "auto" (bf16 where measured faster: precision.py), "fp32", "bf16"; None: --precision
     save_every: int | None = None  # also checkpoint every this many steps (a SIGKILL loses at most that many)
 
     def __post_init__(self) -> None:
@@ -84,8 +84,8 @@ class Trainer:
         self._check_options()
         self.fast = True if self.fast is None else bool(self.fast)
         self.dist = current()  # torch.distributed already initialised (torchrun): DDP over the ranks
-        # bf16 autocast on the fast path where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16/AMX)
-        self.autocast_dtype = fast_dtype(self.device, self.precision) if self.fast or self.precision == "bf16" else None
+        self.precision_choice = self._choose_precision()
+        self.autocast_dtype = self.precision_choice.autocast_dtype
         self.channels_last = self.fast
         self._build_net_and_optimizer()
         cuda_fast = self.fast and self.device.type == "cuda"
@@ -120,13 +120,25 @@ class Trainer:
             "from_step": 0,
             "device": device_name(self.device),
             "threads": torch.get_num_threads(),
-            "precision": "bf16" if self.autocast_dtype is not None else "fp32",
+            "precision": self.precision_choice.name,
+            "precision_reason": self.precision_choice.reason,
             "fast": self.fast,
         }
 
+    def _choose_precision(self) -> Precision:
+        """As asked; "auto" on the fast path by measurement (precision.py); --plain alone is the course's fp32."""
+        asked = requested_precision(self.precision)
+        if self.fast or asked != "auto":
+            return choose_precision(self.device, asked)
+        return Precision("fp32", "--plain: eager fp32, as the course")
+
+    def first_line(self) -> str:
+        """What the run says first: where and how it trains (also in provenance's history)."""
+        s = self.session
+        return f"training on {s['device']}, {s['threads']} thread{'s' if s['threads'] != 1 else ''}, {self.precision_choice.describe()}"
+
     def _check_options(self) -> None:
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise DiffusionLabError(f"unknown precision {self.precision!r}; choose auto, fp32 or bf16")
+        requested_precision(self.precision)  # an unknown precision is refused before any work
         if self.log_every < 1:
             raise DiffusionLabError(f"--log-every must be at least 1, got {self.log_every}")
         if self.save_every is not None and self.save_every < 1:
