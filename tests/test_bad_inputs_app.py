@@ -215,9 +215,25 @@ def test_bad_form_input_is_one_line(case: AppCase, app):
 
 @pytest.mark.parametrize("name", ["16bit", "palette", "cmyk", "animated", "alpha", "large"])
 def test_odd_uploads_work(name, app):
+    """Each odd encoding of the test digit reaches the model as that digit: the tab's "original" (the image as the
+    model sees it, shown 8x) is digit() itself (a 16-bit file's white at half scale: half as bright), the JPEG's
+    within its compression error, the 280-px file's within its downscaling's blur of the edges."""
+    import numpy as np
+    from bad_input_files import digit
+    from PIL import Image
+
     handlers, files, _ = app
     *pngs, info = call(handlers, "noise", {"upload": name}, files)
     assert len(pngs) == 5 and all(Path(p).is_file() for p in pngs) and "seed" in info
+    seen = np.asarray(Image.open(pngs[0]).convert("L"), np.float64) / 255
+    want = np.kron(digit(), np.ones((8, 8))) / 255 * (32767 / 65535 if name == "16bit" else 1.0)
+    error = np.abs(seen - want)
+    if name == "cmyk":
+        assert error.max() <= 0.15 and error.mean() <= 0.01, (error.max(), error.mean())
+    elif name == "large":  # only the strokes' edges blur (rows 5.6 .. 22.4 at 28 px): 99 % on the same side of 0.5
+        assert error.mean() <= 0.02 and ((seen > 0.5) == (want > 0.5)).mean() >= 0.99, error.mean()
+    else:
+        assert error.max() <= 1 / 255, error.max()
 
 
 @pytest.fixture(scope="module")

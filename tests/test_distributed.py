@@ -140,9 +140,31 @@ def assert_fp32_equal(a, b, diffs, config):
 
 
 def test_sampling_splits_the_images_across_ranks(tmp_path):
+    """Under torchrun rank r samples its contiguous share of the (prompt, image) list with the seed
+    seed + 1_000_003 r (distributed.sharded_generate) and rank 0's grid shows the shares in order: the grid of
+    the two shares sampled here, one after the other, pixel for pixel (within one grey level)."""
+    import numpy as np
     from conftest import make_checkpoint
+    from PIL import Image
+
+    from diffusionlab.figures import grid_image
+    from diffusionlab.model_registry import load_model
+    from diffusionlab.sampling import generate, timesteps_for
 
     run = make_checkpoint(tmp_path / "run", num_steps=20)
     out = tmp_path / "s.png"
-    torchrun(["sample", "--model", str(run), "-p", "3", "-p", "7", "-n", "3", "--steps", "4", "--out", str(out)])
-    assert out.is_file()
+    args = ["-p", "3", "-p", "7", "-n", "3", "--steps", "4", "--seed", "5", "--cfg", "3", "--plain", "--out", str(out)]
+    torchrun(["sample", "--model", str(run), *args])
+    m = load_model(str(run), "cpu", fast=False)
+    per_image, threads = ["3"] * 3 + ["7"] * 3, torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank (OMP_NUM_THREADS=1)
+    try:
+        shares = [
+            generate(m, per_image[shard_rows(6, DistContext(r, 2))], 1, 3.0, 5 + 1_000_003 * r, timesteps_for(m, 4))
+            for r in range(2)
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    want = grid_image(torch.cat(shares), 3, m.value_range, ["3", "7"], title=f"{m.name}  seed=5  cfg=3.0")
+    got = np.asarray(Image.open(out).convert(want.mode), np.int16)
+    assert got.shape == np.asarray(want).shape and np.abs(got - np.asarray(want, np.int16)).max() <= 1

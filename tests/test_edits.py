@@ -10,9 +10,12 @@ from PIL import Image
 
 from diffusionlab import edits, guidance, sampling
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.filters import highpass, lowpass
 from diffusionlab.images import default_mask, load_image, load_mask, save_image
 from diffusionlab.model import CourseModel
+from diffusionlab.protocol import Prediction, randn
 from diffusionlab.schedule import NoiseSchedule, add_noise, predict_x0, strided_timesteps
+from diffusionlab.views import get_view
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +145,78 @@ def test_anagram_identity_is_cfg_sampling_and_hybrid_same_prompt_is_too():
     assert not torch.allclose(hybrid, anagram, atol=1e-3)
 
 
+@pytest.fixture(scope="module")
+def sensitive_model(tmp_path_factory):
+    """Our UNet with its weights redrawn (He-scaled, seeded) so that its class input matters: an untrained
+    checkpoint's eps moves by ~1e-6 with the class, too little to see a branch mixed up; this one's by ~0.04."""
+    from conftest import make_checkpoint
+
+    m = CourseModel.from_checkpoint(make_checkpoint(tmp_path_factory.mktemp("s") / "run"))
+    g = gen(3)
+    with torch.no_grad():
+        for p in m.net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (1.0 if p.dim() < 2 else (2.0 / p[0].numel()) ** 0.5))
+    return m
+
+
+def _one_call_per_branch(model, combine_branches):
+    """An estimator written from the formula: every image and every branch its own model call (batch of 1), then
+    combine_branches(x_i, t, cfg) -> eps_i, cfg(x, cond) = eps_u + scale (eps_c - eps_u) of x alone."""
+
+    def estimate(x_t, t):
+        def cfg_of(scale):
+            def cfg(x, cond):
+                e_c, e_u = (model.predict(x, torch.full((1,), t), c).eps for c in (cond, model.null(1)))
+                return e_u + scale * (e_c - e_u)
+
+            return cfg
+
+        return Prediction(torch.cat([combine_branches(x_t[i : i + 1], t, cfg_of) for i in range(len(x_t))]))
+
+    return estimate
+
+
+def _reference_run(model, estimate, defaults, ts, seed):
+    """The loop as the illusions run it (same noise, same step rule), with the given estimator."""
+    g = gen(seed)
+    x = randn((2, *model.image_shape), g, device=model.device)
+    rule = edits.illusion_rule(model, defaults, {})
+    return sampling.run(model, x, ts, estimate, generator=g, progress=False, **rule)
+
+
 @pytest.mark.parametrize("view", ["rot180", "flip", "negate"])
-def test_anagram_runs_batched_on_our_model(model, view):
-    out = edits.anagram(model, "6", "9", view, 2, generator=gen(0), timesteps=[290, 150, 0], progress=False)
-    assert out.shape == (2, 1, 28, 28) and torch.isfinite(out).all()
-    out = edits.hybrid(model, "0", "1", 2, generator=gen(0), timesteps=[290, 150, 0], progress=False)
-    assert out.shape == (2, 1, 28, 28) and torch.isfinite(out).all()
+def test_anagram_runs_batched_on_our_model(sensitive_model, view):
+    """The 2 images x 4 branches in one predict per step give what one model call per image and branch gives:
+    eps = (CFG(x_t, "6") + view^-1(CFG(view(x_t), "9"))) / 2 (combine "mean")."""
+    model = sensitive_model
+    ts, scale = [290, 150, 0], 3.0
+    out = edits.anagram(model, "6", "9", view, 2, scale, gen(0), ts, combine="mean", progress=False)
+    v = get_view(view, model.image_shape, model.value_range)
+    c6, c9 = model.encode(["6"]), model.encode(["9"])
+
+    def mean_of_views(x, t, cfg_of):
+        abar, level = guidance.view_levels(model, t)
+        cfg = cfg_of(scale)
+        return (cfg(x, c6) + v.inverse_noisy(cfg(v.apply_noisy(x, abar), c9), level)) / 2
+
+    want = _reference_run(model, _one_call_per_branch(model, mean_of_views), edits.ANAGRAM_DEFAULTS, ts, 0)
+    assert torch.allclose(out, want, atol=1e-4), (out - want).abs().max()
+
+
+def test_hybrid_runs_batched_on_our_model(sensitive_model):
+    """The 2 images x 3 branches (the encoder shared) in one predict per step give the formula with one model call
+    per image and branch: eps = lowpass(CFG(x_t, "0")) + highpass(CFG(x_t, "1"))."""
+    model = sensitive_model
+    ts, scale, kernel, sigma = [290, 150, 0], 3.0, 7, 1.5
+    out = edits.hybrid(model, "0", "1", 2, sigma, kernel, scale, gen(0), ts, progress=False)
+    c0, c1 = model.encode(["0"]), model.encode(["1"])
+
+    def low_plus_high(x, t, cfg_of):
+        cfg = cfg_of(scale)
+        return lowpass(cfg(x, c0), kernel, sigma) + highpass(cfg(x, c1), kernel, sigma)
+
+    want = _reference_run(model, _one_call_per_branch(model, low_plus_high), edits.HYBRID_DEFAULTS, ts, 0)
+    assert torch.allclose(out, want, atol=1e-4), (out - want).abs().max()
 
 
 def test_load_image_any_mode_and_size(tmp_path):
