@@ -142,7 +142,7 @@ def check_environment() -> None:
     """Every variable of VARIABLES that is set, checked at once (a command calls this before its work): a bad
     value ends in one line even when the code that reads it would run late, or not at all in this command."""
     env_int("DIFFUSIONLAB_THREADS", 1)
-    env_choice("DIFFUSIONLAB_PRECISION", ("fp32", "bf16", "auto"))
+    env_choice("DIFFUSIONLAB_PRECISION", ("auto", "fp32", "bf16"))  # the order of precision.PRECISIONS
     env_flag("DIFFUSIONLAB_PROGRESS", True)
     cache_dir()
     weights_dir_override()
