@@ -60,8 +60,7 @@ def test_a_rule_added_to_the_table_is_taken_everywhere_then_gone(monkeypatch):
 
 
 def _ui_choices() -> list[tuple[str, str]]:
-    pytest.importorskip("gradio")
-    from diffusionlab.app.tabs import sampler_choices
+    from diffusionlab.app.tabs import sampler_choices  # the page's modules import gradio only to build the page
 
     return sampler_choices()
 
@@ -77,6 +76,7 @@ def test_the_cli_help_is_the_tables():
     assert help_of(VarianceOpt).startswith("ddpm steps:") and help_of(EtaOpt).startswith("ddim steps:")
 
 
+@pytest.mark.slow  # a fresh interpreter imports the whole CLI (~10 s on a busy 2-core machine)
 def test_a_rule_in_the_table_before_the_cli_starts_is_in_its_help():
     """The real CLI, started after the entry is in the table (as when steps.py holds it): `sample --help` lists it."""
     code = (
@@ -92,7 +92,6 @@ def test_a_rule_in_the_table_before_the_cli_starts_is_in_its_help():
 def test_the_web_ui_samples_with_the_chosen_rule(runs_dir, tmp_path, monkeypatch):
     """The Generate tab's sampler reaches the tool (its images are the tool's with that rule) and its settings;
     a value outside the table is one line naming the table's rules."""
-    pytest.importorskip("gradio")
     from PIL import Image
 
     from diffusionlab import tools
