@@ -5,40 +5,80 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_idx_dir
+from conftest import SHARED_DATA
 from PIL import Image
 
 import diffusionlab as dl
+from diffusionlab.data import dataset_info
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "course.ipynb"
 
 
-def test_the_example_notebook_runs(tmp_path: Path) -> None:
-    nbformat = pytest.importorskip("nbformat")
+def _execute(nb, folder: Path, env: dict[str, str]) -> None:
     nbclient = pytest.importorskip("nbclient")
-    data = make_idx_dir(tmp_path / "mnist")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    env = {"DIFFUSIONLAB_NOTEBOOK_SMALL": "1", "DIFFUSIONLAB_DATA_DIR": str(data), "OMP_NUM_THREADS": "2"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         client = nbclient.NotebookClient(
-            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": folder}}
         )
         client.execute()
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _code_cell(nb, first_line: str):
+    return next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith(first_line))
+
+
+@pytest.mark.slow
+def test_the_example_notebook_runs(tmp_path: Path) -> None:
+    """Top to bottom with small settings and an empty data cache: Part B trains on the shipped sample, and no
+    progress bar lands in the saved outputs (the first cell turns them off, not only in the test's settings)."""
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    cache = tmp_path / "empty-cache"
+    _execute(
+        nb, tmp_path, {"DIFFUSIONLAB_NOTEBOOK_SMALL": "1", "DIFFUSIONLAB_CACHE": str(cache), "OMP_NUM_THREADS": "2"}
+    )
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(pngs) >= 10, "every tool's result should display as an inline image"
     assert (tmp_path / "runs" / "notebook" / "model.safetensors").is_file(), "the Part B cell trained a model"
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "training data: the 100 MNIST test digits shipped in the package" in text
+    assert str(cache / "mnist") in text  # why: what was looked for, where
+    assert not re.search(r"\d+%\|", text), "a progress bar was saved into the notebook"
+    assert "IProgress" not in text  # nor tqdm's warning that ipywidgets is missing
+    assert "dl.set_progress(False)\n" in nb.cells[1].source
+
+
+def test_the_notebook_trains_on_the_cache_when_mnist_is_there(tmp_path: Path, monkeypatch) -> None:
+    """Part B's data cell (run alone) takes MNIST from the cache `diffusionlab train` downloads into, not from a
+    folder beside the notebook."""
+    nbformat = pytest.importorskip("nbformat")
+    names = [name for name, _ in dataset_info("mnist").files.values()]
+    if not all((SHARED_DATA / "mnist" / n).is_file() for n in names):
+        pytest.skip(f"needs MNIST's four files in {SHARED_DATA / 'mnist'} (the cache checks their md5)")
+    cache = tmp_path / "cache"
+    (cache / "mnist").mkdir(parents=True)
+    for n in names:
+        (cache / "mnist" / n).symlink_to(SHARED_DATA / "mnist" / n)
+    monkeypatch.setenv("DIFFUSIONLAB_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    cell = _code_cell(nbformat.read(NOTEBOOK, as_version=4), "# Part B's training data")
+    scope = {"dl": dl}
+    exec(cell.source, scope)
+    assert scope["data_dir"] == cache / "mnist" and scope["batch_size"] == 128
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_api_names_the_course_functions() -> None:
