@@ -223,7 +223,10 @@ def load_splits(data: str, data_dir: Path | None, image_size: int | None = None)
     except DiffusionLabError:
         if data_dir is not None:
             raise
-        print(f"note: no {data} data set here, so no Frechet distance; pass --data-dir with its four IDX files")
+        print(
+            f"note: no {data} data set here, so no Frechet distance; pass --data-dir with its four IDX files "
+            "(or, for a model trained on a folder of images, that folder)"
+        )
         return None, None
     return test, train
 

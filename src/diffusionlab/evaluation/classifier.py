@@ -167,6 +167,9 @@ def _fit(
         perm = torch.randperm(n, generator=gen).to(dev)
         for i in range(steps_per_epoch):
             idx = perm[i * batch_size : (i + 1) * batch_size]
+            if len(idx) < 2:  # a last batch of one image: BatchNorm cannot train on it (small image folders)
+                bar.update(1)
+                continue
             loss = F.cross_entropy(net(_shift(x_all[idx], max_shift, gen)), y_all[idx], label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
