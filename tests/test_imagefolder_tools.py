@@ -118,3 +118,16 @@ def test_web_ui_chooser_names_a_colour_run(trained, capsys) -> None:
         test_train_on_a_class_folder_then_resume(trained, capsys)
     labels = [label for label, _ in ModelRegistry(trained["root"]).choices()]
     assert "run: run (class ddpm, shapes, RGB 8 px)" in labels
+
+
+def test_denoiser_on_a_folder_is_scored_on_its_held_out_images(trained, tmp_path, capsys) -> None:
+    run_dir = tmp_path / "denoiser"
+    argv = ["train", "denoiser", "--data-dir", str(trained["shapes"]), *TINY, "--max-steps", "1", "--out", str(run_dir)]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    out = tmp_path / "denoiser.json"
+    argv = ["evaluate", "--model", str(run_dir), "--data-dir", str(trained["shapes"]), "--out", str(out)]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert f"test images: {trained['shapes']}" in stdout
+    assert json.loads(out.read_text())["test_images"] == str(trained["shapes"])

@@ -16,8 +16,8 @@ def score_denoiser(m, model: str, n: int | None, sigma: float | None, seed: int,
     """Print and return the scores of a single-step denoiser (test MSE; without the data set, on the shipped
     sample of the test set, said on the terminal) or a pure-noise one (distance to the mean training digit: it
     needs the train split)."""
-    from diffusionlab.data import load_split
     from diffusionlab.evaluation.denoiser import denoiser_scores, pure_noise_scores
+    from diffusionlab.imagefolder import is_image_folder, load_any_split, open_image_folder
     from diffusionlab.testdigits import first_test_images
 
     data = m.config.get("data", "mnist")
@@ -27,14 +27,17 @@ def score_denoiser(m, model: str, n: int | None, sigma: float | None, seed: int,
             raise DiffusionLabError(f"--sigma: {m.name} was trained on pure noise, it takes no noise level")
         check_batch(n or 256, m.image_shape)  # the draws go through the network in one batch
         try:
-            train = load_split(data, "train", data_dir, download=data_dir is not None)
+            train = load_any_split(data, "train", data_dir, data_dir is not None, m.image_shape[-1])
         except DiffusionLabError as e:
             if data_dir is not None:
                 raise
             raise DiffusionLabError(f"scoring {m.name} needs the {data} train split: pass --data-dir ({e})") from None
         s = pure_noise_scores(m, train.images, n or 256, seed)
     else:  # the test set from --data-dir or the cache, else the shipped sample of it, named on the terminal
-        images, _, source = first_test_images(data, n or 10**9, data_dir)  # -n: the first n, else all of them
+        if is_image_folder(data_dir):  # an image folder: its held-out images at the model's size
+            images, source = open_image_folder(data_dir, m.image_shape[-1]).test.images[: n or None], str(data_dir)
+        else:
+            images, _, source = first_test_images(data, n or 10**9, data_dir)  # -n: the first n, else all of them
         print(f"test images: {source}")
         s = denoiser_scores(m, images, sigma, seed)
         s["test_images"] = source
