@@ -131,3 +131,12 @@ def test_denoiser_on_a_folder_is_scored_on_its_held_out_images(trained, tmp_path
     assert code == 0, err
     assert f"test images: {trained['shapes']}" in stdout
     assert json.loads(out.read_text())["test_images"] == str(trained["shapes"])
+
+
+def test_web_ui_test_picker_offers_no_digits_for_a_folder_model(trained, capsys) -> None:
+    from diffusionlab.app.testimages import NO_PICK, NO_PICK_LABEL, test_choices
+    from diffusionlab.model import CourseModel
+
+    if not (trained["run"] / "model.json").is_file():
+        test_train_on_a_class_folder_then_resume(trained, capsys)
+    assert test_choices(CourseModel.from_checkpoint(trained["run"])) == [(NO_PICK_LABEL, NO_PICK)]

@@ -21,10 +21,13 @@ PICTURE_SCALE = 10  # 28 px -> 280 px on the page, so a mask can be painted on i
 
 
 def model_data(model) -> str | None:
-    """The data set an MNIST-like model of ours was trained on ("mnist", "fashion-mnist"), else None."""
+    """The data set an MNIST-like model of ours was trained on ("mnist", "fashion-mnist"), else None (also for a
+    model trained on an image folder: the page has no folder to pick its held-out images from)."""
+    from diffusionlab.data import DATASETS
+
     config = getattr(model, "config", None)
     data = config.get("data") if isinstance(config, dict) else None
-    return data if isinstance(data, str) else None
+    return data if isinstance(data, str) and data in DATASETS else None
 
 
 def test_choices(model) -> list[tuple[str, str]]:
