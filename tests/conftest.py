@@ -16,6 +16,13 @@ from diffusionlab.training import model_config, recipe
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def pytest_collection_modifyitems(items):
+    """A browser test is a slow one too: `-m "not slow"` starts no Chromium."""
+    for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+
+
 def make_idx_dir(directory: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> Path:
     """Four gzip IDX files of random 28x28 'digits' (a bright blob whose position encodes the label)."""
     rng = np.random.default_rng(seed)
