@@ -281,28 +281,34 @@ def sec_a1_7_3(ctx: Context, out: SectionOut) -> None:
     out.settings = {"prompt": prompt, "i_start": starts, "cfg": r.settings["scale"]}
 
 
-def _anagram_classifier(ctx: Context, m: Any, out: SectionOut) -> Any:
-    """The report's classifier of the model's data, to label each anagram pass/fail; None (and a note) without."""
-    if not (is_ours(m) and getattr(m, "kind", None) == "class" and tuple(m.image_shape) == (1, 28, 28)):
-        return None
-    try:
-        return ctx.classifier(m.config.get("data", "mnist"))
-    except DiffusionLabError as e:
-        out.notes.append(f"anagrams not scored: {e}")
-        return None
+# Digit illusions shown in A1.8 / A1.9: pairs that the held-out judge reads as asked, with the rate measured over
+# all ordered pairs (docs/illusions.md, "Showcase"); not 6/9, which needs no illusion (a 6 turned over is a 9).
+# (prompt 1, prompt 2, view, measured rate); hybrids: (far, near, measured rate)
+DIGIT_ANAGRAMS = [
+    ("3", "8", "rot180", "held-out judge 8 of 8 images (N = 8, seed 0)"),
+    ("2", "7", "flip", "held-out judge 8 of 8 images (N = 8, seed 0)"),
+]
+DIGIT_HYBRIDS = [("0", "8", "held-out judge 4 of 8 images, the ranker 1 of 8 (N = 8, seed 0); hybrids overall 10 %")]
 
 
-def _anagram_cells(r: Any, prompts: list[str], view: str) -> list[Cell]:
-    """The classifier's verdict on each reading of each image, in the grid's reading order (one row per reading)."""
+def _showcase(m: Any, what: str) -> list[tuple]:
+    """The measured showcase for digit models (DIGIT_ANAGRAMS / DIGIT_HYBRIDS), the fixed prompts otherwise
+    (no rate)."""
+    names = list(getattr(m, "class_names", []) or [])
+    if is_ours(m) and names[:10] == [str(i) for i in range(10)]:
+        return DIGIT_ANAGRAMS if what == "anagrams" else DIGIT_HYBRIDS
+    return [(*p, None) for p in prompts_for(m)[what]]
+
+
+def _reading_cells(r: Any, out: SectionOut) -> list[Cell]:
+    """The ranker's verdict on each reading of each image, in the grid's reading order (one row per reading)."""
     probs, passed = r.settings.get("reading_probabilities"), r.settings.get("reading_passed")
     if probs is None:
+        if r.settings.get("readings_unchecked"):
+            out.notes.append(f"readings not checked: {r.settings['readings_unchecked']}")
         return []
-    names = ["upright", view]
-    return [
-        Cell(f"{show_prompt(p)} {name}: {probs[j][k]:.2f}", passed[j][k])
-        for k, (p, name) in enumerate(zip(prompts, names, strict=True))
-        for j in range(len(probs))
-    ]
+    names = r.settings["reading_names"]
+    return [Cell(f"{name}: {probs[j][k]:.2f}", passed[j][k]) for k, name in enumerate(names) for j in range(len(probs))]
 
 
 def sec_a1_8(ctx: Context, out: SectionOut) -> None:
@@ -310,66 +316,49 @@ def sec_a1_8(ctx: Context, out: SectionOut) -> None:
 
     m = ctx.part_a_model()
     n = ctx.budget.pair_n
-    clf = _anagram_classifier(ctx, m, out)
-    parts, done, cells, checks, scale = [], [], [], [], None
-    for k, (p1, p2, view) in enumerate(prompts_for(m)["anagrams"]):
-        r = tools.anagram(
-            m, [p1, p2], view, n, seed=ctx.generator(k), view_seed=ctx.seed, progress=False,
-            score=clf is not None, classifier=clf,
-        )  # fmt: skip
-        parts.append(r.figure())  # the tool's grid: the images, then the same images through the view
+    parts, done, cells, said, scale = [], [], [], [], None
+    for k, (p1, p2, view, rate) in enumerate(_showcase(m, "anagrams")):
+        r = tools.anagram(m, [p1, p2], view, n, seed=ctx.generator(k), view_seed=ctx.seed, progress=False)
+        parts.append(r.figure())  # the tool's grid: the images, then through the view, framed by the verdict
         scale = r.settings["scale"]
-        pair = f"{show_prompt(p1)} / {show_prompt(p2)} ({view})"
+        pair = f"{show_prompt(p1)} / {show_prompt(p2)} ({view})" + (f", measured: {rate}" if rate else "")
         done.append(pair)
-        cells += _anagram_cells(r, [p1, p2], view)
-        checks += r.settings.get("passed", [])
+        cells += _reading_cells(r, out)
+        said.append(f"{show_prompt(p1)} / {show_prompt(p2)}: {r.settings['readings']}")
     path = ctx.fig("A1.8", "anagrams")
     save_png(stack_vertically(parts), path)
     out.figures.append(Figure(ctx.rel(path), cells=cells, cells_per_row=n if cells else None))
     out.caption = (
         "Visual anagrams: eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all branches in one batch. "
-        "Top row of each: the images; bottom row: the same images through the view. The pairs (settings) are fixed in"
-        " advance, one per view kind, not picked from results (for digits 6/9 rot180 is the easy one: a rotated 6 is"
-        " a 9); the success over all ordered class pairs of our models is in the Scores section."
-        + (
-            " Under the figure: the classifier's probability of each reading's prompt, green when it reads it."
-            if cells
-            else ""
-        )
+        "Top row of each: the images; bottom row: the same images through the view, each framed green when the "
+        "shipped ranker reads it as its prompt and red when not. For digits the pairs are ones that a held-out "
+        "judge (a classifier that never ranks) reads both ways at the measured rate beside each "
+        "(docs/illusions.md); not 6/9, which needs no illusion. The success over all ordered class pairs of our "
+        "models is in the Scores section."
     )
-    out.settings = {"pairs": done, "n": n, "cfg": scale}
-    if checks:  # per image: both readings read as their prompts by the classifier (per reading: the figure's cells)
-        out.settings["classifier"] = f"{sum(checks)} of {len(checks)} images read as both prompts"
+    out.settings = {"pairs": done, "n": n, "cfg": scale, "readings": said}
 
 
 def sec_a1_9(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures import grid_image, save_png
+    from diffusionlab.figures import save_png
 
     m = ctx.part_a_model()
     n = ctx.budget.pair_n
-    parts, done, blur = [], [], ""
-    for j, (low, high) in enumerate(prompts_for(m)["hybrids"]):
+    parts, done, cells, said, blur = [], [], [], [], ""
+    for j, (low, high, rate) in enumerate(_showcase(m, "hybrids")):
         r = tools.hybrid(m, [low, high], n, seed=ctx.generator(j), progress=False)
-        k, s = r.settings["kernel"], r.settings["sigma"]
-        far = r.panels[0].cells[n:]  # the tool's far view: the low-pass of each image
-        rows = ["hybrid", f"low-pass ({show_prompt(low)})"]
-        parts.append(
-            grid_image(
-                torch.cat([r.images, far]),
-                n,
-                m.value_range,
-                rows,
-                None,
-                f"far {show_prompt(low)}, near {show_prompt(high)}",
-            )
-        )
-        done.append(f"far {show_prompt(low)} / near {show_prompt(high)}")
-        blur = f"kernel {k}, sigma {s:g}"
+        parts.append(r.figure())  # the images (framed by the near reading) and their low-pass (by the far one)
+        done.append(f"far {show_prompt(low)} / near {show_prompt(high)}" + (f", measured: {rate}" if rate else ""))
+        cells += _reading_cells(r, out)
+        said.append(f"far {show_prompt(low)} / near {show_prompt(high)}: {r.settings['readings']}")
+        blur = f"kernel {r.settings['kernel']}, sigma {r.settings['sigma']:g}"
     path = ctx.fig("A1.9", "hybrids")
     save_png(stack_vertically(parts), path)
-    out.figures.append(Figure(ctx.rel(path)))
+    out.figures.append(Figure(ctx.rel(path), cells=cells, cells_per_row=n if cells else None))
     out.caption = (
         "Hybrid images: eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)); seen from afar (the low-pass "
-        "row) they show the first prompt, up close the second."
+        "row, framed by the ranker's far reading) they show the first prompt, up close (framed by the near "
+        "reading) the second. At 28 px hybrids mostly fail (docs/illusions.md measures the rate): the frames and "
+        "the readings say which images did not work."
     )
-    out.settings = {"pairs": done, "n": n, "lowpass": blur}
+    out.settings = {"pairs": done, "n": n, "lowpass": blur, "readings": said}

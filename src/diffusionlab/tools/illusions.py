@@ -157,9 +157,9 @@ def _verdict(unit: list[Tensor], labels, clf, names: list[str], m, why: str | No
     return judged(unit, labels, clf, names, classes)
 
 
-def _warn(m, readings: int, progress: bool) -> dict[str, str]:
+def _warn(m, readings: int, progress: bool, tool: str = "anagram") -> dict[str, str]:
     """A request the model is measured to fail at: one line on stderr before sampling, and in the settings."""
-    warning = known_failure(m, readings)
+    warning = known_failure(m, readings, tool)
     if warning is None:
         return {}
     if progress:
@@ -316,6 +316,7 @@ def hybrid(
     check_blur(ks, sg, m.image_shape[1], m.image_shape[2])
     p1, p2 = prompts_of(m, two)
     clf, labels, why = _ranker(m, [p1, p2], k != 1, score, classifier=None)
+    warning = _warn(m, 2, progress, "hybrid")
     g = seed_generator(seed)
 
     def generate(count: int) -> Tensor:
@@ -339,6 +340,6 @@ def hybrid(
         panels.append(Panel(res[others], rows.shape[1] - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
     s = edits.illusion_scale(m, edits.HYBRID_DEFAULTS) if scale is None else scale
     settings = tool_settings(
-        "hybrid", m, seed, [], prompts=[p1, p2], n=n, kernel=ks, sigma=sg, scale=s, **rule, **how, **verdict
+        "hybrid", m, seed, [], prompts=[p1, p2], n=n, kernel=ks, sigma=sg, scale=s, **rule, **how, **warning, **verdict
     )
     return Result(kept, panels, m.value_range, settings, {f"hybrid_{j + 1}": kept[j] for j in range(n)})
