@@ -32,7 +32,7 @@ ANAGRAM_EXAMPLES = [
     ([3, "2", "6", "7", "", "rot90", "rot180", "rot270"], "2 / 6 / 7 · rot90, rot180 · three views: 28 %"),
     (
         [4, "1", "7", "4", "0", "rot90", "rot180", "rot270"],
-        "1 / 7 / 4 / 0 · rot90, rot180, rot270 · failure case: four digits 10 %",
+        "1 / 7 / 4 / 0 · rot90, rot180, rot270 · fails: 10 %",
     ),
 ]
 # at 28 px hybrids mostly fail (10 % by the held-out judge): the pairs it reads best, with their rates
@@ -42,7 +42,7 @@ HYBRID_EXAMPLES = [
 ]
 
 WEIGHTS_INFO = "one per prompt, relative, e.g. 1,2: more of the steps for a reading that the others drown (a thin 1)"
-BALANCE_INFO = "the shipped classifier watches each reading while sampling and gives more steps to the one it does not see yet (our class models)"
+BALANCE_INFO = "the shipped ranker watches each reading while sampling and gives more steps to the one it does not see yet (our class models)"
 
 
 def anagram_tab(page: Page) -> None:
@@ -102,7 +102,7 @@ def hybrid_tab(page: Page) -> None:
     with gr.Tab("Hybrid", id="hybrid", elem_id="tab-hybrid"), gr.Row():
         with gr.Column(scale=1):
             low = gr.Textbox(value="0", label="prompt seen from afar (low frequencies)")
-            high = gr.Textbox(value="1", label="prompt seen close up (high frequencies)")
+            high = gr.Textbox(value="8", label="prompt seen close up (high frequencies)")
             with gr.Row():
                 # the CLI's defaults at 28 px, measured (docs/illusions.md); an empty field: the model's default
                 sigma = gr.Number(value=1.5, label="sigma (1.5 at 28 px; 2 at 64 px)")
