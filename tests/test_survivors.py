@@ -153,12 +153,15 @@ def test_cli_anagram_grid_shows_the_image_and_its_view(tmp_path, capsys, monkeyp
     with pytest.raises(SystemExit) as e:
         main([*argv, "--out", str(out), "--save-all", str(singles)])
     assert (e.value.code or 0) == 0, capsys.readouterr().err
-    # what was drawn: row 1 = the images, row 2 = the same images through the view
+    # what was drawn: row 1 = the images, row 2 = the same images through the view (inside each cell's one-pixel
+    # pass/fail frame, tools/readings.framed)
     (cells,) = drawn
+    assert cells.shape[-2:] == (30, 30)
+    cells = cells[..., 1:-1, 1:-1]
     v = {"rot180": lambda x: torch.rot90(x, 2, (-2, -1)), "flip": lambda x: torch.flip(x, (-2,))}[view]
     assert torch.equal(cells[2:], v(cells[:2])) and not torch.equal(cells[2:], cells[:2])
-    # what was saved: the grid's cells and the single images
-    grid = _cells(out, n=2, rows=2)
+    # what was saved: the grid's cells (inside their frames) and the single images
+    grid = _cells(out, n=2, rows=2, size=30)[..., 1:-1, 1:-1]
     for j in range(2):
         upright = np.asarray(Image.open(singles / f"anagram_{j + 1}.png").convert("L"))
         viewed = np.asarray(Image.open(singles / f"anagram_{j + 1}_{view}.png").convert("L"))
