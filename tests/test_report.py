@@ -75,7 +75,8 @@ def _ship(run_dir: Path, weights: Path, stem: str, loss_steps: int = 40) -> None
 
 
 def make_weights(root: Path) -> Path:
-    """Tiny shipped-like weights: every Part B model, a snapshot of the class DDPM, two classifiers."""
+    """Tiny shipped-like weights: every Part B model, a snapshot of the class DDPM, two classifiers and the MNIST
+    ranker's two other members."""
     weights = root / "weights"
     weights.mkdir(parents=True)
     specs = {
@@ -108,6 +109,13 @@ def make_weights(root: Path) -> Path:
             net, {"kind": "classifier", "data": data, "test_accuracy": 0.995, "classifier": net.hparams}
         )
         save_classifier(clf, weights / f"{data}-classifier.safetensors")
+    for seed, member in enumerate(("mnist-ranker-b", "mnist-ranker-c"), 1):  # the ranker's other members
+        torch.manual_seed(seed)
+        net = Classifier((2, 4), 8, 10)
+        clf = TrainedClassifier(
+            net, {"kind": "classifier", "data": "mnist", "test_accuracy": 0.99, "classifier": net.hparams}
+        )
+        save_classifier(clf, weights / f"{member}.safetensors")
     return weights
 
 
@@ -197,15 +205,15 @@ def test_existing_report_needs_force(built, capsys):
 
 
 def test_missing_files_and_data(tmp_path, monkeypatch):
-    """No data anywhere and only the class DDPM and the MNIST classifier shipped: sections say what is missing,
+    """No data anywhere and only the class DDPM and the MNIST classifier (with its ranker) shipped: sections say what is missing,
     the test digits are the shipped sample, and the report still finishes (through the CLI, weights by env)."""
     weights = make_weights(tmp_path / "w")
     shutil.rmtree(weights / "figures")
     (weights / "mnist-class.epoch1.json").unlink()  # a snapshot without its config: noted, not fatal
     (weights / "mnist-class.loss.csv").write_text("a,b\n1,2\n")  # not our loss log: noted
     for p in weights.iterdir():
-        if not (p.name.startswith("mnist-class") or p.name.startswith("mnist-classifier")):
-            p.unlink()
+        if not p.name.startswith(("mnist-class", "mnist-classifier", "mnist-ranker")):  # the ranker: the
+            p.unlink()  # classifier with its two ensemble members (evaluation.classifier.load_ranker)
     monkeypatch.setenv(report.WEIGHTS_ENV, str(weights))
     monkeypatch.setenv("DIFFUSIONLAB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(report, "FULL", TINY)
