@@ -13,6 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from diffusionlab.checks import hidden_prefix
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.files import read_text, regular_file
 
@@ -25,15 +26,9 @@ MAX_CONFIG_BYTES = 16 * 2**20  # a config JSON is a few kB
 COUNTER_SUFFIX = "num_batches_tracked"  # BatchNorm's step counter: the one integer tensor of our networks
 
 
-def _temp_prefix(path: Path) -> str:
-    """The temp file's name beside path: .NAME.XXXXXXXX.tmp, or .tmp-XXXXXXXX.tmp for a name so long that the
-    temp name would pass the file system's 255-byte limit (the write would fail after the work)."""
-    return f".{path.name}." if len(os.fsencode(path.name)) <= 200 else ".tmp-"
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=hidden_prefix(path.name, "tmp"), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -50,7 +45,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=hidden_prefix(path.name, "tmp"), suffix=".tmp")
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)

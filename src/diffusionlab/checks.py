@@ -166,8 +166,13 @@ def write_together(writers: dict[Path, Callable[[Path], Any]]) -> None:
         os.replace(tmp, target)
 
 
+def hidden_prefix(name: str, kind: str) -> str:
+    """The start of a hidden file's name written beside `name` before it replaces it: `.NAME.`, or `.KIND-` for a
+    name so long that the hidden one would pass the file system's 255-byte limit (the write would fail after the
+    work). The one rule for atomic writes' temp files (checkpoint.py) and write_together's staged files."""
+    return f".{name}." if len(os.fsencode(name)) <= 200 else f".{kind}-"
+
+
 def staged_name(name: str) -> str:
-    """A hidden name for a file written beside `name` before it replaces it: within the 255-byte name limit
-    whatever the length of `name` (a long one gets a short name), and not `name`'s own temp-file pattern."""
-    tag = uuid.uuid4().hex[:8]
-    return f".{name}.{tag}.partial" if len(os.fsencode(name)) <= 200 else f".partial-{tag}"
+    """A hidden name for a file written beside `name` before it replaces it, not `name`'s own temp-file pattern."""
+    return f"{hidden_prefix(name, 'partial')}{uuid.uuid4().hex[:8]}.partial"
