@@ -82,3 +82,19 @@ def isolated(target, threads: int = 1, **kwargs) -> dict:
     if "error" in result:
         raise RuntimeError(result["error"])
     return result
+
+
+def fast_path_variants(fn, fp32_what: str, cuda_extra: str) -> dict:
+    """The fast path's rows of a benchmark, one per --precision (name -> (fn, kwargs)): fp32, bf16 forced and auto,
+    measured in the same command so that auto is seen beside the two it chooses between."""
+    return {
+        f"ours --fast, fp32 ({fp32_what})": (fn, {"fast": True, "precision": "fp32"}),
+        "ours --fast, bf16 (forced: bf16 autocast, emulated where the CPU has no native bf16)": (
+            fn,
+            {"fast": True, "precision": "bf16"},
+        ),
+        f"ours --fast, auto (the default: bf16 only where measured faster; CUDA: {cuda_extra})": (
+            fn,
+            {"fast": True, "precision": "auto"},
+        ),
+    }

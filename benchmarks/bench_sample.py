@@ -81,7 +81,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import header, isolated
+    from _common import fast_path_variants, header, isolated
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=30, help="steps measured (times are scaled to 300)")
@@ -97,18 +97,7 @@ def main() -> None:
     variants = {
         "reference (one class of 4 at a time, 2 UNet calls per step, fp32)": (reference, {}),
         "ours --plain (all 40 in one batch, cond+uncond in one call, fp32)": (ours, {"fast": False}),
-        "ours --fast, fp32 (BatchNorm folded, channels_last, inference mode)": (
-            ours,
-            {"fast": True, "precision": "fp32"},
-        ),
-        "ours --fast, bf16 (forced: bf16 autocast, emulated where the CPU has no native bf16)": (
-            ours,
-            {"fast": True, "precision": "bf16"},
-        ),
-        "ours --fast, auto (the default: bf16 only where measured faster; CUDA: CUDA graphs)": (
-            ours,
-            {"fast": True, "precision": "auto"},
-        ),
+        **fast_path_variants(ours, "BatchNorm folded, channels_last, inference mode", "CUDA graphs"),
     }
     results = {}
     for name, (fn, extra) in variants.items():

@@ -121,7 +121,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import header, isolated
+    from _common import fast_path_variants, header, isolated
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=20)
@@ -149,15 +149,7 @@ def main() -> None:
     variants = {
         "reference (DataLoader, fp32, eager)": (reference, {}),
         "ours --plain (resident uint8, fp32)": (ours, {"fast": False}),
-        "ours --fast, fp32 (channels_last)": (ours, {"fast": True, "precision": "fp32"}),
-        "ours --fast, bf16 (forced: bf16 autocast, emulated where the CPU has no native bf16)": (
-            ours,
-            {"fast": True, "precision": "bf16"},
-        ),
-        "ours --fast, auto (the default: bf16 only where measured faster; CUDA: graphs + fused Adam)": (
-            ours,
-            {"fast": True, "precision": "auto"},
-        ),
+        **fast_path_variants(ours, "channels_last", "graphs + fused Adam"),
     }
     results = {}
     for name, (fn, extra) in variants.items():
