@@ -177,7 +177,7 @@ def _meta(command: str, model: str, seed: int, ctx: Context, bud: Budget, second
         "seed": seed,
         "device": str(ctx.device),
         "threads": torch.get_num_threads(),
-        "precision": choose_precision(ctx.device).describe(),  # what its models ran in (cached by then)
+        "precision": choose_precision(ctx.device).describe(),  # the fast path's (Part A's model; auto cached by then)
         "budget": "quick" if bud == QUICK else ("full" if bud == FULL else "custom"),
         "seconds": seconds,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
