@@ -46,6 +46,7 @@ def with_env(values: dict[str, str]):
 @given(st.dictionaries(st.sampled_from(sorted(VARIABLES)), ENV_TEXT, max_size=4))
 @example({"DIFFUSIONLAB_CACHE": "x" * 5000})  # a name too long for the file system (was OSError)
 @example({"DIFFUSIONLAB_CACHE": "/dev/null"})
+@example({"DIFFUSIONLAB_CACHE": "~0"})  # ~user for a user that does not exist (was RuntimeError, found on CI)
 @example({"WORLD_SIZE": "2"})
 def test_any_environment_is_accepted_or_refused_in_one_line(values):
     with with_env(values):

@@ -71,7 +71,14 @@ def env_flag(name: str, default: bool) -> bool:
 def env_path(name: str) -> Path | None:
     """A path variable, with ~ expanded; None when unset."""
     value = env_text(name)
-    return Path(value).expanduser() if value is not None else None
+    if value is None:
+        return None
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # ~user with no such user, or no home directory to expand ~ to
+        raise DiffusionLabError(
+            f"{name}={value[:200]!r}: cannot expand {value.split('/')[0][:50]!r} to a home folder ({VARIABLES[name]})"
+        ) from None
 
 
 def env_folder(name: str, default: Path | None = None, must_exist: bool = False) -> Path | None:
