@@ -42,6 +42,9 @@ pytestmark = pytest.mark.slow  # hundreds of inputs per reader, minutes in all
 _common = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck))
 settings.register_profile("default", max_examples=200, **_common)
 settings.register_profile("fuzz", max_examples=5000, **_common)
+# CI gates a landing, so it draws the same inputs every run (a random draw found DIFFUSIONLAB_CACHE=~0 there
+# once; now an @example). Run the default or fuzz profile by hand to search further.
+settings.register_profile("ci", max_examples=200, derandomize=True, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 HANG_SECONDS = 20  # a reader that takes longer on a file of a few kB is stuck
