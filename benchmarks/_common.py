@@ -29,8 +29,8 @@ def append_row(path: Path, row: dict) -> None:
 
 def model_and_classifier(spec: str) -> tuple:
     """A model (shipped name or path) on the CPU and the shipped classifier of its data set."""
+    from diffusionlab.backends import load_model
     from diffusionlab.evaluation.classifier import load_classifier
-    from diffusionlab.model_registry import load_model
 
     model = load_model(spec, "cpu")
     return model, load_classifier(model.config.get("data", "mnist"), "cpu")

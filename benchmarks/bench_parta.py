@@ -57,7 +57,7 @@ def weight_dtype(device: torch.device) -> torch.dtype:
 
 
 class RandomIF:
-    """The model protocol over a random IF-I-XL-shaped UNet (as models/deepfloyd/adapters.py calls it)."""
+    """The model protocol over a random IF-I-XL-shaped UNet (as deepfloyd/adapters.py calls it)."""
 
     value_range = (-1.0, 1.0)
     predicts_variance = True  # IF-like (protocol.is_if_like): learned-range variance in [-1, 1]
@@ -82,7 +82,7 @@ class RandomIF:
 
     @torch.no_grad()
     def predict(self, x_t, t, cond):
-        from diffusionlab.protocol import Prediction
+        from diffusionlab.model_protocol import Prediction
 
         n = x_t.shape[0]
         t = torch.as_tensor(t, device=self.device).reshape(-1).long().expand(n)

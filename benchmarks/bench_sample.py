@@ -21,8 +21,8 @@ T = 300
 
 
 def _model(device: str, hidden: int = 64):
-    from diffusionlab.model import CourseModel
-    from diffusionlab.models.unet import UNet
+    from diffusionlab.course_model import CourseModel
+    from diffusionlab.networks.unet import UNet
     from diffusionlab.training import model_config, recipe
 
     config = recipe("class", hidden=hidden)

@@ -25,7 +25,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from diffusionlab import guidance
-    from diffusionlab.model_registry import load_model
+    from diffusionlab.backends import load_model
 
     model = load_model("mnist", "cpu")
     x = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(0))

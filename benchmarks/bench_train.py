@@ -34,10 +34,10 @@ def conditional_accuracy(net, device: str, per_class: int, sample_steps: int | N
     """Conditional accuracy of K CFG samples per digit of a trained class UNet (the shipped MNIST classifier)."""
     if per_class < 1:
         return None
+    from diffusionlab.course_model import CourseModel
     from diffusionlab.evaluation.classifier import load_classifier
     from diffusionlab.evaluation.evaluate import generate_class_samples
     from diffusionlab.evaluation.metrics import conditional_accuracy as score
-    from diffusionlab.model import CourseModel
     from diffusionlab.training import model_config, recipe
 
     model = CourseModel(net, model_config(recipe("class", hidden=hidden), {}), torch.device(device))
@@ -95,7 +95,7 @@ def reference(
 ):
     import reference as ref
 
-    from diffusionlab.models.unet import UNet
+    from diffusionlab.networks.unet import UNet
     from diffusionlab.training import recipe
 
     split = load(data_dir)

@@ -18,10 +18,10 @@ import torch
 from _common import header
 
 from diffusionlab import edits
+from diffusionlab.backends import load_model
 from diffusionlab.data import to_float
 from diffusionlab.evaluation import load_classifier
 from diffusionlab.images import COURSE_MASK, default_mask, load_mask, rect_mask
-from diffusionlab.model_registry import load_model
 from diffusionlab.progress import set_progress
 from diffusionlab.testdigits import first_test_images
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from diffusionlab.models.unet import UNet
+from diffusionlab.networks.unet import UNet
 
 
 class PerSampleDataset(Dataset):

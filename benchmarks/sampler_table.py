@@ -55,11 +55,11 @@ def main() -> None:
         print(table(rows))
         return
 
+    from diffusionlab.backends import load_model
     from diffusionlab.data import load_split
     from diffusionlab.evaluation.classifier import load_classifier
     from diffusionlab.evaluation.evaluate import evaluate_model
     from diffusionlab.fastpath import accelerate
-    from diffusionlab.model_registry import load_model
 
     model = load_model(args.model, "cpu")
     if not args.plain:

@@ -14,12 +14,12 @@ import sys
 
 import torch
 
+from diffusionlab.backends import load_model
 from diffusionlab.data import load_split, to_float
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.classifier import load_classifier
 from diffusionlab.evaluation.evaluate import generate_class_samples
 from diffusionlab.evaluation.metrics import frechet_from_stats, gaussian_stats
-from diffusionlab.model_registry import load_model
 
 
 def per_class_spread(feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:

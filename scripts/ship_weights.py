@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from diffusionlab.checkpoint import load_checkpoint, save_checkpoint
+from diffusionlab.backends import shipped_weights_dir
 from diffusionlab.data import DATASETS
-from diffusionlab.model_registry import shipped_weights_dir
+from diffusionlab.model_files import load_checkpoint, save_checkpoint
 
 # a path at the start of a string or after a space, quote or "=": absolute (/...), home (~/...) or Windows (C:\...)
 MACHINE_PATH = re.compile(r"(?:^|(?<=[\s'\"=]))(?:/(?=[\w.~-])|~/|[A-Za-z]:\\)[^\s'\"]*")

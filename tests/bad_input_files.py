@@ -17,8 +17,8 @@ import torch
 from conftest import make_checkpoint, make_idx_dir
 from PIL import Image
 
-from diffusionlab.checkpoint import WEIGHTS_NAME
 from diffusionlab.data import write_idx
+from diffusionlab.model_files import WEIGHTS_NAME
 
 
 # -- images ---------------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffusionlab.checkpoint import WEIGHTS_NAME, save_checkpoint
 from diffusionlab.data import write_idx
-from diffusionlab.models.unet import UNet
+from diffusionlab.model_files import WEIGHTS_NAME, save_checkpoint
+from diffusionlab.networks.unet import UNet
 from diffusionlab.training import model_config, recipe
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from diffusionlab.model import Prediction
+from diffusionlab.course_model import Prediction
 from diffusionlab.schedule import NoiseSchedule
 
 

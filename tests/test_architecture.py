@@ -21,8 +21,8 @@ BREAKS = [
     ("guidance.py", "import diffusers", "diffusionlab.guidance -> diffusers"),
     (
         "edits.py",
-        "from diffusionlab.models.deepfloyd import IFModel",
-        "diffusionlab.edits -> diffusionlab.models.deepfloyd",
+        "from diffusionlab.deepfloyd import IFModel",
+        "diffusionlab.edits -> diffusionlab.deepfloyd",
     ),
     ("report/html.py", "from diffusionlab.commands import common", "diffusionlab.report.html -> diffusionlab.commands"),
     ("app/ui.py", "from diffusionlab import report", "diffusionlab.app.ui -> diffusionlab.report"),

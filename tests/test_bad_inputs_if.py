@@ -20,7 +20,7 @@ from parta_helpers import one_thread  # noqa: E402, F401  (autouse fixture)
 from test_bad_inputs import Case, output_folder, run, snapshot  # noqa: E402
 from test_deepfloyd import D_TEXT, build_tiny_if  # noqa: E402
 
-from diffusionlab.models.deepfloyd import loading  # noqa: E402
+from diffusionlab.deepfloyd import loading  # noqa: E402
 
 STAGE1 = ["--model", "deepfloyd:{if[good]}/IF-I-XL-v1.0"]
 EMBEDS = [*STAGE1, "--prompt-embeds"]

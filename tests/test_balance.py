@@ -9,9 +9,9 @@ from parta_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from diffusionlab import edits, tools
 from diffusionlab.cli import main
+from diffusionlab.course_model import CourseModel
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.balance import balance_weights, reading_balance
-from diffusionlab.model import CourseModel
 from diffusionlab.views import get_view
 
 

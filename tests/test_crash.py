@@ -23,8 +23,8 @@ from conftest import make_idx_dir
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from diffusionlab.checkpoint import load_checkpoint
 from diffusionlab.cli import main
+from diffusionlab.model_files import load_checkpoint
 from diffusionlab.training.losslog import read_log_rows
 from diffusionlab.training.state import read_state
 

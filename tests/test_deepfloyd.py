@@ -14,12 +14,13 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from diffusionlab import deepfloyd  # noqa: E402
+
+from diffusionlab.backends import load_model  # noqa: E402
+from diffusionlab.deepfloyd import load_deepfloyd, load_prompt_embeds  # noqa: E402
 from diffusionlab.errors import DiffusionLabError  # noqa: E402
 from diffusionlab.guidance import cfg  # noqa: E402
-from diffusionlab.model_registry import load_model  # noqa: E402
-from diffusionlab.models import deepfloyd  # noqa: E402
-from diffusionlab.models.deepfloyd import load_deepfloyd, load_prompt_embeds  # noqa: E402
-from diffusionlab.protocol import is_if_like, randn  # noqa: E402
+from diffusionlab.model_protocol import is_if_like, randn  # noqa: E402
 from diffusionlab.sampling import denoise  # noqa: E402
 from diffusionlab.upscale import condition, upscale  # noqa: E402
 
@@ -371,7 +372,7 @@ def test_out_of_memory_is_one_line(tiny_if, monkeypatch):
 
 
 def test_each_loader_refuses_the_other_stage(tiny_if):
-    from diffusionlab.models.deepfloyd import load_stage2
+    from diffusionlab.deepfloyd import load_stage2
 
     with pytest.raises(DiffusionLabError, match="not an IF stage-I model .*6 channels"):
         load_deepfloyd(f"deepfloyd:{tiny_if / 'IF-II-L-v1.0'}", device="cpu")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import make_idx_dir
 
-from diffusionlab.checkpoint import load_checkpoint
 from diffusionlab.cli import main
 from diffusionlab.distributed import DistContext, shard_rows
+from diffusionlab.model_files import load_checkpoint
 
 pytestmark = [
     pytest.mark.slow,  # two ranks started by torchrun per test
@@ -125,7 +125,7 @@ def assert_fp32_equal(a, b, diffs, config):
     bad = {k: d for k, d in diffs.items() if k not in before_bn | running_means and d > 1e-5}
     assert not bad, bad
     assert len(diffs) - len(before_bn | running_means) > 40  # every other weight and buffer is compared
-    from diffusionlab.models.unet import UNet, UNetConfig
+    from diffusionlab.networks.unet import UNet, UNetConfig
 
     nets = []
     for state in (a, b):
@@ -147,8 +147,8 @@ def test_sampling_splits_the_images_across_ranks(tmp_path):
     from conftest import make_checkpoint
     from PIL import Image
 
-    from diffusionlab.figures import grid_image
-    from diffusionlab.model_registry import load_model
+    from diffusionlab.backends import load_model
+    from diffusionlab.figures.grid import grid_image
     from diffusionlab.sampling import generate, timesteps_for
 
     run = make_checkpoint(tmp_path / "run", num_steps=20)

@@ -9,11 +9,11 @@ from parta_helpers import FormulaModel, GaussianDataModel, one_thread  # noqa: F
 from PIL import Image
 
 from diffusionlab import edits, guidance, sampling
+from diffusionlab.course_model import CourseModel
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.filters import highpass, lowpass
 from diffusionlab.images import default_mask, load_image, load_mask, save_image
-from diffusionlab.model import CourseModel
-from diffusionlab.protocol import Prediction, randn
+from diffusionlab.model_protocol import Prediction, randn
 from diffusionlab.schedule import NoiseSchedule, add_noise, predict_x0, strided_timesteps
 from diffusionlab.views import get_view
 

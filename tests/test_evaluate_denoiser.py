@@ -11,10 +11,10 @@ import torch
 from conftest import make_checkpoint, make_idx_dir
 from test_evaluation import run_cli
 
+from diffusionlab.backends import load_model
 from diffusionlab.data import load_split, to_float
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.denoiser import denoiser_scores, pure_noise_scores
-from diffusionlab.model_registry import load_model
 
 
 @pytest.fixture

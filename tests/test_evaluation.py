@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import SHARED_DATA, make_checkpoint, make_idx_dir
 
+from diffusionlab.backends import shipped_weights_dir
 from diffusionlab.cli import main
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.classifier import load_classifier, train_classifier
@@ -21,7 +22,6 @@ from diffusionlab.evaluation.metrics import (
     frechet_from_stats,
     hybrid_scores,
 )
-from diffusionlab.model_registry import shipped_weights_dir
 
 
 # -- Frechet distance ---------------------------------------------------------------------------------------
@@ -220,10 +220,10 @@ def test_evaluate_cli_bad_input(tiny_setup, tiny_class_model: Path, tmp_path: Pa
 def test_evaluate_unconditional(tiny_setup, tmp_path: Path, capsys) -> None:
     """A time model: the class spread of its samples and its distance to the test labels' spread (by the formula,
     from the classifier's labels of the same samples), FD next to its floor, the same scores for the same seed."""
+    from diffusionlab.backends import load_model
     from diffusionlab.data import load_split
     from diffusionlab.evaluation.evaluate import evaluate_unconditional
     from diffusionlab.evaluation.metrics import to_unit
-    from diffusionlab.model_registry import load_model
     from diffusionlab.sampling import generate, timesteps_for
 
     data_dir, clf_path = tiny_setup
@@ -291,9 +291,9 @@ def test_ordered_pairs() -> None:
 
 
 def test_evaluate_model_flow(tiny_setup, tmp_path: Path) -> None:
+    from diffusionlab.backends import load_model
     from diffusionlab.data import load_split
     from diffusionlab.evaluation.evaluate import evaluate_model
-    from diffusionlab.model_registry import load_model
 
     data_dir, clf_path = tiny_setup
     model = load_model(make_checkpoint(tmp_path / "flow_run", objective="flow"), "cpu")

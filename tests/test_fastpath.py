@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import make_checkpoint
 
+from diffusionlab.course_model import CourseModel
 from diffusionlab.data import load_split
 from diffusionlab.fastpath import FastNet, accelerate
-from diffusionlab.model import CourseModel
 from diffusionlab.sampling import generate
 from diffusionlab.schedule import spaced_timesteps
 from diffusionlab.training import open_run, recipe

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffusionlab.figures import grid_image
+from diffusionlab.figures.grid import grid_image
 
 
 def test_long_column_labels_widen_their_columns() -> None:

@@ -11,8 +11,8 @@ from parta_helpers import one_thread  # noqa: F401  (autouse fixture)
 from torch import Tensor
 
 from diffusionlab import edits, guidance, sampling, tools
+from diffusionlab.course_model import CourseModel
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.model import CourseModel
 from diffusionlab.views import get_view
 
 

@@ -27,12 +27,12 @@ from hypothesis import strategies as st
 from parta_helpers import one_thread  # noqa: F401  (autouse: one torch thread for the tiny networks)
 from PIL import Image
 
-from diffusionlab.checkpoint import WEIGHTS_NAME, load_checkpoint
+from diffusionlab.course_model import CourseModel
 from diffusionlab.data import load_split, read_idx, write_idx
+from diffusionlab.deepfloyd import load_prompt_embeds
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.images import load_image, load_mask
-from diffusionlab.model import CourseModel
-from diffusionlab.models.deepfloyd import load_prompt_embeds
+from diffusionlab.model_files import WEIGHTS_NAME, load_checkpoint
 from diffusionlab.training import open_run, recipe
 from diffusionlab.training.losslog import read_log_rows, truncate_log
 from diffusionlab.training.state import STATE_NAME, RunState, read_state, write_state

@@ -19,14 +19,14 @@ from hypothesis import strategies as st
 from test_fuzz import loads_or_refuses  # noqa: F401  (test_fuzz's hypothesis profile comes with it)
 
 from diffusionlab import environment
-from diffusionlab.checkpoint import WEIGHTS_NAME, load_checkpoint
+from diffusionlab.course_model import CourseModel
 from diffusionlab.data import read_idx
+from diffusionlab.deepfloyd import load_prompt_embeds
 from diffusionlab.environment import VARIABLES, check_environment, torchrun_ranks
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.classifier import load_classifier
 from diffusionlab.images import load_image, load_mask
-from diffusionlab.model import CourseModel
-from diffusionlab.models.deepfloyd import load_prompt_embeds
+from diffusionlab.model_files import WEIGHTS_NAME, load_checkpoint
 
 # -- environment variables -------------------------------------------------------------------------------------
 ENV_TEXT = st.one_of(

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from parta_helpers import FormulaModel, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 from diffusionlab import guidance
+from diffusionlab.course_model import CourseModel
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.filters import gaussian_blur, gaussian_kernel1d, highpass, lowpass, scaled_blur
-from diffusionlab.model import CourseModel
 from diffusionlab.schedule import NoiseSchedule
 from diffusionlab.views import get_view
 

@@ -20,10 +20,10 @@ from safetensors.torch import load_file, save_file
 from test_bad_inputs import full_argv, output_folder, paths, run, snapshot  # noqa: F401  (paths: a fixture)
 
 from diffusionlab import progress
-from diffusionlab.checkpoint import FORMAT, WEIGHTS_NAME
+from diffusionlab.backends import shipped_weights_dir
+from diffusionlab.course_model import class_index
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.model import class_index
-from diffusionlab.model_registry import shipped_weights_dir
+from diffusionlab.model_files import FORMAT, WEIGHTS_NAME
 
 
 class Case(NamedTuple):

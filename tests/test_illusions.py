@@ -12,9 +12,9 @@ from parta_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from diffusionlab import edits, guidance, tools
 from diffusionlab.cli import main
+from diffusionlab.course_model import CourseModel
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.metrics import pair_matrix, score_map
-from diffusionlab.model import CourseModel
 from diffusionlab.tools.illusions import anagram_readings, verified
 from diffusionlab.views import get_view
 

@@ -135,7 +135,7 @@ def test_denoiser_on_a_folder_is_scored_on_its_held_out_images(trained, tmp_path
 
 def test_web_ui_test_picker_offers_no_digits_for_a_folder_model(trained, capsys) -> None:
     from diffusionlab.app.testimages import NO_PICK, NO_PICK_LABEL, test_choices
-    from diffusionlab.model import CourseModel
+    from diffusionlab.course_model import CourseModel
 
     if not (trained["run"] / "model.json").is_file():
         test_train_on_a_class_folder_then_resume(trained, capsys)

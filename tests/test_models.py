@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffusionlab.models.unet import UNet, UNetConfig, count_parameters
+from diffusionlab.networks.unet import UNet, UNetConfig, count_parameters
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,7 @@ def test_the_api_names_the_course_functions() -> None:
 
 def test_a_result_displays_saves_its_settings_and_matches_the_algorithm(tiny_class_model: Path, tmp_path) -> None:
     from diffusionlab import edits
-    from diffusionlab.tools.inputs import generator_for
+    from diffusionlab.model_protocol import generator_for
 
     m = dl.load_model(tiny_class_model)
     dl.set_progress(False)

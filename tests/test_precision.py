@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from diffusionlab import precision
-from diffusionlab.checkpoint import load_checkpoint
 from diffusionlab.cli import app, main
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model_files import load_checkpoint
 
 CPU = torch.device("cpu")
 

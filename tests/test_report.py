@@ -20,9 +20,9 @@ from conftest import make_checkpoint, make_idx_dir
 from PIL import Image
 
 from diffusionlab import report
-from diffusionlab.checkpoint import WEIGHTS_NAME
 from diffusionlab.cli import main
 from diffusionlab.evaluation.classifier import Classifier, TrainedClassifier, save_classifier
+from diffusionlab.model_files import WEIGHTS_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-artifacts" / "screenshots"

@@ -22,7 +22,7 @@ def test_loss_plot_matplotlib(tmp_path, monkeypatch):
     """plot_curves draws with matplotlib: an 800 x 450 PNG; log y only when the values span over a decade."""
     from matplotlib.figure import Figure
 
-    from diffusionlab.figures import plot_curves
+    from diffusionlab.figures.grid import plot_curves
 
     scales, real_savefig = [], Figure.savefig
 
@@ -38,5 +38,5 @@ def test_loss_plot_matplotlib(tmp_path, monkeypatch):
     b = plot_curves({"loss": [0.5 + 0.01 * (i % 3) for i in range(30)]}, tmp_path / "b.png")
     assert _png_size(a) == _png_size(b) == (800, 450)
     assert scales == [("log", ["1", "2", "3"]), ("linear", [])]  # epochs named on top only when given
-    code = "import sys, diffusionlab, diffusionlab.figures, diffusionlab.report; sys.exit('matplotlib' in sys.modules)"
+    code = "import sys, diffusionlab, diffusionlab.figures.grid, diffusionlab.report; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # imported when a plot is drawn, not before

@@ -11,8 +11,8 @@ from conftest import make_checkpoint, make_idx_dir
 from test_report import TINY, make_weights
 
 from diffusionlab import report
-from diffusionlab.checkpoint import WEIGHTS_NAME
-from diffusionlab.partb import PURE_NOISE_CAPTION
+from diffusionlab.figures.part_b import PURE_NOISE_CAPTION
+from diffusionlab.model_files import WEIGHTS_NAME
 
 
 def _b1(out: Path, weights: Path, data: Path) -> dict:

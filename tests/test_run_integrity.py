@@ -23,9 +23,9 @@ import pytest
 from conftest import make_idx_dir
 from safetensors.torch import load_file
 
-from diffusionlab.checkpoint import atomic_save_tensors, atomic_write_bytes, load_checkpoint
 from diffusionlab.checks import write_together
 from diffusionlab.cli import main
+from diffusionlab.model_files import atomic_save_tensors, atomic_write_bytes, load_checkpoint
 from diffusionlab.training.losslog import read_log_rows
 from diffusionlab.training.runlock import LOCK_NAME, RunLock
 from diffusionlab.training.state import read_state, write_state
@@ -149,7 +149,7 @@ def test_a_legal_250_character_out_name_works(env, tmp_path):
 def test_temp_names_stay_within_the_name_limit(tmp_path):
     from PIL import Image
 
-    from diffusionlab.figures import save_png
+    from diffusionlab.figures.grid import save_png
 
     long = tmp_path / ("x" * 250)
     atomic_write_bytes(long.with_suffix(".bin"), b"data")
@@ -176,7 +176,7 @@ def enospc(*args, **kwargs):
 
 def test_disk_full_while_saving_is_one_line_and_resume_is_exact(env, tmp_path, monkeypatch):
     """The state write at step 4 fails (the save at 3 went through): the checkpoint of step 3 stays intact."""
-    import diffusionlab.checkpoint as checkpoint
+    import diffusionlab.model_files as checkpoint
 
     real, calls = checkpoint.save_file, {"n": 0}
 
@@ -200,7 +200,7 @@ def test_disk_full_as_safetensors_says_it_is_one_line_too(env, tmp_path, monkeyp
     """A full disk inside safetensors is a SafetensorError, not an OSError."""
     from safetensors import SafetensorError
 
-    import diffusionlab.checkpoint as checkpoint
+    import diffusionlab.model_files as checkpoint
 
     def save_file(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")

@@ -8,8 +8,8 @@ from conftest import make_checkpoint
 from parta_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from diffusionlab import guidance
+from diffusionlab.course_model import CourseModel
 from diffusionlab.fastpath import accelerate
-from diffusionlab.model import CourseModel
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusionlab.model import CourseModel
-from diffusionlab.model_registry import shipped_weights_dir
+from diffusionlab.backends import shipped_weights_dir
+from diffusionlab.course_model import CourseModel
 
 BEFORE = {
     "fashion-mnist-class.epoch1.safetensors": (-106.937338, 1826.332480, 3486.676324),

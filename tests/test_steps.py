@@ -8,7 +8,7 @@ from parta_helpers import FormulaModel, one_thread  # noqa: F401  (one_thread: a
 
 from diffusionlab import guidance, sampling
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.protocol import Prediction
+from diffusionlab.model_protocol import Prediction
 from diffusionlab.schedule import NoiseSchedule, spaced_timesteps, strided_timesteps
 from diffusionlab.steps import make_step_rule
 
@@ -116,7 +116,7 @@ def test_the_python_api_refuses_bad_numbers_like_the_cli(tmp_path):
     """The same input rules in the API as on the command line: CFG scale finite and >= 0, n >= 1 and bounded."""
     from conftest import make_checkpoint
 
-    from diffusionlab.model_registry import load_model
+    from diffusionlab.backends import load_model
 
     model = load_model(make_checkpoint(tmp_path / "run"), "cpu")
     for kwargs, message in (

@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import make_checkpoint
 
-from diffusionlab.checkpoint import load_checkpoint
 from diffusionlab.cli import main
 from diffusionlab.data import load_split
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model_files import load_checkpoint
 from diffusionlab.training import open_run, recipe, training_loss
 
 
@@ -136,7 +136,7 @@ def test_training_drops_class_labels(tmp_path, tiny_data):
 def test_ddpm_loss_matches_the_formula():
     """The DDPM loss is || eps - net(sqrt(abar) x + sqrt(1 - abar) eps, (t + 1) / T, c) ||^2 with draws from the generator."""
     config = tiny("time")
-    from diffusionlab.models.unet import UNet
+    from diffusionlab.networks.unet import UNet
     from diffusionlab.schedule import NoiseSchedule
 
     torch.manual_seed(0)
@@ -298,7 +298,7 @@ def test_a_signal_mid_epoch_saves_at_a_step_boundary_and_resume_is_exact(
 
 def test_pure_noise_denoiser_loss_sees_no_trace_of_the_image():
     """--pure-noise: the input is z = eps alone, so the loss is || D(eps) - x ||^2 with eps from the generator."""
-    from diffusionlab.models.unet import UNet
+    from diffusionlab.networks.unet import UNet
 
     config = recipe("denoiser", hidden=8, pure_noise=True)
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.models.unet import UNet, UNetConfig
+from diffusionlab.networks.unet import UNet, UNetConfig
 
 
 @pytest.mark.parametrize("size,channels", [(28, 1), (32, 3), (16, 1), (8, 3)])

@@ -16,7 +16,7 @@ from diffusionlab.errors import DiffusionLabError
 __version__ = "0.1.0"
 
 _API = {
-    "load_model": "diffusionlab.model_registry",
+    "load_model": "diffusionlab.backends",
     "forward": "diffusionlab.tools",
     "one_step_denoise": "diffusionlab.tools",
     "iterative_denoise": "diffusionlab.tools",
@@ -27,8 +27,8 @@ _API = {
     "hybrid": "diffusionlab.tools",
     "train": "diffusionlab.tools",
     "Result": "diffusionlab.tools",
-    "show": "diffusionlab.figures",
-    "to_pil": "diffusionlab.figures",
+    "show": "diffusionlab.figures.grid",
+    "to_pil": "diffusionlab.figures.grid",
     "set_progress": "diffusionlab.progress",
 }
 __all__ = ["DiffusionLabError", "__version__", *_API]

@@ -169,7 +169,7 @@ def write_together(writers: dict[Path, Callable[[Path], Any]]) -> None:
 def hidden_prefix(name: str, kind: str) -> str:
     """The start of a hidden file's name written beside `name` before it replaces it: `.NAME.`, or `.KIND-` for a
     name so long that the hidden one would pass the file system's 255-byte limit (the write would fail after the
-    work). The one rule for atomic writes' temp files (checkpoint.py) and write_together's staged files."""
+    work). The one rule for atomic writes' temp files (model_files.py) and write_together's staged files."""
     return f".{name}." if len(os.fsencode(name)) <= 200 else f".{kind}-"
 
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from diffusionlab import guidance, sampling
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.filters import gaussian_blur, scaled_blur
-from diffusionlab.protocol import DiffusionModel, is_if_like, randn
+from diffusionlab.model_protocol import DiffusionModel, is_if_like, randn
 from diffusionlab.schedule import add_noise
 from diffusionlab.views import View, get_view
 

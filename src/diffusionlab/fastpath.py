@@ -72,7 +72,7 @@ class FastNet(nn.Module):
 def accelerate(model, compile: bool = True, precision: str | None = None):
     """Put a CourseModel (our checkpoints) on the fast path, in place, in `precision` (None: --precision, else
     $DIFFUSIONLAB_PRECISION, else auto); other models are returned unchanged."""
-    from diffusionlab.model import CourseModel
+    from diffusionlab.course_model import CourseModel
 
     if not isinstance(model, CourseModel) or isinstance(model.net, FastNet):
         return model

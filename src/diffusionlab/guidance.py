@@ -17,7 +17,7 @@ from torch import Tensor
 from diffusionlab.checks import check_scale
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.filters import highpass, lowpass, scaled_blur
-from diffusionlab.protocol import DiffusionModel, Prediction
+from diffusionlab.model_protocol import DiffusionModel, Prediction
 from diffusionlab.views import View
 
 Estimator = Callable[[Tensor, int], Prediction]

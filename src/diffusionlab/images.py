@@ -13,7 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.figures import save_png, to_pil
+from diffusionlab.figures.grid import save_png, to_pil
 from diffusionlab.files import regular_file
 
 # Images are refused above this many pixels, before decoding: 40 megapixels (e.g. 8000 x 5000) is more than any

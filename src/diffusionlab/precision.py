@@ -129,7 +129,7 @@ def measured_bf16_speedup(cache_dir: Path | None = None) -> tuple[float, bool]:
 def bf16_speedup_now(batch: int = 32, repeats: int = 3) -> float:
     """Time the course UNet's train step (class-conditioned, width 64, channels_last) in fp32 and under bf16
     autocast on the CPU: the best of `repeats` after a warm-up step each. A few seconds on a 2-core CPU."""
-    from diffusionlab.models.unet import UNet, UNetConfig
+    from diffusionlab.networks.unet import UNet, UNetConfig
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

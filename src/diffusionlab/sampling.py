@@ -14,13 +14,13 @@ from torch import Tensor
 from diffusionlab.checks import check_batch, check_count, check_scale
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.guidance import Estimator, cfg, is_flow, plain
-from diffusionlab.progress import bar
-from diffusionlab.protocol import (
+from diffusionlab.model_protocol import (
     DiffusionModel,
     is_if_like,
     predicts_variance,  # noqa: F401  (its old home; re-exported)
     randn,
 )
+from diffusionlab.progress import bar
 from diffusionlab.schedule import (
     add_noise,
     check_timesteps,

@@ -28,7 +28,7 @@ from typing import NamedTuple
 from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.protocol import Prediction
+from diffusionlab.model_protocol import Prediction
 from diffusionlab.schedule import VARIANCE_MODES, NoiseSchedule, ddpm_step, is_single_step, step_variance
 
 FLOW_SAMPLER = "euler"  # a flow model's one step rule (not in the table: a DDPM never takes it)

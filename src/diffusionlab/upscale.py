@@ -17,13 +17,13 @@ from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.guidance import cfg
-from diffusionlab.protocol import DiffusionModel, randn
+from diffusionlab.model_protocol import DiffusionModel, randn
 from diffusionlab.sampling import Callback, denoise, timesteps_for
 from diffusionlab.schedule import NoiseSchedule, add_noise
 
 
 class SuperResolutionModel(DiffusionModel, Protocol):
-    """IF stage II (models.deepfloyd.IFStage2): the protocol, plus its low-res condition and sampler settings."""
+    """IF stage II (deepfloyd.IFStage2): the protocol, plus its low-res condition and sampler settings."""
 
     noising_schedule: NoiseSchedule
     sampler_defaults: dict[str, Any]

@@ -17,7 +17,7 @@ from torch import Tensor
 from diffusionlab.app.registry import Limits, ModelRegistry
 from diffusionlab.environment import env_path
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.figures import save_png, to_pil
+from diffusionlab.figures.grid import save_png, to_pil
 from diffusionlab.files import regular_file
 
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffusionlab.checkpoint import WEIGHTS_NAME
+from diffusionlab.backends import SHIPPED, load_model, shipped_path
 from diffusionlab.environment import hf_hub_cache
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.files import read_text
-from diffusionlab.model_registry import SHIPPED, load_model, shipped_path
+from diffusionlab.model_files import WEIGHTS_NAME
 
 DEEPFLOYD_REPOS = ("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-I-L-v1.0", "DeepFloyd/IF-I-M-v1.0")
 

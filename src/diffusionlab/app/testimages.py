@@ -74,7 +74,7 @@ def test_tensor(model, index: int) -> tuple[Tensor, str]:
 
 def test_picture(model, index: int) -> Image.Image:
     """The test image as a picture for the page (upscaled, nearest neighbour: the pixels as the model sees them)."""
-    from diffusionlab.figures import to_pil
+    from diffusionlab.figures.grid import to_pil
 
     x, _ = test_tensor(model, index)
     return upscale(to_pil(x[0].detach().cpu(), model.value_range), PICTURE_SCALE)

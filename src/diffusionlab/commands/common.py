@@ -135,9 +135,9 @@ def open_model(
     offload: bool = False,
     fast: bool = True,
 ):
-    """--model and its DeepFloyd options -> a model that follows the protocol (model_registry.load_model, which
+    """--model and its DeepFloyd options -> a model that follows the protocol (backends.load_model, which
     gives the IF options to IF only); our UNets on the inference fast path unless fast=False (--plain)."""
-    from diffusionlab.model_registry import load_model
+    from diffusionlab.backends import load_model
 
     return load_model(model, device, fast=fast, model_dir=model_dir, prompt_embeds=prompt_embeds, offload=offload)
 

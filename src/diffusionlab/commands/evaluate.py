@@ -198,7 +198,7 @@ def command_line(model, n, cfg, steps, seed, rule: dict, anagram, hybrid: bool, 
 def open_scored_model(model: str, device: str):
     """The model to score: a class-conditioned or unconditional (time) model of ours or a single-step denoiser
     (DeepFloyd IF has no score here)."""
-    from diffusionlab.model_registry import is_if_spec
+    from diffusionlab.backends import is_if_spec
 
     if is_if_spec(model):
         raise DiffusionLabError(
@@ -266,7 +266,7 @@ def write_scores(out: Path, scores: dict, maps: dict | None = None) -> None:
 def map_writers(scores: dict, paths: dict[str, Path], class_names) -> dict[Path, Callable[[Path], Any]]:
     """The writers of the 10x10 per-pair success heatmaps of the --anagram and --hybrid scores."""
     from diffusionlab.evaluation.metrics import score_map
-    from diffusionlab.figures import save_png
+    from diffusionlab.figures.grid import save_png
 
     names = list(class_names or [str(i) for i in range(10)])
     writers = {}

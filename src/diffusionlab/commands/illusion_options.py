@@ -124,8 +124,8 @@ KernelOpt = Annotated[
 
 def check_best_of(model: str, best_of: str | int) -> None:
     """--best-of K > 1 or auto needs the shipped ranker of our class models: refused for IF before it loads."""
+    from diffusionlab.backends import is_if_spec
     from diffusionlab.errors import DiffusionLabError
-    from diffusionlab.model_registry import is_if_spec
     from diffusionlab.tools.readings import parse_best_of
 
     if parse_best_of(best_of)[0] != 1 and is_if_spec(model):
@@ -136,8 +136,8 @@ def check_anagram(
     model: str, best_of: str | int, weights: str | None, readings: int, balance: bool | None = None
 ) -> None:
     """Before the model loads: --best-of as check_best_of, --weights one per prompt, --balance not for IF."""
+    from diffusionlab.backends import is_if_spec
     from diffusionlab.errors import DiffusionLabError
-    from diffusionlab.model_registry import is_if_spec
     from diffusionlab.tools.illusions import reading_weights
 
     check_best_of(model, best_of)

@@ -192,9 +192,9 @@ def denoise(
     Example: diffusionlab denoise --image test:0 --method one-step --method iterative
     """
     from diffusionlab import edits, tools
+    from diffusionlab.model_protocol import generator_for
     from diffusionlab.sampling import check_i_start
     from diffusionlab.tools.image import default_i_start
-    from diffusionlab.tools.inputs import generator_for
     from diffusionlab.tools.result import stacked
 
     methods = method or ["blur", "one-step", "iterative"]

@@ -62,8 +62,8 @@ def reproduce(
 
     Example: diffusionlab reproduce --out report --data-dir data/mnist
     """
+    from diffusionlab.backends import is_if_spec
     from diffusionlab.errors import DiffusionLabError
-    from diffusionlab.model_registry import is_if_spec
     from diffusionlab.report import reproduce as run
     from diffusionlab.report.run import find_chromium, print_pdf
 

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start the web UI (Gradio) on http://HOST:PORT: every Part A tool in a tab, with a model chooser."""
         from diffusionlab.app import Limits, serve
-        from diffusionlab.protocol import resolve_device
+        from diffusionlab.model_protocol import resolve_device
 
         resolve_device(device)  # a bad --device fails here, in one line
         require_gradio()  # before the URL is printed: no address for a server that cannot start

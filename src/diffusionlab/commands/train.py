@@ -244,8 +244,8 @@ def sample(
     from diffusionlab import tools
     from diffusionlab.distributed import init_from_env
     from diffusionlab.edits import default_scale
-    from diffusionlab.figures import grid_image, save_gif, save_png
-    from diffusionlab.protocol import resolve_device
+    from diffusionlab.figures.grid import grid_image, save_gif, save_png
+    from diffusionlab.model_protocol import resolve_device
 
     out = check_output_file(out, force)
     if gif is not None:
@@ -301,7 +301,7 @@ def _sample_sharded(m, prompts: list[str], n: int, steps, scale: float, seed: in
 
 def _upscale(s2, m, x, prompts: list[str], n: int, stage2_steps: int, noise_level: int, seed: int):
     """--stage2: stage I's images x4 with IF stage II, its noise from seed + 1."""
-    from diffusionlab.tools.inputs import generator_for
+    from diffusionlab.model_protocol import generator_for
     from diffusionlab.upscale import upscale
 
     cond = s2.encode([p for p in prompts for _ in range(n)] or [getattr(m, "default_prompt", "")] * len(x))

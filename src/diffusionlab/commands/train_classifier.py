@@ -38,11 +38,11 @@ def train_classifier(
     """
     import torch
 
+    from diffusionlab.course_model import resolve_device
     from diffusionlab.data import dataset_info
     from diffusionlab.evaluation.classifier import train_classifier as train_fn
     from diffusionlab.imagefolder import is_image_folder
-    from diffusionlab.model import resolve_device
-    from diffusionlab.models.unet import check_image_size
+    from diffusionlab.networks.unet import check_image_size
 
     if is_image_folder(data_dir):
         data = data_dir.name

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffusionlab.checkpoint import check_fit, load_checkpoint, save_checkpoint
 from diffusionlab.data import Split, dataset_info, load_split, to_float
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.metrics import accuracy
 from diffusionlab.files import regular_file
 from diffusionlab.imagefolder import is_image_folder, open_image_folder
+from diffusionlab.model_files import check_fit, load_checkpoint, save_checkpoint
 from diffusionlab.progress import bar as progress_bar
 
 CLASSIFIER_FORMAT = "diffusionlab-classifier"
@@ -283,7 +283,7 @@ def save_classifier(classifier: TrainedClassifier, path: str | Path, dtype: torc
 
 def classifier_path(name_or_path: str | Path) -> Path:
     """A data set name (mnist, fashion-mnist) -> the shipped classifier; anything else is a file path."""
-    from diffusionlab.model_registry import shipped_weights_dir
+    from diffusionlab.backends import shipped_weights_dir
 
     s = str(name_or_path)
     if s in ("mnist", "fashion-mnist"):
@@ -365,7 +365,7 @@ class Ensemble:
 
 def load_ranker(data: str, device: torch.device | str | None = None) -> Ensemble:
     """The shipped ranker of a data set (RANKER_MEMBERS; else its classifier alone)."""
-    from diffusionlab.model_registry import shipped_weights_dir
+    from diffusionlab.backends import shipped_weights_dir
 
     names = RANKER_MEMBERS.get(data, (f"{data}-classifier",))
     if len(names) == 1:

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from diffusionlab.data import to_float
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model_protocol import randn
 from diffusionlab.progress import bar as progress_bar
-from diffusionlab.protocol import randn
 
 
 def _require_denoiser(model: Any, pure_noise: bool) -> None:

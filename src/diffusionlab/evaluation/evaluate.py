@@ -23,8 +23,8 @@ from diffusionlab.evaluation.metrics import (
     per_class_accuracy,
     to_unit,
 )
+from diffusionlab.model_protocol import randn
 from diffusionlab.progress import bar as progress_bar
-from diffusionlab.protocol import randn
 from diffusionlab.steps import sampler_name  # the reported names come from the step-rule table
 
 

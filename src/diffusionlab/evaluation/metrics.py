@@ -194,7 +194,7 @@ def score_map(
     its rate in percent, from dark red (0 %) to green (100 %); the diagonal (not a pair) is grey."""
     from PIL import Image, ImageDraw
 
-    from diffusionlab.figures import _font
+    from diffusionlab.figures.grid import _font
 
     k = len(class_names)
     m = pair_matrix(per_pair, k)

@@ -124,7 +124,7 @@ def reproduce(
         scores = {**ctx.scores, "sections": summary_sections, "meta": meta, "budget": asdict(bud)}
         if training is not None:
             scores["training"] = training.table
-        from diffusionlab.checkpoint import atomic_write_bytes, atomic_write_json
+        from diffusionlab.model_files import atomic_write_bytes, atomic_write_json
 
         atomic_write_json(out / "scores.json", _jsonable(scores))
         atomic_write_bytes(out / "index.html", render_html(results, meta, training, out).encode())

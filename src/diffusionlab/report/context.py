@@ -125,9 +125,9 @@ class Section:
 
 # -- the context every section shares ----------------------------------------------------------------------------
 def weights_dir(override: str | Path | None = None) -> Path:
-    """Where the shipped weights are: the argument, else model_registry.shipped_weights_dir()
+    """Where the shipped weights are: the argument, else backends.shipped_weights_dir()
     ($DIFFUSIONLAB_WEIGHTS_DIR or the package's weights/ folder)."""
-    from diffusionlab.model_registry import shipped_weights_dir
+    from diffusionlab.backends import shipped_weights_dir
 
     return Path(override) if override is not None else shipped_weights_dir()
 
@@ -175,7 +175,7 @@ class Context:
         download: bool = False,
         progress: bool = False,
     ) -> None:
-        from diffusionlab.protocol import resolve_device
+        from diffusionlab.model_protocol import resolve_device
 
         self.out_dir = out_dir
         self.fig_dir = out_dir / "figures"
@@ -255,7 +255,7 @@ class Context:
         return Source(name, w / f"{name}.safetensors", w / f"{name}.loss.csv", snaps, "shipped weights")
 
     def load(self, path: Path):
-        from diffusionlab.model import CourseModel
+        from diffusionlab.course_model import CourseModel
 
         key = str(path)
         if key not in self._models:
@@ -276,7 +276,7 @@ class Context:
             if name in PARTB_MODELS:
                 self._part_a = self.partb_model(name)
             else:
-                from diffusionlab.model_registry import load_model
+                from diffusionlab.backends import load_model
 
                 self._part_a = load_model(spec, str(self.device), **self.model_kwargs)
         return self._part_a

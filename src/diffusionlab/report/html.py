@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from diffusionlab.figures import show_prompt
+from diffusionlab.figures.grid import show_prompt
 from diffusionlab.report.context import Figure, Section, SectionOut
 
 # -- HTML ---------------------------------------------------------------------------------------------------------------

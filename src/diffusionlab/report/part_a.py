@@ -11,15 +11,15 @@ from torch import Tensor
 
 from diffusionlab import tools
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.figures import show_prompt, stack_vertically
-from diffusionlab.protocol import is_if_like
+from diffusionlab.figures.grid import show_prompt, stack_vertically
+from diffusionlab.model_protocol import is_if_like
 from diffusionlab.report.context import Cell, Context, Figure, SectionOut
 from diffusionlab.report.part_a_inputs import hand_drawn, is_ours, prompts_for, test_images
 
 
 # -- Part A ----------------------------------------------------------------------------------------------------------
 def sec_a0(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures import save_grid
+    from diffusionlab.figures.grid import save_grid
     from diffusionlab.sampling import timesteps_for
 
     m = ctx.part_a_model()
@@ -63,7 +63,7 @@ def sec_a0(ctx: Context, out: SectionOut) -> None:
 
 
 def _forward_grid(ctx: Context, section: str, out: SectionOut, mode: str) -> None:
-    from diffusionlab.figures import grid_image, save_png
+    from diffusionlab.figures.grid import grid_image, save_png
 
     m = ctx.part_a_model()
     T = m.schedule.num_steps
@@ -152,7 +152,7 @@ def _strided_steps(m: Any) -> int:
 
 
 def sec_a1_5(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures import save_grid
+    from diffusionlab.figures.grid import save_grid
     from diffusionlab.tools.inputs import prompt_of
 
     m = ctx.part_a_model()
@@ -166,7 +166,7 @@ def sec_a1_5(ctx: Context, out: SectionOut) -> None:
 
 
 def sec_a1_6(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures import save_grid
+    from diffusionlab.figures.grid import save_grid
     from diffusionlab.tools.inputs import prompt_of
 
     m = ctx.part_a_model()
@@ -197,7 +197,7 @@ def _inputs(ctx: Context, m: Any, out: SectionOut) -> tuple[Tensor, list[str]]:
 
 
 def _sdedit_figure(ctx, m, section, name, x, labels, res, i_starts, title) -> Path:
-    from diffusionlab.figures import grid_image, save_png
+    from diffusionlab.figures.grid import grid_image, save_png
 
     parts = []
     for j, label in enumerate(labels):
@@ -237,7 +237,7 @@ MASK_WHY = (
 
 
 def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures import grid_image, save_png
+    from diffusionlab.figures.grid import grid_image, save_png
     from diffusionlab.images import default_mask, rect_mask
 
     m = ctx.part_a_model()
@@ -312,7 +312,7 @@ def _reading_cells(r: Any, out: SectionOut) -> list[Cell]:
 
 
 def sec_a1_8(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures import save_png
+    from diffusionlab.figures.grid import save_png
 
     m = ctx.part_a_model()
     n = ctx.budget.pair_n
@@ -340,7 +340,7 @@ def sec_a1_8(ctx: Context, out: SectionOut) -> None:
 
 
 def sec_a1_9(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures import save_png
+    from diffusionlab.figures.grid import save_png
 
     m = ctx.part_a_model()
     n = ctx.budget.pair_n

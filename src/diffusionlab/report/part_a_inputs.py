@@ -8,7 +8,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from diffusionlab.figures import show_prompt
+from diffusionlab.figures.grid import show_prompt
 from diffusionlab.report.context import IF_PROMPTS, Context, SectionOut
 
 

@@ -14,7 +14,7 @@ from diffusionlab.report.context import PARTB_MODELS, Context, Figure, SectionOu
 def _loss_curve(ctx: Context, section: str, src: Source, out: SectionOut, fig_name: str = "loss") -> None:
     """The loss per step (and its moving average) with the epochs marked, drawn with matplotlib; a second model
     in the same section names its own figure (fig_name) and its final loss is keyed by the model's name."""
-    from diffusionlab.figures import plot_curves
+    from diffusionlab.figures.grid import plot_curves
     from diffusionlab.training.losslog import read_log_rows
 
     if not src.loss_csv.is_file():
@@ -137,31 +137,31 @@ def _steps_label(m, count: int | None) -> tuple[list[int] | None, str]:
 
 
 def sec_b1(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import partb
+    from diffusionlab.figures import part_b
 
     src = ctx.source("mnist-denoiser")
     digits = ctx.digits(ctx.budget.digits, out).cpu()
-    path = partb.noising_grid(digits, ctx.fig("B1", "noising_grid"), seed=ctx.seed)
+    path = part_b.noising_grid(digits, ctx.fig("B1", "noising_grid"), seed=ctx.seed)
     out.figures.append(Figure(ctx.rel(path), "z = x + sigma eps at sigma 0, .2, .4, .5, .6, .8, 1"))
     out.caption = "Single-step denoising UNet (D = 128) trained at sigma = 0.5 with an L2 loss."
-    out.settings["sigmas"] = list(partb.NOISE_SIGMAS)
+    out.settings["sigmas"] = list(part_b.NOISE_SIGMAS)
     if not src.exists:
         out.status = "missing"
         out.notes.append(src.missing())
         return
     _provenance(ctx, src, out)
     for epoch, m in _snapshots(ctx, src, out):
-        p = partb.denoiser_results(
+        p = part_b.denoiser_results(
             m, digits.to(m.device), ctx.fig("B1", f"denoised_epoch{epoch}"), 0.5, f"after epoch {epoch}", ctx.seed
         )
         out.figures.append(Figure(ctx.rel(p), f"test digits denoised after epoch {epoch} (snapshot)"))
     m = ctx.load(src.weights)
     final_epoch = _final_epoch(src)
-    p = partb.denoiser_results(
+    p = part_b.denoiser_results(
         m, digits.to(m.device), ctx.fig("B1", "denoised_final"), 0.5, f"final (epoch {final_epoch})", ctx.seed
     )
     out.figures.append(Figure(ctx.rel(p), f"test digits denoised by the final model (epoch {final_epoch})"))
-    p = partb.sigma_sweep(m, digits[:3].to(m.device), ctx.fig("B1", "sigma_sweep"), seed=ctx.seed)
+    p = part_b.sigma_sweep(m, digits[:3].to(m.device), ctx.fig("B1", "sigma_sweep"), seed=ctx.seed)
     out.figures.append(Figure(ctx.rel(p), "out of distribution: noise levels it was not trained for"))
     _loss_curve(ctx, "B1", src, out)
     _training_figures(ctx, "B1", src, out)
@@ -174,7 +174,7 @@ PURE_NOISE_DENOISER = "mnist-denoiser-pure-noise"  # the shipped name of `train 
 def _pure_noise(ctx: Context, out: SectionOut) -> None:
     """Fall 2025 B1.2.3 inside B1: what a denoiser trained on pure noise makes of pure noise, after each snapshot's
     epoch and at the end, when that model is shipped (or given as a run); a note when it is not."""
-    from diffusionlab import partb
+    from diffusionlab.figures import part_b
 
     src = ctx.source(PURE_NOISE_DENOISER)
     if not src.exists:
@@ -186,13 +186,13 @@ def _pure_noise(ctx: Context, out: SectionOut) -> None:
     for epoch, m in _snapshots_then_final(ctx, src, out):
         label = f"after epoch {epoch}"
         path = ctx.fig("B1", f"pure_noise_epoch{epoch}")
-        p = partb.pure_noise_results(m, path, title=f"pure-noise denoiser {label}", seed=ctx.seed)
+        p = part_b.pure_noise_results(m, path, title=f"pure-noise denoiser {label}", seed=ctx.seed)
         out.figures.append(Figure(ctx.rel(p), f"denoising pure noise (B1.2.3): z ~ N(0, I) and D(z), {label}"))
-    out.caption += " Denoising pure noise (B1.2.3): " + partb.PURE_NOISE_CAPTION
+    out.caption += " Denoising pure noise (B1.2.3): " + part_b.PURE_NOISE_CAPTION
 
 
 def sec_b2(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab import partb
+    from diffusionlab.figures import part_b
 
     src = ctx.source("mnist-time")
     out.caption = "Time-conditioned DDPM (T = 300, D = 64): unconditional samples and the sampling process."
@@ -207,7 +207,7 @@ def sec_b2(ctx: Context, out: SectionOut) -> None:
     for epoch, m in _snapshots(ctx, src, out):
         ts, how = _steps_label(m, b.snapshot_steps)
         ctx.say("B2", f"after epoch {epoch}: sampling {b.time_n}; {how}")
-        paths = partb.time_samples(
+        paths = part_b.time_samples(
             m,
             ctx.fig("B2", f"samples_epoch{epoch}"),
             b.time_n,
@@ -220,7 +220,7 @@ def sec_b2(ctx: Context, out: SectionOut) -> None:
     m = ctx.load(src.weights)
     ts, how = _steps_label(m, b.time_steps)
     ctx.say("B2", f"final model: sampling {b.time_n} and the GIF; {how}")
-    paths = partb.time_samples(
+    paths = part_b.time_samples(
         m,
         ctx.fig("B2", "samples_final"),
         b.time_n,
@@ -239,7 +239,7 @@ def sec_b2(ctx: Context, out: SectionOut) -> None:
 
 
 def _class_section(ctx: Context, out: SectionOut, section: str, name: str, final_steps, gif: bool) -> None:
-    from diffusionlab import partb
+    from diffusionlab.figures import part_b
 
     src = ctx.source(name)
     if not src.exists:
@@ -263,7 +263,7 @@ def _class_section(ctx: Context, out: SectionOut, section: str, name: str, final
             every = max(1, len(ts) // 30)
         ctx.say(section, f"{label}: sampling {b.per_class} per class; {how}")
         g = ctx.fig(section, "sampling", "gif") if with_gif else None
-        paths = partb.class_samples(
+        paths = part_b.class_samples(
             m, ctx.fig(section, fname), b.per_class, 5.0, ctx.seed, label, gif=g, frame_every=every, **kw
         )
         out.figures.append(Figure(ctx.rel(paths[0]), f"{label}: {b.per_class} per class, CFG 5; {how}"))
@@ -299,7 +299,7 @@ TIME_FLOW = "mnist-time-flow"  # the shipped name of `train time --objective flo
 def _time_flow(ctx: Context, out: SectionOut) -> None:
     """The Fall 2025 version's time-conditioned flow (2.2/2.3) inside B3: unconditional samples after each
     snapshot's epoch and at the end, when that model is shipped (or given as a run); a note when it is not."""
-    from diffusionlab import partb
+    from diffusionlab.figures import part_b
 
     src = ctx.source(TIME_FLOW)
     if not src.exists:
@@ -315,7 +315,7 @@ def _time_flow(ctx: Context, out: SectionOut) -> None:
         label = f"time-conditioned flow after epoch {epoch}"
         ctx.say("B3", f"{label}: sampling {b.time_n}; {how}")
         path = ctx.fig("B3", f"time_flow_epoch{epoch}")
-        paths = partb.time_samples(m, path, b.time_n, ctx.seed, label, flow_steps=b.flow_steps, progress=False)
+        paths = part_b.time_samples(m, path, b.time_n, ctx.seed, label, flow_steps=b.flow_steps, progress=False)
         out.figures.append(Figure(ctx.rel(paths[0]), f"{label}: {b.time_n} unconditional samples; {how}"))
     out.caption += " Below them, the time-conditioned flow (no class, Fall 2025 2.2/2.3): unconditional samples."
 

@@ -87,7 +87,7 @@ def train_all(
 ) -> tuple[dict[str, Path], SectionOut]:
     """Retrain the Part B models with the course recipes (`overrides` for quick runs) into <out>/runs/<name>.
     A run already there is continued (resumed) to its recipe's length."""
-    from diffusionlab.partb import epoch_figures
+    from diffusionlab.figures.part_b import epoch_figures
     from diffusionlab.training import open_run, recipe
 
     report = SectionOut(seed=ctx.seed)

@@ -95,7 +95,7 @@ def _anagram_scores(ctx: Context, m, clf, out: SectionOut) -> tuple[dict[str, An
     """Anagram success over the ordered class pairs (rot180), and the figure of the anagrams scored, each cell
     labelled with its pair and the classifier's verdict."""
     from diffusionlab import evaluation
-    from diffusionlab.figures import grid_image, save_png
+    from diffusionlab.figures.grid import grid_image, save_png
     from diffusionlab.sampling import timesteps_for
     from diffusionlab.views import get_view
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from diffusionlab import edits
 from diffusionlab.checks import check_batch
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.figures import show_prompt
+from diffusionlab.figures.grid import show_prompt
 from diffusionlab.steps import choose_step_rule
 from diffusionlab.tools.image import Seed, seed_generator, tool_settings
 from diffusionlab.tools.inputs import as_model, prompts_of
@@ -86,7 +86,7 @@ def scoring_classifier(model, option: str = "--best-of") -> Any:
     """The shipped ranker of the model's data set (an ensemble), for best-of-K, the readings and the reading
     balance (`option` names it in the errors); a one-line error where there is none."""
     from diffusionlab.evaluation.classifier import load_ranker
-    from diffusionlab.protocol import is_if_like
+    from diffusionlab.model_protocol import is_if_like
 
     if is_if_like(model) or getattr(model, "kind", None) != "class":
         raise DiffusionLabError(

@@ -15,14 +15,14 @@ from torch import Tensor
 from diffusionlab import edits
 from diffusionlab.checks import check_batch
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.figures import show_prompt
+from diffusionlab.figures.grid import show_prompt
+from diffusionlab.model_protocol import generator_for
 from diffusionlab.sampling import check_i_start
 from diffusionlab.steps import choose_step_rule
 from diffusionlab.tools.inputs import (
     ImageInput,
     as_model,
     default_noise_levels,
-    generator_for,
     load_inputs,
     prompt_of,
     safe_name,
@@ -151,7 +151,7 @@ ITERATIVE_WHY = (
 def default_i_start(model) -> int:
     """Where iterative denoising starts: the course's i_start = 10 for IF (t = 690 of 1000); for our 28-px models
     OUR_I_START, measured by benchmarks/parta_settings.py (see ITERATIVE_WHY)."""
-    from diffusionlab.protocol import is_if_like
+    from diffusionlab.model_protocol import is_if_like
 
     return 10 if is_if_like(model) else OUR_I_START
 

@@ -17,17 +17,12 @@ ImageInput = str | Path | Image.Image | Tensor
 
 
 def as_model(model: Any, device: str | None = None):
-    """A loaded model as it is; a name, run directory or checkpoint is loaded (model_registry.load_model)."""
+    """A loaded model as it is; a name, run directory or checkpoint is loaded (backends.load_model)."""
     if isinstance(model, str | Path):
-        from diffusionlab.model_registry import load_model
+        from diffusionlab.backends import load_model
 
         return load_model(model, device)
     return model
-
-
-def generator_for(seed: int) -> torch.Generator:
-    """Noise is drawn on the CPU so that a seed gives the same image on every device."""
-    return torch.Generator("cpu").manual_seed(int(seed))
 
 
 def _test_image(model, spec: str, data_dir: Path | None) -> tuple[Tensor, str]:

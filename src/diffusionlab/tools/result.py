@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 from torch import Tensor
 
-from diffusionlab.figures import grid_image, save_png, stack_vertically, to_pil
+from diffusionlab.figures.grid import grid_image, save_png, stack_vertically, to_pil
 
 
 @dataclass

@@ -37,11 +37,11 @@ def train(
     $DIFFUSIONLAB_PRECISION, else auto). Returns the summary (epoch, step, loss, seconds, run_dir) on rank 0, None on the other ranks.
 
     Example: dl.train("class", data_dir="data/mnist", epochs=1, max_steps=50, out="runs/t")"""
+    from diffusionlab.course_model import resolve_device
     from diffusionlab.data import load_split
     from diffusionlab.distributed import destroy, init_from_env
+    from diffusionlab.figures.part_b import epoch_figures
     from diffusionlab.imagefolder import DEFAULT_IMAGE_SIZE, is_image_folder, open_image_folder, scan
-    from diffusionlab.model import resolve_device
-    from diffusionlab.partb import epoch_figures
     from diffusionlab.testdigits import first_test_images
     from diffusionlab.training import open_run, recipe
 

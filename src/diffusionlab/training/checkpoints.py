@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from diffusionlab.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoint
 from diffusionlab.data import Split
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.models.unet import UNet
+from diffusionlab.model_files import WEIGHTS_NAME, load_checkpoint, save_checkpoint
+from diffusionlab.networks.unet import UNet
 from diffusionlab.precision import cpu_name
 from diffusionlab.training.batches import steps_of
 from diffusionlab.training.config import check_fits_data, model_config

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 
 from diffusionlab.data import dataset_info
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.models.unet import UNetConfig, check_image_size
+from diffusionlab.networks.unet import UNetConfig, check_image_size
 from diffusionlab.schedule import NoiseSchedule
 
 KINDS = ("denoiser", "time", "class")
@@ -110,7 +110,7 @@ class TrainConfig:
         )
 
 
-# what the model loader accepts (checkpoint.py): a run beyond them would train weights nothing can load
+# what the model loader accepts (model_files.py): a run beyond them would train weights nothing can load
 COUNT_LIMITS = {"epochs": None, "batch_size": None, "hidden": 2048, "num_steps": 100_000, "max_steps": None}
 
 

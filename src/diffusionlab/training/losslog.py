@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from diffusionlab.checkpoint import atomic_write_bytes
 from diffusionlab.distributed import SINGLE, DistContext, all_reduce_mean
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model_files import atomic_write_bytes
 
 LOG_NAME = "loss.csv"
 LOG_HEADER = ["step", "epoch", "loss", "lr"]

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from diffusionlab.checkpoint import WEIGHTS_NAME, load_checkpoint
 from diffusionlab.distributed import current
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model_files import WEIGHTS_NAME, load_checkpoint
 from diffusionlab.training.config import TrainConfig
 from diffusionlab.training.losslog import LOG_NAME
 from diffusionlab.training.runlock import LOCK_NAME, RunLock

@@ -20,8 +20,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from diffusionlab.checkpoint import atomic_save_tensors
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model_files import atomic_save_tensors
 
 STATE_NAME = "train_state.safetensors"
 

@@ -18,12 +18,12 @@ import torch
 from safetensors import SafetensorError
 from torch import Tensor
 
+from diffusionlab.course_model import CourseModel
 from diffusionlab.data import Split, load_split
 from diffusionlab.distributed import current, sync_batchnorm, wrap_ddp
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.figures import plot_curves
-from diffusionlab.model import CourseModel
-from diffusionlab.models.unet import UNet
+from diffusionlab.figures.grid import plot_curves
+from diffusionlab.networks.unet import UNet
 from diffusionlab.precision import Precision, choose_precision, requested_precision
 from diffusionlab.progress import bar as progress_bar
 from diffusionlab.schedule import NoiseSchedule

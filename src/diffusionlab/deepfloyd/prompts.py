@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from diffusionlab.deepfloyd.weights import load_pretrained, missing_weights_message, oom_message
 from diffusionlab.environment import cache_dir
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.files import regular_file
-from diffusionlab.models.deepfloyd.weights import load_pretrained, missing_weights_message, oom_message
 
 MAX_LENGTH = 77
 

@@ -13,16 +13,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffusionlab.errors import DiffusionLabError
-from diffusionlab.models.deepfloyd.prompts import PromptEncoder
-from diffusionlab.models.deepfloyd.weights import (
+from diffusionlab.deepfloyd.prompts import PromptEncoder
+from diffusionlab.deepfloyd.weights import (
     STAGE2_DEFAULT,
     oom_message,
     resolve_model_id,
     sampler_defaults,
     scheduler_timesteps,
 )
-from diffusionlab.protocol import Prediction
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model_protocol import Prediction
 from diffusionlab.schedule import NoiseSchedule
 
 

@@ -56,6 +56,12 @@ def is_if_like(model: Any) -> bool:
     return predicts_variance(model) and tuple(float(v) for v in model.value_range) == (-1.0, 1.0)
 
 
+def generator_for(seed: int) -> torch.Generator:
+    """The one way a seed becomes a random stream: a CPU generator, so that a seed gives the same image on every
+    device (noise drawn on it is moved to the model's device by randn)."""
+    return torch.Generator("cpu").manual_seed(int(seed))
+
+
 def randn(
     shape: Sequence[int],
     generator: torch.Generator | None,

@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from torch import Tensor
 
-from diffusionlab.checkpoint import atomic_write_bytes
+from diffusionlab.model_files import atomic_write_bytes
 
 
 def to_uint8(images: Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:

@@ -14,10 +14,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from diffusionlab.errors import DiffusionLabError
-from diffusionlab.models.deepfloyd.adapters import GpuSlot, IFModel, IFStage2
-from diffusionlab.models.deepfloyd.prompts import PromptEncoder, load_prompt_embeds
-from diffusionlab.models.deepfloyd.weights import (
+from diffusionlab.deepfloyd.adapters import GpuSlot, IFModel, IFStage2
+from diffusionlab.deepfloyd.prompts import PromptEncoder, load_prompt_embeds
+from diffusionlab.deepfloyd.weights import (
     STAGE1_DEFAULT,
     STAGE2_DEFAULT,
     check_unet_config,
@@ -29,7 +28,8 @@ from diffusionlab.models.deepfloyd.weights import (
     require_extra,
     resolve_model_id,
 )
-from diffusionlab.protocol import default_device
+from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model_protocol import default_device
 
 
 def warn_cpu() -> None:

@@ -4,7 +4,7 @@ A spec is a shipped name (mnist, fashion-mnist, ...), a run directory or checkpo
 (variant: IF-I-XL-v1.0, IF-I-L-v1.0, IF-I-M-v1.0, L, a hub id or a folder) or a DeepFloyd IF folder given as a
 path, recognised by what it holds (model_index.json, or unet/config.json).
 
-This is the only module that imports the DeepFloyd IF adapter (diffusionlab.models.deepfloyd, an optional extra),
+This is the only module that imports the DeepFloyd IF adapter (diffusionlab.deepfloyd, an optional extra),
 and only when an IF spec is loaded: the core (model, sampling, guidance, edits, schedule) never imports it.
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
+from diffusionlab.course_model import CourseModel
 from diffusionlab.environment import weights_dir_override
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.model import CourseModel
-from diffusionlab.protocol import resolve_device
+from diffusionlab.model_protocol import resolve_device
 
 SHIPPED = (
     "mnist",
@@ -106,7 +106,7 @@ def load_model(
     dev = resolve_device(device)
     where = resolve_spec(spec)
     if where.kind == IF_NAME:
-        from diffusionlab.models.deepfloyd import load_deepfloyd  # optional extra, imported only when asked
+        from diffusionlab.deepfloyd import load_deepfloyd  # optional extra, imported only when asked
 
         return load_deepfloyd(where.target, device=dev, **kwargs)
     return _maybe_fast(CourseModel.from_checkpoint(where.target, dev), fast, precision)

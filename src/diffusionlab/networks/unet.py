@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from torch import Tensor, nn
 
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.models.blocks import ConvBlock, DownBlock, FCBlock, Flatten, Unflatten, UpBlock, concat
+from diffusionlab.networks.blocks import ConvBlock, DownBlock, FCBlock, Flatten, Unflatten, UpBlock, concat
 
 
 @dataclass(frozen=True)

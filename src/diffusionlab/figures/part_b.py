@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from diffusionlab.figures import save_gif, save_grid
-from diffusionlab.model import CourseModel
-from diffusionlab.protocol import randn
+from diffusionlab.course_model import CourseModel
+from diffusionlab.figures.grid import save_gif, save_grid
+from diffusionlab.model_protocol import randn
 from diffusionlab.sampling import generate
 
 NOISE_SIGMAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)

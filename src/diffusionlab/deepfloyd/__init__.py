@@ -1,7 +1,7 @@
 """DeepFloyd IF stage I (64 px) and stage II (x4 super-resolution) behind the project's model protocol.
 
 Optional extra: `pip install -e ".[deepfloyd]"`; diffusers and transformers are imported inside functions only.
-Imported by diffusionlab.model_registry only (`--model deepfloyd[:variant]` or an IF folder), never by the core.
+Imported by diffusionlab.backends only (`--model deepfloyd[:variant]` or an IF folder), never by the core.
 
 - weights.py   model ids, --model-dir and the Hugging Face cache, from_pretrained from disk, config checks
 - prompts.py   prompts -> T5 embeddings: --prompt-embeds, the disk cache, then T5 (loaded, released)
@@ -12,10 +12,10 @@ The algorithms that run on them are outside this package: sampling.denoise, guid
 (stage II's x4 upsampling).
 """
 
-from diffusionlab.models.deepfloyd.adapters import GpuSlot, IFAdapter, IFModel, IFStage2
-from diffusionlab.models.deepfloyd.loading import load_deepfloyd, load_stage2
-from diffusionlab.models.deepfloyd.prompts import MAX_LENGTH, PromptEncoder, load_prompt_embeds, t5_cache_dir
-from diffusionlab.models.deepfloyd.weights import (
+from diffusionlab.deepfloyd.adapters import GpuSlot, IFAdapter, IFModel, IFStage2
+from diffusionlab.deepfloyd.loading import load_deepfloyd, load_stage2
+from diffusionlab.deepfloyd.prompts import MAX_LENGTH, PromptEncoder, load_prompt_embeds, t5_cache_dir
+from diffusionlab.deepfloyd.weights import (
     STAGE1_DEFAULT,
     STAGE1_SHORT,
     STAGE2_DEFAULT,

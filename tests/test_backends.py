@@ -1,4 +1,4 @@
-"""The model registry (diffusionlab.model_registry) and the import layering around it: the protocol is a leaf, the
+"""The model registry (diffusionlab.backends) and the import layering around it: the protocol is a leaf, the
 core never imports the DeepFloyd IF adapter, and IF is recognised by spec or by the folder's contents."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusionlab import model_registry as reg
+from diffusionlab import backends as reg
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.protocol import is_if_like
+from diffusionlab.model_protocol import is_if_like
 
 CORE = [
-    "diffusionlab.protocol",
-    "diffusionlab.model",
-    "diffusionlab.model_registry",
+    "diffusionlab.model_protocol",
+    "diffusionlab.course_model",
+    "diffusionlab.backends",
     "diffusionlab.sampling",
     "diffusionlab.guidance",
     "diffusionlab.edits",
@@ -37,22 +37,24 @@ def _loaded_after(*modules: str) -> list[str]:
 
 
 def test_core_does_not_import_the_if_adapter():
-    """`python -c 'import diffusionlab.model, diffusionlab.sampling, ...'` leaves IF's module unimported."""
+    """`python -c 'import diffusionlab.course_model, diffusionlab.sampling, ...'` leaves IF's module unimported."""
     loaded = _loaded_after(*CORE)
     assert set(CORE) <= set(loaded)
-    assert not [m for m in loaded if m.startswith("diffusionlab.models.deepfloyd")], loaded
+    assert not [m for m in loaded if m.startswith("diffusionlab.deepfloyd")], loaded
 
 
 def test_protocol_is_a_leaf():
-    assert set(_loaded_after("diffusionlab.protocol")) <= {
+    assert set(_loaded_after("diffusionlab.model_protocol")) <= {
         "diffusionlab",
         "diffusionlab.errors",
-        "diffusionlab.protocol",
+        "diffusionlab.model_protocol",
     }
 
 
 def test_old_names_still_import():
-    from diffusionlab import model, protocol, sampling
+    from diffusionlab import course_model as model
+    from diffusionlab import model_protocol as protocol
+    from diffusionlab import sampling
 
     assert model.Prediction is protocol.Prediction and model.DiffusionModel is protocol.DiffusionModel
     assert model.resolve_device is protocol.resolve_device and model.default_device is protocol.default_device
@@ -91,7 +93,7 @@ def test_specs_resolve(tmp_path, monkeypatch):
 
 def test_a_bare_if_folder_goes_to_the_if_loader(tmp_path, monkeypatch):
     """load_model(<IF folder>) reaches the IF loader with `deepfloyd:<folder>` and the IF options."""
-    import diffusionlab.models.deepfloyd as deepfloyd
+    import diffusionlab.deepfloyd as deepfloyd
 
     seen = {}
     monkeypatch.setattr(deepfloyd, "load_deepfloyd", lambda spec, **kw: seen.update(spec=spec, **kw) or "IF")
@@ -103,7 +105,7 @@ def test_a_bare_if_folder_goes_to_the_if_loader(tmp_path, monkeypatch):
 def test_if_like_is_the_models_own_say():
     from parta_helpers import FormulaModel, GaussianDataModel
 
-    from diffusionlab.model import CourseModel
+    from diffusionlab.course_model import CourseModel
     from diffusionlab.schedule import NoiseSchedule
 
     assert is_if_like(FormulaModel(NoiseSchedule.linear(300), (3, 8, 8), (-1.0, 1.0)))  # whatever its T
@@ -114,7 +116,7 @@ def test_if_like_is_the_models_own_say():
 
 
 def test_gpu_slot_takes_turns():
-    from diffusionlab.models.deepfloyd.adapters import GpuSlot
+    from diffusionlab.deepfloyd.adapters import GpuSlot
 
     class Hook:
         def __init__(self) -> None:

@@ -1,8 +1,8 @@
-"""The adapter for the project's own checkpoints (CourseModel) behind the model protocol (diffusionlab.protocol).
+"""The adapter for the project's own checkpoints (CourseModel) behind the model protocol (diffusionlab.model_protocol).
 
-The protocol names (Prediction, DiffusionModel, default_device, resolve_device) live in diffusionlab.protocol and
+The protocol names (Prediction, DiffusionModel, default_device, resolve_device) live in diffusionlab.model_protocol and
 stay importable from here for older code; the spec -> model lookup (load_model, SHIPPED, shipped_path,
-shipped_weights_dir) is diffusionlab.model_registry's, which imports this module (never the other way round).
+shipped_weights_dir) is diffusionlab.backends's, which imports this module (never the other way round).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from diffusionlab.checkpoint import check_fit, load_checkpoint
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.models.unet import UNet, UNetConfig
-from diffusionlab.protocol import DiffusionModel, Prediction, default_device, resolve_device  # noqa: F401  (old home)
+from diffusionlab.model_files import check_fit, load_checkpoint
+from diffusionlab.model_protocol import DiffusionModel, Prediction, default_device, resolve_device  # noqa: F401  (old home)
+from diffusionlab.networks.unet import UNet, UNetConfig
 from diffusionlab.schedule import NoiseSchedule
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -1,1 +1,0 @@
-"""Networks: the course UNet (blocks.py, unet.py) and the DeepFloyd IF adapter (deepfloyd/, optional)."""
