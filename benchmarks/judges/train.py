@@ -27,6 +27,9 @@ from torch import Tensor, nn
 
 HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE.parents[1] / "src" / "diffusionlab" / "weights"
+sys.path.insert(0, str(HERE.parents[1] / "scripts"))
+from ship_weights import strip_machine_paths  # noqa: E402  (committed JSON holds no machine's paths)
+
 # (name, channels, feature_dim, max_shift, seed): widths, seeds and shifts all differ from the shipped
 # mnist-classifier ((16, 32), 128, shift 2, seed 0), which is the ensemble's first member
 RANKER_MEMBERS = [
@@ -120,7 +123,7 @@ def train_judge(data_dir: str, epochs: int, seed: int, out: Path) -> None:
         "augmentation": _augment.__doc__,
         "train_seconds": round(time.perf_counter() - start, 1),
         "torch_threads": torch.get_num_threads(),
-        "command": shlex.join(["python", *sys.argv]),
+        "command": strip_machine_paths(shlex.join(["python", *sys.argv])),
     }
     save_file({k: v.half().contiguous() for k, v in net.state_dict().items()}, str(out))
     out.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
@@ -133,7 +136,7 @@ def train_rankers(data_dir: str, epochs: int, only: str | None) -> None:
     for name, channels, feature_dim, shift, seed in RANKER_MEMBERS:
         if only and name != only:
             continue
-        command = shlex.join(["python", *sys.argv])
+        command = strip_machine_paths(shlex.join(["python", *sys.argv]))
         _, acc = train_classifier(
             "mnist", data_dir, epochs, seed=seed, channels=channels, feature_dim=feature_dim, max_shift=shift,
             out_path=WEIGHTS / f"{name}.safetensors", progress=False, command=command,
