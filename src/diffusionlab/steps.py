@@ -15,8 +15,9 @@ estimator's Prediction (the learned variance for IF's ddpm steps, the velocity f
 - euler: a flow model's step (the only one it takes): x += (t_next - t) u, u the estimated velocity.
 
 The DDPM rules are one table, SAMPLERS (name -> Sampler: factory, one-line help, options, noise, label): the loop,
-choose_step_rule, the CLI's --sampler help, the web UI's choices and the reported names all read it, so a new step
-rule is one entry there (tests/test_sampler_table.py adds one and sees it everywhere).
+choose_step_rule, the CLI's --sampler help, the web UI's choices, the reported names and docs/sampling.md's table
+(samplers_markdown) all read it, so a new step rule is one entry there (tests/test_sampler_table.py adds one and
+sees it everywhere).
 """
 
 from __future__ import annotations
@@ -178,6 +179,13 @@ def sampler_help() -> str:
     return (
         f"Step rule (default: the model's, see docs/sampling.md). {rules}. Example: --sampler ddim --eta 0 --steps 20"
     )
+
+
+def samplers_markdown() -> str:
+    """The step rules as a Markdown table, from the table (docs/sampling.md holds a copy; a test compares them)."""
+    how = {"variance": f"`--variance` ({', '.join(VARIANCE_MODES)})", "eta": "`--eta` in [0, 1]"}
+    rows = [f"| `{n}` | {', '.join(how[o] for o in e.options) or '-'} | {e.help} |" for n, e in SAMPLERS.items()]
+    return "\n".join(["| `--sampler` | options | what it is |", "|---|---|---|", *rows])
 
 
 def samplers_taking(option: str) -> list[str]:

@@ -10,13 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffusionlab.backends import SHIPPED, load_model, shipped_path
-from diffusionlab.environment import hf_hub_cache
+from diffusionlab.backends import IF_NAME, cached_deepfloyd, load_model
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.files import read_text
 from diffusionlab.model_files import WEIGHTS_NAME
-
-DEEPFLOYD_REPOS = ("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-I-L-v1.0", "DeepFloyd/IF-I-M-v1.0")
+from diffusionlab.shipped_models import SHIPPED_MODELS, shipped_path
 
 
 @dataclass(frozen=True)
@@ -33,17 +31,8 @@ class Limits:
 
 def deepfloyd_available(cache: Path | None = None) -> str | None:
     """The first DeepFloyd IF stage I variant (e.g. "IF-I-XL-v1.0") whose weights are in the Hugging Face cache, or
-    None. Only looks at the files; nothing is loaded."""
-    cache = cache or hf_hub_cache()
-    for repo in DEEPFLOYD_REPOS:
-        snapshots = cache / ("models--" + repo.replace("/", "--")) / "snapshots"
-        if not snapshots.is_dir():
-            continue
-        for snap in snapshots.iterdir():
-            unet = snap / "unet"
-            if unet.is_dir() and any(p.suffix in (".safetensors", ".bin") for p in unet.iterdir()):
-                return repo.split("/")[1]
-    return None
+    None (backends.cached_deepfloyd: IF's ids and cache layout are the IF adapter's)."""
+    return cached_deepfloyd(cache)
 
 
 def _describe_run(config_path: Path) -> str:
@@ -80,22 +69,22 @@ class ModelRegistry:
     def choices(self) -> list[tuple[str, str]]:
         """(label, value) pairs: shipped models present, given models, runs under runs_dir, DeepFloyd if cached."""
         out: list[tuple[str, str]] = []
-        for name in SHIPPED:
+        for name in SHIPPED_MODELS:  # the table in shipped_models.py
             if shipped_path(name).is_file():
                 out.append((f"{name} (shipped)", f"shipped:{name}"))
         for spec in self.extra:
-            if spec in SHIPPED:
+            if spec in SHIPPED_MODELS:
                 if shipped_path(spec).is_file() and (f"{spec} (shipped)", f"shipped:{spec}") not in out:
                     out.append((f"{spec} (shipped)", f"shipped:{spec}"))
-            elif spec != "deepfloyd":
+            elif spec != IF_NAME:
                 out.append((f"{spec} (given at start)", f"given:{spec}"))
         for rel in self.runs():
             out.append((f"run: {rel} ({_describe_run(self.runs_dir / rel / 'model.json')})", f"run:{rel}"))
         variant = deepfloyd_available()
         if variant:
-            out.append((f"DeepFloyd {variant} (stage I, local weights)", f"deepfloyd:{variant}"))
-        elif "deepfloyd" in self.extra:
-            out.append(("DeepFloyd IF (stage I, --model-dir / cache)", "deepfloyd"))
+            out.append((f"DeepFloyd {variant} (stage I, local weights)", f"{IF_NAME}:{variant}"))
+        elif IF_NAME in self.extra:
+            out.append(("DeepFloyd IF (stage I, --model-dir / cache)", IF_NAME))
         return out
 
     def runs(self) -> list[str]:
