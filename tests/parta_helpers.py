@@ -6,12 +6,17 @@ import pytest
 import torch
 from torch import Tensor
 
-from diffusionlab.course_model import Prediction
+from diffusionlab.model_kinds import DDPM, IF
+from diffusionlab.model_protocol import DiffusionModel, Prediction
 from diffusionlab.schedule import NoiseSchedule
 
 
-class FormulaModel:
-    """eps and (optionally) learned-range variance values are fixed smooth functions of (x_t, t, cond)."""
+class FormulaModel(DiffusionModel):
+    """eps and (optionally) learned-range variance values are fixed smooth functions of (x_t, t, cond): an IF-kind
+    model with variance (IF's scheduler settings: DDPM steps, learned variance, dynamic thresholding), else a DDPM."""
+
+    name = "formula"
+    conditioned = True
 
     def __init__(self, schedule: NoiseSchedule, image_shape=(3, 16, 16), value_range=(-1.0, 1.0), variance=True):
         self.schedule = schedule
@@ -19,6 +24,7 @@ class FormulaModel:
         self.value_range = value_range
         self.device = torch.device("cpu")
         self.predicts_variance = variance
+        self.kind = IF if variance else DDPM
         self.calls = 0
 
     def predict(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Prediction:
@@ -36,18 +42,21 @@ class FormulaModel:
         return torch.zeros(n, 1)
 
 
-class GaussianDataModel:
-    """The exact eps-predictor for data ~ N(mu + cond, s^2 I) per pixel: a 'trained' model in closed form.
+class GaussianDataModel(DiffusionModel):
+    """The exact eps-predictor for data ~ N(mu + cond, s^2 I) per pixel: a 'trained' model in closed form (a DDPM).
 
     eps*(x_t) = sqrt(1 - abar) (x_t - sqrt(abar) mean) / (abar s^2 + 1 - abar).
     """
+
+    name = "gaussian"
+    kind = DDPM
+    conditioned = True
 
     def __init__(self, schedule: NoiseSchedule, image_shape=(1, 8, 8), mu=0.2, s=0.3, value_range=(0.0, 1.0)):
         self.schedule = schedule
         self.image_shape = image_shape
         self.value_range = value_range
         self.device = torch.device("cpu")
-        self.predicts_variance = False
         self.mu, self.s = mu, s
 
     def predict(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Prediction:

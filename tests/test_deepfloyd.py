@@ -15,12 +15,12 @@ pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from diffusionlab import deepfloyd  # noqa: E402
-
 from diffusionlab.backends import load_model  # noqa: E402
 from diffusionlab.deepfloyd import load_deepfloyd, load_prompt_embeds  # noqa: E402
 from diffusionlab.errors import DiffusionLabError  # noqa: E402
 from diffusionlab.guidance import cfg  # noqa: E402
-from diffusionlab.model_protocol import is_if_like, randn  # noqa: E402
+from diffusionlab.model_kinds import IF  # noqa: E402
+from diffusionlab.model_protocol import randn  # noqa: E402
 from diffusionlab.sampling import denoise  # noqa: E402
 from diffusionlab.upscale import condition, upscale  # noqa: E402
 
@@ -164,12 +164,12 @@ def test_protocol_and_config(tiny_if):
     assert cond.shape == (2, 77, D_TEXT)
     x = torch.randn(2, 3, S1, S1)
     pred = model.predict(x, torch.tensor([500, 10]), cond)
-    assert pred.eps.shape == x.shape and pred.var_values.shape == x.shape
+    assert pred.output.shape == x.shape and pred.var_values.shape == x.shape
     # load_model (what --model uses) reaches the same loader; a local dir spec works too
     m2 = load_model(f"deepfloyd:{tiny_if / 'IF-I-XL-v1.0'}", "cpu")
     assert m2.image_shape == model.image_shape
     assert m2.stage2().image_shape == (3, S2, S2)  # found beside the stage-I folder
-    assert is_if_like(model) and is_if_like(m2.stage2())
+    assert model.kind is IF and m2.stage2().kind is IF
     assert m2.stage2().slot is m2.slot  # stage I and its stage II take turns on the GPU under --offload
 
 
@@ -248,9 +248,9 @@ def test_stage2_views_tile_the_low_res_images(tiny_if):
     assert both.shape == (2, 3, S2, S2) and torch.equal(both[1:], flip(both[:1]))
     x = torch.randn(1, 3, S2, S2)
     cond = model.encode(["a skull"])
-    out = stage2.predict(torch.cat([x, flip(x), x, flip(x)]), torch.tensor(500), cond).eps
+    out = stage2.predict(torch.cat([x, flip(x), x, flip(x)]), torch.tensor(500), cond).output
     stage2.low_res = both[1:]
-    single = stage2.predict(flip(x), torch.tensor(500), cond).eps
+    single = stage2.predict(flip(x), torch.tensor(500), cond).output
     assert torch.allclose(out[1:2], single, atol=1e-5) and torch.allclose(out[3:], single, atol=1e-5)
     with pytest.raises(DiffusionLabError, match="tile"):
         stage2.low_res = both
@@ -267,7 +267,7 @@ def test_stage2_anagram_and_hybrid_estimators(tiny_if):
     stage2 = model.stage2()
     c1, c2, u = model.encode(["an old man"]), model.encode(["a campfire"]), model.null(1)
     low = torch.rand(2, 3, S1, S1) * 2 - 1
-    views = [get_view("identity", stage2.image_shape, stage2.value_range), get_view("rot180", stage2.image_shape)]
+    views = [get_view("identity", stage2.image_shape), get_view("rot180", stage2.image_shape)]
     est = guidance.anagram(stage2, list(zip(views, [c1, c2], strict=True)), u, 4.0)
     g = torch.Generator().manual_seed(0)
     out = upscale(stage2, low, estimator=est, views=views, timesteps=[900, 500, 0], generator=g, progress=False)

@@ -42,7 +42,7 @@ def test_defaults_follow_the_model():
 def test_one_step_and_iterative_denoise(model):
     x0 = torch.rand(2, 1, 28, 28)
     x_t = edits.forward(model, x0, [150], gen())[0]
-    eps = guidance.plain(model, model.null(1))(x_t, 150).eps
+    eps = guidance.plain(model, model.null(1))(x_t, 150).output
     assert torch.allclose(edits.one_step_denoise(model, x_t, 150), predict_x0(x_t, 150, eps, model.schedule))
     ts = strided_timesteps(300)
     frames = []
@@ -166,7 +166,7 @@ def _one_call_per_branch(model, combine_branches):
     def estimate(x_t, t):
         def cfg_of(scale):
             def cfg(x, cond):
-                e_c, e_u = (model.predict(x, torch.full((1,), t), c).eps for c in (cond, model.null(1)))
+                e_c, e_u = (model.predict(x, torch.full((1,), t), c).output for c in (cond, model.null(1)))
                 return e_u + scale * (e_c - e_u)
 
             return cfg
@@ -191,13 +191,14 @@ def test_anagram_runs_batched_on_our_model(sensitive_model, view):
     model = sensitive_model
     ts, scale = [290, 150, 0], 3.0
     out = edits.anagram(model, "6", "9", view, 2, scale, gen(0), ts, combine="mean", progress=False)
-    v = get_view(view, model.image_shape, model.value_range)
+    v = get_view(view, model.image_shape)
     c6, c9 = model.encode(["6"]), model.encode(["9"])
 
     def mean_of_views(x, t, cfg_of):
         abar, level = guidance.view_levels(model, t)
         cfg = cfg_of(scale)
-        return (cfg(x, c6) + v.inverse_noisy(cfg(v.apply_noisy(x, abar), c9), level)) / 2
+        vr = model.value_range
+        return (cfg(x, c6) + v.inverse_noisy(cfg(v.apply_noisy(x, abar, vr), c9), level, vr)) / 2
 
     want = _reference_run(model, _one_call_per_branch(model, mean_of_views), edits.ANAGRAM_DEFAULTS, ts, 0)
     assert torch.allclose(out, want, atol=1e-4), (out - want).abs().max()

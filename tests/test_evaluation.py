@@ -69,6 +69,7 @@ class TopRow:
     """Fake classifier: the label is the brightest of the first 10 pixels of the top row."""
 
     num_classes = 10
+    test_accuracy = None
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         return images[:, 0, 0, :10].argmax(1)
@@ -85,7 +86,7 @@ class FirstPixel:
 
 
 class Rot180:
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
         return torch.flip(x, dims=(-2, -1))
 
     inverse = apply
@@ -117,7 +118,7 @@ def test_anagram_success_hand_made() -> None:
 
 def test_anagram_success_with_project_view() -> None:
     views = pytest.importorskip("diffusionlab.views")
-    view = views.get_view("rot180", (1, 28, 28), (0.0, 1.0), 0)
+    view = views.get_view("rot180", (1, 28, 28))
     x = dot_images([2, 9], [8, 8])
     assert anagram_success(TopRow(), x, view, [2, 9], 8)["success"] == 1.0
 

@@ -13,14 +13,16 @@ from torch import Tensor
 from diffusionlab import edits, guidance, sampling, tools
 from diffusionlab.course_model import CourseModel
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model_kinds import FLOW
+from diffusionlab.model_protocol import DiffusionModel, Prediction
 from diffusionlab.views import get_view
 
 
-class FlowFormulaModel:
+class FlowFormulaModel(DiffusionModel):
     """A flow model whose velocity is a fixed smooth function of (x_t, t, class), strongly class-dependent."""
 
-    objective = "flow"
-    num_classes = 10
+    kind = FLOW
+    conditioned = True
     schedule = None
     name = "formula-flow"
 
@@ -32,6 +34,9 @@ class FlowFormulaModel:
         tt = torch.as_tensor(t, dtype=x.dtype).reshape(-1).expand(x.shape[0]).view(-1, 1, 1, 1)
         c = (cond.float() @ torch.arange(1.0, 11.0)).view(-1, 1, 1, 1)
         return 0.5 * torch.sin(3 * x + tt) + 0.2 * c * torch.cos(x.roll(1, -1)) - 0.3 * x
+
+    def predict(self, x: Tensor, t, cond: Tensor) -> Prediction:
+        return Prediction(self.velocity(x, t, cond))  # the kind's output: the velocity
 
     def encode(self, prompts: list[str]) -> Tensor:
         c = torch.zeros(len(prompts), 10)
@@ -100,7 +105,7 @@ def test_flow_scale_one_is_the_plain_conditional_sampler(model, request):
     steps = 4
     x = torch.randn((2, *m.image_shape), generator=gen(1))
     for i in range(steps):
-        x = x + m.velocity(x, i / steps, cond.expand(2, -1)) / steps
+        x = x + m.predict(x, i / steps, cond.expand(2, -1)).output / steps  # the velocity
     r = tools.sample(m, ["5"], 2, steps=steps, scale=1.0, seed=1, progress=False)
     torch.testing.assert_close(r.images, x, rtol=1e-5, atol=1e-5)
     x0 = torch.randn((2, *m.image_shape), generator=gen(1))
@@ -114,8 +119,8 @@ def test_flow_scale_one_is_the_plain_conditional_sampler(model, request):
 def test_flow_anagram_estimator_moves_the_velocity_back_as_an_image(fm):
     """negate on [0, 1] images: the view of x_t is t - x_t, and its velocity comes back as 1 - u (an image)."""
     c1, c2, null = fm.encode(["1"]), fm.encode(["4"]), fm.null(1)
-    neg = get_view("negate", fm.image_shape, fm.value_range)
-    ident = get_view("identity", fm.image_shape, fm.value_range)
+    neg = get_view("negate", fm.image_shape)
+    ident = get_view("identity", fm.image_shape)
     est = guidance.anagram(fm, [(ident, c1), (neg, c2)], null, 2.0)
     x, t = torch.rand(2, *fm.image_shape), 0.4
 
@@ -124,9 +129,9 @@ def test_flow_anagram_estimator_moves_the_velocity_back_as_an_image(fm):
         return u + 2.0 * (c_ - u)
 
     want = (cfg(x, c1) + (1 - cfg(t - x, c2))) / 2
-    torch.testing.assert_close(est(x, t).eps, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(est(x, t).output, want, rtol=1e-5, atol=1e-5)
     # a hybrid of one prompt twice is CFG of it (lowpass + highpass = identity), on velocities as on eps
-    same = guidance.hybrid(fm, c1, c1, null, 2.0, 3, 1.0)(x, t).eps
+    same = guidance.hybrid(fm, c1, c1, null, 2.0, 3, 1.0)(x, t).output
     torch.testing.assert_close(same, cfg(x, c1), rtol=1e-5, atol=1e-5)
 
 

@@ -33,35 +33,35 @@ def _x(n=3, seed=0):
 def test_batched_cfg_equals_sequential_calls(model):
     x, t = _x(), 150
     c, u = model.encode(["3"]), model.null(1)
-    got = guidance.cfg(model, c, u, 5.0)(x, t).eps
-    eps_c = guidance.plain(model, c)(x, t).eps
-    eps_u = guidance.plain(model, u)(x, t).eps
+    got = guidance.cfg(model, c, u, 5.0)(x, t).output
+    eps_c = guidance.plain(model, c)(x, t).output
+    eps_u = guidance.plain(model, u)(x, t).output
     assert torch.allclose(got, eps_u + 5.0 * (eps_c - eps_u), atol=ATOL)
     per_image = model.encode(["1", "2", "7"])
-    got = guidance.cfg(model, per_image, u, 3.0)(x, t).eps
+    got = guidance.cfg(model, per_image, u, 3.0)(x, t).output
     for i in range(3):
-        one = guidance.cfg(model, per_image[i : i + 1], u, 3.0)(x[i : i + 1], t).eps
+        one = guidance.cfg(model, per_image[i : i + 1], u, 3.0)(x[i : i + 1], t).output
         assert torch.allclose(got[i : i + 1], one, atol=ATOL)
 
 
 def test_anagram_with_identity_view_is_cfg(model):
     x, t, c, u = _x(), 120, model.encode(["5"]), model.null(1)
-    ident = get_view("identity", model.image_shape, model.value_range)
-    want = guidance.cfg(model, c, u, 5.0)(x, t).eps
-    assert torch.allclose(guidance.anagram(model, [(ident, c)], u, 5.0)(x, t).eps, want, atol=ATOL)
-    assert torch.allclose(guidance.anagram(model, [(ident, c), (ident, c)], u, 5.0)(x, t).eps, want, atol=ATOL)
+    ident = get_view("identity", model.image_shape)
+    want = guidance.cfg(model, c, u, 5.0)(x, t).output
+    assert torch.allclose(guidance.anagram(model, [(ident, c)], u, 5.0)(x, t).output, want, atol=ATOL)
+    assert torch.allclose(guidance.anagram(model, [(ident, c), (ident, c)], u, 5.0)(x, t).output, want, atol=ATOL)
 
 
 @pytest.mark.parametrize("view", ["rot180", "negate", "patch-permute", "inner-circle"])
 def test_anagram_batched_equals_sequential(model, view):
     x, t, u = _x(2), 200, model.null(1)
     c1, c2 = model.encode(["6"]), model.encode(["9"])
-    v = get_view(view, model.image_shape, model.value_range, seed=1)
-    ident = get_view("identity", model.image_shape, model.value_range)
+    v = get_view(view, model.image_shape, seed=1)
+    ident = get_view("identity", model.image_shape)
     abar = float(model.schedule.abar(t))
-    eps1 = guidance.cfg(model, c1, u, 5.0)(x, t).eps
-    eps2 = v.inverse_noise(guidance.cfg(model, c2, u, 5.0)(v.apply_noisy(x, abar), t).eps)
-    got = guidance.anagram(model, [(ident, c1), (v, c2)], u, 5.0)(x, t).eps
+    eps1 = guidance.cfg(model, c1, u, 5.0)(x, t).output
+    eps2 = v.inverse_noise(guidance.cfg(model, c2, u, 5.0)(v.apply_noisy(x, abar, model.value_range), t).output)
+    got = guidance.anagram(model, [(ident, c1), (v, c2)], u, 5.0)(x, t).output
     assert torch.allclose(got, (eps1 + eps2) / 2, atol=ATOL)
 
 
@@ -70,18 +70,18 @@ def test_anagram_combine_modes_against_their_formulas(model):
     estimates scaled per image to the mean of their standard deviations."""
     x, t, u = _x(2), 200, model.null(1)
     c1, c2 = model.encode(["6"]), model.encode(["9"])
-    v = get_view("rot180", model.image_shape, model.value_range)
-    ident = get_view("identity", model.image_shape, model.value_range)
+    v = get_view("rot180", model.image_shape)
+    ident = get_view("identity", model.image_shape)
     abar = float(model.schedule.abar(t))
-    eps1 = guidance.cfg(model, c1, u, 5.0)(x, t).eps
-    eps2 = v.inverse_noise(guidance.cfg(model, c2, u, 5.0)(v.apply_noisy(x, abar), t).eps)
+    eps1 = guidance.cfg(model, c1, u, 5.0)(x, t).output
+    eps2 = v.inverse_noise(guidance.cfg(model, c2, u, 5.0)(v.apply_noisy(x, abar, model.value_range), t).output)
     alternate = guidance.anagram(model, [(ident, c1), (v, c2)], u, 5.0, combine="alternate")
     for want in (eps1, eps2, eps1):
-        torch.testing.assert_close(alternate(x, t).eps, want, atol=ATOL, rtol=1e-4)
+        torch.testing.assert_close(alternate(x, t).output, want, atol=ATOL, rtol=1e-4)
     mean = (eps1 + eps2) / 2
     std = lambda e: e.flatten(1).std(1).view(-1, 1, 1, 1)  # noqa: E731
     want = mean * ((std(eps1) + std(eps2)) / 2) / std(mean)
-    got = guidance.anagram(model, [(ident, c1), (v, c2)], u, 5.0, combine="rescaled")(x, t).eps
+    got = guidance.anagram(model, [(ident, c1), (v, c2)], u, 5.0, combine="rescaled")(x, t).output
     torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-4)
     assert not torch.allclose(got, mean, atol=1e-3)  # the rescaling does something here
 
@@ -90,26 +90,26 @@ def test_anagram_variance_and_single_predict():
     m = FormulaModel(NoiseSchedule.cosine(1000), (3, 16, 16), (-1.0, 1.0))
     x, t = torch.randn(2, 3, 16, 16), 500
     c1, c2, u = m.encode(["an old man"]), m.encode(["a campfire"]), m.null(1)
-    v = get_view("rot90", m.image_shape, m.value_range)
-    ident = get_view("identity", m.image_shape, m.value_range)
+    v = get_view("rot90", m.image_shape)
+    ident = get_view("identity", m.image_shape)
     m.calls = 0
     got = guidance.anagram(m, [(ident, c1), (v, c2)], u, 7.0)(x, t)
     assert m.calls == 1
     p1 = guidance.cfg(m, c1, u, 7.0)(x, t)
-    p2 = guidance.cfg(m, c2, u, 7.0)(v.apply_noisy(x, float(m.schedule.abar(t))), t)
-    assert torch.allclose(got.eps, (p1.eps + v.inverse_noise(p2.eps)) / 2, atol=ATOL)
+    p2 = guidance.cfg(m, c2, u, 7.0)(v.apply_noisy(x, float(m.schedule.abar(t)), m.value_range), t)
+    assert torch.allclose(got.output, (p1.output + v.inverse_noise(p2.output)) / 2, atol=ATOL)
     assert torch.allclose(got.var_values, (p1.var_values + v.inverse_spatial(p2.var_values)) / 2, atol=ATOL)
 
 
 def test_hybrid_identical_prompts_is_cfg_and_batched_equals_sequential(model):
     x, t, u = _x(), 100, model.null(1)
     c, c_low, c_high = model.encode(["4"]), model.encode(["0"]), model.encode(["1"])
-    want = guidance.cfg(model, c, u, 5.0)(x, t).eps
-    assert torch.allclose(guidance.hybrid(model, c, c, u, 5.0)(x, t).eps, want, atol=ATOL)
+    want = guidance.cfg(model, c, u, 5.0)(x, t).output
+    assert torch.allclose(guidance.hybrid(model, c, c, u, 5.0)(x, t).output, want, atol=ATOL)
     k, s = scaled_blur(28)
-    e_low = guidance.cfg(model, c_low, u, 5.0)(x, t).eps
-    e_high = guidance.cfg(model, c_high, u, 5.0)(x, t).eps
-    got = guidance.hybrid(model, c_low, c_high, u, 5.0)(x, t).eps
+    e_low = guidance.cfg(model, c_low, u, 5.0)(x, t).output
+    e_high = guidance.cfg(model, c_high, u, 5.0)(x, t).output
+    got = guidance.hybrid(model, c_low, c_high, u, 5.0)(x, t).output
     assert torch.allclose(got, lowpass(e_low, k, s) + highpass(e_high, k, s), atol=ATOL)
 
 
@@ -121,7 +121,7 @@ def test_hybrid_single_predict_and_variance():
     got = guidance.hybrid(m, c1, c2, u, 7.0)(x, t)
     assert m.calls == 1
     p1, p2 = guidance.cfg(m, c1, u, 7.0)(x, t), guidance.cfg(m, c2, u, 7.0)(x, t)
-    assert torch.allclose(got.eps, lowpass(p1.eps, 33, 2.0) + highpass(p2.eps, 33, 2.0), atol=ATOL)
+    assert torch.allclose(got.output, lowpass(p1.output, 33, 2.0) + highpass(p2.output, 33, 2.0), atol=ATOL)
     assert torch.allclose(got.var_values, (p1.var_values + p2.var_values) / 2, atol=ATOL)
 
 
@@ -173,8 +173,8 @@ def test_alternating_views_follow_each_images_share_of_the_steps():
 
 def _two_views(model):
     c1, c2 = model.encode(["6"]), model.encode(["9"])
-    v = get_view("rot180", model.image_shape, model.value_range)
-    ident = get_view("identity", model.image_shape, model.value_range)
+    v = get_view("rot180", model.image_shape)
+    ident = get_view("identity", model.image_shape)
     return [(ident, c1), (v, c2)]
 
 
@@ -184,19 +184,19 @@ def test_anagram_weights_equal_reproduce_alternate_and_the_mean(model):
     plain_alt = guidance.anagram(model, pairs, u, 5.0, combine="alternate")
     weighted_alt = guidance.anagram(model, pairs, u, 5.0, combine="alternate", weights=eq * 3)  # normalized
     for _ in range(3):
-        torch.testing.assert_close(weighted_alt(x, t).eps, plain_alt(x, t).eps, atol=0, rtol=0)
-    mean = guidance.anagram(model, pairs, u, 5.0)(x, t).eps
-    torch.testing.assert_close(guidance.anagram(model, pairs, u, 5.0, weights=eq)(x, t).eps, mean, atol=ATOL, rtol=0)
+        torch.testing.assert_close(weighted_alt(x, t).output, plain_alt(x, t).output, atol=0, rtol=0)
+    mean = guidance.anagram(model, pairs, u, 5.0)(x, t).output
+    torch.testing.assert_close(guidance.anagram(model, pairs, u, 5.0, weights=eq)(x, t).output, mean, atol=ATOL, rtol=0)
 
 
 def test_anagram_weighted_mean_against_its_formula(model):
     x, t, u, pairs = _x(2), 200, model.null(1), _two_views(model)
     (ident, c1), (v, c2) = pairs
     abar = float(model.schedule.abar(t))
-    eps1 = guidance.cfg(model, c1, u, 5.0)(x, t).eps
-    eps2 = v.inverse_noise(guidance.cfg(model, c2, u, 5.0)(v.apply_noisy(x, abar), t).eps)
+    eps1 = guidance.cfg(model, c1, u, 5.0)(x, t).output
+    eps2 = v.inverse_noise(guidance.cfg(model, c2, u, 5.0)(v.apply_noisy(x, abar, model.value_range), t).output)
     w = torch.tensor([[1.0, 3.0], [2.0, 0.0]])
-    got = guidance.anagram(model, pairs, u, 5.0, weights=w)(x, t).eps
+    got = guidance.anagram(model, pairs, u, 5.0, weights=w)(x, t).output
     torch.testing.assert_close(got[0], 0.25 * eps1[0] + 0.75 * eps2[0], atol=ATOL, rtol=1e-4)
     torch.testing.assert_close(got[1], eps1[1], atol=ATOL, rtol=1e-4)
 
@@ -207,8 +207,8 @@ def test_anagram_per_image_views_in_one_predict_equal_each_image_alone():
     m = FormulaModel(NoiseSchedule.cosine(1000), (3, 16, 16), (-1.0, 1.0))
     x, t = torch.randn(3, 3, 16, 16), 500
     pairs = [
-        (get_view("identity", m.image_shape, m.value_range), m.encode(["an old man"])),
-        (get_view("rot90", m.image_shape, m.value_range), m.encode(["a campfire"])),
+        (get_view("identity", m.image_shape), m.encode(["an old man"])),
+        (get_view("rot90", m.image_shape), m.encode(["a campfire"])),
     ]
     u = m.null(1)
     w = torch.tensor([[0.5, 0.5], [1.0, 2.0], [2.0, 1.0]])
@@ -220,7 +220,7 @@ def test_anagram_per_image_views_in_one_predict_equal_each_image_alone():
         assert m.calls == 1
         for i in range(3):
             one = alone[i](x[i : i + 1], t)
-            torch.testing.assert_close(got.eps[i : i + 1], one.eps, atol=ATOL, rtol=1e-4)
+            torch.testing.assert_close(got.output[i : i + 1], one.output, atol=ATOL, rtol=1e-4)
             torch.testing.assert_close(got.var_values[i : i + 1], one.var_values, atol=ATOL, rtol=1e-4)
 
 
@@ -243,15 +243,15 @@ def test_view_weights_set_between_steps_move_the_alternation():
     rebalancing hook sets the starting weights times balance(x0) and then calls the caller's hook."""
     m = FormulaModel(NoiseSchedule.cosine(1000), (3, 16, 16), (-1.0, 1.0))
     pairs = [
-        (get_view("identity", m.image_shape, m.value_range), m.encode(["an old man"])),
-        (get_view("rot90", m.image_shape, m.value_range), m.encode(["a campfire"])),
+        (get_view("identity", m.image_shape), m.encode(["an old man"])),
+        (get_view("rot90", m.image_shape), m.encode(["a campfire"])),
     ]
     x = torch.randn(2, 3, 16, 16)
     live = guidance.ViewWeights(torch.ones(2, 2), 2)
     est = guidance.anagram(m, pairs, m.null(1), 7.0, "alternate", live)
     fixed = guidance.anagram(m, pairs, m.null(1), 7.0, "alternate")
     for _ in range(2):  # equal weights: 0, 1 as without weights
-        torch.testing.assert_close(est(x, 500).eps, fixed(x, 500).eps, atol=0, rtol=0)
+        torch.testing.assert_close(est(x, 500).output, fixed(x, 500).output, atol=0, rtol=0)
     live.set(torch.tensor([[1.0, 3.0], [3.0, 1.0]]))  # shares 1/4, 3/4 and 3/4, 1/4 from now on
     assert live.taken.tolist() == [[1.0, 1.0], [1.0, 1.0]]
     est(x, 500)  # call 2: (3 w - taken) = (-0.25, 1.25) / (1.25, -0.25): image 0 takes view 1, image 1 view 0

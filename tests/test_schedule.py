@@ -75,7 +75,7 @@ def _independent_strided(model, x, ts, g, mode):
     for i, t in enumerate(ts):
         tp = ts[i + 1] if i + 1 < len(ts) else -1
         pred = model.predict(x.float(), torch.full((x.shape[0],), t), model.null(x.shape[0]))
-        eps = pred.eps.double()
+        eps = pred.output.double()
         a_t, a_p = ac[t], (ac[tp] if tp >= 0 else torch.tensor(1.0, dtype=torch.float64))
         alpha, beta = a_t / a_p, 1 - a_t / a_p
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
@@ -121,7 +121,7 @@ def test_strided_step_matches_independent_and_diffusers(mode, T):
     y = x.clone()
     for t in ref.timesteps:
         pred = model.predict(y, torch.full((y.shape[0],), int(t)), model.null(y.shape[0]))
-        out = torch.cat([pred.eps, pred.var_values], 1) if mode == "learned-range" else pred.eps
+        out = torch.cat([pred.output, pred.var_values], 1) if mode == "learned-range" else pred.output
         y = ref.step(out, t, y, generator=g).prev_sample
     assert torch.allclose(ours, y, atol=1e-5), (ours - y).abs().max()
 
@@ -145,7 +145,7 @@ def test_full_timesteps_is_algorithm_b2():
     ref.set_timesteps(timesteps=full_timesteps(50))
     g, y = torch.Generator().manual_seed(5), x.clone()
     for t in ref.timesteps:
-        y = ref.step(model.predict(y, torch.full((2,), int(t)), model.null(2)).eps, t, y, generator=g).prev_sample
+        y = ref.step(model.predict(y, torch.full((2,), int(t)), model.null(2)).output, t, y, generator=g).prev_sample
     assert torch.allclose(ours, y, atol=1e-5)
 
 

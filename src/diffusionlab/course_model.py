@@ -15,6 +15,7 @@ from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.model_files import check_fit, load_checkpoint
+from diffusionlab.model_kinds import DDPM, DENOISER, FLOW, ModelKind
 from diffusionlab.model_protocol import DiffusionModel, Prediction, default_device, resolve_device  # noqa: F401  (old home)
 from diffusionlab.networks.unet import UNet, UNetConfig
 from diffusionlab.schedule import NoiseSchedule
@@ -82,27 +83,39 @@ def _unknown(prompt, class_names: list[str], what: str) -> str:
     return f"{what}; valid prompts for this model: {valid}; '' for no class"
 
 
-class CourseModel:
+def model_kind(network_kind: str, objective: str) -> ModelKind:
+    """The model kind of one of our checkpoints: a denoiser, else a DDPM or a flow model by its objective."""
+    if network_kind == "denoiser":
+        return DENOISER
+    return FLOW if objective == "flow" else DDPM
+
+
+class CourseModel(DiffusionModel):
     """One of our checkpoints (denoiser, time or class UNet; DDPM or flow) behind the model protocol.
 
-    DDPM timesteps are 0-indexed integers; the network sees (t + 1) / T, the course's t / T with its 1-indexed t.
-    Flow models take t in [0, 1] (0 = noise, 1 = data) through `velocity`.
+    `kind` is the model kind (model_kinds: DDPM, FLOW or DENOISER); `network_kind` the config's "kind" word, what
+    the network is conditioned on ("denoiser", "time", "class"). DDPM timesteps are 0-indexed integers; the network
+    sees (t + 1) / T, the course's t / T with its 1-indexed t. Flow models take t in [0, 1] (0 = noise, 1 = data)
+    and predict the velocity (the kind's network_time and output say so).
     """
-
-    predicts_variance = False  # eps only (protocol.is_if_like)
 
     def __init__(self, net: UNet, config: dict, device: torch.device | None = None) -> None:
         self.device = device or torch.device("cpu")
         self.net = net.to(self.device).eval()
         self.config = config
-        self.kind: str = config["kind"]
+        self.network_kind: str = config["kind"]
         self.objective: str = config.get("objective", "ddpm")
+        self.kind = model_kind(self.network_kind, self.objective)
         self.class_names: list[str] = list(config.get("class_names", []))
         self.num_classes = net.config.num_classes
+        self.conditioned = bool(self.num_classes)
+        measured = (config.get("default_guidance") or {}).get("cfg_scale")
+        self.default_guidance_scale = None if measured is None else float(measured)  # `choose-guidance --write`
         shape = config.get("image_shape", [1, 28, 28])
         self.image_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
         self.value_range = tuple(config.get("value_range", (0.0, 1.0)))
         self.schedule = NoiseSchedule.from_config(config["schedule"]) if "schedule" in config else None
+        self.data: str | None = config.get("data")
         self.name = config.get("name", config.get("data", "model"))
 
     @classmethod
@@ -127,11 +140,13 @@ class CourseModel:
         return cls(net, config, device)
 
     def require(self, kind: str | tuple[str, ...], objective: str | None = None, what: str = "this") -> None:
+        """A one-line error unless this is a `kind` ("denoiser", "time", "class"; or several) network, of
+        `objective` ("ddpm", "flow") when given."""
         kinds = (kind,) if isinstance(kind, str) else kind
-        if self.kind not in kinds or (objective is not None and self.objective != objective):
+        if self.network_kind not in kinds or (objective is not None and self.objective != objective):
             want = "/".join(kinds) + (f" {objective}" if objective else "")
             raise DiffusionLabError(
-                f"{what} needs a {want} model, but {self.name} is a {self.kind} {self.objective} model"
+                f"{what} needs a {want} model, but {self.name} is a {self.network_kind} {self.objective} model"
             )
 
     # -- conditions -----------------------------------------------------------------------------------------
@@ -157,28 +172,25 @@ class CourseModel:
             return None
         return cond if cond is not None else self.null(n)
 
-    @torch.no_grad()
-    def predict(self, x_t: Tensor, t: Tensor | int, cond: Tensor | None = None) -> Prediction:
-        self.require(("time", "class"), "ddpm", "DDPM noise prediction")
-        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0])
-        t_in = (t.float() + 1) / self.schedule.num_steps
-        return Prediction(self.net(x_t, t_in, self._class_input(cond, x_t.shape[0])))
+    def _time_input(self, t: Tensor | float, n: int, like: Tensor) -> Tensor:
+        """The network's time input for the loop's times t (one, or one per row): the kind's network_time."""
+        t = torch.as_tensor(t, device=like.device)
+        t = t.to(like.dtype) if t.is_floating_point() else t
+        return self.kind.network_time(self, t.reshape(-1).expand(n))
 
     @torch.no_grad()
-    def predict_branches(self, x_t: Tensor, k: int, t: Tensor | int, cond: Tensor | None = None) -> Prediction:
+    def predict(self, x_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Prediction:
+        """The kind's output (a DDPM's noise at integer t, a flow model's velocity at flow time t)."""
+        n = x_t.shape[0]  # a denoiser has no times: the kind's network_time refuses it in one line
+        return Prediction(self.net(x_t, self._time_input(t, n, x_t), self._class_input(cond, n)))
+
+    @torch.no_grad()
+    def predict_branches(self, x_t: Tensor, k: int, t: Tensor | float, cond: Tensor | None = None) -> Prediction:
         """predict(cat([x_t] * k), t, cond) for k branches of one input (cond and t branch-major, k N rows), with
-        the layers before the first condition computed once (UNet.branches): CFG's two branches, a hybrid's three."""
-        self.require(("time", "class"), "ddpm", "DDPM noise prediction")
+        the layers before the first condition computed once (UNet.branches): CFG's two branches, a hybrid's three
+        (DDPM and flow alike: on the CPU bit for bit the k copies' output)."""
         n = x_t.shape[0] * k
-        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(n)
-        t_in = (t.float() + 1) / self.schedule.num_steps
-        return Prediction(self.net.branches(x_t, k, t_in, self._class_input(cond, n)))
-
-    @torch.no_grad()
-    def velocity(self, x_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
-        self.require(("time", "class"), "flow", "flow sampling")
-        t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype).reshape(-1).expand(x_t.shape[0])
-        return self.net(x_t, t, self._class_input(cond, x_t.shape[0]))
+        return Prediction(self.net.branches(x_t, k, self._time_input(t, n, x_t), self._class_input(cond, n)))
 
     @torch.no_grad()
     def denoise_once(self, z: Tensor) -> Tensor:

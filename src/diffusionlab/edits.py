@@ -20,9 +20,9 @@ from torch import Tensor
 from diffusionlab import guidance, sampling
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.filters import gaussian_blur, scaled_blur
-from diffusionlab.model_protocol import DiffusionModel, is_if_like, randn
+from diffusionlab.model_protocol import DiffusionModel, randn
 from diffusionlab.schedule import add_noise
-from diffusionlab.views import View, get_view
+from diffusionlab.views import View, reading_views
 
 Prompt = str | Tensor
 
@@ -31,8 +31,9 @@ SDEDIT_I_STARTS = (1, 3, 5, 7, 10, 20)
 
 # -- defaults ---------------------------------------------------------------------------------------------------
 def default_scale(model: DiffusionModel) -> float:
-    """CFG scale: 7 for IF-like models (DeepFloyd IF, as the course), 5 for our MNIST models."""
-    return 7.0 if is_if_like(model) else 5.0
+    """CFG scale: the model's measured one (`diffusionlab choose-guidance --write` stores it in the model's JSON),
+    else its kind's: 7 for DeepFloyd IF (as the course), 5 for our MNIST models (model_kinds)."""
+    return model.kind.guidance_scale(model)
 
 
 def default_timesteps(model: DiffusionModel) -> list[int]:
@@ -66,7 +67,8 @@ HYBRID_DEFAULTS: dict[str, Any] = {
 
 
 def _ours(model: DiffusionModel) -> bool:
-    return not is_if_like(model)
+    """Whether the defaults measured on our MNIST models apply to the model's kind (not IF's: the course's)."""
+    return model.kind.measured_defaults
 
 
 def anagram_combine(model: DiffusionModel, combine: str | None = None) -> str:
@@ -86,21 +88,21 @@ def illusion_timesteps(model: DiffusionModel, defaults: dict[str, Any] | None = 
     steps = (defaults or ANAGRAM_DEFAULTS)["steps"] if _ours(model) else None
     if steps is None:
         return default_timesteps(model)
-    n = int(steps) if guidance.is_flow(model) else min(int(steps), model.schedule.num_steps)
-    return sampling.timesteps_for(model, n)
+    return sampling.timesteps_for(model, int(steps))
 
 
 def illusion_rule(model: DiffusionModel, defaults: dict[str, Any], sampler: dict[str, Any]) -> dict[str, Any]:
     """The step rule of an anagram or hybrid: the measured default for our DDPMs under the caller's settings (a
-    caller's --variance or --eta replaces the rule, not only its option)."""
-    if not _ours(model) or guidance.is_flow(model) or "sampler" in sampler:
+    caller's --variance or --eta replaces the rule, not only its option). A kind with one step rule (a flow
+    model's Euler) takes no measured rule."""
+    if not _ours(model) or model.kind.only_sampler or "sampler" in sampler:
         return dict(sampler)
     return {**defaults["rule"], **sampler}
 
 
 def unconditional_prompt(model: DiffusionModel) -> str:
-    """The prompt for "no particular content": "a high quality photo" for IF, the null class for ours."""
-    return getattr(model, "default_prompt", "")
+    """The prompt for "no particular content", the kind's: "a high quality photo" for IF, the null class for ours."""
+    return model.kind.unconditional_prompt
 
 
 def cond_of(model: DiffusionModel, prompt: Prompt | None) -> Tensor:
@@ -345,9 +347,7 @@ def anagram_views(
     weights after every step (evaluation.balance.reading_balance; guidance.ViewWeights.rebalancing)."""
     if len(prompts) != len(views) + 1:
         raise DiffusionLabError(f"{len(prompts)} prompts need {len(prompts) - 1} views, got {len(views)}")
-    vs = [get_view("identity", model.image_shape, model.value_range)] + [
-        v if isinstance(v, View) else get_view(v, model.image_shape, model.value_range, seed) for v in views
-    ]
+    vs = reading_views(views, model.image_shape, seed=seed)
     s = illusion_scale(model, ANAGRAM_DEFAULTS) if scale is None else scale
     mode = anagram_combine(model, combine)
     pairs = [(v, cond_of(model, p)) for v, p in zip(vs, prompts, strict=True)]

@@ -43,7 +43,7 @@ class FastNet(nn.Module):
     def __init__(self, net: nn.Module, precision: Precision, compile: bool, device: torch.device):
         super().__init__()
         self.net = fold_batchnorm(net)
-        self.config = getattr(net, "config", None)
+        self.config = net.config  # the UNet's (UNetConfig)
         self.precision = precision
         self.autocast_dtype = precision.autocast_dtype
         self.device_type = device.type

@@ -2,9 +2,9 @@
 
 plain, cfg (classifier-free guidance), anagram (views), hybrid (low/high-pass factorization).
 
-An estimator is a callable `(x_t, t) -> Prediction`. The sampler does not care which one it gets. On a flow model
-(`is_flow`) the same estimators combine velocities instead: t is the flow time in [0, 1) (0 = noise, 1 = data) and
-Prediction.eps holds the velocity u (`model_output`, the one place the two kinds of model are called differently).
+An estimator is a callable `(x_t, t) -> Prediction`. The sampler does not care which one it gets. The estimators
+combine whatever the model's kind predicts (Prediction.output: the noise for a DDPM, the velocity for a flow model,
+whose t is the flow time in [0, 1), 0 = noise, 1 = data); only the views ask the kind how an output moves.
 """
 
 from __future__ import annotations
@@ -33,27 +33,15 @@ def cfg_combine(eps_cond: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
-def is_flow(model: object) -> bool:
-    """Whether a model is a flow-matching model (a velocity field: `velocity(x_t, t, cond)`, t in [0, 1] from noise
-    to data) rather than a DDPM; the one test of it."""
-    return getattr(model, "objective", "ddpm") == "flow"
-
-
 def model_output(model: DiffusionModel, x: Tensor, t: int | float, cond: Tensor) -> Prediction:
-    """The model on a batch at one timestep: a DDPM's eps (and variance values) at the integer t, a flow model's
-    velocity at the flow time t (in Prediction.eps)."""
-    if is_flow(model):
-        return Prediction(model.velocity(x, t, cond))
+    """The model on a batch at one time of the loop (a DDPM's integer t, a flow model's flow time)."""
     return model.predict(x, torch.full((x.shape[0],), t, device=x.device), cond)
 
 
 def view_levels(model: DiffusionModel, t: int | float) -> tuple[float, float]:
     """How views move a step's input and output (views.View.apply_noisy / inverse_noisy take the abar whose root
-    scales the image's centre): a DDPM's x_t is at abar_t and eps is centred noise (0); a flow model's
-    x_t = (1 - t) noise + t x is at t^2 and its velocity x - noise moves like an image (1)."""
-    if is_flow(model):
-        return float(t) ** 2, 1.0
-    return float(model.schedule.abar(t)), 0.0
+    scales the image's centre): the model kind's view_levels."""
+    return model.kind.view_levels(model, t)
 
 
 def plain(model: DiffusionModel, cond: Tensor) -> Estimator:
@@ -79,18 +67,15 @@ def batched_cfg(
         out = predict_branches(model, x_views[0], 2 * k, t, cs)
     else:
         out = model_output(model, torch.cat(x_views + x_views), t, cs)
-    eps_c, eps_u = out.eps[: k * n].split(n), out.eps[k * n :].split(n)
+    eps_c, eps_u = out.output[: k * n].split(n), out.output[k * n :].split(n)
     var_c = out.var_values[: k * n].split(n) if out.var_values is not None else [None] * k
     return [Prediction(cfg_combine(c, u, scale), v) for c, u, v in zip(eps_c, eps_u, var_c, strict=True)]
 
 
 def predict_branches(model: DiffusionModel, x: Tensor, k: int, t: int, conds: Tensor) -> Prediction:
-    """The model on k branches of one input x (conds: k N rows, branch-major), in one call: the model's own
-    predict_branches where it has one (our UNet computes its encoder once), else the model on k copies of x."""
-    own = None if is_flow(model) else getattr(model, "predict_branches", None)
-    if own is not None:
-        return own(x, k, torch.full((x.shape[0] * k,), t, device=x.device), conds)
-    return model_output(model, torch.cat([x] * k), t, conds)
+    """The model on k branches of one input x (conds: k N rows, branch-major), in one call: the model's
+    predict_branches (our UNet computes its encoder once; the protocol's default runs k copies of x)."""
+    return model.predict_branches(x, k, torch.full((x.shape[0] * k,), t, device=x.device), conds)
 
 
 def cfg(model: DiffusionModel, cond: Tensor, uncond: Tensor, scale: float) -> Estimator:
@@ -221,8 +206,9 @@ def anagram(
                 return _per_image_view(model, views, conds, uncond, scale, x_t, t, choice, (abar, out_level))
             chosen = [int(choice[0])]
         vs = [views[k] for k in chosen]
-        preds = batched_cfg(model, [v.apply_noisy(x_t, abar) for v in vs], [conds[k] for k in chosen], uncond, scale, t)
-        eps_views = [v.inverse_noisy(p.eps, out_level) for v, p in zip(vs, preds, strict=True)]
+        x_views = [v.apply_noisy(x_t, abar, model.value_range) for v in vs]
+        preds = batched_cfg(model, x_views, [conds[k] for k in chosen], uncond, scale, t)
+        eps_views = [v.inverse_noisy(p.output, out_level, model.value_range) for v, p in zip(vs, preds, strict=True)]
         mw = weights.w if weights is not None and combine != "alternate" else None
         eps = _rescaled(eps_views, mw) if combine == "rescaled" else _mean(eps_views, mw)
         var = None
@@ -241,16 +227,16 @@ def _per_image_view(model, views, conds, uncond, scale, x_t, t, choice, levels) 
     x_in, cond = x_t.clone(), None
     for j in choice.unique().tolist():
         rows = choice == j
-        x_in[rows] = views[j].apply_noisy(x_t[rows], abar)
+        x_in[rows] = views[j].apply_noisy(x_t[rows], abar, model.value_range)
         c = repeat_cond(conds[j], n)[rows]
         cond = torch.zeros((n, *c.shape[1:]), dtype=c.dtype, device=c.device) if cond is None else cond
         cond[rows] = c
     p = batched_cfg(model, [x_in], [cond], uncond, scale, t)[0]
-    eps = torch.empty_like(p.eps)
+    eps = torch.empty_like(p.output)
     var = None if p.var_values is None else torch.empty_like(p.var_values)
     for j in choice.unique().tolist():
         rows = choice == j
-        eps[rows] = views[j].inverse_noisy(p.eps[rows], out_level)
+        eps[rows] = views[j].inverse_noisy(p.output[rows], out_level, model.value_range)
         if var is not None:
             var[rows] = views[j].inverse_spatial(p.var_values[rows])
     return Prediction(eps, var)
@@ -280,7 +266,7 @@ def hybrid(
         n = x_t.shape[0]
         cs = torch.cat([repeat_cond(low_cond, n), repeat_cond(high_cond, n), repeat_cond(uncond, n)])
         out = predict_branches(model, x_t, 3, t, cs)
-        e_low, e_high, e_u = out.eps.split(n)
+        e_low, e_high, e_u = out.output.split(n)
         eps = lowpass(cfg_combine(e_low, e_u, scale), k, s) + highpass(cfg_combine(e_high, e_u, scale), k, s)
         var = None
         if out.var_values is not None:

@@ -2,15 +2,19 @@
 (sampling, guidance, edits) and every adapter (our checkpoints, DeepFloyd IF) can import it without importing
 each other.
 
-A model answers `predict(x_t, t, cond) -> Prediction(eps, var_values)` for a batch, knows its `schedule`,
+A model answers `predict(x_t, t, cond) -> Prediction(output, var_values)` for a batch, says its `kind`
+(diffusionlab.model_kinds: what its output means, its times, defaults and tools), knows its `schedule`,
 `image_shape` and `value_range`, and turns prompts into conditions (`encode`) or the null condition (`null`).
+Adapters subclass DiffusionModel to take its defaults (no measured CFG scale, no own step-rule settings, CFG's
+branches as k copies of the batch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -18,48 +22,49 @@ from torch import Tensor
 from diffusionlab.errors import DiffusionLabError
 
 if TYPE_CHECKING:
+    from diffusionlab.model_kinds import ModelKind
     from diffusionlab.schedule import NoiseSchedule
 
 
 @dataclass
 class Prediction:
-    """eps: the noise estimate (N, C, H, W). var_values: learned-range variance values in [-1, 1], or None."""
+    """output: what the model's kind predicts (model.kind.output: the noise eps for DDPMs and IF, the velocity u
+    for flow models), (N, C, H, W). var_values: learned-range variance values in [-1, 1] (IF), or None."""
 
-    eps: Tensor
+    output: Tensor
     var_values: Tensor | None = None
 
 
 @runtime_checkable
 class DiffusionModel(Protocol):
-    schedule: NoiseSchedule
+    name: str
+    kind: ModelKind
+    schedule: NoiseSchedule | None  # a DDPM's (None: a kind without a noise schedule)
     image_shape: tuple[int, int, int]
     value_range: tuple[float, float]
     device: torch.device
+    conditioned: bool  # whether prompts change the output (class or text conditioned)
+    data: str | None = None  # the data set it was trained on where ours ("mnist", ...): its test images, classifier
+    default_guidance_scale: float | None = None  # a measured CFG scale; None: the kind's (kind.guidance_scale)
+    sampler_defaults: Mapping = MappingProxyType({})  # the model's own step-rule settings over its kind's
 
     def predict(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Prediction: ...
+
+    def predict_branches(self, x_t: Tensor, k: int, t: Tensor, conds: Tensor) -> Prediction:
+        """predict(cat([x_t] * k), t, conds) for k branches of one input (conds branch-major, k N rows): CFG's
+        two, a hybrid's three. A model that can share work between the branches overrides it."""
+        return self.predict(torch.cat([x_t] * k), t, conds)
 
     def encode(self, prompts: list[str]) -> Tensor: ...
 
     def null(self, n: int) -> Tensor: ...
 
 
-def predicts_variance(model: Any) -> bool:
-    """Whether the model returns learned-range variance values (IF does, our UNets do not): its own
-    `predicts_variance` attribute; a model that does not say is taken not to."""
-    return bool(getattr(model, "predicts_variance", False))
-
-
-def is_if_like(model: Any) -> bool:
-    """Whether a model is DeepFloyd-IF-like, from its own attributes: images in [-1, 1] and learned-range variance
-    (IF's 3 noise + 3 variance channels). Such models take IF's defaults: DDPM steps with their learned variance
-    and dynamic thresholding, CFG 7, the course's strided timesteps."""
-    return predicts_variance(model) and tuple(float(v) for v in model.value_range) == (-1.0, 1.0)
-
-
-def generator_for(seed: int) -> torch.Generator:
+def generator_for(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The one way a seed becomes a random stream: a CPU generator, so that a seed gives the same image on every
-    device (noise drawn on it is moved to the model's device by randn)."""
-    return torch.Generator("cpu").manual_seed(int(seed))
+    device (noise drawn on it is moved to the model's device by randn). `device` only where the draws must stay on
+    the device (the training noise on the CUDA fast path: no host round trip per step)."""
+    return torch.Generator(device).manual_seed(int(seed))
 
 
 def randn(

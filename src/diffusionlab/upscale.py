@@ -20,6 +20,7 @@ from diffusionlab.guidance import cfg
 from diffusionlab.model_protocol import DiffusionModel, randn
 from diffusionlab.sampling import Callback, denoise, timesteps_for
 from diffusionlab.schedule import NoiseSchedule, add_noise
+from diffusionlab.views import View
 
 
 class SuperResolutionModel(DiffusionModel, Protocol):
@@ -35,10 +36,10 @@ class SuperResolutionModel(DiffusionModel, Protocol):
     def timesteps(self, num_steps: int) -> list[int]: ...
 
 
-def _apply_view(view: Any, low: Tensor, abar: float) -> Tensor:
+def _apply_view(view: Any, low: Tensor, abar: float, value_range: tuple[float, float]) -> Tensor:
     """A views.View sees the low-res image as the noisy image it is (apply_noisy); a plain callable is applied."""
-    if callable(getattr(view, "apply_noisy", None)):
-        return view.apply_noisy(low, abar)
+    if isinstance(view, View):
+        return view.apply_noisy(low, abar, value_range)
     if callable(view):
         return view(low)
     raise DiffusionLabError(f"cannot apply view {view!r} to the stage II low-res images")
@@ -60,7 +61,7 @@ def condition(
     low = add_noise(up, level, noise, model.noising_schedule)
     if views:
         abar = float(model.noising_schedule.abar(level))
-        low = torch.cat([_apply_view(v, low, abar) for v in views])
+        low = torch.cat([_apply_view(v, low, abar, model.value_range) for v in views])
     model.set_low_res(low, level)
     return low
 

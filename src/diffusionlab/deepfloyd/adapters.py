@@ -22,7 +22,8 @@ from diffusionlab.deepfloyd.weights import (
     scheduler_timesteps,
 )
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.model_protocol import Prediction
+from diffusionlab.model_kinds import IF
+from diffusionlab.model_protocol import DiffusionModel, Prediction
 from diffusionlab.schedule import NoiseSchedule
 
 
@@ -41,12 +42,12 @@ class GpuSlot:
         self.active = hook
 
 
-class IFAdapter:
+class IFAdapter(DiffusionModel):
     """What both stages share: IF's UNet and scheduler, the T5 prompt encoder, the protocol's predict."""
 
+    kind = IF  # 3 eps channels + 3 learned-range variance values; IF's defaults (model_kinds.IF)
     value_range = (-1.0, 1.0)
-    predicts_variance = True  # 3 eps channels + 3 learned-range variance values (protocol.is_if_like)
-    default_prompt = "a high quality photo"  # the course's prompt for "unconditional" generation
+    conditioned = True  # text prompts (T5)
 
     def __init__(
         self,

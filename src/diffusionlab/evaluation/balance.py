@@ -41,15 +41,15 @@ def reading_balance(
     gain: float = BALANCE_GAIN,
     floor: float = BALANCE_FLOOR,
 ) -> Callable[[Tensor], Tensor]:
-    """The balance of anagram_views: x0 (n, C, H, W, in value_range) -> weights (n, V). views: V views acting on
-    [0, 1] images (the identity first); labels: V tensors (n,) of each image's label per reading."""
+    """The balance of anagram_views: x0 (n, C, H, W, in value_range) -> weights (n, V). views: V views (the
+    identity first), applied to x0 on a [0, 1] scale; labels: V tensors (n,) of each image's label per reading."""
 
     @torch.no_grad()
     def weights(x0: Tensor) -> Tensor:
         x = to_unit(x0.clamp(*value_range).cpu(), value_range)
         short = []
         for v, lab in zip(views, labels, strict=True):
-            p = torch.softmax(classifier.logits(v.apply(x).clamp(0, 1)).cpu(), 1)
+            p = torch.softmax(classifier.logits(v.apply(x, (0.0, 1.0)).clamp(0, 1)).cpu(), 1)
             short.append(1.0 - p[torch.arange(len(x)), lab.cpu()])
         return balance_weights(torch.stack(short, 1), gain, floor)
 

@@ -24,6 +24,7 @@ from diffusionlab.evaluation.metrics import accuracy
 from diffusionlab.files import regular_file
 from diffusionlab.imagefolder import is_image_folder, open_image_folder
 from diffusionlab.model_files import check_fit, load_checkpoint, save_checkpoint
+from diffusionlab.model_protocol import generator_for
 from diffusionlab.progress import bar as progress_bar
 
 CLASSIFIER_FORMAT = "diffusionlab-classifier"
@@ -225,7 +226,7 @@ def train_classifier(
         test = test_split or load_split(data, "test", data_dir)
     shape = tuple(train.images.shape[1:])
     torch.manual_seed(seed)  # before the net: its initial weights come from the global generator
-    gen = torch.Generator("cpu").manual_seed(seed)
+    gen = generator_for(seed)
     net = Classifier(channels, feature_dim, len(class_names), in_channels=shape[0], image_size=shape[1]).to(dev)
     start = time.perf_counter()
     last_loss = _fit(net, train, epochs, batch_size, lr, max_shift, gen, f"train {data} classifier", progress)

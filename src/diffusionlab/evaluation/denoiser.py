@@ -10,7 +10,7 @@ from torch import Tensor
 
 from diffusionlab.data import to_float
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.model_protocol import randn
+from diffusionlab.model_protocol import generator_for, randn
 from diffusionlab.progress import bar as progress_bar
 
 
@@ -37,7 +37,7 @@ def denoiser_scores(
     sigma = float(model.config.get("sigma", 0.5) if sigma is None else sigma)
     if not (sigma >= 0 and sigma < float("inf")):
         raise DiffusionLabError(f"--sigma must be a finite number >= 0, got {sigma}")
-    gen = torch.Generator("cpu").manual_seed(int(seed))
+    gen = generator_for(seed)
     sq_err = sq_noisy = 0.0
     bar = progress_bar(None, progress, total=len(test_images), desc="denoising", unit="image")
     for chunk in test_images.split(batch_size):
@@ -67,7 +67,7 @@ def pure_noise_scores(model: Any, train_images: Tensor, n: int = 256, seed: int 
     _require_denoiser(model, pure_noise=True)
     data = to_float(train_images, tuple(model.value_range))
     mean = data.mean(0, keepdim=True).to(model.device)
-    gen = torch.Generator("cpu").manual_seed(int(seed))
+    gen = generator_for(seed)
     out = model.denoise_once(randn((n, *model.image_shape), gen, device=model.device)).float()
     return {
         "model": model.name,

@@ -23,18 +23,9 @@ from diffusionlab.evaluation.metrics import (
     per_class_accuracy,
     to_unit,
 )
-from diffusionlab.model_protocol import randn
+from diffusionlab.model_protocol import generator_for, randn
 from diffusionlab.progress import bar as progress_bar
 from diffusionlab.steps import sampler_name  # the reported names come from the step-rule table
-
-
-def _timesteps(model: Any, steps: int | None) -> list:
-    """DDPM: every step T-1..0 (Algorithm B.2) or `steps` evenly spaced; flow: `steps` Euler steps (default: the
-    config's `sample_steps`, else the course's N = 300)."""
-    if guidance.is_flow(model):
-        return sampling.flow_timesteps(steps or int(model.config.get("sample_steps", 300)))
-    T = model.schedule.num_steps  # more steps than T means every step
-    return sampling.timesteps_for(model, None if steps is None or steps >= T else steps)
 
 
 def _sample_in_chunks(
@@ -51,8 +42,8 @@ def _sample_in_chunks(
     """n samples in chunks of `batch_size` that share one generator (bounded memory; the scores of a seed stay
     those already published), in [0, 1] on the CPU. `estimator_for(start, stop)` is the chunk's estimator; `raw`
     (a list) receives the unclamped samples, chunk by chunk."""
-    gen = torch.Generator("cpu").manual_seed(int(seed))
-    ts = _timesteps(model, steps)
+    gen = generator_for(seed)
+    ts = sampling.timesteps_for(model, steps)  # the kind's, as every tool samples (steps None: its default)
     out = []
     bar = progress_bar(None, progress, total=n, desc="sampling", unit="image")
     for start in range(0, n, batch_size):
@@ -82,9 +73,9 @@ def generate_class_samples(
 ) -> Tensor:
     """Class-conditional samples of a class DDPM or flow model of ours, one per label, in [0, 1] on the CPU.
 
-    DDPM: CFG over every step T-1..0 (Algorithm B.2), or `steps` evenly spaced timesteps, with the step rule of
-    `sampler` ({"sampler", "variance", "eta"}; default: the model's own, sampling.sampler_defaults). Flow: Euler
-    with `steps` steps (default: the config's `sample_steps`, else the course's N = 300), CFG on the velocity.
+    CFG over the model kind's timesteps, as `sample` takes them (sampling.timesteps_for: `steps`, default the
+    kind's: every step T-1..0 for our DDPMs, Algorithm B.2; a flow model's default Euler steps), with the step rule
+    of `sampler` ({"sampler", "variance", "eta"}; default: the kind's, sampling.sampler_defaults).
     `raw` (a list) receives the unclamped samples, chunk by chunk.
 
     Not sampling.generate: that draws a whole batch from a fresh generator, while here chunks of `batch_size`
@@ -105,7 +96,7 @@ def _check_inputs(model: Any, classifier: Scorer, n_per_class: int) -> None:
     if n_per_class < 1:
         raise DiffusionLabError(f"-n must be at least 1 per class, got {n_per_class}")
     k = model.num_classes
-    if getattr(classifier, "num_classes", k) != k:
+    if classifier.num_classes != k:
         raise DiffusionLabError(f"the classifier has {classifier.num_classes} classes but the model has {k}")
 
 
@@ -117,7 +108,7 @@ def check_unconditional_count(n: int) -> None:
 
 def _train_subset(train_split: Split, n: int, seed: int) -> Tensor:
     """The random train subset of the samples' N (as float images) that the floors are measured on."""
-    gen = torch.Generator("cpu").manual_seed(int(seed) + 1)
+    gen = generator_for(int(seed) + 1)
     return to_float(train_split.images[torch.randperm(len(train_split), generator=gen)[: min(n, len(train_split))]])
 
 
@@ -141,15 +132,15 @@ def _sample_scores(
     classifier's accuracy, the seconds, and no Frechet distance yet (`_frechet_scores` fills it in)."""
     rule = sampling.sampler_defaults(model, sampler)
     return {
-        "model": getattr(model, "name", "model"),
+        "model": model.name,
         "data": model.config.get("data", "mnist"),
         "steps": steps,
-        "sampler": "flow-euler" if guidance.is_flow(model) else sampler_name(rule),
+        "sampler": model.kind.rule_label or sampler_name(rule),
         "seed": seed,
         "background_std": background_std(torch.cat(raw), model.value_range),
         "frechet_distance": None,
         "frechet_distance_train_vs_test": None,
-        "classifier_test_accuracy": getattr(classifier, "test_accuracy", None),
+        "classifier_test_accuracy": classifier.test_accuracy,
         "sample_seconds": round(seconds, 2),
     }
 
@@ -218,7 +209,7 @@ def evaluate_unconditional(
 
     images = _sample_in_chunks(model, n, estimator_for, steps, seed, batch_size, progress, sampler, raw)
     seconds = time.perf_counter() - start
-    k = int(getattr(classifier, "num_classes", 10))
+    k = int(classifier.num_classes)
 
     def spread(images: Tensor) -> Tensor:
         return torch.bincount(classifier.classify(images), minlength=k).float() / len(images)

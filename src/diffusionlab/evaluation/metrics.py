@@ -26,7 +26,11 @@ Labels = int | Sequence[int] | Tensor
 
 
 class Scorer(Protocol):
-    """What the scores need: labels and features of images in [0, 1]. `TrainedClassifier` is one."""
+    """What the scores need: labels and features of images in [0, 1], the number of classes, and the test accuracy
+    reported beside the scores (None where unknown). `TrainedClassifier` is one."""
+
+    num_classes: int
+    test_accuracy: float | None
 
     def classify(self, images: Tensor) -> Tensor: ...
 
@@ -130,11 +134,11 @@ def background_std(raw: Tensor, value_range: Sequence[float] = (0.0, 1.0)) -> fl
 def anagram_success(classifier: Scorer, images: Tensor, view: Any, label1: Labels, label2: Labels) -> dict[str, float]:
     """Anagram scores of images in [0, 1]: "first" = classified as label1, "second" = view.apply(image) classified
     as label2, "success" = both (per image, then averaged). `view` is a diffusionlab.views View (or any object with
-    `apply(x)`) acting on [0, 1] images."""
+    `apply(x, value_range)`), applied to these [0, 1] images."""
     n = images.shape[0]
     l1, l2 = _labels(label1, n), _labels(label2, n)
     ok1 = classifier.classify(images) == l1
-    ok2 = classifier.classify(view.apply(images).clamp(0, 1)) == l2
+    ok2 = classifier.classify(view.apply(images, (0.0, 1.0)).clamp(0, 1)) == l2
     return {
         "first": float(ok1.float().mean()),
         "second": float(ok2.float().mean()),

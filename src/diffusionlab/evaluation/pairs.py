@@ -13,7 +13,8 @@ from torch import Tensor
 from diffusionlab import edits
 from diffusionlab.evaluation.balance import reading_balance
 from diffusionlab.evaluation.metrics import FAR_FACTOR, Scorer, anagram_success, far_view, hybrid_scores, to_unit
-from diffusionlab.views import get_view
+from diffusionlab.model_protocol import generator_for
+from diffusionlab.views import reading_views
 
 
 def _ranker(model: Any) -> Any:
@@ -69,17 +70,15 @@ def evaluate_anagrams(
     model.require("class", "ddpm", "anagram evaluation")
     pairs = list(pairs or ordered_pairs(model.num_classes))
     first, second, (c1, c2) = _pair_conds(model, pairs, n_per_pair)
-    gen = torch.Generator("cpu").manual_seed(int(seed))
-    v = get_view(view, model.image_shape, model.value_range, seed)
+    gen = generator_for(seed)
+    identity, v = reading_views([view], model.image_shape, seed=seed)  # built once: sampling, balance, scores
     start = time.perf_counter()
     w = None if weights is None else torch.tensor([list(weights)], dtype=torch.float32).expand(len(first), -1)
-    unit_view = get_view(view, model.image_shape, (0.0, 1.0), seed)  # the same view, acting on [0, 1] images
     steer = None
     balance = edits.ANAGRAM_DEFAULTS["balance"] if balance is None else balance
     if balance:
-        unit_identity = get_view("identity", model.image_shape, (0.0, 1.0))
         steerer = balance_classifier if balance_classifier is not None else _ranker(model)
-        steer = reading_balance(steerer, [unit_identity, unit_view], [first, second], model.value_range)
+        steer = reading_balance(steerer, [identity, v], [first, second], model.value_range)
     x = edits.anagram(
         model,
         c1,
@@ -99,8 +98,9 @@ def evaluate_anagrams(
     )
     seconds = time.perf_counter() - start
     images = to_unit(x.cpu(), model.value_range)
-    scores = anagram_success(classifier, images, unit_view, first, second)
-    ok = (classifier.classify(images) == first) & (classifier.classify(unit_view.apply(images).clamp(0, 1)) == second)
+    scores = anagram_success(classifier, images, v, first, second)
+    viewed = v.apply(images, (0.0, 1.0)).clamp(0, 1)
+    ok = (classifier.classify(images) == first) & (classifier.classify(viewed) == second)
     return {
         "view": view,
         "n_pairs": len(pairs),
@@ -135,7 +135,7 @@ def evaluate_hybrids(
     model.require("class", "ddpm", "hybrid evaluation")
     pairs = list(pairs or ordered_pairs(model.num_classes))
     low, high, (c_low, c_high) = _pair_conds(model, pairs, n_per_pair)
-    gen = torch.Generator("cpu").manual_seed(int(seed))
+    gen = generator_for(seed)
     start = time.perf_counter()
     x = edits.hybrid(
         model, c_low, c_high, len(low), sigma, kernel, cfg_scale, gen, timesteps, progress=progress, **(rule or {})
