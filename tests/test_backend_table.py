@@ -9,7 +9,7 @@ import pytest
 from conftest import make_checkpoint
 from parta_helpers import one_thread  # noqa: F401  (one_thread: autouse fixture)
 
-from diffusionlab import backends, shipped_models
+from diffusionlab import backends
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.shipped_models import SHIPPED_MODELS, ShippedModel, shipped_name, shipped_path
 
@@ -77,10 +77,3 @@ def test_cached_deepfloyd_reads_the_if_adapters_ids(tmp_path):
         unet.mkdir(parents=True)
         (unet / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     assert backends.cached_deepfloyd(tmp_path) == "IF-I-XL-v1.0"  # XL first
-
-
-def test_docs_list_the_shipped_models():
-    from pathlib import Path
-
-    docs = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
-    assert shipped_models.shipped_markdown() in docs, "docs/models.md: paste shipped_models.shipped_markdown()"

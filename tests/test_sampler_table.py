@@ -112,8 +112,3 @@ def test_the_web_ui_samples_with_the_chosen_rule(runs_dir, tmp_path, monkeypatch
         DiffusionLabError, match=f"unknown sampler 'heun'; choose one of auto, ddpm, ddim, dpm\\+\\+2m, {NEW}$"
     ):
         h.generate("run:tiny", "3", 1, 2, 5.0, 0, "heun")
-
-
-def test_the_docs_table_is_the_tables():
-    docs = (Path(__file__).parents[1] / "docs" / "sampling.md").read_text()
-    assert steps.samplers_markdown() in docs, "docs/sampling.md: paste steps.samplers_markdown() over its table"

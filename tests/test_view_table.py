@@ -90,8 +90,3 @@ def test_a_view_in_the_table_before_the_cli_starts_is_in_its_help():
     env = {**os.environ, "COLUMNS": "400", "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert NEW in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
-
-
-def test_the_docs_list_the_tables_views():
-    docs = (Path(__file__).parents[1] / "docs" / "illusions.md").read_text()
-    assert views.views_markdown() in docs, "docs/illusions.md: paste views.views_markdown() over its list of views"
