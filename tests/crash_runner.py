@@ -37,9 +37,10 @@ def die() -> None:
 
 def train_step(self, *a):
     current["step"] = self.step + 1  # the step in flight
-    real_step(self, *a)
+    loss = real_step(self, *a)
     if point == f"step:{self.step}":
         die()
+    return loss
 
 
 def replace(src, dst, *a, **k):

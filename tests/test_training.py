@@ -279,9 +279,10 @@ def test_a_signal_mid_epoch_saves_at_a_step_boundary_and_resume_is_exact(
     original = Trainer._train_step
 
     def step_then_signal(self, *args):
-        original(self, *args)
+        loss = original(self, *args)
         if self.step == 3:  # inside epoch 1 (4 steps per epoch)
             os.kill(os.getpid(), getattr(signal, signum))
+        return loss
 
     monkeypatch.setattr(Trainer, "_train_step", step_then_signal)
     with pytest.raises(KeyboardInterrupt):
@@ -333,8 +334,9 @@ def test_ema_follows_the_formula_and_is_what_the_run_exports(tmp_path, tiny_data
     original = Trainer._train_step
 
     def record(self, *args):
-        original(self, *args)
+        loss = original(self, *args)
         seen.append({k: v.detach().clone() for k, v in self.net.state_dict().items() if v.is_floating_point()})
+        return loss
 
     trainer = open_run(tiny(ema_decay=0.9), tmp_path / "r", resume=False, progress=False)
     first = {k: v.detach().clone() for k, v in trainer.net.state_dict().items() if v.is_floating_point()}

@@ -1,7 +1,9 @@
 """What a run writes to its folder and reads back: the resume state, the exported model beside it, the snapshots.
 
 train_state.safetensors (state.py) holds everything --resume needs in one atomic file; model.safetensors/.json is
-the exported model (EMA weights when EMA is on) of the same step, written right after it.
+the exported model (EMA weights when EMA is on) of the same step, written right after it. The functions take the
+run as a `TrainingRun` (what they read and set of the Trainer), so this module needs no import of trainer.py, which
+imports it.
 """
 
 from __future__ import annotations
@@ -9,24 +11,50 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from diffusionlab.data import Split
+from diffusionlab.distributed import DistContext
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.model_files import WEIGHTS_NAME, load_checkpoint, save_checkpoint
+from diffusionlab.model_protocol import generator_for
 from diffusionlab.networks.unet import UNet
 from diffusionlab.precision import cpu_name
 from diffusionlab.training.batches import steps_of
-from diffusionlab.training.config import check_fits_data, model_config
+from diffusionlab.training.config import TrainConfig, check_fits_data, model_config
 from diffusionlab.training.ema import ema_init, ema_state_dict
-from diffusionlab.training.losslog import LOG_NAME, check_log_belongs, log_digest, truncate_log
+from diffusionlab.training.losslog import LOG_NAME, StepLosses, check_log_belongs, log_digest, truncate_log
 from diffusionlab.training.state import STATE_NAME, RunState, read_state, write_state
 
-if TYPE_CHECKING:
-    from diffusionlab.training.trainer import Trainer
+
+class TrainingRun(Protocol):
+    """What a checkpoint saves of a run and a resume sets again: the Trainer's state (trainer.py)."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    dist: DistContext
+    command: str
+    net: UNet
+    ema: dict[str, Tensor] | None
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    generator: torch.Generator  # permutations (and the noise, off the CUDA fast path)
+    noise_generator: torch.Generator
+    perm: Tensor | None
+    epoch: int
+    step: int
+    batch_in_epoch: int
+    train_seconds: float
+    run_id: str
+    history: list[dict]
+    session: dict
+    saved_step: int | None
+    epoch_losses: list[float]
+    losses: StepLosses | None
 
 
 def device_name(device: torch.device) -> str:
@@ -35,7 +63,7 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({cpu_name()})"
 
 
-def provenance(trainer: Trainer, split: Split, loss: float | None) -> dict:
+def provenance(trainer: TrainingRun, split: Split, loss: float | None) -> dict:
     """Where the weights came from: the command, data, position, device, and every session (resume) of the run."""
     history = [*trainer.history, {**trainer.session, "to_step": trainer.step, "command": trainer.command}]
     return {
@@ -57,12 +85,12 @@ def provenance(trainer: Trainer, split: Split, loss: float | None) -> dict:
     }
 
 
-def exported_state(trainer: Trainer) -> dict[str, Tensor]:
+def exported_state(trainer: TrainingRun) -> dict[str, Tensor]:
     """The weights the run exports: the EMA when it is on, else the raw weights."""
     return ema_state_dict(trainer.ema, trainer.net) if trainer.ema is not None else trainer.net.state_dict()
 
 
-def export_net(trainer: Trainer) -> UNet:
+def export_net(trainer: TrainingRun) -> UNet:
     """The exported weights (EMA or raw) in a network of their own, for the epoch figures."""
     if trainer.ema is None:
         return trainer.net
@@ -71,7 +99,7 @@ def export_net(trainer: Trainer) -> UNet:
     return net.eval()
 
 
-def save_run(trainer: Trainer, split: Split, loss: float | None) -> Path:
+def save_run(trainer: TrainingRun, split: Split, loss: float | None) -> Path:
     """The resume state (one atomic file: the checkpoint), then the exported model made from the same step."""
     config = model_config(trainer.config, provenance(trainer, split, loss))
     opt = trainer.optimizer.state_dict()
@@ -106,7 +134,7 @@ def save_run(trainer: Trainer, split: Split, loss: float | None) -> Path:
     return trainer.run_dir / WEIGHTS_NAME
 
 
-def save_snapshots(trainer: Trainer, split: Split, mean_loss: float | None) -> None:
+def save_snapshots(trainer: TrainingRun, split: Split, mean_loss: float | None) -> None:
     """snapshots/epoch_E.safetensors (the exported weights) and, with EMA, snapshots/raw/epoch_E (raw weights)."""
     config = model_config(trainer.config, provenance(trainer, split, mean_loss))
     snapshots = trainer.run_dir / "snapshots"
@@ -116,7 +144,7 @@ def save_snapshots(trainer: Trainer, split: Split, mean_loss: float | None) -> N
         save_checkpoint(snapshots / "raw" / f"epoch_{trainer.epoch}.safetensors", trainer.net.state_dict(), raw_config)
 
 
-def load_run(trainer: Trainer, state: RunState | None = None) -> None:
+def load_run(trainer: TrainingRun, state: RunState | None = None) -> None:
     """Continue a run from its state file alone (read here unless given): weights, EMA, optimizer, LR schedule, RNG
     and position."""
     state = state or read_state(trainer.run_dir / STATE_NAME)
@@ -128,7 +156,7 @@ def load_run(trainer: Trainer, state: RunState | None = None) -> None:
         if state.noise_rng is not None:
             trainer.noise_generator.set_state(state.noise_rng)
         else:  # a run started on another path: continue with a noise stream derived from the saved one
-            trainer.noise_generator.manual_seed(trainer.config.seed + 1_000_003 * meta["step"])
+            trainer.noise_generator = generator_for(trainer.config.seed + 1_000_003 * meta["step"], trainer.device)
     trainer.perm = state.perm
     _load_optimizer(trainer, state)
     trainer.epoch, trainer.step = meta["epoch"], meta["step"]
@@ -177,7 +205,7 @@ def _exported_run_id(run_dir: Path) -> str | None:
         return None
 
 
-def check_run_length(trainer: Trainer, n_images: int) -> None:
+def check_run_length(trainer: TrainingRun, n_images: int) -> None:
     """Before any work: the batch fits the data, and the run has steps left to train."""
     check_fits_data(trainer.config, n_images)
     per_epoch, total = steps_of(n_images, trainer.config)
@@ -191,21 +219,21 @@ def check_run_length(trainer: Trainer, n_images: int) -> None:
         )
 
 
-def last_checkpoint(trainer: Trainer) -> str:
+def last_checkpoint(trainer: TrainingRun) -> str:
     """Where --resume would continue, for the messages of a run that stops without saving."""
     if trainer.saved_step is None:
         return "no checkpoint was written yet, so --resume has nothing to continue: start the run again"
     return f"the last checkpoint (step {trainer.saved_step}) is intact, --resume continues from it"
 
 
-def write_failed(trainer: Trainer, error: Exception) -> str:
+def write_failed(trainer: TrainingRun, error: Exception) -> str:
     """The one line for a write that failed during training (a full disk, a folder removed)."""
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).split(": ", 1)[-1]
     where = getattr(error, "filename", None) or trainer.run_dir
     return f"cannot write {where} ({reason}): training stopped at step {trainer.step}; {last_checkpoint(trainer)}"
 
 
-def _load_weights(trainer: Trainer, state: RunState) -> None:
+def _load_weights(trainer: TrainingRun, state: RunState) -> None:
     raw, run_dir, step = state.raw, trainer.run_dir, state.meta["step"]
     if raw is None:  # a state written before it held the weights: they are model.safetensors of the same step
         raw, saved = load_checkpoint(run_dir)
@@ -225,7 +253,7 @@ def _load_weights(trainer: Trainer, state: RunState) -> None:
         trainer.ema = {k: v.to(trainer.device) for k, v in state.ema.items()} if state.ema else ema_init(trainer.net)
 
 
-def _load_optimizer(trainer: Trainer, state: RunState) -> None:
+def _load_optimizer(trainer: TrainingRun, state: RunState) -> None:
     opt_state = {
         idx: {name: (v.to(trainer.device) if name != "step" else v) for name, v in st.items()}
         for idx, st in state.optimizer.items()

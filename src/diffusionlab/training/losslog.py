@@ -161,6 +161,11 @@ class StepLosses:
         self.values: list[Tensor] = []
         self.epoch: list[float] = []  # this epoch's flushed losses
 
+    def add(self, step: int, epoch: int, lr: float, loss: Tensor) -> None:
+        """One step's loss, left on the device until the next flush."""
+        self.steps.append((step, epoch, lr))
+        self.values.append(loss)
+
     def flush(self, reduce: bool = True) -> None:
         if not self.steps:
             return

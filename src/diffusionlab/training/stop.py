@@ -24,6 +24,11 @@ class StopRequest:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
+    def stop_at_boundary(self) -> None:
+        """Called by the loop between two steps: raise StopAtBoundary there if a stop was asked for."""
+        if self.signum is not None:
+            raise StopAtBoundary
+
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
             raise KeyboardInterrupt
