@@ -61,7 +61,11 @@ def test_handlers_give_the_tools_images_for_the_same_seed(handlers):
     gallery, _ = handlers.sdedit("run:tiny", None, "3", "5 20", 5.0, 1, "auto", "2")
     r = tools.sdedit(m, "test:2", "3", [5, 20], 1, 5.0, 1)
     assert [_pixels(p) for p, _ in gallery[1:]] == [_as_shown(handlers, r.images[k, 0], "w") for k in range(2)]
-    assert [caption for _, caption in gallery] == ["input", "i=5 · t=240", "i=20 · t=90"]
+    assert [caption for _, caption in gallery] == [
+        "input",
+        "i=5 (t=240)",
+        "i=20 (t=90)",
+    ]  # the tool's own column labels
 
     _, _, row, _ = handlers.inpaint("run:tiny", None, "", "default mask", 2, 5.0, 3, "auto", "1")
     r = tools.inpaint(m, "test:1", default_mask(m.image_shape), None, 2, 5.0, 3)

@@ -138,8 +138,8 @@ def test_the_progress_switch_silences_sampling(tiny_class_model: Path, capsys) -
     dl.set_progress(False)
     try:
         dl.sample(m, ["1"], n=1, steps=3)
-        assert "denoising" not in capsys.readouterr().err
+        assert "0/3" not in capsys.readouterr().err  # the bar counts the 3 steps, whatever it is called
     finally:
         dl.set_progress(True)
     dl.sample(m, ["1"], n=1, steps=3)
-    assert "denoising" in capsys.readouterr().err
+    assert "0/3" in capsys.readouterr().err

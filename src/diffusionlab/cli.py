@@ -9,7 +9,7 @@ import sys
 import typer
 
 from diffusionlab import commands
-from diffusionlab.commands.common import with_runtime_options
+from diffusionlab.commands.common import with_bundles, with_runtime_options
 from diffusionlab.errors import DiffusionLabError
 
 app = typer.Typer(
@@ -25,8 +25,8 @@ for _info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.nam
     _register = getattr(importlib.import_module(f"{commands.__name__}.{_info.name}"), "register", None)
     if _register is not None:
         _register(app)
-for _command in app.registered_commands:  # one bundle: every command takes --threads and --precision
-    _command.callback = with_runtime_options(_command.callback)
+for _command in app.registered_commands:  # the bundles' options (common.ModelOptions), --threads and --precision
+    _command.callback = with_runtime_options(with_bundles(_command.callback))
 
 
 def main(argv: list[str] | None = None) -> None:

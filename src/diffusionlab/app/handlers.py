@@ -21,8 +21,6 @@ from diffusionlab.app.inputs import (
     as_int,
     check_ddpm,
     editor_parts,
-    image_to_tensor,
-    mask_from_layers,
     model_label,
     open_upload,
     painted,
@@ -30,6 +28,7 @@ from diffusionlab.app.inputs import (
     seed_value,
     settings_text,
 )
+from diffusionlab.app.pictures import to_mask, to_tensor
 from diffusionlab.app.registry import Limits, ModelRegistry
 from diffusionlab.app.testimages import (
     NO_PICK,
@@ -114,8 +113,8 @@ class Handlers(IllusionHandlers):
 
     def num_steps(self, model_value: str | None) -> int:
         """The chosen model's T, for the sliders' ranges (1000, IF's, when it cannot be told without loading IF)."""
-        schedule = getattr(self._model_or_none(model_value), "schedule", None)
-        return schedule.num_steps if schedule is not None else 1000
+        model = self._model_or_none(model_value)
+        return model.schedule.num_steps if model is not None and model.schedule is not None else 1000
 
     # -- the test-image picker -------------------------------------------------------------------------------
     def test_choices(self, model_value: str | None) -> list[tuple[str, str]]:
@@ -150,42 +149,34 @@ class Handlers(IllusionHandlers):
                 lo, hi = model.value_range
                 x = lo + hi - x
             return x, source
-        return image_to_tensor(im, model, invert), None
+        return to_tensor(im, model, invert), None
 
     # -- Generate (A0, A1.5, A1.6) ------------------------------------------------------------------------------
     def generate(self, model_value, prompts, n, steps, scale, seed, sampler=""):
-        from diffusionlab import edits
         from diffusionlab.steps import choose_step_rule
 
         plist = parse_prompts(prompts)
         n = self._n(n, len(plist))
         steps = as_int(steps, "steps", 1, self.limits.max_steps)
-        scale = as_float(scale, "CFG scale", 0.0, 50.0)
+        scale = as_float(scale, "CFG scale", 0.0, 50.0) if any(plist) else None  # no prompt: nothing to guide
         seed = seed_value(seed)
         rule = choose_step_rule(sampler or None, None, None)  # "" (or None): the model's own step rule
 
         def work(model):
             from diffusionlab import tools
-            from diffusionlab.guidance import is_flow
+            from diffusionlab.edits import unconditional_prompt
 
-            if not is_flow(model):
-                check_ddpm(model, "sampling")
-                if steps > model.schedule.num_steps:
-                    raise DiffusionLabError(f"steps must be at most {model.schedule.num_steps} for this model")
-            prompts = [p if p else edits.unconditional_prompt(model) for p in plist]
-            r = tools.sample(model, prompts, n, steps, scale, seed, sampler=rule.get("sampler"))
-            return r.images, steps
+            prompts = [p or unconditional_prompt(model) for p in plist] if any(plist) else None
+            return tools.sample(model, prompts, n, steps, scale, seed, **rule)
 
-        x, used = self._run(model_value, work)
+        r = self._run(model_value, work)
         model = self.registry.get(model_value)
         files = []
-        for k, img in enumerate(x):
+        for k, img in enumerate(r.images):  # each PNG's text: the tool's settings (they remake it), and its prompt
             prompt = plist[k // n]
-            st = self._base(model_value, tool="generate", prompt=prompt, steps=used, cfg=scale, seed=seed, index=k)
-            st |= rule
-            files.append((self.out.tensor_png(img, model, st, "generate"), f"{prompt or '(none)'} #{k % n + 1}"))
-        st = self._base(model_value, prompts=", ".join(plist), n=n, steps=used, cfg=scale, seed=seed, **rule)
-        return files, settings_text(st)
+            png = self.out.tensor_png(img, model, {**r.settings, "prompt": prompt, "index": k}, "generate")
+            files.append((png, f"{prompt or '(none)'} #{k % n + 1}"))
+        return files, settings_text({**r.settings, "model": model_label(self.registry, model_value)})
 
     # -- Noise & denoise (A1.1 - A1.4) --------------------------------------------------------------------------
     def noise(self, model_value, upload, t, kernel, sigma, prompt, scale, seed, invert, test=NO_PICK):
@@ -251,17 +242,15 @@ class Handlers(IllusionHandlers):
             check_ddpm(model, "SDEdit")
             pick = None if drawn else self._pick(model, test, background or im)
             x0, source = self._input(model, pick, im, invert)
-            r = tools.sdedit(model, x0, _prompt(prompt), starts, 1, scale, seed)
-            return x0, r.images, r.panels[0].col_labels, source, pick
+            return tools.sdedit(model, x0, _prompt(prompt), starts, 1, scale, seed), source, pick
 
-        x0, out, cols, source, pick = self._run(model_value, work)
+        r, source, pick = self._run(model_value, work)
         model = self.registry.get(model_value)
         image = f"test:{pick}" if pick is not None else "upload/drawing"
         st = self._base(model_value, tool="sdedit", image=image, prompt=prompt or "(none)", cfg=scale, seed=seed)
-        files = [(self.out.tensor_png(x0[0], model, {**st, "shown": "input"}, "sdedit-input"), "input")]
-        for k, i in enumerate(starts):
-            png = self.out.tensor_png(out[k, 0], model, {**st, "i_start": i}, f"sdedit-i{i}")
-            files.append((png, cols[k].replace(" (", " · ").rstrip(")")))  # "i=5 · t=250": short, never cut off
+        files = [(self.out.tensor_png(r.parts["inputs"][0], model, {**st, "shown": "input"}, "sdedit-input"), "input")]
+        for k, (i, label) in enumerate(zip(starts, r.panels[0].col_labels, strict=False)):
+            files.append((self.out.tensor_png(r.images[k, 0], model, {**st, "i_start": i}, f"sdedit-i{i}"), label))
         return files, settings_text({**st, "i_starts": " ".join(map(str, starts)), **_source(source)})
 
     # -- Inpaint (A1.7.2) ----------------------------------------------------------------------------------------
@@ -280,7 +269,7 @@ class Handlers(IllusionHandlers):
             check_ddpm(model, "inpainting")
             pick = self._pick(model, test, background)
             x0, source = self._input(model, pick, background, invert)
-            mask = mask_from_layers(layers, background.size, model) if background is not None else None
+            mask = to_mask(layers, background.size, model) if background is not None else None
             how = "painted"
             if mask is None:
                 if fallback not in ("default mask", "course mask"):  # "course mask": its name before

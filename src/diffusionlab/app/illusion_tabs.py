@@ -45,11 +45,18 @@ WEIGHTS_INFO = "one per prompt, relative, e.g. 1,2: more of the steps for a read
 BALANCE_INFO = "the shipped ranker watches each reading while sampling and gives more steps to the one it does not see yet (our class models)"
 
 
+def view_choices() -> list[str]:
+    """The anagram tab's views, from the table in views.py."""
+    from diffusionlab.views import VIEWS
+
+    return list(VIEWS)
+
+
 def anagram_tab(page: Page) -> None:
-    from diffusionlab.views import VIEW_HELP, VIEW_NAMES
+    from diffusionlab.views import views_markdown
 
     gr = page.gr
-    views = list(VIEW_NAMES)
+    views = view_choices()
     with gr.Tab("Anagram", id="anagram", elem_id="tab-anagram"), gr.Row():
         with gr.Column(scale=1):
             readings = gr.Radio(
@@ -84,7 +91,7 @@ def anagram_tab(page: Page) -> None:
             out = gr.Image(label="readings", elem_id="anagram-out", **PNG)
             gr.Markdown(ANAGRAM_CAPTION, elem_id="anagram-caption")
             with gr.Accordion("the views", open=False):
-                gr.Markdown("\n".join(f"- **{v}**: {VIEW_HELP.get(v, '')}" for v in VIEW_NAMES))
+                gr.Markdown(views_markdown())
             info = gr.Markdown(elem_id="anagram-info")
     readings.change(
         lambda c: [gr.Row(visible=k <= int(c)) for k in range(2, MAX_READINGS + 1)],

@@ -8,6 +8,7 @@ from typing import Any
 from PIL import Image
 
 from diffusionlab.app.inputs import as_float, as_int, check_ddpm, seed_value, settings_text
+from diffusionlab.app.pictures import to_picture
 from diffusionlab.errors import DiffusionLabError
 
 MAX_READINGS = 4  # tools.anagram: the first prompt upright, one view for each later one
@@ -124,9 +125,9 @@ class IllusionHandlers:
         )
         st |= {"best of": k} if k > 1 else {}
         near = self.out.png(figure, {**st, "shown": "near, framed by the ranker's verdict"}, "hybrid-near")
-        with Image.open(self.out.row_png(x, model, {**st, "shown": "the images"}, "hybrid-row")) as im:
-            small = im.resize((max(1, im.width // 4), max(1, im.height // 4)), Image.Resampling.LANCZOS)
-            far_canvas = Image.new("RGB", im.size, "white")
-            far_canvas.paste(small.convert("RGB"), ((im.width - small.width) // 2, (im.height - small.height) // 2))
+        im = to_picture(x, model)
+        small = im.resize((max(1, im.width // 4), max(1, im.height // 4)), Image.Resampling.LANCZOS)
+        far_canvas = Image.new("RGB", im.size, "white")
+        far_canvas.paste(small.convert("RGB"), ((im.width - small.width) // 2, (im.height - small.height) // 2))
         far = self.out.png(far_canvas, {**st, "shown": "far (1/4 size)"}, "hybrid-far")
         return near, far, settings_text({**st, **_probabilities(tool_settings)})

@@ -1,4 +1,5 @@
-"""Input and output at the edge (uploads, image and mask conversion, result PNGs) and checks of the form values."""
+"""Input and output at the edge (uploads, result PNGs) and checks of the form values; the image conversions are
+in app/pictures.py."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from diffusionlab.app.pictures import to_picture
 from diffusionlab.app.registry import Limits, ModelRegistry
 from diffusionlab.environment import env_path
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.figures.grid import save_png, to_pil
+from diffusionlab.figures.grid import save_png
 from diffusionlab.files import regular_file
 
 
@@ -88,15 +90,6 @@ def open_upload(payload: Any, limits: Limits, what: str = "image", required: boo
     return open_image(p, f"the uploaded {what}", limits.max_pixels)  # pixel count checked before decoding
 
 
-def flatten(im: Image.Image, background: str = "white") -> Image.Image:
-    """RGBA -> RGB over a background (drawings on a transparent canvas)."""
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        base = Image.new("RGBA", im.size, background)
-        return Image.alpha_composite(base, im).convert("RGB")
-    return im.convert("RGB")
-
-
 def painted(layers: list[Image.Image]) -> bool:
     """Whether any brush stroke is in the editor's layers (an untouched layer is fully transparent)."""
     return any(np.asarray(layer.convert("RGBA").getchannel("A")).any() for layer in layers)
@@ -111,50 +104,6 @@ def editor_parts(payload: Any, limits: Limits) -> tuple[Image.Image | None, Imag
     composite = open_upload(get("composite"), limits, "drawing", required=False)
     layers = [im for im in (open_upload(x, limits, "layer", required=False) for x in (get("layers") or [])) if im]
     return background, composite, layers
-
-
-def image_to_tensor(im: Image.Image, model, invert: str = "auto") -> Tensor:
-    """A PIL image -> (1, C, H, W) in the model's value range and size (images.py's loader: resize + centre crop).
-
-    invert "auto": one-channel (MNIST-like) models see light strokes on a dark ground, so a light picture (a
-    drawing on white) is inverted; "yes"/"no" force it.
-    """
-    from diffusionlab.images import pil_to_tensor
-
-    flat = flatten(im)
-    if invert == "auto":
-        gray = flat.convert("L")
-        mean = sum(i * c for i, c in enumerate(gray.histogram())) / max(1, gray.width * gray.height) / 255
-        do_invert = model.image_shape[0] == 1 and mean > 0.5
-    else:
-        do_invert = invert == "yes"
-    return pil_to_tensor(flat, model.image_shape, model.value_range, invert=do_invert).to(model.device)
-
-
-def mask_from_layers(layers: list[Image.Image], size: tuple[int, int], model) -> Tensor | None:
-    """Brush strokes (the editor's layers, painted = opaque) -> a (1, 1, H, W) 0/1 mask at the model's size,
-    cropped like the image it was painted on. None when nothing was painted."""
-    from diffusionlab.images import resize_crop
-
-    alpha = Image.new("L", size, 0)
-    for layer in layers:
-        a = layer.convert("RGBA").getchannel("A")
-        if a.size != size:
-            a = a.resize(size, Image.Resampling.NEAREST)
-        alpha = Image.fromarray(np.maximum(np.asarray(alpha), np.asarray(a)))
-    if not np.asarray(alpha).any():
-        return None
-    _, h, w = model.image_shape
-    small = np.asarray(resize_crop(alpha, h, w), dtype=np.float32) / 255.0
-    return torch.from_numpy((small >= 0.25).astype(np.float32)).view(1, 1, h, w).to(model.device)
-
-
-def display_scale(h: int) -> int:
-    return max(1, 224 // h)
-
-
-def upscale(im: Image.Image, scale: int) -> Image.Image:
-    return im if scale == 1 else im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
 
 
 class Outputs:
@@ -182,23 +131,17 @@ class Outputs:
         return str(save_png(im, path, settings))
 
     def tensor_png(self, x: Tensor, model, settings: dict[str, Any], stem: str) -> str:
-        im = to_pil(x.detach().cpu(), model.value_range)
-        return self.png(upscale(im, display_scale(x.shape[-2])), settings, stem)
+        return self.png(to_picture(x, model), settings, stem)
 
-    def row_png(self, xs: Tensor, model, settings: dict[str, Any], stem: str, pad: int = 4) -> str:
+    def row_png(self, xs: Tensor, model, settings: dict[str, Any], stem: str) -> str:
         """(N, C, H, W) -> one PNG, side by side."""
-        ims = [upscale(to_pil(x.detach().cpu(), model.value_range), display_scale(x.shape[-2])) for x in xs]
-        w = sum(i.width for i in ims) + pad * (len(ims) - 1)
-        canvas = Image.new("RGB", (w, max(i.height for i in ims)), "white")
-        left = 0
-        for i in ims:
-            canvas.paste(i.convert("RGB"), (left, 0))
-            left += i.width + pad
-        return self.png(canvas, settings, stem)
+        return self.png(to_picture(xs, model), settings, stem)
 
 
 def settings_text(settings: dict[str, Any]) -> str:
-    return " · ".join(f"**{k}** {v}" for k, v in settings.items())
+    """The settings line under a result: **key** value, lists comma-separated."""
+    shown = {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in settings.items()}
+    return " · ".join(f"**{k}** {v}" for k, v in shown.items())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -240,9 +183,13 @@ def seed_value(seed: Any) -> int:
 
 
 def check_ddpm(model, what: str) -> None:
-    require = getattr(model, "require", None)
-    if require is not None:
-        require(("time", "class"), "ddpm", what)
+    """The page's edit tabs take a DDPM's noise levels (their sliders are timesteps): one line for another kind."""
+    kind = model.kind
+    if not kind.supports("iterative_denoise"):
+        raise DiffusionLabError(
+            f"{what} on this page takes a DDPM's noise levels; {model.name} is {kind.describe}: it runs "
+            f"{', '.join(kind.tools)}"
+        )
 
 
 def model_label(registry: ModelRegistry, value: str) -> str:

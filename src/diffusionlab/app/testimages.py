@@ -12,7 +12,8 @@ from typing import Any
 from PIL import Image
 from torch import Tensor
 
-from diffusionlab.app.inputs import as_int, upscale
+from diffusionlab.app.inputs import as_int
+from diffusionlab.app.pictures import flatten, to_picture
 
 NO_PICK = ""
 NO_PICK_LABEL = "none: my upload or drawing"
@@ -25,9 +26,7 @@ def model_data(model) -> str | None:
     model trained on an image folder: the page has no folder to pick its held-out images from)."""
     from diffusionlab.data import DATASETS
 
-    config = getattr(model, "config", None)
-    data = config.get("data") if isinstance(config, dict) else None
-    return data if isinstance(data, str) and data in DATASETS else None
+    return model.data if model.data in DATASETS else None
 
 
 def test_choices(model) -> list[tuple[str, str]]:
@@ -55,8 +54,6 @@ def same_picture(im: Image.Image, picture: Image.Image) -> bool:
     back under a new name, so its pixels tell)."""
     import numpy as np
 
-    from diffusionlab.app.inputs import flatten
-
     if im.size != picture.size:
         return False
     mode = picture.mode if picture.mode in ("L", "RGB") else "RGB"
@@ -74,10 +71,8 @@ def test_tensor(model, index: int) -> tuple[Tensor, str]:
 
 def test_picture(model, index: int) -> Image.Image:
     """The test image as a picture for the page (upscaled, nearest neighbour: the pixels as the model sees them)."""
-    from diffusionlab.figures.grid import to_pil
-
     x, _ = test_tensor(model, index)
-    return upscale(to_pil(x[0].detach().cpu(), model.value_range), PICTURE_SCALE)
+    return to_picture(x[0], model, PICTURE_SCALE)
 
 
 def invert_flag(invert: Any) -> bool:

@@ -3,15 +3,18 @@ values are checked while the command line is parsed, by the rules in diffusionla
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from diffusionlab import checks
+from diffusionlab.backends import model_help
 from diffusionlab.steps import sampler_help, samplers_taking
 
 
@@ -106,7 +109,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Shipped model name (mnist, fashion-mnist), a run directory or checkpoint of ours, or 'deepfloyd'.",
+        help=model_help(),  # from the tables in backends.py and shipped_models.py
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N; default: CUDA when present, else CPU.")]
@@ -159,3 +162,79 @@ EtaOpt = Annotated[
         help=f"{' or '.join(samplers_taking('eta'))} steps: 0 deterministic .. 1 (= ddpm beta-tilde). Example: --eta 0.5",
     ),
 ]
+StepsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--steps",
+        help="Sampling steps (default: the model kind's, the same as the API's and the web UI's). Example: --steps 30",
+        callback=steps_callback,
+    ),
+]
+
+
+# -- the bundles: one parameter in a command's signature, its options on the command line ---------------------
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """--model, --seed, --device, --force and the DeepFloyd options, shared by every model-using command: a
+    command takes `opts: ModelOptions` and `with_bundles` puts these options on its command line."""
+
+    model: ModelOpt = "mnist"
+    seed: SeedOpt = 0
+    device: DeviceOpt = "auto"
+    force: ForceOpt = False
+    model_dir: ModelDirOpt = None
+    prompt_embeds: PromptEmbedsOpt = None
+    offload: OffloadOpt = False
+
+    def open(self, fast: bool = True):
+        """The model (open_model), our UNets on the fast path unless fast=False."""
+        return open_model(self.model, self.device, self.model_dir, self.prompt_embeds, self.offload, fast)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingOptions(ModelOptions):
+    """ModelOptions and the sampler loop's: --steps, --sampler, --variance, --eta (every sampling command)."""
+
+    steps: StepsOpt = None
+    sampler: SamplerOpt = None
+    variance: VarianceOpt = None
+    eta: EtaOpt = None
+
+    def rule(self) -> dict:
+        """steps and the step rule as the tools take them; a bad combination fails here, before the model loads."""
+        from diffusionlab.steps import choose_step_rule
+
+        choose_step_rule(self.sampler, self.variance, self.eta)
+        return dict(steps=self.steps, sampler=self.sampler, variance=self.variance, eta=self.eta)
+
+
+def with_bundles(command):
+    """The command with each parameter typed as a bundle (ModelOptions, SamplingOptions) replaced by the bundle's
+    options, which are gathered back into one bundle when the command runs."""
+    signature = inspect.signature(command, eval_str=True)
+    bundles = {
+        name: p.annotation
+        for name, p in signature.parameters.items()
+        if isinstance(p.annotation, type) and issubclass(p.annotation, ModelOptions)
+    }
+    if not bundles:
+        return command
+    params = [p for name, p in signature.parameters.items() if name not in bundles]
+    fields: dict[str, list[str]] = {}
+    for name, bundle in bundles.items():
+        hints = typing.get_type_hints(bundle, include_extras=True)
+        fields[name] = [f.name for f in dataclasses.fields(bundle)]
+        params += [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+            for f in dataclasses.fields(bundle)
+        ]
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        for name, bundle in bundles.items():
+            kwargs[name] = bundle(**{f: kwargs.pop(f) for f in fields[name] if f in kwargs})
+        return command(*args, **kwargs)
+
+    run.__signature__ = signature.replace(parameters=params)
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run

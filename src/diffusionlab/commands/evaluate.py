@@ -137,7 +137,7 @@ def evaluate(
     maps = {k: check_output_file(p, force) for k, p in map_paths(out, anagram, hybrid).items()}
     step_rule = choose_step_rule(sampler, variance, eta)
     m = open_scored_model(model, device)
-    if m.kind == "denoiser":
+    if m.kind.supports("denoise"):  # a single-step denoiser: its own scores
         class_only = {"--anagram": anagram, "--hybrid": hybrid, "--classifier": classifier, "--steps": steps}
         given = [k for k, v in {**class_only, "--sampler": sampler, "--variance": variance, "--eta": eta}.items() if v]
         if given:
@@ -148,7 +148,7 @@ def evaluate(
         return write_scores(out, scores)
     if sigma is not None:
         raise DiffusionLabError("--sigma scores a single-step denoiser; pass --model mnist-denoiser or a denoiser run")
-    unconditional = m.kind == "time"
+    unconditional = not m.conditioned
     if unconditional:
         from diffusionlab.commands import evaluate_unconditional as uncond
 
@@ -205,11 +205,7 @@ def open_scored_model(model: str, device: str):
             "evaluate scores our class-conditioned MNIST-like models; DeepFloyd IF has no classifier"
         )
     m = open_model(model, device)
-    if getattr(m, "kind", None) not in ("class", "time", "denoiser"):
-        raise DiffusionLabError(
-            f"evaluate needs a class- or time-conditioned model of ours (or a denoiser), but {getattr(m, 'name', model)} is a "
-            f"{getattr(m, 'kind', 'different')} model; pass --model mnist, fashion-mnist or a class run directory"
-        )
+    m.kind.require(m, "evaluate")  # our class, time and denoiser models
     return m
 
 
@@ -337,7 +333,7 @@ def check_inputs(m, n: int, pair_n: int, anagram: str | None) -> None:
     if anagram:
         from diffusionlab.views import get_view
 
-        get_view(anagram, m.image_shape, m.value_range)
+        get_view(anagram, m.image_shape)
 
 
 def register(app: typer.Typer) -> None:

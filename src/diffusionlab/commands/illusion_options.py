@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from diffusionlab import checks
+from diffusionlab.views import view_help
 
 
 def _views(values: list[str] | None) -> list[str] | None:
@@ -33,9 +34,7 @@ ViewsOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--view",
-        help="One view per --prompt after the first (default rot180 for two prompts): rot180 (the course's flip), "
-        "flip (upside down), hflip, rot90, rot270, negate, patch-permute[:N], pixel-permute, inner-circle, identity. "
-        "Example: -p 1 -p 7 -p 4 -p 0 --view rot90 --view rot180 --view rot270",
+        help=view_help(),  # from the table in views.py
         callback=_views,
     ),
 ]

@@ -14,24 +14,8 @@ import torch
 import typer
 
 from diffusionlab.checks import check_output_file, check_output_folder, write_together
-from diffusionlab.commands.common import (
-    DeviceOpt,
-    EtaOpt,
-    ForceOpt,
-    ModelDirOpt,
-    ModelOpt,
-    OffloadOpt,
-    PromptEmbedsOpt,
-    SamplerOpt,
-    SeedOpt,
-    VarianceOpt,
-    cfg_callback,
-    n_callback,
-    open_model,
-    wrote,
-)
+from diffusionlab.commands.common import ModelOptions, SamplingOptions, cfg_callback, n_callback, wrote
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.steps import choose_step_rule
 from diffusionlab.tools.result import Result
 
 ImageOpt = Annotated[
@@ -125,13 +109,7 @@ def noise(
     save_all: SaveAllOpt = None,
     data_dir: DataDirOpt = None,
     invert: InvertOpt = False,
-    model: ModelOpt = "mnist",
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    force: ForceOpt = False,
-    model_dir: ModelDirOpt = None,
-    prompt_embeds: PromptEmbedsOpt = None,
-    offload: OffloadOpt = False,
+    opts: ModelOptions = ModelOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
     """Forward process (A1.1) and classical Gaussian-blur denoising (A1.2): the image noised to each t, and blurred.
 
@@ -139,11 +117,11 @@ def noise(
     """
     from diffusionlab import tools
 
-    path = check_outputs(out, "noise.png", save_all, force)
+    path = check_outputs(out, "noise.png", save_all, opts.force)
     check_image_files(image)
-    m = open_model(model, device, model_dir, prompt_embeds, offload)
-    result = tools.forward(m, image, int_list(t, "--t") or None, kernel, sigma, seed, data_dir, invert)
-    finish(result, path, save_all, force)
+    m = opts.open()
+    result = tools.forward(m, image, int_list(t, "--t") or None, kernel, sigma, opts.seed, data_dir, invert)
+    finish(result, path, save_all, opts.force)
 
 
 def denoise(
@@ -173,16 +151,7 @@ def denoise(
     save_all: SaveAllOpt = None,
     data_dir: DataDirOpt = None,
     invert: InvertOpt = False,
-    model: ModelOpt = "mnist",
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    force: ForceOpt = False,
-    model_dir: ModelDirOpt = None,
-    prompt_embeds: PromptEmbedsOpt = None,
-    offload: OffloadOpt = False,
-    sampler: SamplerOpt = None,
-    variance: VarianceOpt = None,
-    eta: EtaOpt = None,
+    opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
     """Denoise a noised image: blur (A1.2), one-step estimate (A1.3), iterative strided DDPM (A1.4).
 
@@ -203,24 +172,23 @@ def denoise(
         raise DiffusionLabError(f"unknown --method {bad[0]!r}; choose blur, one-step or iterative")
     if every < 1:
         raise DiffusionLabError("--every must be at least 1")
-    path = check_outputs(out, "denoise.png", save_all, force)
+    path = check_outputs(out, "denoise.png", save_all, opts.force)
     check_image_files(image)
-    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
-    m = open_model(model, device, model_dir, prompt_embeds, offload)
+    rule = opts.rule()  # a bad combination fails before the model loads
+    m = opts.open()
     if "iterative" in methods:
         check_i_start(edits.default_timesteps(m), default_i_start(m) if i_start is None else i_start)
     if "blur" in methods or "iterative" in methods:
         edits.blur(torch.zeros(1, *m.image_shape), kernel, sigma)  # a bad --kernel/--sigma fails now, not after
-    g = generator_for(seed)  # one stream through the methods, as before the tool layer
+    g = generator_for(opts.seed)  # one stream through the methods, as before the tool layer
     common = dict(prompt=prompt, scale=scale, kernel=kernel, sigma=sigma, seed=g, data_dir=data_dir, invert=invert)
     results = []
     one = [mm for mm in methods if mm != "iterative"]
     if one:
         results.append(tools.one_step_denoise(m, image, int_list(t, "--t") or None, methods=one, **common))
     if "iterative" in methods:
-        rule = dict(sampler=sampler, variance=variance, eta=eta)
         results.append(tools.iterative_denoise(m, image, i_start, every, **common, **rule))
-    finish(stacked(results), path, save_all, force)
+    finish(stacked(results), path, save_all, opts.force)
 
 
 def sdedit(
@@ -238,16 +206,7 @@ def sdedit(
     save_all: SaveAllOpt = None,
     data_dir: DataDirOpt = None,
     invert: InvertOpt = False,
-    model: ModelOpt = "mnist",
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    force: ForceOpt = False,
-    model_dir: ModelDirOpt = None,
-    prompt_embeds: PromptEmbedsOpt = None,
-    offload: OffloadOpt = False,
-    sampler: SamplerOpt = None,
-    variance: VarianceOpt = None,
-    eta: EtaOpt = None,
+    opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
     """SDEdit image-to-image (A1.7) and, with a real --prompt, text/class-conditional image-to-image (A1.7.3).
 
@@ -258,14 +217,13 @@ def sdedit(
     """
     from diffusionlab import edits, tools
 
-    path = check_outputs(out, "sdedit.png", save_all, force)
+    path = check_outputs(out, "sdedit.png", save_all, opts.force)
     check_image_files(image)
-    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
-    m = open_model(model, device, model_dir, prompt_embeds, offload)
+    rule = opts.rule()  # a bad combination fails before the model loads
+    m = opts.open()
     starts = int_list(i_start, "--i-start") or list(edits.SDEDIT_I_STARTS)
-    rule = dict(sampler=sampler, variance=variance, eta=eta)
-    result = tools.sdedit(m, image, prompt, starts, n, scale, seed, data_dir, invert, **rule)
-    finish(result, path, save_all, force)
+    result = tools.sdedit(m, image, prompt, starts, n, scale, opts.seed, data_dir, invert, **rule)
+    finish(result, path, save_all, opts.force)
 
 
 def inpaint(
@@ -285,16 +243,7 @@ def inpaint(
     save_all: SaveAllOpt = None,
     data_dir: DataDirOpt = None,
     invert: InvertOpt = False,
-    model: ModelOpt = "mnist",
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    force: ForceOpt = False,
-    model_dir: ModelDirOpt = None,
-    prompt_embeds: PromptEmbedsOpt = None,
-    offload: OffloadOpt = False,
-    sampler: SamplerOpt = None,
-    variance: VarianceOpt = None,
-    eta: EtaOpt = None,
+    opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
     """Inpainting (A1.7.2): new content inside the mask, the original (exactly) outside it.
 
@@ -305,13 +254,12 @@ def inpaint(
     """
     from diffusionlab import tools
 
-    path = check_outputs(out, "inpaint.png", save_all, force)
+    path = check_outputs(out, "inpaint.png", save_all, opts.force)
     check_image_files(image, mask)
-    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
-    m = open_model(model, device, model_dir, prompt_embeds, offload)
-    rule = dict(sampler=sampler, variance=variance, eta=eta)
-    result = tools.inpaint(m, image, mask, prompt, n, scale, seed, data_dir, invert, **rule)
-    finish(result, path, save_all, force)
+    rule = opts.rule()  # a bad combination fails before the model loads
+    m = opts.open()
+    result = tools.inpaint(m, image, mask, prompt, n, scale, opts.seed, data_dir, invert, **rule)
+    finish(result, path, save_all, opts.force)
 
 
 def register(app: typer.Typer) -> None:

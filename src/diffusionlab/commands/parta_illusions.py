@@ -4,22 +4,9 @@ commands (parta): one labelled grid PNG (--out) and, with --save-all DIR, every 
 from __future__ import annotations
 
 from diffusionlab.commands import illusion_options as ill
-from diffusionlab.commands.common import (
-    DeviceOpt,
-    EtaOpt,
-    ForceOpt,
-    ModelDirOpt,
-    ModelOpt,
-    OffloadOpt,
-    PromptEmbedsOpt,
-    SamplerOpt,
-    SeedOpt,
-    VarianceOpt,
-    open_model,
-)
+from diffusionlab.commands.common import SamplingOptions
 from diffusionlab.commands.parta import NOpt, OutOpt, SaveAllOpt, check_outputs, finish
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.steps import choose_step_rule
 
 
 def anagram(
@@ -34,16 +21,7 @@ def anagram(
     balance: ill.BalanceOpt = None,
     out: OutOpt = None,
     save_all: SaveAllOpt = None,
-    model: ModelOpt = "mnist",
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    force: ForceOpt = False,
-    model_dir: ModelDirOpt = None,
-    prompt_embeds: PromptEmbedsOpt = None,
-    offload: OffloadOpt = False,
-    sampler: SamplerOpt = None,
-    variance: VarianceOpt = None,
-    eta: EtaOpt = None,
+    opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
     """Visual anagrams (A1.8): images that show the first prompt upright and each later one through its view.
 
@@ -56,13 +34,13 @@ def anagram(
     from diffusionlab.tools.illusions import anagram_readings
 
     prompt, view = anagram_readings(prompt, view)
-    ill.check_anagram(model, best_of, weights, len(prompt), balance)
-    path = check_outputs(out, "anagram.png", save_all, force)
-    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
-    m = open_model(model, device, model_dir, prompt_embeds, offload)
-    rule = dict(sampler=sampler, variance=variance, eta=eta, best_of=best_of, runner_ups=runner_ups, weights=weights)
-    result = tools.anagram(m, prompt, view, n, scale, seed, **rule, combine=combine, balance=balance)
-    finish(result, path, save_all, force)
+    ill.check_anagram(opts.model, best_of, weights, len(prompt), balance)
+    path = check_outputs(out, "anagram.png", save_all, opts.force)
+    rule = opts.rule()  # a bad combination fails before the model loads
+    m = opts.open()
+    more = dict(best_of=best_of, runner_ups=runner_ups, weights=weights, combine=combine, balance=balance)
+    result = tools.anagram(m, prompt, view, n, scale, opts.seed, **rule, **more)
+    finish(result, path, save_all, opts.force)
     say_readings(result.settings)
 
 
@@ -76,16 +54,7 @@ def hybrid(
     runner_ups: ill.RunnerUpsOpt = False,
     out: OutOpt = None,
     save_all: SaveAllOpt = None,
-    model: ModelOpt = "mnist",
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    force: ForceOpt = False,
-    model_dir: ModelDirOpt = None,
-    prompt_embeds: PromptEmbedsOpt = None,
-    offload: OffloadOpt = False,
-    sampler: SamplerOpt = None,
-    variance: VarianceOpt = None,
-    eta: EtaOpt = None,
+    opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
     """Hybrid images (A1.9): the first prompt seen from afar (low frequencies), the second up close (high).
 
@@ -97,13 +66,12 @@ def hybrid(
 
     if len(prompt or []) != 2:
         raise DiffusionLabError(f"hybrid needs exactly two --prompt options (low, high), got {len(prompt or [])}")
-    ill.check_best_of(model, best_of)
-    path = check_outputs(out, "hybrid.png", save_all, force)
-    choose_step_rule(sampler, variance, eta)  # a bad combination fails before the model loads
-    m = open_model(model, device, model_dir, prompt_embeds, offload)
-    rule = dict(sampler=sampler, variance=variance, eta=eta, best_of=best_of, runner_ups=runner_ups)
-    result = tools.hybrid(m, prompt, n, kernel, sigma, scale, seed, **rule)
-    finish(result, path, save_all, force)
+    ill.check_best_of(opts.model, best_of)
+    path = check_outputs(out, "hybrid.png", save_all, opts.force)
+    rule = opts.rule()  # a bad combination fails before the model loads
+    m = opts.open()
+    result = tools.hybrid(m, prompt, n, kernel, sigma, scale, opts.seed, **rule, best_of=best_of, runner_ups=runner_ups)
+    finish(result, path, save_all, opts.force)
     say_readings(result.settings)
 
 

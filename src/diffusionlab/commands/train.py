@@ -1,4 +1,4 @@
-"""`diffusionlab train` (Part B) and `diffusionlab sample`."""
+"""`diffusionlab train` (Part B): a course UNet trained from scratch (tools.train)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,7 @@ from typing import Annotated
 
 import typer
 
-from diffusionlab.checks import check_batch, check_count, check_output_file, write_together
-from diffusionlab.commands.common import (
-    DeviceOpt,
-    EtaOpt,
-    ForceOpt,
-    ModelDirOpt,
-    ModelOpt,
-    OffloadOpt,
-    PromptEmbedsOpt,
-    SamplerOpt,
-    SeedOpt,
-    VarianceOpt,
-    cfg_callback,
-    n_callback,
-    open_model,
-    steps_callback,
-    wrote,
-)
-from diffusionlab.errors import DiffusionLabError
-from diffusionlab.steps import choose_step_rule
+from diffusionlab.commands.common import DeviceOpt, SeedOpt, wrote
 
 # -- `train` options (typer Annotated types, one per option; the values default to the course recipe) ------------
 KindArg = Annotated[str, typer.Argument(help="denoiser (B1), time (B2) or class (B2.4).")]
@@ -84,41 +65,6 @@ EmaDecayOpt = Annotated[
 SaveEveryOpt = Annotated[
     int | None,
     typer.Option(help="Also checkpoint every N steps inside an epoch: a SIGKILL then loses at most N steps."),
-]
-
-# -- `sample` options ----------------------------------------------------------------------------------------------
-PromptsOpt = Annotated[
-    list[str] | None,
-    typer.Option("--prompt", "-p", help="Prompt(s): a class ('3', 'three', 'sneaker') or text (IF)."),
-]
-NOpt = Annotated[int, typer.Option("-n", help="Images per prompt.", callback=n_callback)]
-StepsOpt = Annotated[
-    int | None,
-    typer.Option(
-        help="Sampling steps (default: all T for our DDPMs, 34 strided for IF, 300/50 Euler for flow).",
-        callback=steps_callback,
-    ),
-]
-CfgOpt = Annotated[
-    float | None, typer.Option("--cfg", help="CFG scale (default 5 for our models, 7 for IF).", callback=cfg_callback)
-]
-GridOutOpt = Annotated[Path, typer.Option(help="Output grid PNG.")]
-GifOpt = Annotated[Path | None, typer.Option(help="Also write a GIF of the sampling process.")]
-Stage2Opt = Annotated[
-    bool, typer.Option("--stage2", help="DeepFloyd IF: upsample the 64 px results to 256 px with stage II.")
-]
-Stage2StepsOpt = Annotated[int, typer.Option(help="Stage-II steps (IF default 50).")]
-NoiseLevelOpt = Annotated[int, typer.Option(help="Stage-II noise level of the low-res image (IF default 250).")]
-SampleFastOpt = Annotated[
-    bool,
-    typer.Option(
-        "--fast/--plain",
-        help="Fast path for our UNets, the default: BatchNorm folded into the convolutions, channels_last, "
-        "--precision auto (bf16 only where measured faster), CUDA graphs on CUDA. --plain: the network as trained.",
-    ),
-]
-SampleCompileOpt = Annotated[
-    bool, typer.Option("--compile/--no-compile", help="torch.compile the model call on the CUDA fast path.")
 ]
 
 
@@ -211,117 +157,5 @@ def _print_summary(summary: dict) -> None:
         print("no figures yet: they are drawn at the end of an epoch, and this run stopped inside one")
 
 
-def sample(
-    model: ModelOpt = "mnist",
-    prompt: PromptsOpt = None,
-    n: NOpt = 4,
-    steps: StepsOpt = None,
-    cfg_scale: CfgOpt = None,
-    seed: SeedOpt = 0,
-    out: GridOutOpt = Path("samples.png"),
-    gif: GifOpt = None,
-    stage2: Stage2Opt = False,
-    stage2_steps: Stage2StepsOpt = 50,
-    noise_level: NoiseLevelOpt = 250,
-    force: ForceOpt = False,
-    device: DeviceOpt = "auto",
-    model_dir: ModelDirOpt = None,
-    prompt_embeds: PromptEmbedsOpt = None,
-    offload: OffloadOpt = False,
-    fast: SampleFastOpt = True,
-    compile_: SampleCompileOpt = True,
-    sampler: SamplerOpt = None,
-    variance: VarianceOpt = None,
-    eta: EtaOpt = None,
-) -> None:
-    """Sample images from a model: one row per prompt, n images each, all in one batch.
-
-    With torchrun (--nproc_per_node N) the images are split across the ranks (each draws its own noise from the
-    seed and its rank) and rank 0 writes the grid.
-
-    Example: diffusionlab sample --model mnist --prompt 3 --prompt seven -n 8 --out s.png
-    """
-    from diffusionlab import tools
-    from diffusionlab.distributed import init_from_env
-    from diffusionlab.edits import default_scale
-    from diffusionlab.figures.grid import grid_image, save_gif, save_png
-    from diffusionlab.model_protocol import resolve_device
-
-    out = check_output_file(out, force)
-    if gif is not None:
-        gif = check_output_file(gif, force, "--gif")
-    ctx, dev = init_from_env(resolve_device(device))
-    if ctx.enabled:
-        device = str(dev)
-    step_rule = choose_step_rule(sampler, variance, eta)
-    m = open_model(model, device, model_dir, prompt_embeds, offload, fast=False)
-    prompts = list(prompt or [])
-    if prompts and getattr(m, "num_classes", 1) == 0:
-        raise DiffusionLabError(f"{getattr(m, 'name', model)} is not class-conditioned; drop --prompt")
-    check_batch(n * max(1, len(prompts)), m.image_shape, "-n x --prompt")
-    s2 = open_stage2(m, stage2_steps, noise_level) if stage2 else None  # checked before stage I runs
-    scale = default_scale(m) if cfg_scale is None else cfg_scale
-    frames: list | None = [] if gif else None
-    if fast:
-        from diffusionlab.fastpath import accelerate
-
-        accelerate(m, compile=compile_)
-    if ctx.enabled:  # torchrun: each rank samples its share of the images; rank 0 gathers and writes them
-        x = _sample_sharded(m, prompts, n, steps, scale, seed, ctx, frames, step_rule)
-        if x is None:  # not rank 0
-            return
-    else:
-        x = tools.sample(m, prompts, n, steps, scale, seed, frames, True, sampler, variance, eta).images
-    if s2 is not None:
-        x = _upscale(s2, m, x, prompts, n, stage2_steps, noise_level, seed)
-    labels = [p for p in prompts] if prompts else None
-    title = f"{getattr(m, 'name', model)}  seed={seed}" + (f"  cfg={scale}" if prompts else "")
-    settings = {"tool": "sample", "model": getattr(m, "name", model), "prompts": prompts, "n": n, "steps": steps}
-    settings |= {"scale": scale, "seed": seed, "stage2": stage2, **step_rule}
-    grid = grid_image(x, n, m.value_range, row_labels=labels, title=title)
-    writers = {out: lambda path: save_png(grid, path, settings)}  # the settings in the PNG's text, as every tool's
-    if gif:
-        writers[gif] = lambda path: save_gif(frames, path, n, m.value_range)
-    write_together(writers)  # the grid and the GIF, or neither
-    wrote(*writers)
-
-
-def _sample_sharded(m, prompts: list[str], n: int, steps, scale: float, seed: int, ctx, frames, step_rule):
-    """`sample` under torchrun: each rank samples its share; rank 0 gets every image (None elsewhere)."""
-    from diffusionlab.distributed import destroy, sharded_generate
-    from diffusionlab.sampling import timesteps_for
-
-    ts = timesteps_for(m, steps)
-    every = max(1, len(ts) // 30)
-    kwargs = dict(step_rule=step_rule, timesteps=ts, flow_steps=steps, frame_every=every)
-    x = sharded_generate(m, prompts or None, n, scale, seed, ctx, frames, **kwargs)
-    destroy(ctx)
-    return x if ctx.is_main else None
-
-
-def _upscale(s2, m, x, prompts: list[str], n: int, stage2_steps: int, noise_level: int, seed: int):
-    """--stage2: stage I's images x4 with IF stage II, its noise from seed + 1."""
-    from diffusionlab.model_protocol import generator_for
-    from diffusionlab.upscale import upscale
-
-    cond = s2.encode([p for p in prompts for _ in range(n)] or [getattr(m, "default_prompt", "")] * len(x))
-    gen = generator_for(seed + 1)
-    return upscale(s2, x, cond, s2.null(1), num_steps=stage2_steps, noise_level=noise_level, generator=gen)
-
-
-def open_stage2(m, steps: int, noise_level: int):
-    """--stage2: DeepFloyd IF stage II, loaded and its options checked before stage I spends its time."""
-    if not hasattr(m, "stage2"):
-        raise DiffusionLabError("--stage2 upsampling is for DeepFloyd IF (--model deepfloyd)")
-    check_count(steps, "--stage2-steps")
-    s2 = m.stage2()
-    top = s2.noising_schedule.num_steps - 1
-    if not 0 <= noise_level <= top:
-        raise DiffusionLabError(f"--noise-level must be between 0 and {top}, got {noise_level}")
-    s2.timesteps(steps)  # a step count its scheduler cannot space fails here
-    return s2
-
-
 def register(app: typer.Typer) -> None:
     app.command(no_args_is_help=True)(train)
-    app.command()(sample)

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model_kinds import DDPM
+from diffusionlab.shipped_models import SHIPPED_MODELS
 
 WEIGHTS_ENV = "DIFFUSIONLAB_WEIGHTS_DIR"
 
@@ -24,7 +26,7 @@ PARTB_MODELS = {
     "mnist-time-flow": ("time", "flow", "mnist"),
     "fashion-mnist-class": ("class", "ddpm", "fashion-mnist"),
 }
-SHIPPED_ALIASES = {"mnist": "mnist-class", "fashion-mnist": "fashion-mnist-class"}
+SHIPPED_ALIASES = {name: e.file for name, e in SHIPPED_MODELS.items() if name != e.file}  # "mnist": "mnist-class"
 
 # the course's DeepFloyd IF prompts (the 14 it shipped T5 embeddings for)
 IF_PROMPTS = {
@@ -285,9 +287,8 @@ class Context:
         """The class DDPM scored: --model when it is a class DDPM of ours on MNIST, else MNIST's class DDPM."""
         try:
             m = self.part_a_model()
-            if getattr(m, "kind", None) == "class" and getattr(m, "objective", None) == "ddpm":
-                if m.config.get("data") == "mnist":
-                    return m
+            if m.kind is DDPM and m.conditioned and m.data == "mnist":  # our class DDPM on MNIST
+                return m
         except DiffusionLabError:
             pass
         return self.partb_model("mnist-class")

@@ -12,7 +12,6 @@ from torch import Tensor
 from diffusionlab import tools
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures.grid import show_prompt, stack_vertically
-from diffusionlab.model_protocol import is_if_like
 from diffusionlab.report.context import Cell, Context, Figure, SectionOut
 from diffusionlab.report.part_a_inputs import hand_drawn, is_ours, prompts_for, test_images
 
@@ -24,7 +23,7 @@ def sec_a0(ctx: Context, out: SectionOut) -> None:
 
     m = ctx.part_a_model()
     prompts = prompts_for(m)["a0"]
-    counts = ctx.budget.if_a0_counts if is_if_like(m) else ctx.budget.a0_counts
+    counts = ctx.budget.a0_counts if m.kind.measured_defaults else ctx.budget.if_a0_counts  # ours, else IF's
     n = ctx.budget.a0_per_prompt
     last, scale = None, None
     for count in counts:
@@ -46,7 +45,7 @@ def sec_a0(ctx: Context, out: SectionOut) -> None:
         f"Samples of {len(prompts)} prompts, {n} each, at {len(counts)} step counts; the same seed, so the same "
         "starting noise: more steps, more detail."
     )
-    out.settings = {"model": getattr(m, "name", ctx.model_spec), "prompts": prompts, "steps": list(counts)}
+    out.settings = {"model": m.name, "prompts": prompts, "steps": list(counts)}
     out.settings["cfg"] = scale
     if hasattr(m, "stage2") and last is not None:  # DeepFloyd IF: stage II upsampling to 256 px
         try:
@@ -140,7 +139,7 @@ def sec_a1_4(ctx: Context, out: SectionOut) -> None:
     out.caption = (
         f"Iterative denoising along the strided timesteps from i_start = {i_start} (t = {t0}), every {every}th step "
         "shown, then the result next to one-step denoising and a blur of the same noisy image."
-        + ("" if is_if_like(m) else ITERATIVE_WHY)
+        + (ITERATIVE_WHY if m.kind.measured_defaults else "")
     )
     out.settings = {"i_start": i_start, "t_start": t0, "timesteps": f"{ts[0]}, {ts[1]}, ..., {ts[-1]} ({len(ts)})"}
 
@@ -170,7 +169,7 @@ def sec_a1_6(ctx: Context, out: SectionOut) -> None:
     from diffusionlab.tools.inputs import prompt_of
 
     m = ctx.part_a_model()
-    if is_ours(m) and getattr(m, "num_classes", 0):
+    if is_ours(m) and m.conditioned:
         prompts, n = [m.class_names[i % m.num_classes] for i in range(5)], 1
         what = f"one of each class {', '.join(prompts)}"
     else:
@@ -294,7 +293,7 @@ DIGIT_HYBRIDS = [("0", "8", "held-out judge 4 of 8 images, the ranker 1 of 8 (N 
 def _showcase(m: Any, what: str) -> list[tuple]:
     """The measured showcase for digit models (DIGIT_ANAGRAMS / DIGIT_HYBRIDS), the fixed prompts otherwise
     (no rate)."""
-    names = list(getattr(m, "class_names", []) or [])
+    names = list(m.class_names)
     if is_ours(m) and names[:10] == [str(i) for i in range(10)]:
         return DIGIT_ANAGRAMS if what == "anagrams" else DIGIT_HYBRIDS
     return [(*p, None) for p in prompts_for(m)[what]]

@@ -107,7 +107,7 @@ def _anagram_scores(ctx: Context, m, clf, out: SectionOut) -> tuple[dict[str, An
     ctx.say("scores", f"{len(pairs)} visual anagrams (rot180, CFG 5, {len(ts)} steps), scored by the classifier")
     a = evaluation.evaluate_anagrams(m, clf, "rot180", 1, 5.0, ctx.seed, pairs, ts, progress=ctx.progress)
     images = a.pop("images")
-    v = get_view("rot180", m.image_shape, (0.0, 1.0))
+    v = get_view("rot180", m.image_shape)
     k = m.num_classes
     full = len(pairs) == k * (k - 1)
     nrow = k - 1 if full else min(10, len(images))
@@ -115,7 +115,9 @@ def _anagram_scores(ctx: Context, m, clf, out: SectionOut) -> tuple[dict[str, An
     fig = _side_by_side(
         [
             grid_image(images, nrow, row_labels=rows, title="upright: prompt 1 (rows) -> prompt 2", cell=48),
-            grid_image(v.apply(images), nrow, row_labels=rows, title="rotated 180 degrees: prompt 2", cell=48),
+            grid_image(
+                v.apply(images, (0.0, 1.0)), nrow, row_labels=rows, title="rotated 180 degrees: prompt 2", cell=48
+            ),
         ]
     )
     path = ctx.fig("scores", "anagrams")
@@ -132,7 +134,7 @@ def _anagram_scores(ctx: Context, m, clf, out: SectionOut) -> tuple[dict[str, An
     if full:  # the per-pair map, as `evaluate --anagram` writes it
         from diffusionlab.evaluation.metrics import score_map
 
-        names = list(getattr(m, "class_names", None) or range(k))
+        names = list(m.class_names or range(k))
         title = f"anagram success per pair, rot180: {100 * a['anagram_success']:.0f} % overall"
         map_path = ctx.fig("scores", "anagram_map")
         save_png(score_map(rates, [str(c) for c in names], title, "upright", "rotated"), map_path)

@@ -23,8 +23,8 @@ from diffusionlab.checks import check_batch
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures.grid import show_prompt
 from diffusionlab.steps import choose_step_rule
-from diffusionlab.tools.image import Seed, seed_generator, tool_settings
-from diffusionlab.tools.inputs import as_model, prompts_of
+from diffusionlab.tools.image import Seed, ran_rule, seed_generator, tool_settings
+from diffusionlab.tools.inputs import as_model, prompt_list, prompts_of
 from diffusionlab.tools.readings import (
     AUTO_ROUND,
     draw_until,
@@ -41,7 +41,7 @@ MAX_READINGS = 4
 
 
 def _two(prompts: Sequence[str], tool: str, roles: str) -> list[str]:
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
+    prompts = prompt_list(prompts)
     if len(prompts) != 2:
         raise DiffusionLabError(f"{tool} needs exactly two --prompt options ({roles}), got {len(prompts)}")
     return prompts
@@ -49,7 +49,7 @@ def _two(prompts: Sequence[str], tool: str, roles: str) -> list[str]:
 
 def anagram_readings(prompts: Sequence[str] | str, view: str | Sequence[str]) -> tuple[list[str], list[str]]:
     """2-4 prompts and one view per prompt after the first (a single view name is fine for two prompts)."""
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
+    prompts = prompt_list(prompts)
     views = [view] if isinstance(view, str) else list(view or [])
     if not 2 <= len(prompts) <= MAX_READINGS:
         raise DiffusionLabError(
@@ -64,6 +64,13 @@ def anagram_readings(prompts: Sequence[str] | str, view: str | Sequence[str]) ->
             f"first), got {len(views)}"
         )
     return prompts, views
+
+
+def illusion_steps(m, steps: int | None, defaults: dict[str, Any]) -> list:
+    """An anagram's or hybrid's timesteps: `steps` of them, else the measured default (edits.illusion_timesteps)."""
+    from diffusionlab.sampling import timesteps_for
+
+    return edits.illusion_timesteps(m, defaults) if steps is None else timesteps_for(m, steps, edit=True)
 
 
 def reading_weights(weights: Sequence[float] | str | None, readings: int) -> Tensor | None:
@@ -86,15 +93,13 @@ def scoring_classifier(model, option: str = "--best-of") -> Any:
     """The shipped ranker of the model's data set (an ensemble), for best-of-K, the readings and the reading
     balance (`option` names it in the errors); a one-line error where there is none."""
     from diffusionlab.evaluation.classifier import load_ranker
-    from diffusionlab.model_protocol import is_if_like
 
-    if is_if_like(model) or getattr(model, "kind", None) != "class":
+    data = model.data  # our models' data set; None for a model not trained here (IF)
+    if data is None or not model.conditioned:
         raise DiffusionLabError(
-            f"{option} needs the shipped classifier of a class model's data; "
-            f"{getattr(model, 'name', 'this model')} has none"
+            f"{option} needs the shipped classifier of a class model's data; {model.name} has none"
             + (" (use --best-of 1)" if option == "--best-of" else f" (leave {option} off)")
         )
-    data = getattr(model, "config", {}).get("data", "mnist")
     clf = load_ranker(data, model.device)
     if tuple(model.image_shape) != (1, 28, 28):
         raise DiffusionLabError(f"{option}: the {data} classifier scores 1x28x28 images, not {model.image_shape}")
@@ -153,7 +158,7 @@ def _verdict(unit: list[Tensor], labels, clf, names: list[str], m, why: str | No
     """The kept images' readings (readings.judged), or why they were not checked."""
     if clf is None:
         return {"readings_unchecked": why, "readings": f"readings: not checked ({why})"}
-    classes = list(getattr(m, "class_names", None) or range(10))
+    classes = list(m.class_names or range(10))  # a class model of ours (it has a classifier)
     return judged(unit, labels, clf, names, classes)
 
 
@@ -180,12 +185,11 @@ def _pick(generate, unit_of, labels, clf, n: int, best_of: int | str) -> tuple[T
     return res, rows, {"best_of": k} if k > 1 else {}
 
 
-def _reading_balance(m, prompts, view_names, view_seed: int, balance: bool | None, classifier, count: int):
+def _reading_balance(m, prompts, views, balance: bool | None, classifier, count: int):
     """The step hook's balance (evaluation.balance.reading_balance) for `count` images, or None. balance None:
     edits.ANAGRAM_DEFAULTS["balance"] where the model has a shipped classifier and every prompt a class;
-    True: required (a one-line error where it cannot be)."""
+    True: required (a one-line error where it cannot be). views: the readings' views, the identity first."""
     from diffusionlab.evaluation.balance import reading_balance
-    from diffusionlab.views import get_view
 
     if balance is False or (balance is None and not edits.ANAGRAM_DEFAULTS["balance"]):
         return None
@@ -196,8 +200,7 @@ def _reading_balance(m, prompts, view_names, view_seed: int, balance: bool | Non
         if balance:  # asked for: say why it cannot be
             raise
         return None  # the default applies only where it can (IF, other data, an empty prompt: sampled as before)
-    unit = [get_view(v, m.image_shape, (0.0, 1.0), view_seed) for v in ["identity", *view_names]]
-    return reading_balance(clf, unit, [torch.full((count,), lab) for lab in labels], m.value_range)
+    return reading_balance(clf, views, [torch.full((count,), lab) for lab in labels], m.value_range)
 
 
 def anagram(
@@ -219,6 +222,7 @@ def anagram(
     classifier: Any = None,
     weights: Sequence[float] | str | None = None,
     balance: bool | None = None,
+    steps: int | None = None,
 ) -> Result:
     """n images that read as prompts[0] upright and as prompts[k] through view[k - 1] (rot180, flip, rot90, ...;
     see diffusionlab.views): 2-4 readings. combine: guidance.COMBINE_MODES (default: edits.ANAGRAM_DEFAULTS).
@@ -228,9 +232,10 @@ def anagram(
     (default: seed when it is an int, else 0). weights: one per reading, relative (see reading_weights).
     balance: the ranker's reading balance while sampling (evaluation.balance; default on for class models with a
     shipped ranker, edits.ANAGRAM_DEFAULTS). images: (n, C, H, W); panels[0]: the readings, one row each (the
-    image through each view), each framed green when read as asked, red when not."""
+    image through each view), each framed green when read as asked, red when not. steps: sampling steps (None:
+    edits.illusion_timesteps, the measured default)."""
     from diffusionlab.guidance import check_combine
-    from diffusionlab.views import get_view
+    from diffusionlab.views import reading_views
 
     ps, view_names = anagram_readings(prompts, view)
     w = reading_weights(weights, len(ps))
@@ -239,31 +244,32 @@ def anagram(
         check_combine(combine)
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
+    m.kind.require(m, "anagram")
     check_batch(n * (k or AUTO_ROUND), m.image_shape, "-n x --best-of")
     permutation_seed = view_seed if view_seed is not None else seed if isinstance(seed, int) else 0
-    views = [get_view(v, m.image_shape, m.value_range, permutation_seed) for v in view_names]
-    unit_views = [get_view(v, m.image_shape, (0.0, 1.0), permutation_seed) for v in view_names]
+    views = reading_views(view_names, m.image_shape, seed=permutation_seed)  # built once: the identity, then each
     ps = prompts_of(m, ps)
     clf, labels, why = _ranker(m, ps, k != 1, score, classifier)
     warning = _warn(m, len(ps), progress)
     g = seed_generator(seed)
     combine = edits.anagram_combine(m, combine)  # resolved once: what samples is what the settings record
+    ts = illusion_steps(m, steps, edits.ANAGRAM_DEFAULTS)
     steered = []
 
     def generate(count: int) -> Tensor:
-        steer = _reading_balance(m, ps, view_names, permutation_seed, balance, clf, count)
+        steer = _reading_balance(m, ps, views, balance, clf, count)
         steered.append(steer is not None)
         per_image = None if w is None else w.expand(count, -1)
-        kw = dict(seed=permutation_seed, combine=combine, weights=per_image, balance=steer, progress=progress)
-        return edits.anagram_views(m, ps, views, count, scale, g, **kw, **rule)
+        kw = dict(combine=combine, weights=per_image, balance=steer, progress=progress)
+        return edits.anagram_views(m, ps, views[1:], count, scale, g, timesteps=ts, **kw, **rule)
 
     def unit_of(x: Tensor) -> list[Tensor]:  # the readings as the ranker sees them: views acting on [0, 1] images
         u = _to_unit(x, m.value_range)
-        return [u] + [v.apply(u) for v in unit_views]
+        return [v.apply(u, (0.0, 1.0)) for v in views]
 
     res, rows, how = _pick(generate, unit_of, labels, clf, n, best_of)
     kept = res if rows is None else res[rows[:, 0]]
-    readings = [kept] + [v.apply(kept) for v in views]
+    readings = [v.apply(kept, m.value_range) for v in views]
     names = ["upright"] + view_names
     labels_text = [f"{show_prompt(p)} ({name})" for p, name in zip(ps, names, strict=True)]
     verdict = _verdict(unit_of(kept), labels, clf, labels_text, m, why)
@@ -279,7 +285,8 @@ def anagram(
     s = edits.illusion_scale(m, edits.ANAGRAM_DEFAULTS) if scale is None else scale
     settings = tool_settings(
         "anagram", m, seed, [], prompts=ps, views=view_names, n=n, scale=s, combine=combine, balance=any(steered),
-        **({} if w is None else {"weights": [round(float(x), 4) for x in w[0]]}), **rule, **how, **warning, **verdict,
+        **({} if w is None else {"weights": [round(float(x), 4) for x in w[0]]}), steps=len(ts),
+        **ran_rule(m, edits.illusion_rule(m, edits.ANAGRAM_DEFAULTS, rule)), **how, **warning, **verdict,
     )  # fmt: skip
     return Result(kept, panels, m.value_range, settings, singles)
 
@@ -299,11 +306,13 @@ def hybrid(
     runner_ups: bool = False,
     progress: bool = True,
     score: bool | None = None,
+    steps: int | None = None,
 ) -> Result:
     """n images that read as prompts[0] from afar (low frequencies) and prompts[1] up close (high). kernel/sigma:
     the low-pass (default: edits.hybrid_blur). best_of: K candidates per image or "auto" (as anagram), ranked by
     the ranker (the far view, metrics.far_view, as prompts[0]; the image as prompts[1]); score: as anagram.
-    images: (n, C, H, W); panels[0]: the images (framed by the near reading) and their low-pass (by the far)."""
+    images: (n, C, H, W); panels[0]: the images (framed by the near reading) and their low-pass (by the far).
+    steps: as anagram's."""
     from diffusionlab.evaluation.metrics import far_view
     from diffusionlab.filters import check_blur, lowpass
 
@@ -311,6 +320,7 @@ def hybrid(
     k, _, _ = parse_best_of(best_of)
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
+    m.kind.require(m, "hybrid")
     check_batch(n * (k or AUTO_ROUND), m.image_shape, "-n x --best-of")
     ks, sg = edits.hybrid_blur(m, kernel, sigma)
     check_blur(ks, sg, m.image_shape[1], m.image_shape[2])
@@ -318,9 +328,10 @@ def hybrid(
     clf, labels, why = _ranker(m, [p1, p2], k != 1, score, classifier=None)
     warning = _warn(m, 2, progress, "hybrid")
     g = seed_generator(seed)
+    ts = illusion_steps(m, steps, edits.HYBRID_DEFAULTS)
 
     def generate(count: int) -> Tensor:
-        return edits.hybrid(m, p1, p2, count, sg, ks, scale, g, progress=progress, **rule)
+        return edits.hybrid(m, p1, p2, count, sg, ks, scale, g, timesteps=ts, progress=progress, **rule)
 
     def unit_of(x: Tensor) -> list[Tensor]:
         u = _to_unit(x, m.value_range)
@@ -340,6 +351,7 @@ def hybrid(
         panels.append(Panel(res[others], rows.shape[1] - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
     s = edits.illusion_scale(m, edits.HYBRID_DEFAULTS) if scale is None else scale
     settings = tool_settings(
-        "hybrid", m, seed, [], prompts=[p1, p2], n=n, kernel=ks, sigma=sg, scale=s, **rule, **how, **warning, **verdict
-    )
+        "hybrid", m, seed, [], prompts=[p1, p2], n=n, kernel=ks, sigma=sg, scale=s, steps=len(ts),
+        **ran_rule(m, edits.illusion_rule(m, edits.HYBRID_DEFAULTS, rule)), **how, **warning, **verdict,
+    )  # fmt: skip
     return Result(kept, panels, m.value_range, settings, {f"hybrid_{j + 1}": kept[j] for j in range(n)})

@@ -24,6 +24,8 @@ from diffusionlab.tools.inputs import (
     as_model,
     default_noise_levels,
     load_inputs,
+    model_name,
+    precision_of,
     prompt_of,
     safe_name,
 )
@@ -38,8 +40,9 @@ def seed_generator(seed: Seed) -> torch.Generator:
 
 
 def tool_settings(tool: str, model, seed: Seed, sources: list[str], **kw: Any) -> dict[str, Any]:
-    """A Result's settings, shared by every tool: the tool, the model, the seed, the test-image source, the rest."""
-    s = {"tool": tool, "model": getattr(model, "name", type(model).__name__)}
+    """A Result's settings, shared by every tool: the tool, the model (the name that loads it) and its precision,
+    the seed, the test-image source, the rest (None values left out)."""
+    s = {"tool": tool, "model": model_name(model), "precision": precision_of(model)}
     s.update({k: v for k, v in kw.items() if v is not None})
     if not isinstance(seed, torch.Generator):
         s["seed"] = int(seed)
@@ -48,17 +51,29 @@ def tool_settings(tool: str, model, seed: Seed, sources: list[str], **kw: Any) -
     return s
 
 
-def ddpm_model(model, what: str):
-    """The model, loaded; a one-line error for a flow model, which has no DDPM noise levels (it runs sample,
-    sdedit, inpaint, anagram and hybrid)."""
-    from diffusionlab.guidance import is_flow
+def ran_rule(model, rule: dict[str, Any]) -> dict[str, Any]:
+    """The step rule that ran (the model's defaults under the caller's choices, sampling.sampler_defaults), as the
+    tools take it back: the sampler, and variance and eta where that sampler takes them."""
+    from diffusionlab.sampling import sampler_defaults
+    from diffusionlab.steps import samplers_taking
 
+    full = sampler_defaults(model, rule)
+    taken = [k for k in ("variance", "eta") if full["sampler"] in samplers_taking(k) and full.get(k) is not None]
+    return {"sampler": full["sampler"], **{k: full[k] for k in taken}}
+
+
+def edit_timesteps(model, steps: int | None) -> list:
+    """The timesteps of an edit (iterative denoising, SDEdit, inpainting): `steps` of them, else the kind's."""
+    from diffusionlab.sampling import timesteps_for
+
+    return timesteps_for(model, steps, edit=True)
+
+
+def ddpm_model(model, tool: str):
+    """The model, loaded; a one-line error unless its kind runs `tool` (a flow model has no DDPM noise levels, a
+    single-step denoiser no times at all: the error says what it runs)."""
     m = as_model(model)
-    if is_flow(m):
-        raise DiffusionLabError(
-            f"{what} takes a DDPM's timesteps; {getattr(m, 'name', 'this model')} is a flow model (it runs sample, "
-            "sdedit, inpaint, anagram and hybrid)"
-        )
+    m.kind.require(m, tool)
     return m
 
 
@@ -82,7 +97,7 @@ def forward(
     """The forward process (A1.1) at each t, and classical Gaussian-blur denoising of it (A1.2).
 
     images: (len(t), k, C, H, W), the noisy images; the figure shows original | each t, noisy and blurred."""
-    m = ddpm_model(model, "the forward process")
+    m = ddpm_model(model, "forward")
     ts = _noise_levels(m, t)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
     noisy = edits.forward(m, x, ts, seed_generator(seed))
@@ -114,7 +129,7 @@ def one_step_denoise(
 ) -> Result:
     """One-step denoising (A1.3) of the image noised to each t, beside the blur (A1.2): x0 = (x_t - sqrt(1 - abar)
     eps) / sqrt(abar). images: (len(t), k, C, H, W), the last method's estimates; parts: "noisy" and each method's."""
-    m = ddpm_model(model, "one-step denoising")
+    m = ddpm_model(model, "one_step_denoise")
     ts = _noise_levels(m, t)
     p = prompt_of(m, prompt)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
@@ -138,10 +153,6 @@ def one_step_denoise(
     return Result(out[methods[-1]], panels, m.value_range, settings, singles, {"noisy": noisy, **out})
 
 
-# Iterative denoising at 28 px: from the course's i_start = 10 (t = 190 of T = 300) the shipped MNIST model
-# recovers 34 % of 50 test digits (one step 0 %), from 15 (t = 140) 80 % (one step 52 %, blur 0 %), from 20
-# (t = 90) 98 % (one step 92 %): 15 is where the figure shows what iterating buys (benchmarks/parta_settings.py).
-OUR_I_START = 15
 ITERATIVE_WHY = (
     " At 28 px i_start = 15 (t = 140), not the course's 10: from t = 190 the iterative result is the test digit for "
     "34 % of test digits, from t = 140 for 80 % (one step: 52 %, the blur: 0 %)."
@@ -149,11 +160,9 @@ ITERATIVE_WHY = (
 
 
 def default_i_start(model) -> int:
-    """Where iterative denoising starts: the course's i_start = 10 for IF (t = 690 of 1000); for our 28-px models
-    OUR_I_START, measured by benchmarks/parta_settings.py (see ITERATIVE_WHY)."""
-    from diffusionlab.model_protocol import is_if_like
-
-    return 10 if is_if_like(model) else OUR_I_START
+    """Where iterative denoising starts, the model kind's: the course's i_start = 10 for IF (t = 690 of 1000); 15
+    for our 28-px models, measured by benchmarks/parta_settings.py (see ITERATIVE_WHY, model_kinds)."""
+    return model.kind.iterative_i_start
 
 
 def iterative_denoise(
@@ -172,14 +181,16 @@ def iterative_denoise(
     variance: str | None = None,
     eta: float | None = None,
     progress: bool = True,
+    steps: int | None = None,
 ) -> Result:
     """Iterative strided denoising (A1.4) of the image noised to the strided timestep i_start, every `every`-th
-    step shown, then the one-step estimate and the blur from the same noisy image. images: (k, C, H, W), clean."""
+    step shown, then the one-step estimate and the blur from the same noisy image. images: (k, C, H, W), clean.
+    steps: how many strided timesteps span T (None: the course's stride, sampling.timesteps_for)."""
     if every < 1:
         raise DiffusionLabError("--every must be at least 1")
     rule = choose_step_rule(sampler, variance, eta)
-    m = ddpm_model(model, "iterative denoising")
-    strided = edits.default_timesteps(m)
+    m = ddpm_model(model, "iterative_denoise")
+    strided = edit_timesteps(m, steps)
     i_start = default_i_start(m) if i_start is None else i_start
     check_i_start(strided, i_start)
     p = prompt_of(m, prompt)
@@ -205,8 +216,9 @@ def iterative_denoise(
         for tt, f in frames:
             singles[f"{safe_name(label)}_iterative_frame_t{tt}"] = f[j]
     settings = tool_settings(
-        "iterative_denoise", m, seed, sources, i_start=i_start, t_start=t0, prompt=p, scale=scale, **rule
-    )
+        "iterative_denoise", m, seed, sources, i_start=i_start, t_start=t0, prompt=p, scale=scale,
+        steps=len(strided), **ran_rule(m, rule),
+    )  # fmt: skip
     return Result(clean, panels, m.value_range, settings, singles)
 
 
@@ -225,14 +237,17 @@ def sdedit(
     eta: float | None = None,
     progress: bool = True,
     tool: str = "sdedit",
+    steps: int | None = None,
 ) -> Result:
     """SDEdit (A1.7) and, with a real prompt, class/text-conditional image-to-image (A1.7.3, `translate`): each
     image noised to the strided timestep of each i_start and denoised with CFG, n results each, all in one batch.
-    images: (len(i_starts), k * n, C, H, W). On a flow model the i_starts index its Euler steps' flow times."""
+    images: (len(i_starts), k * n, C, H, W). On a flow model the i_starts index its Euler steps' flow times.
+    steps: how many strided timesteps span T (None: the course's stride, sampling.timesteps_for)."""
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
+    m.kind.require(m, tool)
     starts = [int(i) for i in i_starts]
-    strided = edits.default_timesteps(m)
+    strided = edit_timesteps(m, steps)
     for i in starts:
         check_i_start(strided, i)
     p = prompt_of(m, prompt)
@@ -250,7 +265,9 @@ def sdedit(
     cols = [f"i={i} (t={strided[i]:g})" for i in starts] + ["original"]
     s = edits.default_scale(m) if scale is None else scale
     panel = Panel(torch.stack(cells), len(cols), rows, cols, f"SDEdit, prompt {show_prompt(p)}, cfg {s:g}")
-    settings = tool_settings(tool, m, seed, sources, prompt=p, i_starts=starts, n=n, scale=s, **rule)
+    settings = tool_settings(
+        tool, m, seed, sources, prompt=p, i_starts=starts, n=n, scale=s, steps=len(strided), **ran_rule(m, rule)
+    )
     return Result(res, [panel], m.value_range, settings, singles, {"inputs": x})
 
 
@@ -276,14 +293,16 @@ def inpaint(
     variance: str | None = None,
     eta: float | None = None,
     progress: bool = True,
+    steps: int | None = None,
 ) -> Result:
     """Inpainting (A1.7.2): new content where the mask is 1, the original (exactly) elsewhere; n results per image.
     mask: a (1, 1, H, W) tensor (or (k, 1, H, W), one per image), a mask image file, 'default' (the course's,
-    scaled) or rect:r0:r1:c0:c1. images: (k * n, C, H, W)."""
+    scaled) or rect:r0:r1:c0:c1. images: (k * n, C, H, W). steps: as sdedit's."""
     from diffusionlab.images import load_mask
 
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
+    m.kind.require(m, "inpaint")
     mk = (mask if isinstance(mask, Tensor) else load_mask(mask, m.image_shape)).to(m.device)
     p = prompt_of(m, prompt)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
@@ -292,7 +311,10 @@ def inpaint(
         raise DiffusionLabError(f"{mk.shape[0]} masks for {len(x)} images: give one mask, or one per image")
     mk = mk.expand(len(x), *mk.shape[1:])
     xs = x.repeat_interleave(n, 0)
-    res = edits.inpaint(m, xs, mk.repeat_interleave(n, 0), p, scale, seed_generator(seed), progress=progress, **rule)
+    ts = edit_timesteps(m, steps)
+    res = edits.inpaint(
+        m, xs, mk.repeat_interleave(n, 0), p, scale, seed_generator(seed), timesteps=ts, progress=progress, **rule
+    )
     lo, hi = m.value_range
     cells, singles = [], {}
     for j, label in enumerate(labels):
@@ -305,5 +327,7 @@ def inpaint(
     panel = Panel(torch.stack(cells), len(cols), labels, cols, f"inpainting, prompt {show_prompt(p)}")
     mask_name = mask if isinstance(mask, str) else "tensor"
     s = edits.default_scale(m) if scale is None else scale
-    settings = tool_settings("inpaint", m, seed, sources, mask=mask_name, prompt=p, n=n, scale=s, **rule)
+    settings = tool_settings(
+        "inpaint", m, seed, sources, mask=mask_name, prompt=p, n=n, scale=s, steps=len(ts), **ran_rule(m, rule)
+    )
     return Result(res, [panel], m.value_range, settings, singles, {"inputs": x, "masks": mk})

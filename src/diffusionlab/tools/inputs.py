@@ -30,7 +30,7 @@ def _test_image(model, spec: str, data_dir: Path | None) -> tuple[Tensor, str]:
     from diffusionlab.imagefolder import is_image_folder, open_image_folder
     from diffusionlab.testdigits import load_test_images
 
-    data = getattr(model, "config", {}).get("data")
+    data = model.data
     if data is None:
         raise DiffusionLabError(f"--image {spec}: test:N needs one of our MNIST-like models; give a file")
     try:
@@ -93,13 +93,51 @@ def load_inputs(
     return torch.cat(out).to(model.device), labels, sources
 
 
-def prompt_of(model, prompt: str | None) -> str:
+def prompt_of(model, prompt: str | int | None) -> str:
     """The prompt, or the model's unconditional one; an unknown prompt fails here with the list of valid ones."""
     from diffusionlab.edits import unconditional_prompt
 
-    p = unconditional_prompt(model) if prompt is None else prompt
-    model.encode([p])
-    return p
+    ps = [unconditional_prompt(model)] if prompt is None else prompt_list(prompt)
+    if len(ps) != 1:
+        raise DiffusionLabError(f"this tool takes one prompt, got {len(ps)}: {ps}")
+    model.encode(ps)
+    return ps[0]
+
+
+def prompt_list(prompts: Any) -> list[str]:
+    """What the CLI accepts as prompts, as the tools take them: None (no prompt), one prompt or a list of them, each
+    text ("3", "three", "a rocket ship") or a class index (the int 3 is the prompt "3"); anything else is refused in
+    one line."""
+    if prompts is None:
+        return []
+    one = isinstance(prompts, str | int) and not isinstance(prompts, bool)
+    items = [prompts] if one else list(prompts) if isinstance(prompts, list | tuple) else [prompts]
+    for p in items:
+        if isinstance(p, bool) or not isinstance(p, str | int):
+            raise DiffusionLabError(f"a prompt is text or a class index (e.g. '3', 'three' or 3), not {p!r}")
+    return [str(p) for p in items]
+
+
+def model_name(model) -> str:
+    """The name that loads the model again: the spec backends.load_model was given, else the shipped name whose
+    weights file the model's name is (the shipped class DDPM "mnist-class" loads as "mnist"), else its name."""
+    from diffusionlab.shipped_models import shipped_name
+
+    spec = vars(model).get("spec")
+    if spec is not None:
+        return str(spec)
+    return shipped_name(model.name) or model.name
+
+
+def precision_of(model) -> str:
+    """The precision the model's network runs in: the fast path's (fp32 or bf16), else its weights' dtype."""
+    from diffusionlab.fastpath import FastNet
+
+    net = vars(model).get("net")
+    if isinstance(net, FastNet):
+        return net.precision.name
+    dtype = vars(model).get("dtype", torch.float32)
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
 
 
 def prompts_of(model, prompts: Sequence[str]) -> list[str]:

@@ -37,7 +37,7 @@ AUTO_BUDGET = 32  # candidates per image when no budget is given
 def known_failure(model: Any, readings: int, tool: str = "anagram") -> str | None:
     """One line for a request the model is measured to fail at (four readings, or a hybrid, on a 28-px model),
     else None."""
-    shape = tuple(getattr(model, "image_shape", ()))
+    shape = tuple(model.image_shape)
     if shape[-2:] != (28, 28) or (tool == "anagram" and readings not in KNOWN_RATES):
         return None
     if tool == "hybrid":

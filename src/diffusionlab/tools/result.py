@@ -28,8 +28,12 @@ class Panel:
 
 @dataclass
 class Result:
-    """images: the tool's output, (N, C, H, W) in `value_range` (or (len(i_starts), N, C, H, W) for SDEdit);
-    panels: the figure; singles: name -> (C, H, W) for saving each image alone; settings: what made them;
+    """images: the tool's output, (N, C, H, W) (or (len(i_starts), N, C, H, W) for SDEdit), as the sampler left
+    them: NOT clamped, so a few pixels may lie outside `value_range` (the raw numbers, for measuring); the figure,
+    `to_pil`, `save` and every PNG clamp to `value_range` first, so `images.clamp(*value_range)` is what they show;
+    panels: the figure; singles: name -> (C, H, W) for saving each image alone; settings: what made them (the
+    tool, a model name that `load_model` takes, its precision, the seed, steps and step rule, the rest: passing
+    them back to the tool remakes the images);
     parts: the named image stacks the figure is made of (e.g. "noisy", "blurred"), for a front-end that draws its
     own figure from them."""
 
