@@ -1,0 +1,204 @@
+"""`diffusionlab choose-guidance`: a model's default CFG scale, chosen by measurement (the guidance curve) and,
+with --write, stored in the model's JSON beside its weights."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from diffusionlab.checks import check_output_file
+from diffusionlab.commands.common import DeviceOpt, ForceOpt, ModelOpt, SeedOpt, n_callback, steps_callback, wrote
+from diffusionlab.commands.evaluate import DataDirOpt
+from diffusionlab.errors import DiffusionLabError
+
+GUIDANCE_KEY = "default_guidance"  # the model JSON's entry (CourseModel.default_guidance_scale reads its cfg_scale)
+CURVE_KEYS = (  # what the model's JSON keeps of each measured point
+    "cfg_scale",
+    "conditional_accuracy",
+    "accuracy_standard_error",
+    "frechet_distance",
+    "frechet_distance_floor",
+    "fd_over_floor",
+    "n_samples",
+)
+
+
+def parse_scales(text: str) -> list[float]:
+    """ "1,1.5,2" -> [1.0, 1.5, 2.0], each scale checked (guidance_curve.check_scales)."""
+    from diffusionlab.evaluation.guidance_curve import check_scales
+
+    try:
+        return check_scales([float(part) for part in text.replace(" ", ",").split(",") if part])
+    except ValueError:
+        raise DiffusionLabError(f"--scales takes numbers separated by commas, e.g. 1,2,3,5; got {text!r}") from None
+
+
+def choose_guidance(
+    model: ModelOpt = "mnist",
+    scales: Annotated[
+        str, typer.Option("--scales", help="The CFG scales to measure, comma-separated.")
+    ] = "1,1.5,2,3,4,5,7",
+    n: Annotated[int, typer.Option("-n", "--n", help="Samples per class at each scale.", callback=n_callback)] = 100,
+    steps: Annotated[
+        int, typer.Option("--steps", help="Sampling steps (DDPM: evenly spaced; flow: Euler).", callback=steps_callback)
+    ] = 30,
+    seed: SeedOpt = 0,
+    data_dir: DataDirOpt = None,
+    classifier: Annotated[
+        str | None,
+        typer.Option("--classifier", help="Classifier .safetensors (default: the shipped one of the model's data)."),
+    ] = None,
+    target: Annotated[
+        float | None,
+        typer.Option(
+            "--target",
+            help="Accuracy the default must reach (default 0.99; a folder model's: at most its classifier's "
+            "accuracy on the folder's held-out images).",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="JSON file for the curve.")] = Path("guidance-curve.json"),
+    write: Annotated[
+        bool, typer.Option("--write", help="Store the chosen scale (and the steps) in the model's JSON.")
+    ] = False,
+    force: ForceOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Measure a class model's conditional accuracy and Frechet distance at each CFG scale of --scales (same seed
+    at every scale) and choose its default: the lowest scale whose accuracy reaches 99 % (a folder model: at most
+    its classifier's held-out accuracy); when none does, the lowest within one standard error of the best. Prints
+    the curve and the choice and writes the curve as JSON; --write stores the choice in the model's JSON (the
+    weights are not touched), which sample, sdedit and inpaint then use as their default --cfg.
+
+    Example: diffusionlab choose-guidance --model fashion-mnist -n 100 --data-dir data/fashion-mnist --out fm.json
+    """
+    from diffusionlab.backends import is_if_spec
+    from diffusionlab.commands.common import open_model
+    from diffusionlab.commands.evaluate import check_inputs, load_splits
+    from diffusionlab.data import DATASETS
+    from diffusionlab.evaluation.classifier import load_classifier
+    from diffusionlab.evaluation.guidance_curve import choose_scale, measure_curve, target_accuracy
+
+    grid = parse_scales(scales)
+    if target is not None and not 0.0 < target <= 1.0:
+        raise DiffusionLabError(f"--target is an accuracy in (0, 1], got {target}")
+    out = check_output_file(out, force)
+    json_path = model_json_path(model) if write else None
+    if is_if_spec(model):
+        raise DiffusionLabError("choose-guidance measures our class models; DeepFloyd IF keeps the course's CFG 7")
+    m = open_model(model, device)
+    m.require("class", what="choose-guidance")
+    check_inputs(m, n, 0, None)
+    data = m.config.get("data", "mnist")
+    clf = load_classifier(classifier or data, m.device)
+    if clf.data is not None and clf.data != data:
+        raise DiffusionLabError(
+            f"the classifier was trained on {clf.data} but the model generates {data}; pass a {data} --classifier"
+        )
+    test, train = load_splits(data, data_dir, m.image_shape[-1])
+    ceiling = None if data in DATASETS else clf.test_accuracy  # a folder's classifier: its held-out accuracy
+    goal = target_accuracy(ceiling, 0.99 if target is None else target)
+    start = time.perf_counter()
+    curve = measure_curve(m, clf, grid, n, steps, seed, test, train, on_point=lambda p: print(format_point(p)))
+    choice = choose_scale(curve, goal)
+    result = {
+        "model": m.name,
+        "data": data,
+        "classifier": str(classifier or f"shipped {data}-classifier"),
+        "classifier_test_accuracy": clf.test_accuracy,
+        "n_per_class": n,
+        "steps": steps,
+        "sampler": curve[0]["sampler"],
+        "seed": seed,
+        "target_accuracy": goal,
+        "choice": choice,
+        "curve": curve,
+        "seconds": round(time.perf_counter() - start, 1),
+        "command": shlex.join(["diffusionlab", "choose-guidance", "--model", model, "--scales", scales, "-n", str(n)])
+        + f" --steps {steps} --seed {seed}",
+    }
+    print(format_choice(result))
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    wrote(out)
+    if json_path is not None:
+        store_default_guidance(json_path, stored_guidance(result))
+        wrote(json_path, what="stored the default CFG scale in")
+
+
+def model_json_path(model: str) -> Path:
+    """The JSON beside a model's weights (a shipped name, a run directory or a checkpoint), checked writable
+    before the slow part."""
+    from diffusionlab.backends import is_if_spec, resolve_spec
+    from diffusionlab.model_files import resolve_checkpoint
+
+    if is_if_spec(model):
+        raise DiffusionLabError("--write stores a default in one of our models' JSON; DeepFloyd IF keeps CFG 7")
+    path = resolve_checkpoint(resolve_spec(model).target).with_suffix(".json")
+    check_output_file(path, force=True, what="--write")
+    return path
+
+
+def stored_guidance(result: dict[str, Any]) -> dict[str, Any]:
+    """What the model's JSON keeps: the chosen scale, how it was measured, and the chosen point's figures (no
+    machine paths: shipped JSONs say nothing of the machine they were made on)."""
+    scale = result["choice"]["cfg_scale"]
+    point = next(p for p in result["curve"] if p["cfg_scale"] == scale)
+    return {
+        "cfg_scale": scale,
+        "steps": result["steps"],
+        "sampler": result["sampler"],
+        "n_per_class": result["n_per_class"],
+        "seed": result["seed"],
+        "scales": [p["cfg_scale"] for p in result["curve"]],
+        "target_accuracy": result["target_accuracy"],
+        "met_target": result["choice"]["met_target"],
+        "conditional_accuracy": point["conditional_accuracy"],
+        "frechet_distance": point["frechet_distance"],
+        "fd_over_floor": point["fd_over_floor"],
+        "measured_by": "diffusionlab choose-guidance",
+        "curve": [{k: p[k] for k in CURVE_KEYS} for p in result["curve"]],  # the report's table and plot
+    }
+
+
+def store_default_guidance(json_path: Path, guidance: dict[str, Any]) -> None:
+    """The model's JSON with its GUIDANCE_KEY entry set and everything else as it was, written in the file's own
+    indentation (shipped: 1 space, runs: 2), atomically; the weights beside it are not touched."""
+    from diffusionlab.model_files import atomic_write_bytes
+
+    text = json_path.read_text()
+    lines = text.splitlines()
+    indent = len(lines[1]) - len(lines[1].lstrip(" ")) if len(lines) > 1 else 2
+    config = json.loads(text)
+    config[GUIDANCE_KEY] = guidance
+    atomic_write_bytes(json_path, (json.dumps(config, indent=indent or None) + "\n").encode())
+
+
+def format_point(p: dict[str, Any]) -> str:
+    """One measured scale, as it is printed while the curve is measured."""
+    acc = f"accuracy {100 * p['conditional_accuracy']:6.2f} % +- {100 * p['accuracy_standard_error']:.2f}"
+    if p["frechet_distance"] is None:
+        fd = "FD not computed (no test set: --data-dir)"
+    else:
+        fd = f"FD {p['frechet_distance']:7.3f} ({p['fd_over_floor']:.1f}x the floor {p['frechet_distance_floor']:.3f})"
+    return f"CFG {p['cfg_scale']:4g}: {acc}, {fd}, {p['seconds']:.0f} s"
+
+
+def format_choice(result: dict[str, Any]) -> str:
+    """The chosen default and why."""
+    c = result["choice"]
+    if c["met_target"]:
+        why = f"the lowest scale with accuracy >= {100 * result['target_accuracy']:.1f} %"
+    else:
+        why = (
+            f"no scale reached {100 * result['target_accuracy']:.1f} %: the lowest within one standard error of "
+            f"the best ({100 * c['threshold']:.1f} %)"
+        )
+    return f"default CFG {c['cfg_scale']:g} for {result['model']} ({why}; {result['n_per_class']} per class, {result['steps']} steps)"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("choose-guidance")(choose_guidance)
