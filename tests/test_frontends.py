@@ -99,3 +99,11 @@ def test_the_shared_options_are_one_bundle_on_every_model_command() -> None:
         options = {o for p in cli.commands[name].params for o in p.opts}
         assert {"--model", "--seed", "--device", "--force", "--model-dir", "--prompt-embeds", "--offload"} <= options
         assert ({"--steps", "--sampler", "--variance", "--eta"} <= options) == (name in sampling), name
+
+
+def test_a_tool_the_models_kind_does_not_run_is_refused_in_one_line() -> None:
+    m = dl.load_model("mnist-denoiser", "cpu")
+    for tool, call in (("sample", lambda: dl.sample(m, n=1)), ("sdedit", lambda: dl.sdedit(m, "test:0"))):
+        with pytest.raises(DiffusionLabError) as e:
+            call()
+        assert str(e.value).startswith(f"{tool} needs ") and str(e.value).endswith("it runs denoise, evaluate")

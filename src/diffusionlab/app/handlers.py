@@ -116,6 +116,14 @@ class Handlers(IllusionHandlers):
         model = self._model_or_none(model_value)
         return model.schedule.num_steps if model is not None and model.schedule is not None else 1000
 
+    def sample_steps(self, model_value: str | None) -> int:
+        """The chosen model's sampling steps when none are asked for: its kind's default, as the API's and the
+        CLI's (IF's strided 34 of T = 1000 when it cannot be told without loading IF)."""
+        from diffusionlab.schedule import strided_timesteps
+
+        model = self._model_or_none(model_value)
+        return len(model.kind.timesteps(model)) if model is not None else len(strided_timesteps(1000))
+
     # -- the test-image picker -------------------------------------------------------------------------------
     def test_choices(self, model_value: str | None) -> list[tuple[str, str]]:
         """The picker's choices for the chosen model's data set (only "none" for a model without one)."""
@@ -239,7 +247,6 @@ class Handlers(IllusionHandlers):
         def work(model):
             from diffusionlab import tools
 
-            check_ddpm(model, "SDEdit")
             pick = None if drawn else self._pick(model, test, background or im)
             x0, source = self._input(model, pick, im, invert)
             return tools.sdedit(model, x0, _prompt(prompt), starts, 1, scale, seed), source, pick
@@ -266,7 +273,6 @@ class Handlers(IllusionHandlers):
             from diffusionlab import tools
             from diffusionlab.images import default_mask
 
-            check_ddpm(model, "inpainting")
             pick = self._pick(model, test, background)
             x0, source = self._input(model, pick, background, invert)
             mask = to_mask(layers, background.size, model) if background is not None else None

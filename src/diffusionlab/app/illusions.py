@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from diffusionlab.app.inputs import as_float, as_int, check_ddpm, seed_value, settings_text
+from diffusionlab.app.inputs import as_float, as_int, seed_value, settings_text
 from diffusionlab.app.pictures import to_picture
 from diffusionlab.errors import DiffusionLabError
 
@@ -78,7 +78,6 @@ class IllusionHandlers:
         def work(model):
             from diffusionlab import tools
 
-            check_ddpm(model, "visual anagrams")
             # balance ticked: the tool's default (on where the model has a classifier); unticked: off
             steer = None if balance else False
             r = tools.anagram(model, prompts, views, n, scale, seed, best_of=k, weights=weights, balance=steer)
@@ -106,7 +105,6 @@ class IllusionHandlers:
         def work(model):
             from diffusionlab import tools
 
-            check_ddpm(model, "hybrid images")
             r = tools.hybrid(model, [low_prompt or "", high_prompt or ""], n, kernel, sigma, scale, seed, best_of=k)
             return r.images, r.figure(), r.settings
 

@@ -35,8 +35,10 @@ class Page:
         self.ranged.append((s, "t"))
         return s
 
-    def slider_steps(self, value: int, **kw):
-        s = self.gr.Slider(1, self.num_steps, value=min(value, self.num_steps), step=1, **kw)
+    def slider_steps(self, **kw):
+        """Sampling steps, starting at the chosen model's default (its kind's, as the API's and the CLI's)."""
+        value = self.h.sample_steps(self.model_value)
+        s = self.gr.Slider(1, max(self.num_steps, value), value=value, step=1, **kw)
         self.ranged.append((s, "steps"))
         return s
 
@@ -105,9 +107,12 @@ class Page:
         """The chooser changes: sliders ranged by the new model's T, pickers offer its test set (and reshow)."""
         gr, h = self.gr, self.h
 
-        def ranges(model_value):
-            T = h.num_steps(model_value)
-            return [gr.Slider(maximum=T - 1 if kind == "t" else T) for _, kind in self.ranged]
+        def ranges(model_value):  # a steps slider also moves to the model's default, as the API's and the CLI's
+            T, steps = h.num_steps(model_value), h.sample_steps(model_value)
+            return [
+                gr.Slider(maximum=T - 1) if kind == "t" else gr.Slider(maximum=max(T, steps), value=steps)
+                for _, kind in self.ranged
+            ]
 
         if self.ranged:
             self.model.change(ranges, self.model, [s for s, _ in self.ranged], api_name=False, queue=False)

@@ -9,7 +9,7 @@ import inspect
 import sys
 import typing
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -101,6 +101,15 @@ def with_runtime_options(command):
     run.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *added])
     run.__annotations__ = {p.name: p.annotation for p in run.__signature__.parameters.values()}
     return run
+
+
+def speed_options(fast_help: str, compiled: str) -> tuple[Any, Any]:
+    """--fast/--plain (what the fast path is for this command) and --compile/--no-compile (what it compiles)."""
+    fast = Annotated[bool, typer.Option("--fast/--plain", help=fast_help)]
+    compile_ = Annotated[
+        bool, typer.Option("--compile/--no-compile", help=f"torch.compile {compiled} on the CUDA fast path.")
+    ]
+    return fast, compile_
 
 
 # -- options every model-using command shares (typer Annotated types) ---------------------------------------
@@ -209,13 +218,13 @@ class SamplingOptions(ModelOptions):
 
 
 def with_bundles(command):
-    """The command with each parameter typed as a bundle (ModelOptions, SamplingOptions) replaced by the bundle's
-    options, which are gathered back into one bundle when the command runs."""
+    """The command with each parameter typed as a bundle (a dataclass of options: ModelOptions, SamplingOptions,
+    parta.ImageOptions, ...) replaced by the bundle's options, gathered back into one bundle when it runs."""
     signature = inspect.signature(command, eval_str=True)
     bundles = {
         name: p.annotation
         for name, p in signature.parameters.items()
-        if isinstance(p.annotation, type) and issubclass(p.annotation, ModelOptions)
+        if isinstance(p.annotation, type) and dataclasses.is_dataclass(p.annotation)
     }
     if not bundles:
         return command

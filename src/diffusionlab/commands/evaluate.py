@@ -19,11 +19,11 @@ from diffusionlab.commands.common import (
     ModelOpt,
     SamplerOpt,
     SeedOpt,
+    StepsOpt,
     VarianceOpt,
     cfg_callback,
     n_callback,
     open_model,
-    steps_callback,
     wrote,
 )
 from diffusionlab.commands.score_table import format_table, frechet_rows
@@ -71,14 +71,7 @@ def evaluate(
     cfg: Annotated[
         float, typer.Option("--cfg", help="Classifier-free guidance scale.", callback=cfg_callback)
     ] = DEFAULT_CFG,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            "--steps",
-            help="Sampling steps (DDPM: evenly spaced, default all T; flow: Euler steps).",
-            callback=steps_callback,
-        ),
-    ] = None,
+    steps: StepsOpt = None,
     seed: SeedOpt = 0,
     data_dir: DataDirOpt = None,
     classifier: Annotated[

@@ -7,6 +7,7 @@ Each writes one labelled grid PNG (--out) and, with --save-all DIR, every single
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +48,23 @@ ScaleOpt = Annotated[
     ),
 ]
 NOpt = Annotated[int, typer.Option("-n", help="Results per input (or in all), made in one batch.", callback=n_callback)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+    """Where the input images come from and whether every single result is written too (every Part A edit)."""
+
+    save_all: SaveAllOpt = None
+    data_dir: DataDirOpt = None
+    invert: InvertOpt = False
+
+
+@dataclasses.dataclass(frozen=True)
+class BlurOptions:
+    """The Gaussian blur of the classical denoiser (A1.2): noise and denoise."""
+
+    kernel: Annotated[int | None, typer.Option(help="Blur kernel (default 5 at 64 px, scaled).")] = None
+    sigma: Annotated[float | None, typer.Option(help="Blur sigma (default 2 at 64 px, scaled).")] = None
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
@@ -103,12 +121,9 @@ def noise(
     t: Annotated[
         list[str] | None, typer.Option("--t", help="Timesteps, e.g. 250,500,750 (0..T-1; default T/4, T/2, 3T/4).")
     ] = None,
-    kernel: Annotated[int | None, typer.Option(help="Blur kernel (default 5 at 64 px, scaled).")] = None,
-    sigma: Annotated[float | None, typer.Option(help="Blur sigma (default 2 at 64 px, scaled).")] = None,
+    blur: BlurOptions = BlurOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     out: OutOpt = None,
-    save_all: SaveAllOpt = None,
-    data_dir: DataDirOpt = None,
-    invert: InvertOpt = False,
+    inputs: ImageOptions = ImageOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     opts: ModelOptions = ModelOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
     """Forward process (A1.1) and classical Gaussian-blur denoising (A1.2): the image noised to each t, and blurred.
@@ -117,11 +132,13 @@ def noise(
     """
     from diffusionlab import tools
 
-    path = check_outputs(out, "noise.png", save_all, opts.force)
+    path = check_outputs(out, "noise.png", inputs.save_all, opts.force)
     check_image_files(image)
     m = opts.open()
-    result = tools.forward(m, image, int_list(t, "--t") or None, kernel, sigma, opts.seed, data_dir, invert)
-    finish(result, path, save_all, opts.force)
+    result = tools.forward(
+        m, image, int_list(t, "--t") or None, blur.kernel, blur.sigma, opts.seed, inputs.data_dir, inputs.invert
+    )
+    finish(result, path, inputs.save_all, opts.force)
 
 
 def denoise(
@@ -145,12 +162,9 @@ def denoise(
     scale: Annotated[
         float, typer.Option("--scale", "--cfg", help="CFG scale (1 = no guidance, the course).", callback=cfg_callback)
     ] = 1.0,
-    kernel: Annotated[int | None, typer.Option(help="Blur kernel (default 5 at 64 px, scaled).")] = None,
-    sigma: Annotated[float | None, typer.Option(help="Blur sigma (default 2 at 64 px, scaled).")] = None,
+    blur: BlurOptions = BlurOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     out: OutOpt = None,
-    save_all: SaveAllOpt = None,
-    data_dir: DataDirOpt = None,
-    invert: InvertOpt = False,
+    inputs: ImageOptions = ImageOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
     """Denoise a noised image: blur (A1.2), one-step estimate (A1.3), iterative strided DDPM (A1.4).
@@ -172,23 +186,25 @@ def denoise(
         raise DiffusionLabError(f"unknown --method {bad[0]!r}; choose blur, one-step or iterative")
     if every < 1:
         raise DiffusionLabError("--every must be at least 1")
-    path = check_outputs(out, "denoise.png", save_all, opts.force)
+    path = check_outputs(out, "denoise.png", inputs.save_all, opts.force)
     check_image_files(image)
     rule = opts.rule()  # a bad combination fails before the model loads
     m = opts.open()
     if "iterative" in methods:
         check_i_start(edits.default_timesteps(m), default_i_start(m) if i_start is None else i_start)
     if "blur" in methods or "iterative" in methods:
-        edits.blur(torch.zeros(1, *m.image_shape), kernel, sigma)  # a bad --kernel/--sigma fails now, not after
+        edits.blur(
+            torch.zeros(1, *m.image_shape), blur.kernel, blur.sigma
+        )  # a bad --kernel/--sigma fails now, not after
     g = generator_for(opts.seed)  # one stream through the methods, as before the tool layer
-    common = dict(prompt=prompt, scale=scale, kernel=kernel, sigma=sigma, seed=g, data_dir=data_dir, invert=invert)
+    common = dict(prompt=prompt, scale=scale, **vars(blur), seed=g, data_dir=inputs.data_dir, invert=inputs.invert)
     results = []
     one = [mm for mm in methods if mm != "iterative"]
     if one:
         results.append(tools.one_step_denoise(m, image, int_list(t, "--t") or None, methods=one, **common))
     if "iterative" in methods:
         results.append(tools.iterative_denoise(m, image, i_start, every, **common, **rule))
-    finish(stacked(results), path, save_all, opts.force)
+    finish(stacked(results), path, inputs.save_all, opts.force)
 
 
 def sdedit(
@@ -203,9 +219,7 @@ def sdedit(
     n: NOpt = 1,
     scale: ScaleOpt = None,
     out: OutOpt = None,
-    save_all: SaveAllOpt = None,
-    data_dir: DataDirOpt = None,
-    invert: InvertOpt = False,
+    inputs: ImageOptions = ImageOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
     """SDEdit image-to-image (A1.7) and, with a real --prompt, text/class-conditional image-to-image (A1.7.3).
@@ -217,13 +231,13 @@ def sdedit(
     """
     from diffusionlab import edits, tools
 
-    path = check_outputs(out, "sdedit.png", save_all, opts.force)
+    path = check_outputs(out, "sdedit.png", inputs.save_all, opts.force)
     check_image_files(image)
     rule = opts.rule()  # a bad combination fails before the model loads
     m = opts.open()
     starts = int_list(i_start, "--i-start") or list(edits.SDEDIT_I_STARTS)
-    result = tools.sdedit(m, image, prompt, starts, n, scale, opts.seed, data_dir, invert, **rule)
-    finish(result, path, save_all, opts.force)
+    result = tools.sdedit(m, image, prompt, starts, n, scale, opts.seed, inputs.data_dir, inputs.invert, **rule)
+    finish(result, path, inputs.save_all, opts.force)
 
 
 def inpaint(
@@ -240,9 +254,7 @@ def inpaint(
     n: NOpt = 1,
     scale: ScaleOpt = None,
     out: OutOpt = None,
-    save_all: SaveAllOpt = None,
-    data_dir: DataDirOpt = None,
-    invert: InvertOpt = False,
+    inputs: ImageOptions = ImageOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
     """Inpainting (A1.7.2): new content inside the mask, the original (exactly) outside it.
@@ -254,12 +266,12 @@ def inpaint(
     """
     from diffusionlab import tools
 
-    path = check_outputs(out, "inpaint.png", save_all, opts.force)
+    path = check_outputs(out, "inpaint.png", inputs.save_all, opts.force)
     check_image_files(image, mask)
     rule = opts.rule()  # a bad combination fails before the model loads
     m = opts.open()
-    result = tools.inpaint(m, image, mask, prompt, n, scale, opts.seed, data_dir, invert, **rule)
-    finish(result, path, save_all, opts.force)
+    result = tools.inpaint(m, image, mask, prompt, n, scale, opts.seed, inputs.data_dir, inputs.invert, **rule)
+    finish(result, path, inputs.save_all, opts.force)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,24 +9,14 @@ from typing import Annotated
 
 import typer
 
-from diffusionlab.commands.common import (
-    DeviceOpt,
-    ModelDirOpt,
-    ModelOpt,
-    OffloadOpt,
-    PromptEmbedsOpt,
-    SeedOpt,
-    wrote,
-)
+from diffusionlab.commands.common import ModelOptions, wrote
 
 
 def reproduce(
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (created if missing).")] = Path("report"),
-    model: ModelOpt = "mnist",
     train: Annotated[
         bool, typer.Option("--train", help="Retrain every Part B model first (course recipes; slow on a CPU).")
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing report in --out.")] = False,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -51,11 +41,7 @@ def reproduce(
     pdf: Annotated[
         bool, typer.Option("--pdf", help="Also print the report to <out>/report.pdf with headless Chromium.")
     ] = False,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    model_dir: ModelDirOpt = None,
-    prompt_embeds: PromptEmbedsOpt = None,
-    offload: OffloadOpt = False,
+    opts: ModelOptions = ModelOptions(),  # noqa: B008 - a bundle of options (common.with_bundles); --force: the report
 ) -> None:
     """Run every deliverable of the course project and write <out>/index.html with the figures, captions,
     settings, seeds, timings and scores (plus figures/ and scores.json).
@@ -71,16 +57,16 @@ def reproduce(
         raise DiffusionLabError("--pdf needs Chromium: none at /usr/bin/chromium or on PATH (apt-get install chromium)")
 
     extra = {}
-    if is_if_spec(model):
-        extra = {"model_dir": model_dir, "prompt_embeds": prompt_embeds, "offload": offload}
+    if is_if_spec(opts.model):
+        extra = {"model_dir": opts.model_dir, "prompt_embeds": opts.prompt_embeds, "offload": opts.offload}
     result = run(
         out,
-        model=model,
+        model=opts.model,
         train=train,
-        force=force,
+        force=opts.force,
         data_dir=data_dir,
-        seed=seed,
-        device=device,
+        seed=opts.seed,
+        device=opts.device,
         quick=quick,
         model_kwargs=extra,
         download=download,

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from diffusionlab.checks import check_output_file, write_together
-from diffusionlab.commands.common import SamplingOptions, cfg_callback, n_callback, wrote
+from diffusionlab.commands.common import SamplingOptions, cfg_callback, n_callback, speed_options, wrote
 
 PromptsOpt = Annotated[
     list[str] | None,
@@ -30,17 +30,11 @@ Stage2Opt = Annotated[
 ]
 Stage2StepsOpt = Annotated[int, typer.Option(help="Stage-II steps (IF default 50).")]
 NoiseLevelOpt = Annotated[int, typer.Option(help="Stage-II noise level of the low-res image (IF default 250).")]
-FastOpt = Annotated[
-    bool,
-    typer.Option(
-        "--fast/--plain",
-        help="Fast path for our UNets, the default: BatchNorm folded into the convolutions, channels_last, "
-        "--precision auto (bf16 only where measured faster), CUDA graphs on CUDA. --plain: the network as trained.",
-    ),
-]
-CompileOpt = Annotated[
-    bool, typer.Option("--compile/--no-compile", help="torch.compile the model call on the CUDA fast path.")
-]
+FastOpt, CompileOpt = speed_options(
+    "Fast path for our UNets, the default: BatchNorm folded into the convolutions, channels_last, --precision auto "
+    "(bf16 only where measured faster), CUDA graphs on CUDA. --plain: the network as trained.",
+    "the model call",
+)
 
 
 def sample(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from diffusionlab.commands.common import DeviceOpt, SeedOpt, wrote
+from diffusionlab.commands.common import DeviceOpt, SeedOpt, speed_options, wrote
 
 # -- `train` options (typer Annotated types, one per option; the values default to the course recipe) ------------
 KindArg = Annotated[str, typer.Argument(help="denoiser (B1), time (B2) or class (B2.4).")]
@@ -46,17 +46,11 @@ MaxStepsOpt = Annotated[int | None, typer.Option(help="Stop after this many opti
 RunOutOpt = Annotated[Path | None, typer.Option(help="Run directory (default runs/<data>-<kind>[-flow]).")]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")]
 FiguresOpt = Annotated[bool, typer.Option(help="Write the Part B figures into the run directory.")]
-TrainFastOpt = Annotated[
-    bool,
-    typer.Option(
-        "--fast/--plain",
-        help="Fast path, the default: channels_last, foreach Adam, --precision auto (bf16 only where measured "
-        "faster); on CUDA also CUDA graphs and fused Adam. --plain: eager fp32, as the course.",
-    ),
-]
-TrainCompileOpt = Annotated[
-    bool, typer.Option("--compile/--no-compile", help="torch.compile the train step on the CUDA fast path.")
-]
+TrainFastOpt, TrainCompileOpt = speed_options(
+    "Fast path, the default: channels_last, foreach Adam, --precision auto (bf16 only where measured faster); on "
+    "CUDA also CUDA graphs and fused Adam. --plain: eager fp32, as the course.",
+    "the train step",
+)
 LogEveryOpt = Annotated[int, typer.Option(help="Losses reach loss.csv (still one row per step) every this many steps.")]
 EmaDecayOpt = Annotated[
     float | None,
