@@ -26,8 +26,20 @@ from diffusionlab.errors import DiffusionLabError
 from diffusionlab.model_protocol import resolve_device
 from diffusionlab.shipped_models import SHIPPED_MODELS, shipped_path, shipped_weights_dir
 
-__all__ = ["BACKENDS", "IF_NAME", "Backend", "ModelSpec", "load_model", "model_help", "resolve_spec"]
-__all__ += ["cached_deepfloyd", "is_if_folder", "is_if_spec", "shipped_path", "shipped_weights_dir"]
+__all__ = [  # shipped_path and shipped_weights_dir: shipped_models', importable from here as before
+    "BACKENDS",
+    "IF_NAME",
+    "Backend",
+    "ModelSpec",
+    "cached_deepfloyd",
+    "is_if_folder",
+    "is_if_spec",
+    "load_model",
+    "model_help",
+    "resolve_spec",
+    "shipped_path",
+    "shipped_weights_dir",
+]
 
 IF_NAME = "deepfloyd"
 
