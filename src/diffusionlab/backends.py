@@ -103,7 +103,7 @@ BACKENDS: dict[str, Backend] = {
     IF_NAME: Backend(
         _if_target,
         _load_if,
-        "deepfloyd[:IF-I-XL-v1.0|IF-I-L-v1.0|IF-I-M-v1.0|L|M|a folder], or an IF folder (optional extra)",
+        "deepfloyd[:IF-I-XL-v1.0|IF-I-L-v1.0|IF-I-M-v1.0|L|M|a folder] or an IF folder (optional extra)",
     ),
     "course": Backend(_course_target, _load_course, "ours: a shipped name or a run directory / checkpoint"),
 }
