@@ -116,7 +116,7 @@ def dpmpp_2m_rule(schedule: NoiseSchedule) -> StepRule:
 
 def euler_rule() -> StepRule:
     def step(x: Tensor, t: float, t_next: float, x0: Tensor, pred: Prediction, noise: Tensor | None) -> Tensor:
-        return x + pred.eps / (1.0 / (t_next - t))  # = u / N on the uniform grid of N steps, bit for bit
+        return x + pred.output / (1.0 / (t_next - t))  # = u / N on the uniform grid of N steps, bit for bit
 
     return step
 
