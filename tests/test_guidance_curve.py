@@ -129,6 +129,33 @@ def test_choose_guidance_writes_the_curve_and_only_the_scale_key(tmp_path: Path,
     assert (run / "model.json").read_text().startswith('{\n  "format"')  # the file's own indentation
 
 
+def test_choose_again_from_a_measured_curve(tmp_path: Path, capsys) -> None:
+    run = make_checkpoint(tmp_path / "run")
+    name = json.loads((run / "model.json").read_text())["name"]
+    curve = {"model": name, "data": "mnist", "classifier_test_accuracy": 0.99, "n_per_class": 10, "steps": 30}
+    curve |= {"sampler": "ddim", "seed": 0, "curve": []}
+    for scale, acc in ((1.0, 0.5), (2.0, 0.995), (3.0, 1.0)):
+        point = {"cfg_scale": scale, "conditional_accuracy": acc, "accuracy_standard_error": 0.01, "n_samples": 100}
+        curve["curve"].append(
+            point | {"frechet_distance": scale, "frechet_distance_floor": 0.5, "fd_over_floor": 2 * scale}
+        )
+        curve["curve"][-1]["seconds"] = 1.0
+    path = tmp_path / "curve.json"
+    path.write_text(json.dumps(curve))
+    args = ["choose-guidance", "--model", str(run), "--from-curve", str(path)]
+    code, stdout, err = run_cli([*args, "--write"], capsys)
+    assert code == 0, err
+    assert "default CFG 2 for" in stdout
+    assert json.loads((run / "model.json").read_text())[GUIDANCE_KEY]["cfg_scale"] == 2.0
+    code, stdout, err = run_cli([*args, "--target", "0.4", "--write"], capsys)
+    assert code == 0 and "default CFG 1 for" in stdout, err
+    stored = json.loads((run / "model.json").read_text())[GUIDANCE_KEY]
+    assert (stored["cfg_scale"], stored["target_accuracy"]) == (1.0, 0.4)
+    path.write_text(json.dumps(curve | {"model": "another"}))
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and f"was measured on 'another', not on {name}" in err
+
+
 def test_store_keeps_a_shipped_jsons_indentation(tmp_path: Path) -> None:
     path = tmp_path / "m.json"
     path.write_text(json.dumps({"format": "x", "unet": {"a": [1, 2]}}, indent=1) + "\n")
