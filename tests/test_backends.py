@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,6 @@ import torch
 
 from diffusionlab import backends as reg
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.model_protocol import is_if_like
 
 CORE = [
     "diffusionlab.model_protocol",
@@ -96,23 +96,11 @@ def test_a_bare_if_folder_goes_to_the_if_loader(tmp_path, monkeypatch):
     import diffusionlab.deepfloyd as deepfloyd
 
     seen = {}
-    monkeypatch.setattr(deepfloyd, "load_deepfloyd", lambda spec, **kw: seen.update(spec=spec, **kw) or "IF")
+    loaded = types.SimpleNamespace()
+    monkeypatch.setattr(deepfloyd, "load_deepfloyd", lambda spec, **kw: seen.update(spec=spec, **kw) or loaded)
     bare = _fake_if_folder(tmp_path / "IF-I-L-v1.0")
-    assert reg.load_model(bare, "cpu", offload=True) == "IF"
+    assert reg.load_model(bare, "cpu", offload=True) is loaded and loaded.spec == str(bare)  # the spec as given
     assert seen == {"spec": f"deepfloyd:{bare}", "device": torch.device("cpu"), "offload": True}
-
-
-def test_if_like_is_the_models_own_say():
-    from parta_helpers import FormulaModel, GaussianDataModel
-
-    from diffusionlab.course_model import CourseModel
-    from diffusionlab.schedule import NoiseSchedule
-
-    assert is_if_like(FormulaModel(NoiseSchedule.linear(300), (3, 8, 8), (-1.0, 1.0)))  # whatever its T
-    assert not is_if_like(FormulaModel(NoiseSchedule.cosine(1000), (3, 8, 8), (0.0, 1.0)))
-    assert not is_if_like(FormulaModel(NoiseSchedule.cosine(1000), (3, 8, 8), (-1.0, 1.0), variance=False))
-    assert not is_if_like(GaussianDataModel(NoiseSchedule.cosine(1000), value_range=(-1.0, 1.0)))
-    assert CourseModel.predicts_variance is False
 
 
 def test_gpu_slot_takes_turns():
