@@ -69,6 +69,14 @@ def _ship(run_dir: Path, weights: Path, stem: str, loss_steps: int = 40) -> None
             "n_samples": 1000,
             "anagram": {"anagram_success": 0.4, "n_pairs": 90},
         }
+        cfg["default_guidance"] = {  # what choose-guidance --write stores: the report's "guidance" section shows it
+            "cfg_scale": 2.0, "steps": 30, "n_per_class": 10, "seed": 0, "target_accuracy": 0.99, "met_target": True,
+            "curve": [
+                {"cfg_scale": s, "conditional_accuracy": a, "accuracy_standard_error": 0.01, "frechet_distance": 2 * s,
+                 "frechet_distance_floor": 0.5, "fd_over_floor": 4 * s, "n_samples": 100}
+                for s, a in ((1.0, 0.9), (2.0, 0.99))
+            ],
+        }  # fmt: skip
     (weights / f"{stem}.json").write_text(json.dumps(cfg))
     rows = ["step,epoch,loss,lr"] + [f"{i + 1},1,{1.0 / (i + 1):.5f},0.001" for i in range(loss_steps)]
     (weights / f"{stem}.loss.csv").write_text("\n".join(rows) + "\n")

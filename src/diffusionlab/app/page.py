@@ -42,6 +42,15 @@ class Page:
         self.ranged.append((s, "steps"))
         return s
 
+    def editor(self, label: str, colors: list[str], elem_id: str, **kw):
+        """An image editor (a picked test image, an upload or the clipboard) painted with a brush of `colors`."""
+        gr = self.gr
+        brush = gr.Brush(default_size="auto", colors=colors, color_mode="fixed")
+        return gr.ImageEditor(
+            label=label, sources=["upload", "clipboard"], type="filepath", format="png", brush=brush, elem_id=elem_id,
+            height=360, **kw,
+        )  # fmt: skip
+
     def wire(self, button, fn, inputs: list, outputs: list, api_name: str) -> None:
         """button runs fn(model, *inputs) -> outputs, with a progress bar, user errors as one line, API name."""
         gr = self.gr

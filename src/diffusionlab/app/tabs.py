@@ -98,16 +98,8 @@ def sdedit_tab(page: Page) -> None:
     with gr.Tab("SDEdit", id="sdedit", elem_id="tab-sdedit") as tab, gr.Row():
         with gr.Column(scale=1):
             pick = page.picker("1", "sdedit-pick")
-            edit = gr.ImageEditor(
-                label="a test image, an upload, or a drawing (clear the canvas to draw)",
-                sources=["upload", "clipboard"],
-                type="filepath",
-                format="png",
-                canvas_size=(280, 280),
-                brush=gr.Brush(default_size="auto", colors=["#000000", "#ffffff"], color_mode="fixed"),
-                elem_id="sdedit-in",
-                height=360,
-            )
+            label = "a test image, an upload, or a drawing (clear the canvas to draw)"
+            edit = page.editor(label, ["#000000", "#ffffff"], "sdedit-in", canvas_size=(280, 280))
             prompt = gr.Textbox(value="", label="prompt (empty: unconditional SDEdit; a class/text: image-to-image)")
             starts = gr.Textbox(value="1 3 5 7 10 20", label="i_start values", elem_id="sdedit-starts")
             scale, seed, invert = page.scale(), page.seed(), page.invert()
@@ -130,15 +122,7 @@ def inpaint_tab(page: Page) -> None:
     with gr.Tab("Inpaint", id="inpaint", elem_id="tab-inpaint") as tab, gr.Row():
         with gr.Column(scale=1):
             pick = page.picker("0", "inpaint-pick")
-            edit = gr.ImageEditor(
-                label="paint over the part to replace",
-                sources=["upload", "clipboard"],
-                type="filepath",
-                format="png",
-                brush=gr.Brush(default_size="auto", colors=["#ff0066"], color_mode="fixed"),
-                elem_id="inpaint-in",
-                height=360,
-            )
+            edit = page.editor("paint over the part to replace", ["#ff0066"], "inpaint-in")
             fallback = gr.Radio(
                 ["default mask", "paint it"],
                 value="default mask",

@@ -52,8 +52,10 @@ NOpt = Annotated[int, typer.Option("-n", help="Results per input (or in all), ma
 
 @dataclasses.dataclass(frozen=True)
 class ImageOptions:
-    """Where the input images come from and whether every single result is written too (every Part A edit)."""
+    """Where the input images come from and where the figure (and, with --save-all, every single result) goes:
+    every Part A edit."""
 
+    out: OutOpt = None
     save_all: SaveAllOpt = None
     data_dir: DataDirOpt = None
     invert: InvertOpt = False
@@ -122,7 +124,6 @@ def noise(
         list[str] | None, typer.Option("--t", help="Timesteps, e.g. 250,500,750 (0..T-1; default T/4, T/2, 3T/4).")
     ] = None,
     blur: BlurOptions = BlurOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
-    out: OutOpt = None,
     inputs: ImageOptions = ImageOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     opts: ModelOptions = ModelOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
@@ -132,7 +133,7 @@ def noise(
     """
     from diffusionlab import tools
 
-    path = check_outputs(out, "noise.png", inputs.save_all, opts.force)
+    path = check_outputs(inputs.out, "noise.png", inputs.save_all, opts.force)
     check_image_files(image)
     m = opts.open()
     result = tools.forward(
@@ -163,7 +164,6 @@ def denoise(
         float, typer.Option("--scale", "--cfg", help="CFG scale (1 = no guidance, the course).", callback=cfg_callback)
     ] = 1.0,
     blur: BlurOptions = BlurOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
-    out: OutOpt = None,
     inputs: ImageOptions = ImageOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
@@ -177,7 +177,7 @@ def denoise(
     from diffusionlab import edits, tools
     from diffusionlab.model_protocol import generator_for
     from diffusionlab.sampling import check_i_start
-    from diffusionlab.tools.image import default_i_start
+    from diffusionlab.tools.image import default_i_start, edit_timesteps
     from diffusionlab.tools.result import stacked
 
     methods = method or ["blur", "one-step", "iterative"]
@@ -186,16 +186,14 @@ def denoise(
         raise DiffusionLabError(f"unknown --method {bad[0]!r}; choose blur, one-step or iterative")
     if every < 1:
         raise DiffusionLabError("--every must be at least 1")
-    path = check_outputs(out, "denoise.png", inputs.save_all, opts.force)
+    path = check_outputs(inputs.out, "denoise.png", inputs.save_all, opts.force)
     check_image_files(image)
     rule = opts.rule()  # a bad combination fails before the model loads
     m = opts.open()
     if "iterative" in methods:
-        check_i_start(edits.default_timesteps(m), default_i_start(m) if i_start is None else i_start)
-    if "blur" in methods or "iterative" in methods:
-        edits.blur(
-            torch.zeros(1, *m.image_shape), blur.kernel, blur.sigma
-        )  # a bad --kernel/--sigma fails now, not after
+        check_i_start(edit_timesteps(m, opts.steps), default_i_start(m) if i_start is None else i_start)
+    if "blur" in methods or "iterative" in methods:  # a bad --kernel/--sigma fails now, not after
+        edits.blur(torch.zeros(1, *m.image_shape), blur.kernel, blur.sigma)
     g = generator_for(opts.seed)  # one stream through the methods, as before the tool layer
     common = dict(prompt=prompt, scale=scale, **vars(blur), seed=g, data_dir=inputs.data_dir, invert=inputs.invert)
     results = []
@@ -218,7 +216,6 @@ def sdedit(
     ] = None,
     n: NOpt = 1,
     scale: ScaleOpt = None,
-    out: OutOpt = None,
     inputs: ImageOptions = ImageOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
@@ -231,7 +228,7 @@ def sdedit(
     """
     from diffusionlab import edits, tools
 
-    path = check_outputs(out, "sdedit.png", inputs.save_all, opts.force)
+    path = check_outputs(inputs.out, "sdedit.png", inputs.save_all, opts.force)
     check_image_files(image)
     rule = opts.rule()  # a bad combination fails before the model loads
     m = opts.open()
@@ -253,7 +250,6 @@ def inpaint(
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Condition for the new content.")] = None,
     n: NOpt = 1,
     scale: ScaleOpt = None,
-    out: OutOpt = None,
     inputs: ImageOptions = ImageOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
 ) -> None:
@@ -266,7 +262,7 @@ def inpaint(
     """
     from diffusionlab import tools
 
-    path = check_outputs(out, "inpaint.png", inputs.save_all, opts.force)
+    path = check_outputs(inputs.out, "inpaint.png", inputs.save_all, opts.force)
     check_image_files(image, mask)
     rule = opts.rule()  # a bad combination fails before the model loads
     m = opts.open()

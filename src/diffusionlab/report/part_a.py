@@ -62,7 +62,7 @@ def sec_a0(ctx: Context, out: SectionOut) -> None:
 
 
 def _forward_grid(ctx: Context, section: str, out: SectionOut, mode: str) -> None:
-    from diffusionlab.figures.grid import grid_image, save_png
+    from diffusionlab.figures.grid import grid_image
 
     m = ctx.part_a_model()
     T = m.schedule.num_steps
@@ -105,9 +105,7 @@ def _forward_grid(ctx: Context, section: str, out: SectionOut, mode: str) -> Non
             "One-step denoising x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t) with the unconditional "
             f"prompt ({show_prompt(r.settings['prompt'])})."
         )
-    path = ctx.fig(section, mode)
-    save_png(stack_vertically(parts), path)
-    out.figures.append(Figure(ctx.rel(path), labels[0]))
+    _stacked(ctx, out, section, mode, parts, labels[0])
     out.settings.update({"t": ts, "T": T, "image": labels[0]})
 
 
@@ -195,6 +193,15 @@ def _inputs(ctx: Context, m: Any, out: SectionOut) -> tuple[Tensor, list[str]]:
     return torch.cat([x, drawn.to(x.device)]), [labels[0], "hand-drawn" + (" (inverted)" if digit_like else "")]
 
 
+def _stacked(ctx: Context, out: SectionOut, section: str, name: str, parts: list, *caption: str, **cells: Any) -> None:
+    """The section's figure: parts one above the other, saved and listed (with its caption and cells)."""
+    from diffusionlab.figures.grid import save_png
+
+    path = ctx.fig(section, name)
+    save_png(stack_vertically(parts), path)
+    out.figures.append(Figure(ctx.rel(path), *caption, **cells))
+
+
 def _sdedit_figure(ctx, m, section, name, x, labels, res, i_starts, title) -> Path:
     from diffusionlab.figures.grid import grid_image, save_png
 
@@ -236,7 +243,7 @@ MASK_WHY = (
 
 
 def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures.grid import grid_image, save_png
+    from diffusionlab.figures.grid import grid_image
     from diffusionlab.images import default_mask, rect_mask
 
     m = ctx.part_a_model()
@@ -258,9 +265,7 @@ def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
                 cells, 4, m.value_range, None, ["original", "mask", "kept", "inpainted"], f"{label}: {mask_names[j]}"
             )
         )
-    path = ctx.fig("A1.7.2", "inpaint")
-    save_png(stack_vertically(parts), path)
-    out.figures.append(Figure(ctx.rel(path)))
+    _stacked(ctx, out, "A1.7.2", "inpaint", parts)
     out.caption = (
         "Inpainting: from pure noise; after every step x <- m x + (1 - m) forward(x_orig, t), so new content "
         "appears only where the mask is 1 (white)." + ("" if h >= 64 else MASK_WHY)
@@ -311,7 +316,6 @@ def _reading_cells(r: Any, out: SectionOut) -> list[Cell]:
 
 
 def sec_a1_8(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures.grid import save_png
 
     m = ctx.part_a_model()
     n = ctx.budget.pair_n
@@ -324,9 +328,7 @@ def sec_a1_8(ctx: Context, out: SectionOut) -> None:
         done.append(pair)
         cells += _reading_cells(r, out)
         said.append(f"{show_prompt(p1)} / {show_prompt(p2)}: {r.settings['readings']}")
-    path = ctx.fig("A1.8", "anagrams")
-    save_png(stack_vertically(parts), path)
-    out.figures.append(Figure(ctx.rel(path), cells=cells, cells_per_row=n if cells else None))
+    _stacked(ctx, out, "A1.8", "anagrams", parts, cells=cells, cells_per_row=n if cells else None)
     out.caption = (
         "Visual anagrams: eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all branches in one batch. "
         "Top row of each: the images; bottom row: the same images through the view, each framed green when the "
@@ -339,7 +341,6 @@ def sec_a1_8(ctx: Context, out: SectionOut) -> None:
 
 
 def sec_a1_9(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures.grid import save_png
 
     m = ctx.part_a_model()
     n = ctx.budget.pair_n
@@ -351,9 +352,7 @@ def sec_a1_9(ctx: Context, out: SectionOut) -> None:
         cells += _reading_cells(r, out)
         said.append(f"far {show_prompt(low)} / near {show_prompt(high)}: {r.settings['readings']}")
         blur = f"kernel {r.settings['kernel']}, sigma {r.settings['sigma']:g}"
-    path = ctx.fig("A1.9", "hybrids")
-    save_png(stack_vertically(parts), path)
-    out.figures.append(Figure(ctx.rel(path), cells=cells, cells_per_row=n if cells else None))
+    _stacked(ctx, out, "A1.9", "hybrids", parts, cells=cells, cells_per_row=n if cells else None)
     out.caption = (
         "Hybrid images: eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)); seen from afar (the low-pass "
         "row, framed by the ranker's far reading) they show the first prompt, up close (framed by the near "

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.report.context import PARTB_MODELS, Context, MissingError, Section, SectionOut
+from diffusionlab.report.guidance_curve import sec_guidance
 from diffusionlab.report.part_a import (
     sec_a0,
     sec_a1_1,
@@ -52,6 +53,7 @@ SECTIONS: list[Section] = [
     Section("B2.4", "Class-conditioned DDPM", "B", sec_b2_4),
     Section("B3", "Flow matching", "B", sec_b3),
     Section("B-fashion", "Fashion-MNIST class DDPM", "B", sec_fashion),
+    Section("guidance", "Default CFG scale, measured", "S", sec_guidance),
     Section("scores", "Scores", "S", sec_scores),
 ]
 SECTION_IDS = [s.id for s in SECTIONS]
