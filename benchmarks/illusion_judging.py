@@ -27,7 +27,7 @@ def readings(kind: str, view: str | None, model, images):
 
     if kind == "hybrid":
         return [far_view(images), images]
-    return [images, get_view(view, model.image_shape, (0.0, 1.0), 0).apply(images).clamp(0, 1)]
+    return [images, get_view(view, model.image_shape).apply(images, (0.0, 1.0)).clamp(0, 1)]
 
 
 def pair_labels(model, n: int, only: str | None):

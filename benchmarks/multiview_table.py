@@ -35,7 +35,7 @@ def digit_tuples(num_classes: int, size: int, count: int, seed: int, two_digits:
 
 def reading_scores(clf, images, views, labels) -> dict[str, float]:
     """images in [0, 1] (N, C, H, W); views: the unit-range views of readings 2..k; labels (N, k)."""
-    readings = [images] + [v.apply(images).clamp(0, 1) for v in views]
+    readings = [images] + [v.apply(images, (0.0, 1.0)).clamp(0, 1) for v in views]
     right = torch.stack([clf.classify(r) == labels[:, i] for i, r in enumerate(readings)], 1)
     return {
         "all": float(right.all(1).float().mean()),
@@ -52,19 +52,19 @@ def measure(
     from diffusionlab import edits
     from diffusionlab.evaluation.balance import reading_balance
     from diffusionlab.evaluation.metrics import to_unit
-    from diffusionlab.views import get_view
+    from diffusionlab.views import reading_views
 
     labels = torch.tensor(tuples).repeat_interleave(n, 0)
     eye = torch.eye(model.num_classes, device=model.device)
     prompts = [eye[labels[:, i].to(model.device)] for i in range(labels.shape[1])]
     gen = torch.Generator("cpu").manual_seed(seed)
-    unit_views = [get_view(v, model.image_shape, (0.0, 1.0), seed) for v in views]
+    every = reading_views(views, model.image_shape, seed=seed)  # built once: the identity, then each view
+    unit_views = every[1:]
     balance = None
     if steer is not None:
-        every = [get_view("identity", model.image_shape, (0.0, 1.0)), *unit_views]
         balance = reading_balance(steer, every, list(labels.T), model.value_range)
     start = time.perf_counter()
-    x = edits.anagram_views(model, prompts, views, len(labels), cfg, gen, seed=seed, combine=combine, balance=balance)
+    x = edits.anagram_views(model, prompts, unit_views, len(labels), cfg, gen, combine=combine, balance=balance)
     seconds = time.perf_counter() - start
     images = to_unit(x.cpu(), model.value_range)
     row = {"views": ",".join(views), "combine": combine, "cfg": cfg or "default", "tuples": len(tuples), "n": n}

@@ -50,8 +50,8 @@ class ReadsLabel:
 
 
 def test_reading_balance_gives_the_steps_to_the_reading_not_seen():
-    ident = get_view("identity", (1, 28, 28), (0.0, 1.0))
-    rot = get_view("rot180", (1, 28, 28), (0.0, 1.0))
+    ident = get_view("identity", (1, 28, 28))
+    rot = get_view("rot180", (1, 28, 28))
     x = torch.zeros(2, 1, 28, 28)
     x[:, :, :14] = 1.0  # top bright: read as 1 upright and as 2 rotated
     labels = [torch.tensor([1, 2]), torch.tensor([2, 2])]  # image 0 wants 1 upright: seen; image 1 wants 2: not
@@ -88,9 +88,9 @@ def test_tool_balance_is_on_by_default_for_class_models_and_recorded(model, monk
     assert tools.anagram(model, ["", "1"], "rot180", n=1, progress=False).settings["balance"] is False  # no class
     with pytest.raises(DiffusionLabError, match="--balance needs a class for every prompt"):
         tools.anagram(model, ["", "1"], "rot180", n=1, progress=False, balance=True)
-    model.config = {**model.config, "data": "my-letters"}  # no shipped classifier for this data: off, silently
+    model.data = "my-letters"  # no shipped classifier for this data: off, silently
     assert tools.anagram(model, ["3", "1"], "rot180", n=1, progress=False).settings["balance"] is False
-    model.kind = "time"
+    model.conditioned = False  # as a time model
     assert tools.anagram(model, ["3", "1"], "rot180", n=1, progress=False).settings["balance"] is False
     with pytest.raises(DiffusionLabError, match="--balance needs the shipped classifier"):
         tools.anagram(model, ["3", "1"], "rot180", n=1, progress=False, balance=True)

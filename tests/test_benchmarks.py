@@ -108,7 +108,7 @@ def test_multiview_reading_scores_read_each_view_of_the_image() -> None:
 
     images = torch.zeros(2, 1, 2, 2)
     images[0, 0, 0, 0] = images[1, 0, 0, 1] = 1.0  # brightest pixel 0 (upright) -> 3 after rot180; 1 -> 2
-    rot180 = get_view("rot180", (1, 2, 2), (0.0, 1.0))
+    rot180 = get_view("rot180", (1, 2, 2))
     got = reading_scores(Brightest(), images, [rot180], torch.tensor([[0, 3], [1, 3]]))
     assert got["per_reading"] == [1.0, 0.5] and got["all"] == 0.5 and got["readings"] == 0.75
     assert got["ink"] == pytest.approx(2 / 8)

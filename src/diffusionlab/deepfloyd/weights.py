@@ -68,6 +68,23 @@ def resolve_model_id(spec: str, default: str = STAGE1_DEFAULT) -> str:
     return name
 
 
+def hub_folder(cache: str | Path, model_id: str) -> Path:
+    """Where a Hugging Face cache keeps a model id: <cache>/models--DeepFloyd--IF-I-XL-v1.0."""
+    return Path(cache) / ("models--" + model_id.replace("/", "--"))
+
+
+def cached_stage1(cache: str | Path) -> str | None:
+    """The first stage I variant (XL, L, M) whose UNet weights are in the Hugging Face cache, e.g. "IF-I-XL-v1.0",
+    or None. Only looks at the files; nothing is loaded."""
+    for model_id in STAGE1_SHORT.values():
+        snapshots = hub_folder(cache, model_id) / "snapshots"
+        for snap in snapshots.iterdir() if snapshots.is_dir() else ():
+            unet = snap / "unet"
+            if unet.is_dir() and any(p.suffix in (".safetensors", ".bin") for p in unet.iterdir()):
+                return model_id.split("/")[1]
+    return None
+
+
 def missing_weights_message(model_id: str, model_dir: str | Path | None, what: str = "weights") -> str:
     name = model_id.rstrip("/").split("/")[-1]
     where = f"in {model_dir} or the Hugging Face cache" if model_dir else "in the Hugging Face cache"
@@ -122,7 +139,7 @@ def locate(model_id: str, model_dir: str | Path | None, in_channels: int) -> tup
     for cand in (root / name, root / model_id, root):
         if _unet_in_channels(cand) == in_channels:
             return str(cand.resolve()), {}
-    if (root / ("models--" + model_id.replace("/", "--"))).is_dir():
+    if hub_folder(root, model_id).is_dir():
         return model_id, {"cache_dir": str(root)}
     # a folder named for this model, or (stage I asked for) --model-dir itself, holding a UNet of another stage
     named = [root / name, root / model_id] + ([root] if in_channels == 3 else [])
