@@ -27,6 +27,7 @@ from diffusionlab.schedule import (
     full_timesteps,
     predict_x0,
     spaced_timesteps,
+    strided_spaced_timesteps,
     strided_timesteps,
 )
 
@@ -42,7 +43,7 @@ TOOLS = {
     "anagram": "sampling from pure noise",
     "hybrid": "sampling from pure noise",
     "evaluate": "a model of ours with scores",
-    "denoise": "a single-step denoiser",
+    "denoise_once": "a single-step denoiser (model.denoise_once)",
 }
 SAMPLING_TOOLS = ("sample", "sdedit", "translate", "inpaint", "anagram", "hybrid")
 NOISE_LEVEL_TOOLS = ("forward", "one_step_denoise", "iterative_denoise")
@@ -151,12 +152,13 @@ class NoisePrediction(ModelKind):
 
     def timesteps(self, model: Any, steps: int | None = None, edit: bool = False) -> list[int]:
         """steps None: the course's strided schedule for Part A edits (290, 280, ... for T = 300), every step for
-        sampling (default_steps); a count: evenly spaced from T-1 down to 0."""
+        sampling (default_steps); a count: evenly spaced from T-1 down to 0, or for edits from the strided start
+        down to 0 (so the strided schedule's count, 30 at T = 300, gives the strided schedule itself)."""
         T = model.schedule.num_steps
         if steps is None:
             return strided_timesteps(T) if edit else full_timesteps(T)
         check_count(steps, "--steps")
-        return spaced_timesteps(T, steps)
+        return strided_spaced_timesteps(T, steps) if edit else spaced_timesteps(T, steps)
 
     def check_times(self, model: Any, times: list) -> list[int]:
         return check_timesteps(model.schedule, times)
@@ -261,7 +263,7 @@ class SingleStepDenoiser(ModelKind):
     name = "denoiser"
     describe = "a single-step denoiser"
     output = "clean image"
-    tools = ("denoise", "evaluate")
+    tools = ("denoise_once", "evaluate")
 
 
 def flow_timesteps(n: int) -> list[float]:

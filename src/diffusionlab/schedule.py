@@ -120,6 +120,15 @@ def spaced_timesteps(num_steps: int, count: int) -> list[int]:
     return sorted({round((num_steps - 1) * (1 - i / (count - 1))) for i in range(count)}, reverse=True)
 
 
+def strided_spaced_timesteps(num_steps: int, count: int) -> list[int]:
+    """`count` timesteps evenly spaced from the course's strided start (290 for T = 300, 990 for T = 1000) down to
+    0: the strided schedule's own count gives strided_timesteps itself, so a recorded count remakes it."""
+    start = strided_timesteps(num_steps)[0]
+    if not 1 <= count <= start + 1:
+        raise DiffusionLabError(f"--steps must be between 1 and {start + 1} (the strided schedule from t = {start})")
+    return spaced_timesteps(start + 1, count)
+
+
 def check_timesteps(schedule: NoiseSchedule, timesteps: Sequence[int]) -> list[int]:
     ts = [schedule.check_timestep(int(t)) for t in timesteps]
     if any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
