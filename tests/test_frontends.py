@@ -16,7 +16,6 @@ from PIL import Image
 import diffusionlab as dl
 from diffusionlab.cli import main
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.schedule import spaced_timesteps
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,8 @@ def test_every_sampling_tool_takes_steps_and_records_them(mnist) -> None:
     edited = dl.sdedit(mnist, "test:0", 3, [1, 2], steps=4, progress=False)
     painted = dl.inpaint(mnist, "test:0", prompt=3, steps=4, progress=False)
     assert [x.settings["steps"] for x in (hybrid, edited, painted)] == [3, 4, 4]
-    ts = spaced_timesteps(300, 4)  # 4 steps span T = 300: i_start indexes them
+    ts = mnist.kind.timesteps(mnist, 4, edit=True)  # 4 steps span T = 300: i_start indexes them
+    assert len(ts) == 4 and ts[0] > ts[1] > ts[2] > ts[3] >= 0
     assert edited.panels[0].col_labels[:2] == [f"i=1 (t={ts[1]})", f"i=2 (t={ts[2]})"]
 
 
@@ -106,4 +106,12 @@ def test_a_tool_the_models_kind_does_not_run_is_refused_in_one_line() -> None:
     for tool, call in (("sample", lambda: dl.sample(m, n=1)), ("sdedit", lambda: dl.sdedit(m, "test:0"))):
         with pytest.raises(DiffusionLabError) as e:
             call()
-        assert str(e.value).startswith(f"{tool} needs ") and str(e.value).endswith("it runs denoise, evaluate")
+        assert str(e.value).startswith(f"{tool} needs ") and str(e.value).endswith(f"it runs {', '.join(m.kind.tools)}")
+
+
+def test_an_unconditional_sdedit_records_no_scale_and_refuses_one() -> None:
+    m = dl.load_model("mnist-time", "cpu")
+    r = dl.sdedit(m, torch.zeros(1, 28, 28), i_starts=[20], progress=False)
+    assert "scale" not in r.settings and "cfg" not in r.panels[0].title
+    with pytest.raises(DiffusionLabError, match="^mnist-time is not class-conditioned: it takes no CFG scale"):
+        dl.inpaint(m, torch.zeros(1, 28, 28), scale=2.0, progress=False)

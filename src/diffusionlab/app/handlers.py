@@ -43,6 +43,7 @@ from diffusionlab.app.testimages import (
 from diffusionlab.errors import DiffusionLabError
 
 log = logging.getLogger("diffusionlab.app")
+IF_SAMPLE_STEPS = 34  # IF's default: the course's strided schedule 990, 960, ..., 0 (model_kinds.IF)
 ERROR_SECONDS = 6  # an error toast fades by itself, so it never covers the next result for long
 
 
@@ -118,11 +119,9 @@ class Handlers(IllusionHandlers):
 
     def sample_steps(self, model_value: str | None) -> int:
         """The chosen model's sampling steps when none are asked for: its kind's default, as the API's and the
-        CLI's (IF's strided 34 of T = 1000 when it cannot be told without loading IF)."""
-        from diffusionlab.schedule import strided_timesteps
-
+        CLI's (IF's when it cannot be told without loading IF)."""
         model = self._model_or_none(model_value)
-        return len(model.kind.timesteps(model)) if model is not None else len(strided_timesteps(1000))
+        return len(model.kind.timesteps(model)) if model is not None else IF_SAMPLE_STEPS
 
     # -- the test-image picker -------------------------------------------------------------------------------
     def test_choices(self, model_value: str | None) -> list[tuple[str, str]]:

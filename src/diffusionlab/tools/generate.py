@@ -11,7 +11,7 @@ from diffusionlab.checks import check_batch, check_count
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.steps import choose_step_rule
 from diffusionlab.tools.image import ran_rule, tool_settings
-from diffusionlab.tools.inputs import as_model, prompt_list
+from diffusionlab.tools.inputs import as_model, cfg_scale, prompt_list
 from diffusionlab.tools.result import Panel, Result
 
 
@@ -40,44 +40,41 @@ def sample(
     timesteps_for), or with strided=True Part A's strided schedule (A1.5, A1.6: 290, 280, ..., 0 for T = 300).
     stage2: IF's stage II upsamples the images x4 (stage2_steps, noise_level; its noise from seed + 1).
     distributed: a distributed.DistContext under torchrun: the images split across the ranks, None on the others."""
-    from diffusionlab.edits import default_scale
     from diffusionlab.sampling import generate, timesteps_for
 
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
     m.kind.require(m, "sample")  # one line for a model that does not sample (a single-step denoiser)
-    ps = _prompts(m, prompts, scale)
+    s = cfg_scale(m, scale)
+    ps = _prompts(m, prompts)
     check_batch(n * max(1, len(ps)), m.image_shape, "-n x --prompt")
     s2 = open_stage2(m, stage2_steps, noise_level) if stage2 else None  # checked before stage I runs
-    s = default_scale(m) if scale is None else scale
     ts = timesteps_for(m, steps, edit=strided)
-    every = max(1, len(ts) // 30)
+    every, unguided = max(1, len(ts) // 30), 1.0  # a model without prompts samples unguided
     if distributed is not None and distributed.enabled:
-        x = _sharded(m, ps, n, s, seed, distributed, frames, step_rule=rule, timesteps=ts, flow_steps=steps,
-                     frame_every=every)  # fmt: skip
+        x = _sharded(m, ps, n, unguided if s is None else s, seed, distributed, frames, step_rule=rule, timesteps=ts,
+                     flow_steps=steps, frame_every=every)  # fmt: skip
         if x is None:  # not rank 0
             return None
     else:
-        x = generate(m, ps or None, n, s, seed, ts, steps, frames, every, progress, rule)
+        x = generate(m, ps or None, n, unguided if s is None else s, seed, ts, steps, frames, every, progress, rule)
     if s2 is not None:
         x = _upscale(s2, m, x, ps, n, stage2_steps, noise_level, seed)
     guided = any(ps)
     title = f"{m.name}  seed={seed}" + (f"  cfg={s}" if ps else "")
     panel = Panel(x, n, ps or None, None, title)
     how = dict(steps=len(ts), strided=strided, **ran_rule(m, rule))
-    how |= dict(stage2_steps=stage2_steps, noise_level=noise_level) if stage2 else {}
+    how |= dict(stage2=True, stage2_steps=stage2_steps, noise_level=noise_level) if stage2 else {}
     settings = tool_settings("sample", m, seed, [], prompts=ps, n=n, scale=s if guided else None, **how)
     return Result(x, [panel], m.value_range, settings, {f"sample_{i + 1}": img for i, img in enumerate(x)})
 
 
-def _prompts(m, prompts: Any, scale: float | None) -> list[str]:
-    """The prompts as text; a model without prompts refuses any, and a CFG scale (nothing to guide towards)."""
+def _prompts(m, prompts: Any) -> list[str]:
+    """The prompts as text; a model without prompts refuses any."""
     ps = prompt_list(prompts)
     if not m.conditioned:
         if any(ps):
             raise DiffusionLabError(f"{m.name} is not class-conditioned; drop --prompt")
-        if scale is not None:
-            raise DiffusionLabError(f"{m.name} is not class-conditioned: it takes no CFG scale; drop --cfg")
         return []
     return ps
 

@@ -22,6 +22,7 @@ from diffusionlab.steps import choose_step_rule
 from diffusionlab.tools.inputs import (
     ImageInput,
     as_model,
+    cfg_scale,
     default_noise_levels,
     load_inputs,
     model_name,
@@ -247,6 +248,7 @@ def sdedit(
     m = as_model(model)
     m.kind.require(m, tool)
     starts = [int(i) for i in i_starts]
+    cfg = cfg_scale(m, scale)
     strided = edit_timesteps(m, steps)
     for i in starts:
         check_i_start(strided, i)
@@ -263,10 +265,10 @@ def sdedit(
         for s, i in enumerate(starts):
             singles[f"{safe_name(label)}_istart{i}"] = res[s, r]
     cols = [f"i={i} (t={strided[i]:g})" for i in starts] + ["original"]
-    s = edits.default_scale(m) if scale is None else scale
-    panel = Panel(torch.stack(cells), len(cols), rows, cols, f"SDEdit, prompt {show_prompt(p)}, cfg {s:g}")
+    title = f"SDEdit, prompt {show_prompt(p)}" + (f", cfg {cfg:g}" if cfg is not None else "")
+    panel = Panel(torch.stack(cells), len(cols), rows, cols, title)
     settings = tool_settings(
-        tool, m, seed, sources, prompt=p, i_starts=starts, n=n, scale=s, steps=len(strided), **ran_rule(m, rule)
+        tool, m, seed, sources, prompt=p, i_starts=starts, n=n, scale=cfg, steps=len(strided), **ran_rule(m, rule)
     )
     return Result(res, [panel], m.value_range, settings, singles, {"inputs": x})
 
@@ -303,6 +305,7 @@ def inpaint(
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
     m.kind.require(m, "inpaint")
+    cfg = cfg_scale(m, scale)
     mk = (mask if isinstance(mask, Tensor) else load_mask(mask, m.image_shape)).to(m.device)
     p = prompt_of(m, prompt)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
@@ -326,8 +329,7 @@ def inpaint(
     cols = ["original", "mask", "kept"] + [f"result {k + 1}" for k in range(n)]
     panel = Panel(torch.stack(cells), len(cols), labels, cols, f"inpainting, prompt {show_prompt(p)}")
     mask_name = mask if isinstance(mask, str) else "tensor"
-    s = edits.default_scale(m) if scale is None else scale
     settings = tool_settings(
-        "inpaint", m, seed, sources, mask=mask_name, prompt=p, n=n, scale=s, steps=len(ts), **ran_rule(m, rule)
+        "inpaint", m, seed, sources, mask=mask_name, prompt=p, n=n, scale=cfg, steps=len(ts), **ran_rule(m, rule)
     )
     return Result(res, [panel], m.value_range, settings, singles, {"inputs": x, "masks": mk})

@@ -118,6 +118,18 @@ def prompt_list(prompts: Any) -> list[str]:
     return [str(p) for p in items]
 
 
+def cfg_scale(model, scale: float | None) -> float | None:
+    """The CFG scale a tool guides with and records: the given one, else the model's default; a model that takes
+    no prompt takes no scale either (None; one given is refused in one line)."""
+    from diffusionlab.edits import default_scale
+
+    if not model.conditioned:
+        if scale is not None:
+            raise DiffusionLabError(f"{model.name} is not class-conditioned: it takes no CFG scale; drop --cfg")
+        return None
+    return default_scale(model) if scale is None else scale
+
+
 def model_name(model) -> str:
     """The name that loads the model again: the spec backends.load_model was given, else the shipped name whose
     weights file the model's name is (the shipped class DDPM "mnist-class" loads as "mnist"), else its name."""
