@@ -112,6 +112,14 @@ def test_a_measured_guidance_scale_in_the_json_is_the_models_default(ours):
     assert measured.default_guidance_scale == 2.5 and measured.kind.guidance_scale(measured) == 2.5
 
 
+def test_the_precision_a_model_runs_in_is_declared(tmp_path):
+    from diffusionlab.fastpath import accelerate
+
+    m = CourseModel.from_checkpoint(make_checkpoint(tmp_path / "p", hidden=4))
+    assert m.precision == "fp32" and m.spec is None  # as trained, built by hand
+    assert accelerate(m, compile=False, precision="bf16").precision == "bf16"
+
+
 def test_a_flow_models_prediction_is_its_velocity(ours):
     m, x = ours["flow"], rand(2, 1, 28, 28)
     c = m.encode(["3", "7"])

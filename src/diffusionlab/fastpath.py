@@ -77,4 +77,5 @@ def accelerate(model, compile: bool = True, precision: str | None = None):
     if not isinstance(model, CourseModel) or isinstance(model.net, FastNet):
         return model
     model.net = FastNet(model.net, choose_precision(model.device, precision), compile, model.device)
+    model.precision = model.net.precision.name  # the protocol's: what the network now runs in
     return model

@@ -45,6 +45,9 @@ class DiffusionModel(Protocol):
     device: torch.device
     conditioned: bool  # whether prompts change the output (class or text conditioned)
     data: str | None = None  # the data set it was trained on where ours ("mnist", ...): its test images, classifier
+    class_names: Sequence[str] = ()  # a class-conditioned model's classes (none for IF's text prompts)
+    spec: str | None = None  # the --model spec it was loaded from (backends.load_model); None when built by hand
+    precision: str = "fp32"  # what its network runs in: "fp32", "bf16" (the fast path's choice), "fp16" (IF)
     default_guidance_scale: float | None = None  # a measured CFG scale; None: the kind's (kind.guidance_scale)
     sampler_defaults: Mapping = MappingProxyType({})  # the model's own step-rule settings over its kind's
 

@@ -65,6 +65,7 @@ class IFAdapter(DiffusionModel):
         self.prompts = prompts
         self.device = torch.device(device)
         self.dtype = dtype
+        self.precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
         self.model_id = self.name = model_id
         self._hook = hook
         self.slot = slot if slot is not None else GpuSlot()

@@ -123,12 +123,12 @@ def epoch_figures(event, test_images: Tensor, final_epoch: int, progress: bool =
     if event.partial:  # a --max-steps run stopped inside an epoch: quick runs stay quick
         return written
     last = epoch == final_epoch
-    if model.kind == "denoiser" and model.config.get("pure_noise"):
+    if model.network_kind == "denoiser" and model.config.get("pure_noise"):
         if epoch in DENOISER_EPOCHS or last:
             path = fig_dir / f"pure_noise_epoch{epoch}.png"
             written.append(pure_noise_results(model, path, title=f"pure-noise denoiser after epoch {epoch}"))
         return written
-    if model.kind == "denoiser":
+    if model.network_kind == "denoiser":
         if epoch == 1:
             written.append(noising_grid(test_images[:6], fig_dir / "noising_grid.png"))
         if epoch in DENOISER_EPOCHS or last:
@@ -145,7 +145,7 @@ def epoch_figures(event, test_images: Tensor, final_epoch: int, progress: bool =
         return written
     gif = fig_dir / "sampling.gif" if last else None
     title = f"after epoch {epoch}"
-    if model.kind == "class":
+    if model.network_kind == "class":
         written += class_samples(model, fig_dir / f"samples_epoch{epoch}.png", title=title, gif=gif, progress=progress)
     else:
         written += time_samples(model, fig_dir / f"samples_epoch{epoch}.png", title=title, gif=gif, progress=progress)
