@@ -288,42 +288,15 @@ def inpaint(
 
 # -- A1.8 anagrams, A1.9 hybrids ----------------------------------------------------------------------------------
 def anagram(
-    model: DiffusionModel,
-    prompt1: Prompt,
-    prompt2: Prompt,
-    view: str | View = "rot180",
-    n: int = 1,
-    scale: float | None = None,
-    generator: torch.Generator | None = None,
-    timesteps: Sequence[int] | None = None,
-    seed: int = 0,
-    callback: sampling.Callback | None = None,
-    combine: str | None = None,
-    weights: Tensor | None = None,
-    balance: Callable[[Tensor], Tensor] | None = None,
-    **sampler: Any,
+    model: DiffusionModel, prompt1: Prompt, prompt2: Prompt, view: str | View = "rot180", *args, **kwargs
 ) -> Tensor:
-    """Visual anagrams: n images that look like prompt1 as they are and like prompt2 through `view`.
+    """Visual anagrams: images that look like prompt1 as they are and like prompt2 through `view`: anagram_views of
+    two readings (its other arguments: n, scale, generator, timesteps, seed, callback, combine, weights, balance,
+    the step rule).
 
     eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all four branches in one predict per step.
-    Returns the upright images (n, C, H, W); `view.apply` of them shows the second prompt. `seed` seeds the
-    permutation of permutation views. combine: how the views' estimates are combined (guidance.COMBINE_MODES);
-    weights (n, 2): each image's balance of the two readings; balance: its feedback (anagram_views)."""
-    return anagram_views(
-        model,
-        [prompt1, prompt2],
-        [view],
-        n,
-        scale,
-        generator,
-        timesteps,
-        seed,
-        callback,
-        combine,
-        weights,
-        balance,
-        **sampler,
-    )
+    Returns the upright images (n, C, H, W); `view.apply` of them shows the second prompt."""
+    return anagram_views(model, [prompt1, prompt2], [view], *args, **kwargs)
 
 
 def anagram_views(
@@ -342,7 +315,8 @@ def anagram_views(
     **sampler: Any,
 ) -> Tensor:
     """Anagrams of 2-4 readings: prompts[0] upright, prompts[k] through views[k - 1]; every view's two CFG
-    branches in one predict per step. Defaults (scale, combine, steps) from ANAGRAM_DEFAULTS. weights (n, V):
+    branches in one predict per step. Defaults (scale, combine, steps) from ANAGRAM_DEFAULTS. `seed` seeds the
+    permutation of permutation views; combine: how the views' estimates are combined (guidance.COMBINE_MODES); weights (n, V):
     each image's balance of the readings (guidance.anagram), default equal. balance: x0 -> factors (n, V) on those
     weights after every step (evaluation.balance.reading_balance; guidance.ViewWeights.rebalancing)."""
     if len(prompts) != len(views) + 1:

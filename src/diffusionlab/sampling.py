@@ -152,28 +152,22 @@ def sample(
     return denoise(model, x, timesteps, estimator, 0, generator=generator, **kwargs)
 
 
+RULE_OPTIONS = ("sampler", "variance", "eta", "threshold", "clip")  # denoise's step-rule keywords
+
+
 def run(
-    model: DiffusionModel,
-    x: Tensor,
-    timesteps: Sequence[float],
-    estimator: Estimator,
-    i_start: int = 0,
-    after_step: AfterStep | None = None,
-    callback: Callback | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = True,
-    **rule: Any,
+    model: DiffusionModel, x: Tensor, timesteps: Sequence[float], estimator: Estimator, i_start: int = 0, **kwargs: Any
 ) -> Tensor:
-    """The loop `denoise` with the model's step rule (sampler_defaults) under the caller's `rule` (sampler,
-    variance, eta, threshold, clip; a DDPM's options: a flow model takes Euler steps and none of them)."""
+    """The loop `denoise` (its keyword arguments) with the model's step rule (sampler_defaults) under the caller's
+    rule options (RULE_OPTIONS: a DDPM's; a kind with one step rule, a flow model's Euler, takes none of them)."""
+    rule = {k: kwargs.pop(k) for k in RULE_OPTIONS if k in kwargs}
     only = model.kind.only_sampler
     if only is not None and rule:
         raise DiffusionLabError(
             f"{model.kind.describe} takes {only.capitalize()} steps; {', '.join(sorted(rule))} is for DDPMs "
             "(drop --sampler/--variance/--eta)"
         )
-    rule = sampler_defaults(model, rule)
-    return denoise(model, x, timesteps, estimator, i_start, after_step, callback, generator, progress=progress, **rule)
+    return denoise(model, x, timesteps, estimator, i_start, **sampler_defaults(model, rule), **kwargs)
 
 
 def generate(
