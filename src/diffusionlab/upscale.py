@@ -18,7 +18,7 @@ from torch import Tensor
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.guidance import cfg
 from diffusionlab.model_protocol import DiffusionModel, randn
-from diffusionlab.sampling import Callback, denoise, timesteps_for
+from diffusionlab.sampling import Callback, run, timesteps_for
 from diffusionlab.schedule import NoiseSchedule, add_noise
 from diffusionlab.views import View
 
@@ -82,7 +82,7 @@ def upscale(
     callback: Callback | None = None,
 ) -> Tensor:
     """Stage-I images (N, 3, 64, 64) in [-1, 1] -> (N, 3, 256, 256) with CFG (IFSuperResolutionPipeline defaults:
-    guidance 4, 50 steps, noise level 250), on `sampling.denoise`.
+    guidance 4, 50 steps, noise level 250), on `sampling.run` (IF's step rule: its scheduler's settings).
 
     estimator: any estimator built on `model` (anagram, hybrid ...) instead of plain CFG; for anagrams pass the
     same views so the low-res images are viewed too. Noise is drawn as x_T first, then the low-res noise, then
@@ -96,6 +96,4 @@ def upscale(
         if cond is None:
             raise DiffusionLabError("stage II needs a prompt embedding (cond) or an estimator")
         estimator = cfg(model, cond, uncond if uncond is not None else model.null(1), scale)
-    return denoise(
-        model, x, ts, estimator, generator=generator, progress=progress, callback=callback, **model.sampler_defaults
-    )
+    return run(model, x, ts, estimator, generator=generator, progress=progress, callback=callback)  # the kind's rule
