@@ -112,6 +112,7 @@ class Outputs:
     def __init__(self, directory: Path | None = None) -> None:
         self.dir = Path(directory or tempfile.mkdtemp(prefix="diffusionlab-app-"))
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.writes = 0  # PNGs written: every 100th prunes the old ones
 
     def prune(self, max_age_s: float = 3600.0) -> None:
         """Forget results older than max_age_s (Gradio keeps its own copy for the page that showed them)."""
@@ -124,7 +125,7 @@ class Outputs:
                 pass
 
     def png(self, im: Image.Image, settings: dict[str, Any], stem: str) -> str:
-        self.writes = getattr(self, "writes", 0) + 1
+        self.writes += 1
         if self.writes % 100 == 0:
             self.prune()
         path = self.dir / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.png"
