@@ -16,7 +16,7 @@ from diffusionlab.course_model import CourseModel
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.metrics import pair_matrix, score_map
 from diffusionlab.tools.illusions import anagram_readings, verified
-from diffusionlab.views import get_view
+from diffusionlab.views import reading_views
 
 TS = [299, 150, 0]
 
@@ -52,7 +52,7 @@ class Counted:
 
 
 def _views(model, names):
-    return [get_view(v, model.image_shape, model.value_range) for v in ["identity", *names]]
+    return reading_views(names, model.image_shape)
 
 
 @pytest.mark.parametrize("names", [["rot180"], ["rot90", "rot180"], ["rot90", "rot180", "rot270"]])
@@ -93,11 +93,11 @@ def test_alternate_takes_one_view_per_step_in_turn(model):
     pairs = [(views[0], c[:1]), (views[1], c[1:])]
     alt = guidance.anagram(model, pairs, model.null(1), 5.0, "alternate")
     x = torch.randn(2, 1, 28, 28)
-    one = [guidance.anagram(model, [p], model.null(1), 5.0)(x, 150).eps for p in pairs]
+    one = [guidance.anagram(model, [p], model.null(1), 5.0)(x, 150).output for p in pairs]
     count = Counted(model)
-    assert torch.allclose(alt(x, 150).eps, one[0], atol=1e-5)
-    assert torch.allclose(alt(x, 150).eps, one[1], atol=1e-5)
-    assert torch.allclose(alt(x, 150).eps, one[0], atol=1e-5)
+    assert torch.allclose(alt(x, 150).output, one[0], atol=1e-5)
+    assert torch.allclose(alt(x, 150).output, one[1], atol=1e-5)
+    assert torch.allclose(alt(x, 150).output, one[0], atol=1e-5)
     assert count.rows == [4, 4, 4]  # one view's two branches per step
 
 
@@ -106,8 +106,8 @@ def test_rescaled_is_the_mean_at_the_views_std(model):
     c = model.encode(["6", "9"])
     pairs = [(views[0], c[:1]), (views[1], c[1:])]
     x = torch.randn(2, 1, 28, 28)
-    mean = guidance.anagram(model, pairs, model.null(1), 5.0, "mean")(x, 100).eps
-    res = guidance.anagram(model, pairs, model.null(1), 5.0, "rescaled")(x, 100).eps
+    mean = guidance.anagram(model, pairs, model.null(1), 5.0, "mean")(x, 100).output
+    res = guidance.anagram(model, pairs, model.null(1), 5.0, "rescaled")(x, 100).output
     ratio = res.flatten(1) / mean.flatten(1)
     assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-4) and bool((ratio >= 1 - 1e-5).all())
     with pytest.raises(DiffusionLabError, match="unknown view combination"):
@@ -190,7 +190,7 @@ def test_best_of_keeps_a_candidate_read_as_both_prompts_over_a_surer_failing_one
 
 
 def test_best_of_needs_a_classifier(model):
-    model.kind = "time"
+    model.conditioned = False  # as a time model
     with pytest.raises(DiffusionLabError, match="has none"):
         tools.anagram(model, ["6", "9"], n=1, best_of=2)
 

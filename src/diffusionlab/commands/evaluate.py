@@ -130,7 +130,7 @@ def evaluate(
     maps = {k: check_output_file(p, force) for k, p in map_paths(out, anagram, hybrid).items()}
     step_rule = choose_step_rule(sampler, variance, eta)
     m = open_scored_model(model, device)
-    if m.kind.supports("denoise"):  # a single-step denoiser: its own scores
+    if m.kind.supports("denoise_once"):  # a single-step denoiser: its own scores
         class_only = {"--anagram": anagram, "--hybrid": hybrid, "--classifier": classifier, "--steps": steps}
         given = [k for k, v in {**class_only, "--sampler": sampler, "--variance": variance, "--eta": eta}.items() if v]
         if given:

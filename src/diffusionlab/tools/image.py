@@ -26,7 +26,6 @@ from diffusionlab.tools.inputs import (
     default_noise_levels,
     load_inputs,
     model_name,
-    precision_of,
     prompt_of,
     safe_name,
 )
@@ -43,7 +42,7 @@ def seed_generator(seed: Seed) -> torch.Generator:
 def tool_settings(tool: str, model, seed: Seed, sources: list[str], **kw: Any) -> dict[str, Any]:
     """A Result's settings, shared by every tool: the tool, the model (the name that loads it) and its precision,
     the seed, the test-image source, the rest (None values left out)."""
-    s = {"tool": tool, "model": model_name(model), "precision": precision_of(model)}
+    s = {"tool": tool, "model": model_name(model), "precision": model.precision}
     s.update({k: v for k, v in kw.items() if v is not None})
     if not isinstance(seed, torch.Generator):
         s["seed"] = int(seed)

@@ -135,21 +135,7 @@ def model_name(model) -> str:
     weights file the model's name is (the shipped class DDPM "mnist-class" loads as "mnist"), else its name."""
     from diffusionlab.shipped_models import shipped_name
 
-    spec = vars(model).get("spec")
-    if spec is not None:
-        return str(spec)
-    return shipped_name(model.name) or model.name
-
-
-def precision_of(model) -> str:
-    """The precision the model's network runs in: the fast path's (fp32 or bf16), else its weights' dtype."""
-    from diffusionlab.fastpath import FastNet
-
-    net = vars(model).get("net")
-    if isinstance(net, FastNet):
-        return net.precision.name
-    dtype = vars(model).get("dtype", torch.float32)
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+    return str(model.spec) if model.spec is not None else shipped_name(model.name) or model.name
 
 
 def prompts_of(model, prompts: Sequence[str]) -> list[str]:
