@@ -248,7 +248,8 @@ class Handlers(IllusionHandlers):
 
             pick = None if drawn else self._pick(model, test, background or im)
             x0, source = self._input(model, pick, im, invert)
-            return tools.sdedit(model, x0, _prompt(prompt), starts, 1, scale, seed), source, pick
+            cfg = scale if model.conditioned else None  # a model without prompts takes no scale
+            return tools.sdedit(model, x0, _prompt(prompt), starts, 1, cfg, seed), source, pick
 
         r, source, pick = self._run(model_value, work)
         model = self.registry.get(model_value)
@@ -280,7 +281,7 @@ class Handlers(IllusionHandlers):
                 if fallback not in ("default mask", "course mask"):  # "course mask": its name before
                     raise DiffusionLabError("no mask: paint over the part to replace with the brush")
                 mask, how = default_mask(model.image_shape).to(model.device), "default mask"
-            r = tools.inpaint(model, x0, mask, _prompt(prompt), n, scale, seed)
+            r = tools.inpaint(model, x0, mask, _prompt(prompt), n, scale if model.conditioned else None, seed)
             return x0, mask, r.images, how, source, pick
 
         x0, mask, out, how, source, pick = self._run(model_value, work)

@@ -154,7 +154,8 @@ def sec_a1_5(ctx: Context, out: SectionOut) -> None:
 
     m = ctx.part_a_model()
     p = prompt_of(m, None)  # the unconditional prompt: '' for ours, "a high quality photo" for IF
-    x = tools.sample(m, [p] if p else None, 5, None, 1.0, ctx.seed, progress=False, strided=True).images
+    unguided = 1.0 if m.conditioned else None  # A1.5: no CFG (a model without prompts takes no scale at all)
+    x = tools.sample(m, [p] if p else None, 5, None, unguided, ctx.seed, progress=False, strided=True).images
     path = ctx.fig("A1.5", "samples")
     save_grid(x, path, 5, m.value_range, title="5 samples, no guidance")
     out.figures.append(Figure(ctx.rel(path)))
