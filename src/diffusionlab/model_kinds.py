@@ -24,7 +24,6 @@ from diffusionlab.errors import DiffusionLabError
 from diffusionlab.schedule import (
     add_noise,
     check_timesteps,
-    full_timesteps,
     predict_x0,
     spaced_timesteps,
     strided_spaced_timesteps,
@@ -147,16 +146,18 @@ class NoisePrediction(ModelKind):
     sampler = {**OUR_SAMPLER, "threshold": None}
 
     def default_steps(self, model: Any) -> int | None:
-        """Every step (Algorithm B.2, the course's sampler)."""
-        return None
+        """The strided schedule's count (30 at T = 300) for every tool. Measured on the shipped model, N = 1000
+        (docs/sampling.md): 30 DDIM steps give FD 2.65 against 3.22 for all 300 steps of Algorithm B.2, in a
+        third of the time; the course's B.2 is `steps=T` with the ddpm rule."""
+        return len(strided_timesteps(model.schedule.num_steps))
 
     def timesteps(self, model: Any, steps: int | None = None, edit: bool = False) -> list[int]:
-        """steps None: the course's strided schedule for Part A edits (290, 280, ... for T = 300), every step for
-        sampling (default_steps); a count: evenly spaced from T-1 down to 0, or for edits from the strided start
-        down to 0 (so the strided schedule's count, 30 at T = 300, gives the strided schedule itself)."""
+        """steps None: default_steps of them, spaced as a count is; a count: evenly spaced from T-1 down to 0 for
+        sampling, or for edits from the strided start down to 0 (so the strided count, 30 at T = 300, gives the
+        course's Part A schedule 290, 280, ..., 0 itself)."""
         T = model.schedule.num_steps
         if steps is None:
-            return strided_timesteps(T) if edit else full_timesteps(T)
+            steps = self.default_steps(model)
         check_count(steps, "--steps")
         return strided_spaced_timesteps(T, steps) if edit else spaced_timesteps(T, steps)
 

@@ -36,8 +36,8 @@ def timesteps_for(model: DiffusionModel, steps: int | None = None, edit: bool = 
     """The one place a model's timesteps are chosen (CLI, tools, report, web UI, evaluation): its kind's.
 
     steps None: Part A edits (edit=True) walk the course's strided schedule (990, 960, ... for IF; 290, 280, ...
-    for T = 300); sampling walks the kind's default (every step for our DDPMs, Algorithm B.2; the strided ones for
-    IF; a flow model's default Euler steps). A count: the model's own spacing when it has one (IF's scheduler),
+    for T = 300); sampling walks the kind's default (30 spaced steps for our DDPMs, DDIM by the auto rule; the strided ones
+    for IF; a flow model's default Euler steps). A count: the model's own spacing when it has one (IF's scheduler),
     else evenly spaced from T-1 down to 0; a flow model's `steps` Euler steps (flow_timesteps)."""
     return model.kind.timesteps(model, steps, edit)
 
@@ -184,7 +184,7 @@ def generate(
     step_rule: dict[str, Any] | None = None,
 ) -> Tensor:
     """Samples of any protocol model, n per prompt, all in one batch: a DDPM over `timesteps` (default:
-    timesteps_for, every step for ours, Algorithm B.2) or a flow model (Euler, `flow_steps`).
+    timesteps_for: 30 spaced steps for ours; `timesteps_for(m, T)` is Algorithm B.2) or a flow model (Euler, `flow_steps`).
 
     prompts None or empty: unconditional. With prompts and scale != 1, CFG. The model's own sampler settings
     (e.g. IF's learned variance and dynamic thresholding, `sampler_defaults`) are used. `frames` collects x every

@@ -74,7 +74,7 @@ def generate_class_samples(
     """Class-conditional samples of a class DDPM or flow model of ours, one per label, in [0, 1] on the CPU.
 
     CFG over the model kind's timesteps, as `sample` takes them (sampling.timesteps_for: `steps`, default the
-    kind's: every step T-1..0 for our DDPMs, Algorithm B.2; a flow model's default Euler steps), with the step rule
+    kind's: 30 spaced steps for our DDPMs (steps=T: Algorithm B.2); a flow model's default Euler steps), with the step rule
     of `sampler` ({"sampler", "variance", "eta"}; default: the kind's, sampling.sampler_defaults).
     `raw` (a list) receives the unclamped samples, chunk by chunk.
 

@@ -131,7 +131,7 @@ def _steps_label(m, count: int | None) -> tuple[list[int] | None, str]:
     strided = count is not None and count < T
     name = sampler_name(auto_choice(strided, rule.get("variance", "auto")) if auto else rule)
     if not strided:
-        return timesteps_for(m), f"{name}, every step ({T}{', Algorithm B.2' if auto else ''})"
+        return timesteps_for(m, T), f"{name}, every step ({T}{', Algorithm B.2' if auto else ''})"
     name += ", the default on strided steps" if auto else ""
     return timesteps_for(m, count), f"{name}, {count} evenly spaced steps of T = {T} (strided, to save time)"
 
