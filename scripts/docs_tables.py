@@ -1,11 +1,11 @@
-"""Write the docs' copies of the registries' tables: the step rules (docs/sampling.md), the views
-(docs/illusions.md) and the shipped models (docs/models.md), each between its markers.
+"""Write the docs' copies of the registries' tables: the step rules (docs/sampling.md, README.md), the views
+(docs/illusions.md, README.md) and the shipped models (docs/models.md), each between its markers.
 
     python scripts/docs_tables.py           # rewrite the copies from the tables
     python scripts/docs_tables.py --check   # exit 1 naming the copies that differ (tests/test_docs_tables.py)
 
 A new step rule, view or shipped model is one entry in its table (steps.SAMPLERS, views.VIEWS,
-shipped_models.SHIPPED_MODELS); this script brings the docs along.
+shipped_models.SHIPPED_MODELS); this script brings the docs (and the README's lists) along.
 """
 
 from __future__ import annotations
@@ -15,20 +15,24 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
 
 
-def tables() -> dict[str, tuple[Path, Callable[[], str]]]:
-    """marker name -> (the doc holding its copy, what makes it)."""
+def tables() -> list[tuple[Path, str, Callable[[], str]]]:
+    """(a doc holding a copy, the marker name, what makes it); a table may have copies in several docs."""
     from diffusionlab.shipped_models import shipped_markdown
     from diffusionlab.steps import samplers_markdown
     from diffusionlab.views import views_markdown
 
-    return {
-        "steps.samplers_markdown": (DOCS / "sampling.md", samplers_markdown),
-        "views.views_markdown": (DOCS / "illusions.md", views_markdown),
-        "shipped_models.shipped_markdown": (DOCS / "models.md", shipped_markdown),
-    }
+    return [
+        (DOCS / "sampling.md", "steps.samplers_markdown", samplers_markdown),
+        (README, "steps.samplers_markdown", samplers_markdown),
+        (DOCS / "illusions.md", "views.views_markdown", views_markdown),
+        (README, "views.views_markdown", views_markdown),
+        (DOCS / "models.md", "shipped_models.shipped_markdown", shipped_markdown),
+    ]
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only say which copies differ (exit 1)")
     args = parser.parse_args(argv)
     stale = []
-    for name, (doc, make) in tables().items():
+    for doc, name, make in tables():
         text = doc.read_text()
         new = rewritten(text, name, make())
         if new != text:
