@@ -151,6 +151,19 @@ def test_choose_again_from_a_measured_curve(tmp_path: Path, capsys) -> None:
     assert code == 0 and "default CFG 1 for" in stdout, err
     stored = json.loads((run / "model.json").read_text())[GUIDANCE_KEY]
     assert (stored["cfg_scale"], stored["target_accuracy"]) == (1.0, 0.4)
+    low, high = tmp_path / "low.json", tmp_path / "high.json"  # parts of one grid, measured apart
+    low.write_text(json.dumps(curve | {"curve": curve["curve"][:1], "seconds": 1.0, "command": "a"}))
+    high.write_text(json.dumps(curve | {"curve": curve["curve"][1:], "seconds": 2.0, "command": "b"}))
+    both = ["choose-guidance", "--model", str(run), "--from-curve", str(high), "--from-curve", str(low)]
+    code, stdout, err = run_cli([*both, "--out", str(tmp_path / "all.json")], capsys)
+    merged = json.loads((tmp_path / "all.json").read_text())
+    assert code == 0 and merged["curve"] == curve["curve"] and merged["seconds"] == 3.0, err
+    assert merged["choice"]["cfg_scale"] == 2.0 and merged["command"] == ["b", "a"]
+    high.write_text(json.dumps(curve | {"curve": curve["curve"][1:], "seed": 1}))
+    code, _, err = run_cli(both, capsys)
+    assert code == 2 and "the curves differ in seed: 1 in the first, 0 in another" in err
+    code, _, err = run_cli([*args, "--from-curve", str(path)], capsys)
+    assert code == 2 and "a scale is in two of the curves" in err
     path.write_text(json.dumps(curve | {"model": "another"}))
     code, _, err = run_cli(args, capsys)
     assert code == 2 and f"was measured on 'another', not on {name}" in err

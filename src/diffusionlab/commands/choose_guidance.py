@@ -61,13 +61,20 @@ def choose_guidance(
             "accuracy on the folder's held-out images).",
         ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="JSON file for the curve.")] = Path("guidance-curve.json"),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="JSON file for the curve (default guidance-curve.json; --from-curve: none)."),
+    ] = None,
     write: Annotated[
         bool, typer.Option("--write", help="Store the chosen scale (and the steps) in the model's JSON.")
     ] = False,
     from_curve: Annotated[
-        Path | None,
-        typer.Option("--from-curve", help="Choose from a curve JSON measured before (no sampling; no --out)."),
+        list[Path] | None,
+        typer.Option(
+            "--from-curve",
+            help="Choose from curve JSONs measured before, no sampling; several (parts of one grid, same model, -n, "
+            "--steps and --seed) are merged. Example: --from-curve low.json --from-curve high.json --out all.json",
+        ),
     ] = None,
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
@@ -88,14 +95,16 @@ def choose_guidance(
     grid = parse_scales(scales)
     if target is not None and not 0.0 < target <= 1.0:
         raise DiffusionLabError(f"--target is an accuracy in (0, 1], got {target}")
-    out = check_output_file(out, force) if from_curve is None else None
+    if not from_curve:
+        out = out or Path("guidance-curve.json")
+    out = check_output_file(out, force) if out is not None else None
     json_path = model_json_path(model) if write else None
     if is_if_spec(model):
         raise DiffusionLabError("choose-guidance measures our class models; DeepFloyd IF keeps the course's CFG 7")
     m = open_model(model, device)
     m.require("class", what="choose-guidance")
-    if from_curve is not None:
-        result = read_curve(from_curve, m.name)
+    if from_curve:
+        result = merge_curves([read_curve(path, m.name) for path in from_curve])
         for point in result["curve"]:
             print(format_point(point))
     else:
@@ -152,6 +161,31 @@ def goal_for(result: dict[str, Any], target: float | None) -> float:
 
     ceiling = None if result["data"] in DATASETS else result["classifier_test_accuracy"]
     return target_accuracy(ceiling, TARGET_ACCURACY if target is None else target)
+
+
+SAME_MEASUREMENT = ("model", "data", "classifier", "n_per_class", "steps", "sampler", "seed")
+
+
+def merge_curves(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Parts of one grid measured apart (one seed: a scale's point does not depend on the others) as one curve;
+    parts measured differently, or a scale measured twice, are refused."""
+    first = parts[0]
+    for part in parts[1:]:
+        differs = [k for k in SAME_MEASUREMENT if part.get(k) != first.get(k)]
+        if differs:
+            k = differs[0]
+            raise DiffusionLabError(
+                f"--from-curve: the curves differ in {k}: {first.get(k)!r} in the first, {part.get(k)!r} in another"
+            )
+    curve = sorted((p for part in parts for p in part["curve"]), key=lambda p: p["cfg_scale"])
+    scales = [p["cfg_scale"] for p in curve]
+    if len(set(scales)) != len(scales):
+        raise DiffusionLabError("--from-curve: a scale is in two of the curves")
+    if len(parts) == 1:
+        return first
+    merged = {k: first.get(k) for k in (*SAME_MEASUREMENT, "classifier_test_accuracy")}
+    commands = [part.get("command") for part in parts]
+    return merged | {"curve": curve, "seconds": sum(part.get("seconds", 0) for part in parts), "command": commands}
 
 
 def read_curve(path: Path, name: str) -> dict[str, Any]:
