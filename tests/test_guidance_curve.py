@@ -129,6 +129,27 @@ def test_choose_guidance_writes_the_curve_and_only_the_scale_key(tmp_path: Path,
     assert (run / "model.json").read_text().startswith('{\n  "format"')  # the file's own indentation
 
 
+def test_an_interrupted_measurement_keeps_its_points(tmp_path: Path, capsys, monkeypatch) -> None:
+    import diffusionlab.evaluation.guidance_curve as gc
+
+    run = make_checkpoint(tmp_path / "run")
+    evaluate_model, calls = gc.evaluate_model, []
+
+    def evaluate_then_stop(*args, **kwargs):  # Ctrl-C while the second scale is measured
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return evaluate_model(*args, **kwargs)
+
+    monkeypatch.setattr(gc, "evaluate_model", evaluate_then_stop)
+    out = tmp_path / "part.json"
+    args = ["choose-guidance", "--model", str(run), "--scales", "1,2", "-n", "1", "--steps", "2", "--out", str(out)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 130, err
+    part = json.loads(out.read_text())
+    assert [p["cfg_scale"] for p in part["curve"]] == [1.0] and "choice" not in part
+
+
 def test_choose_again_from_a_measured_curve(tmp_path: Path, capsys) -> None:
     run = make_checkpoint(tmp_path / "run")
     name = json.loads((run / "model.json").read_text())["name"]

@@ -108,7 +108,7 @@ def choose_guidance(
         for point in result["curve"]:
             print(format_point(point))
     else:
-        result = measure(m, model, grid, scales, n, steps, seed, data_dir, classifier)
+        result = measure(m, model, grid, scales, n, steps, seed, data_dir, classifier, out)
     result["target_accuracy"] = goal_for(result, target)
     result["choice"] = choose_scale(result["curve"], result["target_accuracy"])
     print(format_choice(result))
@@ -120,8 +120,12 @@ def choose_guidance(
         wrote(json_path, what="stored the default CFG scale in")
 
 
-def measure(m, model: str, grid, scales: str, n: int, steps: int, seed: int, data_dir, classifier) -> dict[str, Any]:
-    """The curve of model m with how it was measured (the classifier of its data, FD against its test split)."""
+def measure(
+    m, model: str, grid, scales: str, n: int, steps: int, seed: int, data_dir, classifier, out: Path
+) -> dict[str, Any]:
+    """The curve of model m with how it was measured (the classifier of its data, FD against its test split). Each
+    point is printed and the curve so far written to `out` as it is measured: an interrupted measurement keeps its
+    points (--from-curve takes them, with the rest measured apart)."""
     from diffusionlab.commands.evaluate import check_inputs, load_splits
     from diffusionlab.evaluation.classifier import load_classifier
     from diffusionlab.evaluation.guidance_curve import measure_curve
@@ -135,21 +139,29 @@ def measure(m, model: str, grid, scales: str, n: int, steps: int, seed: int, dat
         )
     test, train = load_splits(data, data_dir, m.image_shape[-1])
     start = time.perf_counter()
-    curve = measure_curve(m, clf, grid, n, steps, seed, test, train, on_point=lambda p: print(format_point(p)))
-    return {
+    curve: list[dict[str, Any]] = []
+
+    def on_point(point: dict[str, Any]) -> None:
+        print(format_point(point))
+        curve.append(point)
+        header.setdefault("sampler", point["sampler"])  # the step rule evaluate_model reports
+        out.write_text(
+            json.dumps(header | {"curve": curve, "seconds": round(time.perf_counter() - start, 1)}, indent=2)
+        )
+
+    header = {
         "model": m.name,
         "data": data,
         "classifier": str(classifier or f"shipped {data}-classifier"),
         "classifier_test_accuracy": clf.test_accuracy,
         "n_per_class": n,
         "steps": steps,
-        "sampler": curve[0]["sampler"],
         "seed": seed,
-        "curve": curve,
-        "seconds": round(time.perf_counter() - start, 1),
         "command": shlex.join(["diffusionlab", "choose-guidance", "--model", model, "--scales", scales, "-n", str(n)])
         + f" --steps {steps} --seed {seed}",
     }
+    measure_curve(m, clf, grid, n, steps, seed, test, train, on_point=on_point)
+    return header | {"curve": curve, "seconds": round(time.perf_counter() - start, 1)}
 
 
 def goal_for(result: dict[str, Any], target: float | None) -> float:
