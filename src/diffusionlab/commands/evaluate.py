@@ -123,7 +123,6 @@ def evaluate(
     Example: diffusionlab evaluate --model mnist-time -n 1000 --steps 30 --data-dir data/mnist --out time.json
     """
     from diffusionlab.data import dataset_info
-    from diffusionlab.evaluation.classifier import load_classifier
     from diffusionlab.evaluation.evaluate import check_unconditional_count, evaluate_model, evaluate_unconditional
 
     out = check_output_file(out, force)
@@ -153,12 +152,7 @@ def evaluate(
         n = n or 100
         check_inputs(m, n, pair_n if anagram or hybrid else 0, anagram)
     data = m.config.get("data", "mnist")
-    clf = load_classifier(classifier or data, m.device)
-    if clf.data is not None and clf.data != data:
-        raise DiffusionLabError(
-            f"the classifier was trained on {clf.data} but the model generates {data}; pass a {data} --classifier"
-        )
-    test, train = load_splits(data, data_dir, m.image_shape[-1])
+    clf, test, train = scoring_data(m, classifier, data_dir)
     rule = {"--sampler": sampler, "--variance": variance, "--eta": eta}
     if unconditional:
         scores = evaluate_unconditional(m, clf, n, steps, seed, test, train, sampler=step_rule)
@@ -200,6 +194,20 @@ def open_scored_model(model: str, device: str):
     m = open_model(model, device)
     m.kind.require(m, "evaluate")  # our class, time and denoiser models
     return m
+
+
+def scoring_data(m, classifier: str | None, data_dir):
+    """The classifier that scores the model's samples (--classifier, else the shipped one of its data; one of
+    other data is refused in one line) and the data's test and train splits: (classifier, test, train)."""
+    from diffusionlab.evaluation.classifier import load_classifier
+
+    data = m.config.get("data", "mnist")
+    clf = load_classifier(classifier or data, m.device)
+    if clf.data is not None and clf.data != data:
+        raise DiffusionLabError(
+            f"the classifier was trained on {clf.data} but the model generates {data}; pass a {data} --classifier"
+        )
+    return (clf, *load_splits(data, data_dir, m.image_shape[-1]))
 
 
 def load_splits(data: str, data_dir: Path | None, image_size: int | None = None):
