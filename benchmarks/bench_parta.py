@@ -20,6 +20,9 @@ from pathlib import Path
 
 import torch
 
+from diffusionlab.model_kinds import IF
+from diffusionlab.model_protocol import DiffusionModel
+
 XL_WIDTH = 11  # IF-I-XL's block_out_channels are (64, 128, 192, 256) x 11
 XL = dict(
     sample_size=64,
@@ -56,11 +59,13 @@ def weight_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if bf16_native(device) else torch.float32
 
 
-class RandomIF:
+class RandomIF(DiffusionModel):
     """The model protocol over a random IF-I-XL-shaped UNet (as deepfloyd/adapters.py calls it)."""
 
+    name = "random-IF-I-XL"
+    kind = IF  # learned-range variance in [-1, 1], IF's defaults
+    conditioned = True
     value_range = (-1.0, 1.0)
-    predicts_variance = True  # IF-like (protocol.is_if_like): learned-range variance in [-1, 1]
     image_shape = (3, 64, 64)
 
     def __init__(self, device: torch.device, compile: bool, width: int = XL_WIDTH) -> None:
@@ -141,8 +146,8 @@ def main() -> None:
     x1 = torch.randn(1, 3, 64, 64, generator=g, device=dev)
     xs = torch.randn(max(args.many, 1), 3, 64, 64, generator=g, device=dev)
     t = 500
-    rot = get_view("rot180", model.image_shape, model.value_range)
-    ident = get_view("identity", model.image_shape, model.value_range)
+    rot = get_view("rot180", model.image_shape)
+    ident = get_view("identity", model.image_shape)
     abar = float(model.schedule.abar(t))
 
     def seq(calls):
@@ -152,7 +157,7 @@ def main() -> None:
     cfg_est = cfg(model, emb[0], emb[2], 7.0)
     rows.append(("CFG step", seq([(x1, emb[0]), (x1, emb[2])]), lambda: cfg_est(x1, t), 2))
     ana = anagram(model, [(ident, emb[0]), (rot, emb[1])], emb[2], 7.0)
-    flipped = rot.apply_noisy(x1, abar)
+    flipped = rot.apply_noisy(x1, abar, model.value_range)
     rows.append(
         ("anagram step", seq([(x1, emb[0]), (x1, emb[2]), (flipped, emb[1]), (flipped, emb[2])]), lambda: ana(x1, t), 4)
     )

@@ -65,16 +65,14 @@ def main() -> None:
         trainer = Trainer(config, tmp, progress=False, fast=not args.plain)
         images, labels = split.images, split.labels
         perm = torch.randperm(n, generator=g)
-        pending: list = []
-        losses: list = []
-        trainer._train_step(images, labels, perm, pending, losses)  # warm-up
+        trainer._train_step(images, labels, perm)  # warm-up
         with FlopCounterMode(display=False) as counter:
-            trainer._train_step(images, labels, perm, pending, losses)
+            trainer._train_step(images, labels, perm)
         flops = counter.get_total_flops()
         start = time.perf_counter()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(args.steps):
-                trainer._train_step(images, labels, perm, pending, losses)
+                trainer._train_step(images, labels, perm)
         secs = (time.perf_counter() - start) / args.steps
     rate = flops / secs / 1e9
     peak = peak16 if trainer.autocast_dtype is not None else peak32

@@ -23,7 +23,7 @@ def _ours(model, x, ts, seed=1, **kw):
 def _diffusers_loop(model, scheduler, x, **step_kw):
     y = x.clone()
     for t in scheduler.timesteps:
-        eps = model.predict(y, torch.full((y.shape[0],), int(t)), model.null(y.shape[0])).eps
+        eps = model.predict(y, torch.full((y.shape[0],), int(t)), model.null(y.shape[0])).output
         y = scheduler.step(eps, t, y, **step_kw).prev_sample
     return y
 
