@@ -27,22 +27,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# the algorithm modules and the tests that own them
+# the algorithm modules and the tests that own them (the most targeted file first: with -x a mutant dies early);
+# tests/test_mutation_survivors.py holds the tests written for the survivors of earlier runs
+SURVIVORS = "tests/test_mutation_survivors.py"
 MODULE_TESTS = {
-    "steps": ["tests/test_steps.py"],
-    "schedule": ["tests/test_schedule.py", "tests/test_timesteps.py"],
-    "views": ["tests/test_views.py"],
-    "filters": ["tests/test_guidance.py"],
+    "steps": ["tests/test_steps.py", "tests/test_sampler_table.py"],
+    "schedule": ["tests/test_schedule.py", "tests/test_timesteps.py", "tests/test_model_kinds.py"],
+    "views": ["tests/test_views.py", "tests/test_view_table.py"],
+    "filters": ["tests/test_guidance.py", "tests/test_edits.py"],
     "guidance": ["tests/test_guidance.py", "tests/test_shared_encoder.py", "tests/test_flow_tools.py"],
     "sampling": [
-        "tests/test_edits.py",
         "tests/test_steps.py",
         "tests/test_timesteps.py",
         "tests/test_survivors.py",
         "tests/test_flow_tools.py",
+        "tests/test_edits.py",
+        "tests/test_model_kinds.py",
     ],
-    "edits": ["tests/test_edits.py", "tests/test_survivors.py"],
+    "edits": ["tests/test_edits.py", "tests/test_survivors.py", "tests/test_flow_tools.py"],
+    "model_kinds": ["tests/test_model_kinds.py", "tests/test_timesteps.py", "tests/test_flow_tools.py"],
 }
+MODULE_TESTS = {module: [*tests, SURVIVORS] for module, tests in MODULE_TESTS.items()}
 
 SWAP_BINOP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.Pow: ast.Mult}
 SWAP_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq}
