@@ -102,3 +102,21 @@ def test_sample_runs_every_timestep_from_pure_noise():
     m = FormulaModel(NoiseSchedule.linear(300), (1, 4, 4), variance=False)
     sample(m, 2, plain(m, m.null(2)), [290, 150, 10], generator=torch.Generator().manual_seed(0), progress=False)
     assert m.calls == 3
+
+
+def test_plain_estimate_repeats_one_condition_to_the_batch():
+    """guidance.py `plain`: one condition serves a batch of any size (mutant: `x_t.shape[0]` -> `shape[1]`, the
+    channels, which broadcasting hid where they were 1)."""
+    m = FormulaModel(NoiseSchedule.linear(300), (3, 4, 4), variance=False)
+    x = torch.rand(2, 3, 4, 4)
+    want = m.predict(x, torch.full((2,), 100), m.encode(["7", "7"])).output
+    assert torch.equal(plain(m, m.encode(["7"]))(x, 100).output, want)
+
+
+def test_generate_keeps_a_frame_every_frame_every_steps_and_the_last():
+    """sampling.py `generate`: frames at steps 0, k, 2k, ... and the result (mutant: `== 0` -> `!= 0`)."""
+    m = FormulaModel(NoiseSchedule.linear(300), (1, 4, 4), variance=False)
+    frames: list[torch.Tensor] = []
+    x = generate(m, None, 1, timesteps=[290, 230, 170, 110, 50], frames=frames, frame_every=2, progress=False)
+    assert len(frames) == 4  # after steps 0, 2, 4, and the result
+    assert torch.equal(frames[-1], x) and not torch.equal(frames[0], frames[1])
