@@ -11,10 +11,11 @@ from diffusionlab.edits import ANAGRAM_DEFAULTS, HYBRID_DEFAULTS, anagram_views,
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.filters import gaussian_blur
 from diffusionlab.guidance import plain
+from diffusionlab.model_kinds import FLOW
 from diffusionlab.model_protocol import Prediction
-from diffusionlab.sampling import generate, sample
+from diffusionlab.sampling import check_i_start, generate, sample
 from diffusionlab.schedule import NoiseSchedule
-from diffusionlab.steps import euler_rule
+from diffusionlab.steps import euler_rule, sampler_name
 from diffusionlab.views import get_view
 
 U = (0.0, 1.0)
@@ -120,3 +121,30 @@ def test_generate_keeps_a_frame_every_frame_every_steps_and_the_last():
     x = generate(m, None, 1, timesteps=[290, 230, 170, 110, 50], frames=frames, frame_every=2, progress=False)
     assert len(frames) == 4  # after steps 0, 2, 4, and the result
     assert torch.equal(frames[-1], x) and not torch.equal(frames[0], frames[1])
+
+
+def test_out_of_range_messages_give_the_range():
+    """sampling.py `check_i_start`, schedule.py `check_timestep`: the messages name the last valid value (mutants:
+    `len - 1` -> `len - 2`, `num_steps - 1` -> `num_steps + 1`)."""
+    with pytest.raises(
+        DiffusionLabError, match=r"^i_start=3 is out of range: it indexes the 3 strided timesteps, 0\.\.2$"
+    ):
+        check_i_start([290, 150, 10], 3)
+    with pytest.raises(DiffusionLabError, match=r"^timestep t=300 is out of range: this model's t goes from 0 to 299$"):
+        NoiseSchedule.linear(300).check_timestep(300)
+
+
+def test_a_ddim_rule_without_eta_is_reported_as_eta_0():
+    """steps.py: the reported name of a ddim rule whose eta was left out is its default, eta 0 (mutant: 0.0 -> 1.0)."""
+    assert sampler_name({"sampler": "ddim"}) == "ddim (eta 0)"
+    assert sampler_name({"sampler": "ddim", "eta": 0.5}) == "ddim (eta 0.5)"
+
+
+def test_a_flow_models_edits_take_as_many_euler_steps_as_the_courses_strided_schedule():
+    """model_kinds.py FLOW_EDIT_STEPS: Part A's edits on a flow model walk 30 Euler steps, as many as the course's
+    range(290, -1, -10) for T = 300 (mutant: 30 -> 31); a count given is taken as it is."""
+    from test_flow_tools import FlowFormulaModel
+
+    m = FlowFormulaModel()
+    assert len(FLOW.timesteps(m, None, True)) == len(range(290, -1, -10))
+    assert len(FLOW.timesteps(m, 12, True)) == 12
