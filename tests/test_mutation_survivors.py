@@ -148,3 +148,18 @@ def test_a_flow_models_edits_take_as_many_euler_steps_as_the_courses_strided_sch
     m = FlowFormulaModel()
     assert len(FLOW.timesteps(m, None, True)) == len(range(290, -1, -10))
     assert len(FLOW.timesteps(m, 12, True)) == 12
+
+
+def test_flow_times_must_rise_strictly_and_stay_below_1():
+    """model_kinds.py FLOW.check_times: times rise strictly from 0 or more and stay below 1, the end of the loop;
+    the message shows the first three (mutants: `a < b` -> `<=`, `ts[:3]` -> `ts[:4]`)."""
+    from test_flow_tools import FlowFormulaModel
+
+    m = FlowFormulaModel()
+    assert FLOW.check_times(m, [0, 0.5, 0.75]) == [0.0, 0.5, 0.75]
+    for times in ([0.0, 0.5, 0.5], [0.0, 0.5, 1.0], [-0.1, 0.5]):
+        with pytest.raises(DiffusionLabError, match=r"^flow times must rise from 0 towards 1 \(below 1\)"):
+            FLOW.check_times(m, times)
+    message = r"^flow times must rise from 0 towards 1 \(below 1\), got \[0\.5, 0\.25, 0\.125\]\.\.\.$"
+    with pytest.raises(DiffusionLabError, match=message):
+        FLOW.check_times(m, [0.5, 0.25, 0.125, 0.0625])
