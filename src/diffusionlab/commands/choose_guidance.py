@@ -126,18 +126,12 @@ def measure(
     """The curve of model m with how it was measured (the classifier of its data, FD against its test split). Each
     point is printed and the curve so far written to `out` as it is measured: an interrupted measurement keeps its
     points (--from-curve takes them, with the rest measured apart)."""
-    from diffusionlab.commands.evaluate import check_inputs, load_splits
-    from diffusionlab.evaluation.classifier import load_classifier
+    from diffusionlab.commands.evaluate import check_inputs, scoring_data
     from diffusionlab.evaluation.guidance_curve import measure_curve
 
     check_inputs(m, n, 0, None)
     data = m.config.get("data", "mnist")
-    clf = load_classifier(classifier or data, m.device)
-    if clf.data is not None and clf.data != data:
-        raise DiffusionLabError(
-            f"the classifier was trained on {clf.data} but the model generates {data}; pass a {data} --classifier"
-        )
-    test, train = load_splits(data, data_dir, m.image_shape[-1])
+    clf, test, train = scoring_data(m, classifier, data_dir)
     start = time.perf_counter()
     curve: list[dict[str, Any]] = []
 
