@@ -13,7 +13,7 @@ from torch import Tensor
 
 from diffusionlab.course_model import CourseModel
 from diffusionlab.figures.grid import save_gif, save_grid
-from diffusionlab.model_protocol import randn
+from diffusionlab.model_protocol import generator_for, randn
 from diffusionlab.sampling import generate
 
 NOISE_SIGMAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -21,7 +21,7 @@ NOISE_SIGMAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 def noising_grid(images: Tensor, path: Path, sigmas: Sequence[float] = NOISE_SIGMAS, seed: int = 0) -> Path:
     """B1: z = x + sigma eps for each sigma (columns), one row per test digit."""
-    g = torch.Generator("cpu").manual_seed(seed)
+    g = generator_for(seed)
     noisy = [images + s * randn(images.shape, g, like=images) for s in sigmas]
     grid = torch.stack(noisy, dim=1).flatten(0, 1)
     return save_grid(grid, path, len(sigmas), col_labels=[f"sigma={s}" for s in sigmas], title="z = x + sigma eps")
@@ -31,7 +31,7 @@ def denoiser_results(
     model: CourseModel, images: Tensor, path: Path, sigma: float = 0.5, title: str = "", seed: int = 0
 ) -> Path:
     """B1: input / noisy (sigma) / denoised, one row per test digit."""
-    g = torch.Generator("cpu").manual_seed(seed)
+    g = generator_for(seed)
     x = images.to(model.device)
     z = x + sigma * randn(x.shape, g, like=x)
     out = model.denoise_once(z)
@@ -48,7 +48,7 @@ PURE_NOISE_CAPTION = (
 
 def pure_noise_results(model: CourseModel, path: Path, n: int = 8, title: str = "", seed: int = 0) -> Path:
     """Fall 2025 B1.2.3: inputs z ~ N(0, I) (top) and what the pure-noise denoiser makes of them (bottom)."""
-    g = torch.Generator("cpu").manual_seed(seed)
+    g = generator_for(seed)
     z = randn((n, *model.image_shape), g, device=model.device)
     grid = torch.cat([z, model.denoise_once(z)])
     return save_grid(grid, path, n, row_labels=["pure noise z", "D(z)"], title=title)
@@ -58,7 +58,7 @@ def sigma_sweep(
     model: CourseModel, images: Tensor, path: Path, sigmas: Sequence[float] = NOISE_SIGMAS, seed: int = 0
 ) -> Path:
     """B1 out-of-distribution test: noisy (top) and denoised (bottom) for each sigma, per digit."""
-    g = torch.Generator("cpu").manual_seed(seed)
+    g = generator_for(seed)
     x = images.to(model.device)
     rows = []
     for img in x:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.model_kinds import DDPM
+from diffusionlab.model_protocol import generator_for
 from diffusionlab.shipped_models import SHIPPED_MODELS
 
 WEIGHTS_ENV = "DIFFUSIONLAB_WEIGHTS_DIR"
@@ -216,7 +217,7 @@ class Context:
                 tqdm.write(f"  {section_id}: {what}")
 
     def generator(self, offset: int = 0) -> torch.Generator:
-        return torch.Generator("cpu").manual_seed(self.seed + offset)
+        return generator_for(self.seed + offset)
 
     # -- data ---------------------------------------------------------------------------------------------------
     def data_dir_for(self, data: str) -> Path | None:
