@@ -59,13 +59,15 @@ def test_a_snapshot_holds_its_epochs_end_when_max_steps_stops_in_the_next(tmp_pa
 
 
 def test_each_session_records_where_it_started_and_the_time_it_trained(tmp_path, tiny_data):
-    """A run stopped at step 6 and resumed to 8: two sessions (0 -> 6, 6 -> 8); the training time is counted, and
-    is no more than the time the two runs took."""
+    """A run stopped at step 6 and resumed to 8: each says where it stopped, the model records two sessions
+    (0 -> 6, 6 -> 8) and the training time, which is counted and no more than the time the two runs took."""
     split, run = load_split("mnist", "train", tiny_data), tmp_path / "r"
     start = time.perf_counter()
-    open_run(tiny(max_steps=6), run, resume=False, progress=False).run(split)
-    open_run(tiny(), run, resume=True, progress=False).run(split)
+    stopped = open_run(tiny(max_steps=6), run, resume=False, progress=False).run(split)
+    ended = open_run(tiny(), run, resume=True, progress=False).run(split)
     elapsed = time.perf_counter() - start
+    where = ("epoch", "step", "batch_in_epoch", "batches_per_epoch")
+    assert [tuple(s[k] for k in where) for s in (stopped, ended)] == [(1, 6, 2, 4), (2, 8, 0, 4)]
     provenance = json.loads((run / "model.json").read_text())["provenance"]
     assert [(s["from_step"], s["to_step"]) for s in provenance["history"]] == [(0, 6), (6, 8)]
     assert 0 < provenance["train_seconds"] <= elapsed
