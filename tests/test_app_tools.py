@@ -139,3 +139,27 @@ def test_a_pick_is_used_while_its_picture_is_in_the_field(handlers):
             assert f"**image** {shown if upload != other else 'upload/drawing'}" in info
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_cfg_slider_starts_at_the_chosen_models_measured_default(tmp_path):
+    """The page's CFG sliders start at, and follow, the model's own default: a scale measured and stored in its
+    JSON (choose-guidance --write), else its kind's (5 for ours), as the API and the CLI sample with."""
+    import json
+
+    from conftest import make_checkpoint
+
+    from diffusionlab.app.handlers import Handlers
+    from diffusionlab.app.inputs import Outputs
+    from diffusionlab.model_files import WEIGHTS_NAME
+
+    runs = tmp_path / "runs"
+    make_checkpoint(runs / "plain")
+    tuned = make_checkpoint(runs / "tuned") / WEIGHTS_NAME
+    config_path = tuned.with_suffix(".json")
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "default_guidance": {"cfg_scale": 2.5}}))
+    limits = Limits()
+    h = Handlers(ModelRegistry(runs, "cpu", (), limits), limits, Outputs(tmp_path / "results"))
+    assert h.guidance_scale("run:tuned") == 2.5
+    assert h.guidance_scale("run:plain") == 5.0
+    assert h.guidance_scale("deepfloyd") == 7.0  # IF's, without loading IF

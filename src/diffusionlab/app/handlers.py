@@ -41,6 +41,7 @@ from diffusionlab.app.testimages import (
     test_tensor,
 )
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.model_kinds import IF
 
 log = logging.getLogger("diffusionlab.app")
 IF_SAMPLE_STEPS = 34  # IF's default: the course's strided schedule 990, 960, ..., 0 (model_kinds.IF)
@@ -122,6 +123,12 @@ class Handlers(IllusionHandlers):
         CLI's (IF's when it cannot be told without loading IF)."""
         model = self._model_or_none(model_value)
         return len(model.kind.timesteps(model)) if model is not None else IF_SAMPLE_STEPS
+
+    def guidance_scale(self, model_value: str | None) -> float:
+        """The chosen model's CFG scale when none is asked for: its measured default (stored with it) or its
+        kind's, as the API's and the CLI's (IF's when it cannot be told without loading IF)."""
+        model = self._model_or_none(model_value)
+        return float(model.kind.guidance_scale(model)) if model is not None else float(IF.cfg_scale)
 
     # -- the test-image picker -------------------------------------------------------------------------------
     def test_choices(self, model_value: str | None) -> list[tuple[str, str]]:

@@ -27,7 +27,7 @@ class Page:
     limits: Limits
     num_steps: int = 300  # T of the model chosen at start; the sliders below follow the chooser
     model_value: str | None = None  # the model chosen at start
-    ranged: list = field(default_factory=list)  # (slider, "t" | "steps"): ranged by the chosen model's T
+    ranged: list = field(default_factory=list)  # (slider, "t" | "steps" | "cfg"): follow the chosen model
     pickers: list = field(default_factory=list)  # (picker, image field, is an editor): follow the chooser too
 
     def slider_t(self, value: int, **kw):
@@ -68,8 +68,14 @@ class Page:
     def seed(self, **kw):
         return self.gr.Number(value=0, precision=0, label=SEED_HELP, **kw)
 
-    def scale(self, value: float = 5):
-        return self.gr.Slider(0, 20, value=value, step=0.5, label="CFG scale")
+    def scale(self, value: float | None = None, **kw):
+        """CFG scale: `value` (a tool's own measured default, e.g. the illusions'), else the chosen model's default
+        (measured and stored with it, else its kind's), which the slider then follows."""
+        start = self.h.guidance_scale(self.model_value) if value is None else value
+        s = self.gr.Slider(0, 20, value=start, step=0.5, label="CFG scale", **kw)
+        if value is None:
+            self.ranged.append((s, "cfg"))
+        return s
 
     def invert(self):
         return self.gr.Radio(INVERT_CHOICES, value="auto", label="invert", info=INVERT_INFO)
@@ -116,12 +122,14 @@ class Page:
         """The chooser changes: sliders ranged by the new model's T, pickers offer its test set (and reshow)."""
         gr, h = self.gr, self.h
 
-        def ranges(model_value):  # a steps slider also moves to the model's default, as the API's and the CLI's
-            T, steps = h.num_steps(model_value), h.sample_steps(model_value)
-            return [
-                gr.Slider(maximum=T - 1) if kind == "t" else gr.Slider(maximum=max(T, steps), value=steps)
-                for _, kind in self.ranged
-            ]
+        def ranges(model_value):  # steps and CFG sliders also move to the model's defaults, as the API's and CLI's
+            T, steps, scale = h.num_steps(model_value), h.sample_steps(model_value), h.guidance_scale(model_value)
+            new = {
+                "t": lambda: gr.Slider(maximum=T - 1),
+                "steps": lambda: gr.Slider(maximum=max(T, steps), value=steps),
+                "cfg": lambda: gr.Slider(value=scale),
+            }
+            return [new[kind]() for _, kind in self.ranged]
 
         if self.ranged:
             self.model.change(ranges, self.model, [s for s, _ in self.ranged], api_name=False, queue=False)

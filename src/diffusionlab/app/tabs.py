@@ -39,7 +39,7 @@ def generate_tab(page: Page) -> None:
             )
             n = gr.Slider(1, page.limits.max_images, value=4, step=1, label="images per prompt", elem_id="gen-n")
             steps = page.slider_steps(label="steps (default: the model's, as the API's)", elem_id="gen-steps")
-            scale = gr.Slider(0, 20, value=5, step=0.5, label="CFG scale", elem_id="gen-cfg")
+            scale = page.scale(elem_id="gen-cfg")
             sampler = gr.Dropdown(sampler_choices(), value="", label="sampler (step rule)", elem_id="gen-sampler")
             seed = page.seed(elem_id="gen-seed")
             run = gr.Button("Generate", variant="primary", elem_id="gen-run")
