@@ -101,8 +101,8 @@ def test_web_ui_test_image():
 
     from diffusionlab.tools.inputs import load_inputs
 
-    class Model:
-        config = {"data": "fashion-mnist"}
+    class Model:  # what the protocol declares that load_inputs reads
+        data = "fashion-mnist"
         image_shape, value_range, device = (1, 28, 28), (-1.0, 1.0), torch.device("cpu")
 
     x, _, sources = load_inputs(Model(), "test:3")
