@@ -183,6 +183,18 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, s
     return int(exc.value.code or 0), out, err
 
 
+def test_evaluate_cli_samples_at_the_models_stored_cfg_by_default(tiny_setup, tiny_class_model, tmp_path, capsys):
+    """Without --cfg, evaluate samples at the scale the model carries (choose-guidance --write), as sample does."""
+    data_dir, clf = tiny_setup
+    config_path = tiny_class_model / "model.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "default_guidance": {"cfg_scale": 2.5}}))
+    out = tmp_path / "scores.json"
+    args = ["evaluate", "--model", str(tiny_class_model), "--classifier", str(clf), "--data-dir", str(data_dir)]
+    code, _, _ = run_cli([*args, "-n", "1", "--steps", "2", "--out", str(out), "--device", "cpu"], capsys)
+    assert code == 0 and json.loads(out.read_text())["cfg_scale"] == 2.5
+    assert "--cfg" not in json.loads(out.read_text())["command"]  # the command remakes it through the model
+
+
 def test_evaluate_cli_writes_scores(tiny_setup, tiny_class_model: Path, tmp_path: Path, capsys) -> None:
     data_dir, clf = tiny_setup
     out = tmp_path / "scores" / "scores.json"

@@ -69,8 +69,14 @@ def evaluate(
         ),
     ] = None,
     cfg: Annotated[
-        float, typer.Option("--cfg", help="Classifier-free guidance scale.", callback=cfg_callback)
-    ] = DEFAULT_CFG,
+        float | None,
+        typer.Option(
+            "--cfg",
+            help="Classifier-free guidance scale of the samples (default: the model's own, measured and stored with "
+            "it by choose-guidance, else 5, as sample uses); the anagram/hybrid pair scores default to 5.",
+            callback=cfg_callback,
+        ),
+    ] = None,
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
     data_dir: DataDirOpt = None,
@@ -144,7 +150,7 @@ def evaluate(
     if unconditional:
         from diffusionlab.commands import evaluate_unconditional as uncond
 
-        uncond.check_unconditional_options(m.name, cfg, DEFAULT_CFG, anagram, hybrid)
+        uncond.check_unconditional_options(m.name, cfg, anagram, hybrid)
         n = n or uncond.DEFAULT_SAMPLES
         check_count(n, "-n", MAX_SCORED_SAMPLES, " (all samples are kept for the scores)")
         check_unconditional_count(n)  # before the data are read
@@ -160,8 +166,9 @@ def evaluate(
         scores["command"] = command_line(model, n, None, steps, seed, rule, None, False, 0)
         print(uncond.format_unconditional_scores(scores, m.class_names or dataset_info(data).class_names))
         return write_scores(out, scores)
-    scores = evaluate_model(m, clf, n, cfg, steps, seed, test, train, sampler=step_rule)
-    scores.update(pair_scores(m, clf, anagram, hybrid, pair_n, cfg, seed))
+    scale = cfg if cfg is not None else m.kind.guidance_scale(m)  # the model's default, as sample's
+    scores = evaluate_model(m, clf, n, scale, steps, seed, test, train, sampler=step_rule)
+    scores.update(pair_scores(m, clf, anagram, hybrid, pair_n, cfg if cfg is not None else DEFAULT_CFG, seed))
     scores["classifier"] = str(classifier or f"shipped {data}-classifier")
     scores["command"] = command_line(model, n, cfg, steps, seed, rule, anagram, hybrid, pair_n)
     print(format_scores(scores, m.class_names))

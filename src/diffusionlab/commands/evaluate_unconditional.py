@@ -11,9 +11,9 @@ from diffusionlab.errors import DiffusionLabError
 DEFAULT_SAMPLES = 1000
 
 
-def check_unconditional_options(name: str, cfg: float, default_cfg: float, anagram, hybrid: bool) -> None:
+def check_unconditional_options(name: str, cfg: float | None, anagram, hybrid: bool) -> None:
     """The options that steer class-conditioned samples end in one line for a model without classes."""
-    given = [k for k, v in {"--anagram": anagram, "--hybrid": hybrid, "--cfg": cfg != default_cfg}.items() if v]
+    given = [k for k, v in {"--anagram": anagram, "--hybrid": hybrid, "--cfg": cfg is not None}.items() if v]
     if given:
         raise DiffusionLabError(
             f"{given[0]} needs class-conditioned samples; {name} is an unconditional (time-conditioned) model"
