@@ -12,7 +12,16 @@ from typing import Annotated, Any
 import typer
 
 from diffusionlab.checks import check_output_file
-from diffusionlab.commands.common import DeviceOpt, ForceOpt, ModelOpt, SeedOpt, n_callback, steps_callback, wrote
+from diffusionlab.commands.common import (
+    ClassifierOpt,
+    DeviceOpt,
+    ForceOpt,
+    ModelOpt,
+    SeedOpt,
+    n_callback,
+    steps_callback,
+    wrote,
+)
 from diffusionlab.commands.evaluate import DataDirOpt
 from diffusionlab.errors import DiffusionLabError
 
@@ -49,10 +58,7 @@ def choose_guidance(
     ] = 30,
     seed: SeedOpt = 0,
     data_dir: DataDirOpt = None,
-    classifier: Annotated[
-        str | None,
-        typer.Option("--classifier", help="Classifier .safetensors (default: the shipped one of the model's data)."),
-    ] = None,
+    classifier: ClassifierOpt = None,
     target: Annotated[
         float | None,
         typer.Option(

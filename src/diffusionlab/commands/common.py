@@ -126,6 +126,10 @@ SeedOpt = Annotated[
     int, typer.Option("--seed", help="Random seed; the same seed gives the same images.", callback=seed_callback)
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
+ClassifierOpt = Annotated[  # the scoring commands' (evaluate, choose-guidance)
+    str | None,
+    typer.Option("--classifier", help="Classifier .safetensors (default: the shipped one of the model's data)."),
+]
 ModelDirOpt = Annotated[
     Path | None,
     typer.Option("--model-dir", help="DeepFloyd IF: a folder with the downloaded weights (else the HF cache)."),

@@ -13,6 +13,7 @@ import typer
 
 from diffusionlab.checks import MAX_SCORED_SAMPLES, check_batch, check_count, check_output_file, write_together
 from diffusionlab.commands.common import (
+    ClassifierOpt,
     DeviceOpt,
     EtaOpt,
     ForceOpt,
@@ -80,10 +81,7 @@ def evaluate(
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
     data_dir: DataDirOpt = None,
-    classifier: Annotated[
-        str | None,
-        typer.Option("--classifier", help="Classifier .safetensors (default: the shipped one of the model's data)."),
-    ] = None,
+    classifier: ClassifierOpt = None,
     anagram: AnagramOpt = None,
     hybrid: HybridOpt = False,
     pair_n: Annotated[
