@@ -46,6 +46,22 @@ def test_bench_train_prints_every_variant_with_accuracy(tmp_path: Path) -> None:
     assert len(re.findall(r"ratio steps/s .*" + RATIO, out)) == 4
 
 
+def test_bench_folder_prints_loader_and_training_rows_per_size() -> None:
+    out = run_script("bench_folder.py", "--quick", "--threads", "1")
+    assert re.search(r"matmul peak: fp32 [\d.]+ GFLOP/s", out)
+    for size in (32, 16):
+        assert re.search(rf"{size} px: decoded 18 images \(3 channels\) in [\d.]+ s = \d+ images/s; batching", out)
+        loader = float(re.search(rf"{size} px: decoded .* = (\d+) images/s \(batch 4\)", out)[1])
+        steps, train, ratio = re.search(
+            rf"{size} px, fp32: ([\d.]+) steps/s = ([\d.]+) images/s, .* % of the fp32 matmul peak; "
+            r"loader/training images/s = ([\d.]+)x",
+            out,
+        ).groups()
+        assert float(train) == pytest.approx(4 * float(steps), rel=0.01)  # a batch of 4 images a step
+        assert float(ratio) == pytest.approx(loader / float(train), rel=0.01)
+        assert len(re.findall(rf"^\| {size} px \| .* \| fp32 \| ", out, re.M)) == 1
+
+
 def test_bench_sample_prints_ratios_and_the_big_run() -> None:
     out = run_script("bench_sample.py", "--steps", "1", "--hidden", "8", "--big", "20")
     assert len(re.findall(r"40 samples x 300 steps .* scaled x300", out)) == 5
