@@ -140,3 +140,23 @@ def test_web_ui_test_picker_offers_no_digits_for_a_folder_model(trained, capsys)
     if not (trained["run"] / "model.json").is_file():
         test_train_on_a_class_folder_then_resume(trained, capsys)
     assert test_choices(CourseModel.from_checkpoint(trained["run"])) == [(NO_PICK_LABEL, NO_PICK)]
+
+
+def test_report_part_a_runs_on_a_folder_model_with_its_held_out_images(trained, tmp_path, capsys) -> None:
+    """`reproduce --model RUN --data-dir FOLDER`: every Part A section runs on the colour model, on the folder's
+    held-out images (the tools' test:N); without the folder the sections say to give it, in one line."""
+    from diffusionlab.report.context import QUICK, Context
+    from diffusionlab.report.run import SECTIONS, run_section
+
+    if not (trained["run"] / "model.json").is_file():
+        test_train_on_a_class_folder_then_resume(trained, capsys)
+    part_a = [s for s in SECTIONS if s.part == "A" and s.id in {"A1.1", "A1.4", "A1.7", "A1.7.2", "A1.8"}]
+    ctx = Context(tmp_path / "report", str(trained["run"]), data_dir=trained["shapes"], budget=QUICK, progress=False)
+    outs = {section.id: run_section(ctx, section) for section in part_a}
+    for sid, out in outs.items():
+        assert out.status == "ok", (sid, out.notes)
+        assert out.figures and all(Image.open(tmp_path / "report" / f.path).mode == "RGB" for f in out.figures)
+    assert "held-out images of" in outs["A1.1"].inputs and "held-out images of" in outs["A1.7"].inputs
+    without = Context(tmp_path / "r2", str(trained["run"]), budget=QUICK, progress=False)
+    out = run_section(without, part_a[0])
+    assert out.status == "missing" and "give reproduce --data-dir DIR" in out.notes[0]

@@ -226,13 +226,13 @@ def sdedit(
 
     Example: diffusionlab sdedit --image docs/examples/drawing_seven.png --invert --prompt 3 --i-start 1,3,5,7,10,20 -n 2
     """
-    from diffusionlab import edits, tools
+    from diffusionlab import tools
 
     path = check_outputs(inputs.out, "sdedit.png", inputs.save_all, opts.force)
     check_image_files(image)
     rule = opts.rule()  # a bad combination fails before the model loads
     m = opts.open()
-    starts = int_list(i_start, "--i-start") or list(edits.SDEDIT_I_STARTS)
+    starts = int_list(i_start, "--i-start") or None  # None: the course's that fit the model (tools.sdedit)
     result = tools.sdedit(m, image, prompt, starts, n, scale, opts.seed, inputs.data_dir, inputs.invert, **rule)
     finish(result, path, inputs.save_all, opts.force)
 

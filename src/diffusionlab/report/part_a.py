@@ -186,7 +186,7 @@ def sec_a1_6(ctx: Context, out: SectionOut) -> None:
 def _inputs(ctx: Context, m: Any, out: SectionOut) -> tuple[Tensor, list[str]]:
     """The test image and the hand-drawn one (saved as a figure of its own once)."""
     x, labels = test_images(ctx, m, out, 1)
-    digit_like = is_ours(m)
+    digit_like = is_ours(m) and m.image_shape[0] == 1  # grey models of ours draw white on black, like MNIST
     drawn, img = hand_drawn(m.image_shape, m.value_range, digit_like)
     path = ctx.fig("A1.7", "hand_drawn_input")
     if not path.exists():

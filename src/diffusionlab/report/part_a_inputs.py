@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from diffusionlab.figures.grid import show_prompt
-from diffusionlab.report.context import IF_PROMPTS, Context, SectionOut
+from diffusionlab.report.context import IF_PROMPTS, Context, MissingError, SectionOut
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -46,8 +46,19 @@ def test_images(ctx: Context, m: Any, out: SectionOut, k: int = 1) -> tuple[Tens
 
     data = m.data
     if data:
-        from diffusionlab.data import to_float
+        from diffusionlab.data import DATASETS, to_float
+        from diffusionlab.imagefolder import is_image_folder
 
+        if is_image_folder(ctx.data_dir):  # a model of an image folder: its held-out images, as the tools' test:N
+            from diffusionlab.tools.inputs import load_inputs
+
+            x, _, sources = load_inputs(m, [f"test:{i}" for i in range(k)], ctx.data_dir)
+            out.inputs = sources[0]
+            return x.to(m.device), [f"test {i}" for i in range(len(x))]
+        if data not in DATASETS:
+            raise MissingError(
+                f"the test images of {data!r} (a model of an image folder): give reproduce --data-dir DIR"
+            )
         images, source = ctx.test_digits(data, k)
         out.inputs = source
         return to_float(images, m.value_range).to(m.device), [f"test {i}" for i in range(len(images))]

@@ -226,7 +226,7 @@ def sdedit(
     model,
     images: Images,
     prompt: str | None = None,
-    i_starts: Sequence[int] = edits.SDEDIT_I_STARTS,
+    i_starts: Sequence[int] | None = None,
     n: int = 1,
     scale: float | None = None,
     seed: Seed = 0,
@@ -242,13 +242,15 @@ def sdedit(
     """SDEdit (A1.7) and, with a real prompt, class/text-conditional image-to-image (A1.7.3, `translate`): each
     image noised to the strided timestep of each i_start and denoised with CFG, n results each, all in one batch.
     images: (len(i_starts), k * n, C, H, W). On a flow model the i_starts index its Euler steps' flow times.
-    steps: how many strided timesteps span T (None: the course's stride, sampling.timesteps_for)."""
+    steps: how many strided timesteps span T (None: the course's stride, sampling.timesteps_for).
+    i_starts None: the course's (edits.SDEDIT_I_STARTS) that index one of the model's strided timesteps."""
     rule = choose_step_rule(sampler, variance, eta)
     m = as_model(model)
     m.kind.require(m, tool)
-    starts = [int(i) for i in i_starts]
     cfg = cfg_scale(m, scale)
     strided = edit_timesteps(m, steps)
+    default = [i for i in edits.SDEDIT_I_STARTS if i < len(strided)]
+    starts = [int(i) for i in i_starts] if i_starts is not None else default
     for i in starts:
         check_i_start(strided, i)
     p = prompt_of(m, prompt)
@@ -272,7 +274,7 @@ def sdedit(
     return Result(res, [panel], m.value_range, settings, singles, {"inputs": x})
 
 
-def translate(model, images: Images, prompt: str, i_starts: Sequence[int] = edits.SDEDIT_I_STARTS, **kw: Any) -> Result:
+def translate(model, images: Images, prompt: str, i_starts: Sequence[int] | None = None, **kw: Any) -> Result:
     """Class/text-conditional image-to-image (A1.7.3): SDEdit towards a real prompt ("a rocket ship", "7");
     `sdedit`'s other options."""
     if not prompt:
