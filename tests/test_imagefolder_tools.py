@@ -160,3 +160,19 @@ def test_report_part_a_runs_on_a_folder_model_with_its_held_out_images(trained, 
     without = Context(tmp_path / "r2", str(trained["run"]), budget=QUICK, progress=False)
     out = run_section(without, part_a[0])
     assert out.status == "missing" and "give reproduce --data-dir DIR" in out.notes[0]
+
+
+@pytest.mark.parametrize("tool", ["anagram", "hybrid"])
+def test_illusions_on_a_folder_model_are_read_by_its_own_classifier(trained, tool, capsys) -> None:
+    """--classifier: the folder's classifier reads each illusion (the shipped rankers know only MNIST-like data)."""
+    clf = trained["root"] / "shapes-classifier.safetensors"
+    if not clf.is_file():
+        test_folder_classifier_and_evaluate(trained, capsys)
+    argv = [a.format(photo=trained["photo"], shapes=trained["shapes"]) for a in TOOLS[tool]]
+    out = trained["root"] / f"{tool}-read.png"
+    common = ["--model", str(trained["run"]), "--device", "cpu", "--force"]
+    code, stdout, err = run([*argv, *common, "--out", str(out)], capsys)
+    assert code == 0 and "readings: not checked" in stdout, err  # no shipped classifier of 'shapes'
+    code, stdout, err = run([*argv, *common, "--classifier", str(clf), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "readings: not checked" not in stdout and " of 2 images read as asked" in stdout

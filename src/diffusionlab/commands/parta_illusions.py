@@ -4,7 +4,7 @@ commands (parta): one labelled grid PNG (--out) and, with --save-all DIR, every 
 from __future__ import annotations
 
 from diffusionlab.commands import illusion_options as ill
-from diffusionlab.commands.common import SamplingOptions
+from diffusionlab.commands.common import ClassifierOpt, SamplingOptions
 from diffusionlab.commands.parta import NOpt, OutOpt, SaveAllOpt, check_outputs, finish
 from diffusionlab.errors import DiffusionLabError
 
@@ -19,6 +19,7 @@ def anagram(
     runner_ups: ill.RunnerUpsOpt = False,
     weights: ill.WeightsOpt = None,
     balance: ill.BalanceOpt = None,
+    classifier: ClassifierOpt = None,
     out: OutOpt = None,
     save_all: SaveAllOpt = None,
     opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
@@ -39,7 +40,7 @@ def anagram(
     rule = opts.rule()  # a bad combination fails before the model loads
     m = opts.open()
     more = dict(best_of=best_of, runner_ups=runner_ups, weights=weights, combine=combine, balance=balance)
-    result = tools.anagram(m, prompt, view, n, scale, opts.seed, **rule, **more)
+    result = tools.anagram(m, prompt, view, n, scale, opts.seed, **rule, **more, classifier=reader(classifier, m))
     finish(result, path, save_all, opts.force)
     say_readings(result.settings)
 
@@ -52,6 +53,7 @@ def hybrid(
     scale: ill.ScaleOpt = None,
     best_of: ill.BestOfOpt = "1",
     runner_ups: ill.RunnerUpsOpt = False,
+    classifier: ClassifierOpt = None,
     out: OutOpt = None,
     save_all: SaveAllOpt = None,
     opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
@@ -70,9 +72,18 @@ def hybrid(
     path = check_outputs(out, "hybrid.png", save_all, opts.force)
     rule = opts.rule()  # a bad combination fails before the model loads
     m = opts.open()
-    result = tools.hybrid(m, prompt, n, kernel, sigma, scale, opts.seed, **rule, best_of=best_of, runner_ups=runner_ups)
+    more = dict(best_of=best_of, runner_ups=runner_ups, classifier=reader(classifier, m))
+    result = tools.hybrid(m, prompt, n, kernel, sigma, scale, opts.seed, **rule, **more)
     finish(result, path, save_all, opts.force)
     say_readings(result.settings)
+
+
+def reader(classifier: str | None, m):
+    """--classifier: the classifier that reads the illusions (best-of, the readings, the balance), e.g. one trained
+    on an image folder with train-classifier; None: the shipped ranker of the model's data."""
+    from diffusionlab.evaluation.classifier import load_classifier
+
+    return load_classifier(classifier, m.device) if classifier else None
 
 
 def say_readings(settings: dict) -> None:

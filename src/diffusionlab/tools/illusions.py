@@ -307,12 +307,13 @@ def hybrid(
     progress: bool = True,
     score: bool | None = None,
     steps: int | None = None,
+    classifier: Any = None,
 ) -> Result:
     """n images that read as prompts[0] from afar (low frequencies) and prompts[1] up close (high). kernel/sigma:
     the low-pass (default: edits.hybrid_blur). best_of: K candidates per image or "auto" (as anagram), ranked by
     the ranker (the far view, metrics.far_view, as prompts[0]; the image as prompts[1]); score: as anagram.
     images: (n, C, H, W); panels[0]: the images (framed by the near reading) and their low-pass (by the far).
-    steps: as anagram's."""
+    steps, classifier: as anagram's."""
     from diffusionlab.evaluation.metrics import far_view
     from diffusionlab.filters import check_blur, lowpass
 
@@ -325,7 +326,7 @@ def hybrid(
     ks, sg = edits.hybrid_blur(m, kernel, sigma)
     check_blur(ks, sg, m.image_shape[1], m.image_shape[2])
     p1, p2 = prompts_of(m, two)
-    clf, labels, why = _ranker(m, [p1, p2], k != 1, score, classifier=None)
+    clf, labels, why = _ranker(m, [p1, p2], k != 1, score, classifier)
     warning = _warn(m, 2, progress, "hybrid")
     g = seed_generator(seed)
     ts = illusion_steps(m, steps, edits.HYBRID_DEFAULTS)
