@@ -58,6 +58,7 @@ def ours(
     sample_steps: int | None = None,
 ):
     from diffusionlab.training import open_run, recipe
+    from diffusionlab.training.losslog import LOG_NAME, read_log_rows
 
     split = load(data_dir)
     config = recipe("class", hidden=hidden) if full else recipe("class", hidden=hidden, max_steps=steps)
@@ -74,11 +75,12 @@ def ours(
         start = time.perf_counter()
         summary = trainer.run(split)
         wall = time.perf_counter() - start  # incl. warm-up, compilation and checkpoints
+        rows = read_log_rows(Path(tmp) / "run" / LOG_NAME)  # the last step's loss, as the reference's
     return {
         "steps": summary["step"],
         "seconds": summary["seconds"],
         "wall_s": wall,
-        "final_loss": trainer.last_losses[-1] if trainer.last_losses else None,
+        "final_loss": rows[-1]["loss"] if rows else None,
         "accuracy": conditional_accuracy(trainer.net, device, accuracy, sample_steps, hidden),
         "precision": trainer.precision_choice.describe(),
     }
