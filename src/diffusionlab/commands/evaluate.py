@@ -164,7 +164,9 @@ def evaluate(
         scores["command"] = command_line(model, n, None, steps, seed, rule, None, False, 0)
         print(uncond.format_unconditional_scores(scores, m.class_names or dataset_info(data).class_names))
         return write_scores(out, scores)
-    scale = cfg if cfg is not None else m.kind.guidance_scale(m)  # the model's default, as sample's
+    from diffusionlab.tools.inputs import cfg_scale
+
+    scale = cfg_scale(m, cfg)  # the tools' one rule: the given scale, else the model's default
     scores = evaluate_model(m, clf, n, scale, steps, seed, test, train, sampler=step_rule)
     scores.update(pair_scores(m, clf, anagram, hybrid, pair_n, cfg if cfg is not None else DEFAULT_CFG, seed))
     scores["classifier"] = str(classifier or f"shipped {data}-classifier")
