@@ -33,6 +33,20 @@ MAX_IDX_BYTES = 256 * 2**20
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+# The four IDX files, named alike in MNIST and Fashion-MNIST: role -> file name (as published, gzipped)
+IDX_FILES = {
+    "train-images": "train-images-idx3-ubyte.gz",
+    "train-labels": "train-labels-idx1-ubyte.gz",
+    "test-images": "t10k-images-idx3-ubyte.gz",
+    "test-labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+def _idx_files(*md5s: str) -> dict[str, tuple[str, str]]:
+    """role -> (file name, md5 of the published .gz), from the four md5s in IDX_FILES' order."""
+    return dict(zip(IDX_FILES, zip(IDX_FILES.values(), md5s, strict=True), strict=True))
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
@@ -44,23 +58,23 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
         "mnist",
-        {
-            "train-images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-            "train-labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-            "test-images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-            "test-labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
-        },
+        _idx_files(
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "ec29112dd5afa0611ce80d1b7f02629c",
+        ),
         ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
         ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"),
     ),
     "fashion-mnist": DatasetInfo(
         "fashion-mnist",
-        {
-            "train-images": ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-            "train-labels": ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-            "test-images": ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-            "test-labels": ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-        },
+        _idx_files(
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+        ),
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         (
             "t-shirt/top",
