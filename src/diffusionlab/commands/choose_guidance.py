@@ -13,7 +13,6 @@ import typer
 
 from diffusionlab.checks import check_output_file
 from diffusionlab.commands.common import (
-    ClassifierOpt,
     DeviceOpt,
     ForceOpt,
     ModelOpt,
@@ -22,7 +21,7 @@ from diffusionlab.commands.common import (
     steps_callback,
     wrote,
 )
-from diffusionlab.commands.evaluate import DataDirOpt
+from diffusionlab.commands.evaluate import ScoringOptions
 from diffusionlab.errors import DiffusionLabError
 
 GUIDANCE_KEY = "default_guidance"  # the model JSON's entry (CourseModel.default_guidance_scale reads its cfg_scale)
@@ -57,8 +56,7 @@ def choose_guidance(
         int, typer.Option("--steps", help="Sampling steps (DDPM: evenly spaced; flow: Euler).", callback=steps_callback)
     ] = 30,
     seed: SeedOpt = 0,
-    data_dir: DataDirOpt = None,
-    classifier: ClassifierOpt = None,
+    scoring: ScoringOptions = ScoringOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     target: Annotated[
         float | None,
         typer.Option(
@@ -114,7 +112,7 @@ def choose_guidance(
         for point in result["curve"]:
             print(format_point(point))
     else:
-        result = measure(m, model, grid, scales, n, steps, seed, data_dir, classifier, out)
+        result = measure(m, model, grid, scales, n, steps, seed, scoring, out)
     result["target_accuracy"] = goal_for(result, target)
     result["choice"] = choose_scale(result["curve"], result["target_accuracy"])
     print(format_choice(result))
@@ -127,17 +125,17 @@ def choose_guidance(
 
 
 def measure(
-    m, model: str, grid, scales: str, n: int, steps: int, seed: int, data_dir, classifier, out: Path
+    m, model: str, grid, scales: str, n: int, steps: int, seed: int, scoring: ScoringOptions, out: Path
 ) -> dict[str, Any]:
     """The curve of model m with how it was measured (the classifier of its data, FD against its test split). Each
     point is printed and the curve so far written to `out` as it is measured: an interrupted measurement keeps its
     points (--from-curve takes them, with the rest measured apart)."""
-    from diffusionlab.commands.evaluate import check_inputs, scoring_data
+    from diffusionlab.commands.evaluate import check_inputs
     from diffusionlab.evaluation.guidance_curve import measure_curve
 
     check_inputs(m, n, 0, None)
     data = m.config.get("data", "mnist")
-    clf, test, train = scoring_data(m, classifier, data_dir)
+    clf, test, train = scoring.load(m)
     start = time.perf_counter()
     curve: list[dict[str, Any]] = []
 
@@ -152,7 +150,7 @@ def measure(
     header = {
         "model": m.name,
         "data": data,
-        "classifier": str(classifier or f"shipped {data}-classifier"),
+        "classifier": scoring.classifier_name(data),
         "classifier_test_accuracy": clf.test_accuracy,
         "n_per_class": n,
         "steps": steps,

@@ -223,7 +223,8 @@ class SamplingOptions(ModelOptions):
 
 def with_bundles(command):
     """The command with each parameter typed as a bundle (a dataclass of options: ModelOptions, SamplingOptions,
-    parta.ImageOptions, ...) replaced by the bundle's options, gathered back into one bundle when it runs."""
+    parta.ImageOptions, ScoringOptions, ...) replaced, in its place, by the bundle's options, gathered back into one
+    bundle when it runs."""
     signature = inspect.signature(command, eval_str=True)
     bundles = {
         name: p.annotation
@@ -232,14 +233,17 @@ def with_bundles(command):
     }
     if not bundles:
         return command
-    params = [p for name, p in signature.parameters.items() if name not in bundles]
+    params: list[inspect.Parameter] = []
     fields: dict[str, list[str]] = {}
-    for name, bundle in bundles.items():
-        hints = typing.get_type_hints(bundle, include_extras=True)
-        fields[name] = [f.name for f in dataclasses.fields(bundle)]
+    for name, p in signature.parameters.items():
+        if name not in bundles:
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if fields else p)
+            continue
+        hints = typing.get_type_hints(bundles[name], include_extras=True)
+        fields[name] = [f.name for f in dataclasses.fields(bundles[name])]
         params += [
             inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
-            for f in dataclasses.fields(bundle)
+            for f in dataclasses.fields(bundles[name])
         ]
 
     @functools.wraps(command)

@@ -3,6 +3,7 @@ classifier is trained by `diffusionlab train-classifier`, commands/train_classif
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from collections.abc import Callable, Sequence
@@ -38,6 +39,25 @@ DataDirOpt = Annotated[
         help="Folder with the four IDX files (.gz or raw), or a folder of images (its held-out share); else the cache.",
     ),
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringOptions:
+    """What scores a model's samples (evaluate, choose-guidance): --data-dir (the test split for the Frechet
+    distance, the train split for its floor) and --classifier."""
+
+    data_dir: DataDirOpt = None
+    classifier: ClassifierOpt = None
+
+    def load(self, m) -> tuple:
+        """(classifier, test split, train split) for model m: scoring_data."""
+        return scoring_data(m, self.classifier, self.data_dir)
+
+    def classifier_name(self, data: str) -> str:
+        """The classifier as the scores name it."""
+        return str(self.classifier or f"shipped {data}-classifier")
+
+
 AnagramOpt = Annotated[
     str | None,
     typer.Option(
@@ -80,8 +100,7 @@ def evaluate(
     ] = None,
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
-    data_dir: DataDirOpt = None,
-    classifier: ClassifierOpt = None,
+    scoring: ScoringOptions = ScoringOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     anagram: AnagramOpt = None,
     hybrid: HybridOpt = False,
     pair_n: Annotated[
@@ -134,13 +153,13 @@ def evaluate(
     step_rule = choose_step_rule(sampler, variance, eta)
     m = open_scored_model(model, device)
     if m.kind.supports("denoise_once"):  # a single-step denoiser: its own scores
-        class_only = {"--anagram": anagram, "--hybrid": hybrid, "--classifier": classifier, "--steps": steps}
+        class_only = {"--anagram": anagram, "--hybrid": hybrid, "--classifier": scoring.classifier, "--steps": steps}
         given = [k for k, v in {**class_only, "--sampler": sampler, "--variance": variance, "--eta": eta}.items() if v]
         if given:
             raise DiffusionLabError(f"{given[0]} scores class-conditioned samples; {m.name} is a single-step denoiser")
         from diffusionlab.commands.evaluate_denoiser import score_denoiser
 
-        scores = score_denoiser(m, model, n, sigma, seed, data_dir)
+        scores = score_denoiser(m, model, n, sigma, seed, scoring.data_dir)
         return write_scores(out, scores)
     if sigma is not None:
         raise DiffusionLabError("--sigma scores a single-step denoiser; pass --model mnist-denoiser or a denoiser run")
@@ -156,11 +175,11 @@ def evaluate(
         n = n or 100
         check_inputs(m, n, pair_n if anagram or hybrid else 0, anagram)
     data = m.config.get("data", "mnist")
-    clf, test, train = scoring_data(m, classifier, data_dir)
+    clf, test, train = scoring.load(m)
     rule = {"--sampler": sampler, "--variance": variance, "--eta": eta}
     if unconditional:
         scores = evaluate_unconditional(m, clf, n, steps, seed, test, train, sampler=step_rule)
-        scores["classifier"] = str(classifier or f"shipped {data}-classifier")
+        scores["classifier"] = scoring.classifier_name(data)
         scores["command"] = command_line(model, n, None, steps, seed, rule, None, False, 0)
         print(uncond.format_unconditional_scores(scores, m.class_names or dataset_info(data).class_names))
         return write_scores(out, scores)
@@ -169,7 +188,7 @@ def evaluate(
     scale = cfg_scale(m, cfg)  # the tools' one rule: the given scale, else the model's default
     scores = evaluate_model(m, clf, n, scale, steps, seed, test, train, sampler=step_rule)
     scores.update(pair_scores(m, clf, anagram, hybrid, pair_n, cfg if cfg is not None else DEFAULT_CFG, seed))
-    scores["classifier"] = str(classifier or f"shipped {data}-classifier")
+    scores["classifier"] = scoring.classifier_name(data)
     scores["command"] = command_line(model, n, cfg, steps, seed, rule, anagram, hybrid, pair_n)
     print(format_scores(scores, m.class_names))
     write_scores(out, scores, map_writers(scores, maps, m.class_names))
