@@ -12,7 +12,7 @@ import torch
 
 KEY_FIELDS = (
     "kind", "view", "steps", "rule", "cfg", "combine", "weights", "balance", "judge", "ranker", "pairs", "kernel",
-    "sigma", "n_per_pair", "seed", "model", "far_factor",
+    "sigma", "n_per_pair", "seed", "model", "far_factor", "near_cfg", "lowpass",
 )  # fmt: skip
 
 

@@ -13,8 +13,8 @@ library's defaults where a factor is "default"). Factors: steps (strided = the c
 count of evenly spaced ones; 300 = every step), rule (auto, beta, beta-tilde: ddpm variance; ddim:ETA; dpm++2m;
 any with "+clip": x0_hat clamped to the value range),
 cfg, combine (anagrams: guidance.COMBINE_MODES), weights (anagrams: the two readings' weights as "1:2"), balance
-(anagrams: on/off, the classifier's reading balance while sampling; off where a row lacks it), kernel and
-sigma (hybrids). Every row is one batch of all pairs (or --pairs) x N with the same seed; measured rows are appended
+(on/off, the ranker's reading balance while sampling; off where a row lacks it), kernel, sigma, near_cfg (the
+near component's own CFG; cfg is then the far one's) and lowpass (gaussian, far: edits.HYBRID_LOWPASS) (hybrids). Every row is one batch of all pairs (or --pairs) x N with the same seed; measured rows are appended
 to --rows (JSON lines) and skipped when run again.
 
   python benchmarks/illusion_table.py --views rot180 --n 16 --pairs 1-3,3-1,1-9 --anagram "weights=1:1,1:2,2:1" \
@@ -106,13 +106,28 @@ def measure(
     else:
         k = None if s["kernel"] == "default" else int(s["kernel"])
         sg = None if s["sigma"] == "default" else float(s["sigma"])
-        r = evaluate_hybrids(model, ranker, kernel=k, sigma=sg, rule=parse_rule(s["rule"]), factor=far, **common)
+        rule = parse_rule(s["rule"]) | hybrid_options(model, ranker, s, n, pairs, far)
+        if s.get("near_cfg", "default") != "default":
+            common["cfg_scale"] = (cfg, float(s["near_cfg"]))  # (far, near); None: the far default
+        r = evaluate_hybrids(model, ranker, kernel=k, sigma=sg, rule=rule, factor=far, **common)
         keys = ("hybrid_success", "hybrid_far", "hybrid_near")
     row = {"kind": kind, "view": view, **s, "n_per_pair": n, "seed": seed} | ({"pairs": pairs} if pairs else {})
     row |= {key: r[key] for key in keys} | {"seconds": round(time.perf_counter() - start, 1), "per_pair": r["per_pair"]}
     if kind == "hybrid":
         row |= {"blur": f"{r['kernel']}/{r['sigma']:g}", "far_factor": far}
     return row, r["images"]
+
+
+def hybrid_options(model, ranker, s: dict[str, str], n: int, pairs, far: int) -> dict:
+    """edits.hybrid's own options of a row (lowpass, balance: the ranker steers the far/near CFG as in the tool);
+    they travel with the step rule's keyword arguments, which evaluate_hybrids hands to edits.hybrid."""
+    from diffusionlab.evaluation.balance import hybrid_balance
+
+    opts = {} if s.get("lowpass", "default") == "default" else {"lowpass": s["lowpass"]}
+    if s.get("balance", "off") == "on":
+        low, high = pair_labels(model, n, pairs)
+        opts["balance"] = hybrid_balance(ranker, low, high, model.value_range, far)
+    return opts
 
 
 def merged(rows: list[dict]) -> list[dict]:
@@ -170,6 +185,9 @@ def table(rows: list[dict], kind: str) -> str:
             "kernel",
             "sigma",
             "blur",
+            "near_cfg",
+            "lowpass",
+            "balance",
             "judge",
             "n_per_pair",
             "seed",

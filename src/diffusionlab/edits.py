@@ -58,12 +58,17 @@ ANAGRAM_DEFAULTS: dict[str, Any] = {
     "balance": True,  # reading balance where a classifier exists: rot180 62 vs 53 %, flip 62 vs 49 % (N = 8)
 }
 HYBRID_DEFAULTS: dict[str, Any] = {
-    "scale": 10.0,
+    "scale": 10.0,  # the far (low-pass) component's CFG, and the near one's where near_scale is None
+    "near_scale": None,
+    "lowpass": "gaussian",
     "kernel": 15,
     "sigma": 1.5,
     "steps": None,
     "rule": MEASURED_HYBRID_RULE,
+    "balance": False,
 }
+# a hybrid's low-pass: a Gaussian (kernel, sigma) or the far view's own pooling (metrics.far_view, FAR_FACTOR 2)
+HYBRID_LOWPASS, HYBRID_FAR_POOL = ("gaussian", "far"), 2
 
 
 def _ours(model: DiffusionModel) -> bool:
@@ -343,23 +348,46 @@ def hybrid(
     n: int = 1,
     sigma: float | None = None,
     kernel: int | None = None,
-    scale: float | None = None,
+    scale: float | tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
     timesteps: Sequence[int] | None = None,
     callback: sampling.Callback | None = None,
+    lowpass: str | None = None,
+    balance: Callable[[Tensor], Tensor] | None = None,
     **sampler: Any,
 ) -> Tensor:
     """Hybrid images: low frequencies from low_prompt (seen from afar), high ones from high_prompt (seen close).
-
-    sigma/kernel default to HYBRID_DEFAULTS for our models (measured), else 2 and 33 at 64 px, scaled with the
-    image size (filters.scaled_blur)."""
+    scale: one CFG or (far, near) (hybrid_scales); lowpass: HYBRID_LOWPASS ("gaussian": hybrid_blur's sigma and
+    kernel; "far": the far view's pooling); balance: x0 -> (n, 2) weights of the (far, near) readings after every
+    step (evaluation.balance.hybrid_balance), scaling each image's components' CFG (guidance.hybrid)."""
     k, sg = hybrid_blur(model, kernel, sigma)
-    s = illusion_scale(model, HYBRID_DEFAULTS) if scale is None else scale
-    est = guidance.hybrid(model, cond_of(model, low_prompt), cond_of(model, high_prompt), model.null(1), s, k, sg)
+    s = hybrid_scales(model, scale)
+    pool = HYBRID_FAR_POOL if hybrid_lowpass(model, lowpass) == "far" else None
+    weights = None if balance is None else guidance.ViewWeights(torch.ones(n, 2), 2)
+    callback = callback if balance is None else weights.rebalancing(balance, callback)
+    conds = cond_of(model, low_prompt), cond_of(model, high_prompt), model.null(1)
+    est = guidance.hybrid(model, *conds, s, k, sg, pool, weights)
     x = randn((n, *model.image_shape), generator, device=model.device)
     ts = list(timesteps) if timesteps is not None else illusion_timesteps(model, HYBRID_DEFAULTS)
     rule = illusion_rule(model, HYBRID_DEFAULTS, sampler)
     return _denoise(model, x, ts, est, 0, generator=generator, callback=callback, **rule)
+
+
+def hybrid_scales(model: DiffusionModel, scale: float | Sequence[float | None] | None = None) -> tuple[float, float]:
+    """A hybrid's (far, near) CFG: one scale for both, or a pair whose None entries take the default
+    (HYBRID_DEFAULTS' scale and near_scale for our models, else default_scale)."""
+    far = illusion_scale(model, HYBRID_DEFAULTS)
+    near = float(HYBRID_DEFAULTS["near_scale"]) if _ours(model) and HYBRID_DEFAULTS["near_scale"] else far
+    a, b = (far, near) if scale is None else (scale, scale) if isinstance(scale, int | float) else scale
+    return (far if a is None else float(a)), (near if b is None else float(b))
+
+
+def hybrid_lowpass(model: DiffusionModel, lowpass: str | None = None) -> str:
+    """The hybrid's low-pass (HYBRID_LOWPASS): the caller's, else HYBRID_DEFAULTS' for our models, else Gaussian."""
+    name = lowpass or (HYBRID_DEFAULTS["lowpass"] if _ours(model) else "gaussian")
+    if name not in HYBRID_LOWPASS:
+        raise DiffusionLabError(f"unknown hybrid low-pass {name!r}; choose one of {', '.join(HYBRID_LOWPASS)}")
+    return name
 
 
 def hybrid_blur(model: DiffusionModel, kernel: int | None = None, sigma: float | None = None) -> tuple[int, float]:
@@ -367,6 +395,5 @@ def hybrid_blur(model: DiffusionModel, kernel: int | None = None, sigma: float |
     course's 33 and 2 at 64 px scaled to the image size."""
     k0, s0 = scaled_blur(model.image_shape[1])
     if _ours(model):
-        k0 = HYBRID_DEFAULTS["kernel"] or k0
-        s0 = HYBRID_DEFAULTS["sigma"] or s0
+        k0, s0 = HYBRID_DEFAULTS["kernel"] or k0, HYBRID_DEFAULTS["sigma"] or s0
     return (kernel or k0), (sigma or s0)

@@ -63,3 +63,12 @@ def lowpass(x: Tensor, kernel_size: int, sigma: float) -> Tensor:
 def highpass(x: Tensor, kernel_size: int, sigma: float) -> Tensor:
     """x - lowpass(x): lowpass + highpass of the same x gives x back."""
     return x - gaussian_blur(x, kernel_size, sigma)
+
+
+def pooled_lowpass(x: Tensor, factor: int = 2) -> Tensor:
+    """What an image keeps at 1/factor of its size: average-pooled by `factor` (ceil), upsampled back bilinearly
+    (evaluation.metrics.far_view, the far reading of a hybrid)."""
+    if factor < 1:
+        raise DiffusionLabError(f"the pooling factor must be at least 1, got {factor}")
+    h, w = x.shape[-2:]
+    return F.interpolate(F.avg_pool2d(x, factor, ceil_mode=True), size=(h, w), mode="bilinear", align_corners=False)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from diffusionlab.checks import check_scale
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.filters import highpass, lowpass, scaled_blur
+from diffusionlab.filters import highpass, lowpass, pooled_lowpass, scaled_blur
 from diffusionlab.model_protocol import DiffusionModel, Prediction
 from diffusionlab.views import View
 
@@ -247,27 +247,37 @@ def hybrid(
     low_cond: Tensor,
     high_cond: Tensor,
     uncond: Tensor,
-    scale: float,
+    scale: float | tuple[float, float],
     kernel_size: int | None = None,
     sigma: float | None = None,
+    pool: int | None = None,
+    weights: Tensor | ViewWeights | None = None,
 ) -> Estimator:
     """Hybrid images: eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)), highpass = x - lowpass.
 
+    scale: one CFG scale for both components, or (low, high): the far reading's and the near reading's own.
     lowpass is a Gaussian blur; kernel and sigma default to the course's 33 and 2 at 64 px, scaled with the image
-    size by filters.scaled_blur (15 and 0.875 at 28 px). The three branches (low, high, uncond) are one predict.
+    size by filters.scaled_blur (15 and 0.875 at 28 px). pool: the far view's own filter instead (average-pooled
+    by `pool`, upsampled bilinearly: filters.pooled_lowpass), so the near component is what the far view drops.
+    weights (n, 2), optional: each image's balance of the two readings (check_view_weights), which scales its
+    components' CFG by 2 w (equal weights: the scales as given); a ViewWeights is read at every step (a step hook
+    may change it: the reading balance). The three branches (low, high, uncond) are one predict.
     The variance (IF) is the mean of the two conditional branches', as for anagrams and the reference code.
     """
-    check_scale(scale, "the CFG scale")
-    k_default, s_default = scaled_blur(model.image_shape[1])
-    k = kernel_size if kernel_size is not None else k_default
-    s = sigma if sigma is not None else s_default
+    s_low, s_high = (scale, scale) if isinstance(scale, int | float) else scale
+    check_scale(s_low, "the far (low-pass) CFG scale")
+    check_scale(s_high, "the near (high-pass) CFG scale")
+    if weights is not None and not isinstance(weights, ViewWeights):
+        weights = ViewWeights(weights, 2)
+    low, high = hybrid_filters(model, kernel_size, sigma, pool)
 
     def estimate(x_t: Tensor, t: int) -> Prediction:
         n = x_t.shape[0]
         cs = torch.cat([repeat_cond(low_cond, n), repeat_cond(high_cond, n), repeat_cond(uncond, n)])
         out = predict_branches(model, x_t, 3, t, cs)
         e_low, e_high, e_u = out.output.split(n)
-        eps = lowpass(cfg_combine(e_low, e_u, scale), k, s) + highpass(cfg_combine(e_high, e_u, scale), k, s)
+        g_low, g_high = _component_scales(s_low, s_high, weights, x_t)
+        eps = low(cfg_combine(e_low, e_u, g_low)) + high(cfg_combine(e_high, e_u, g_high))
         var = None
         if out.var_values is not None:
             v_low, v_high, _ = out.var_values.split(n)
@@ -275,3 +285,24 @@ def hybrid(
         return Prediction(eps, var)
 
     return estimate
+
+
+def hybrid_filters(
+    model: DiffusionModel, kernel_size: int | None = None, sigma: float | None = None, pool: int | None = None
+) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """A hybrid's (lowpass, highpass = x - lowpass): the far view's pooling by `pool`, else a Gaussian blur
+    (kernel and sigma default to the course's 33 and 2 at 64 px, scaled with the image size)."""
+    if pool is not None:
+        return (lambda x: pooled_lowpass(x, pool)), (lambda x: x - pooled_lowpass(x, pool))
+    k_default, s_default = scaled_blur(model.image_shape[1])
+    k = kernel_size if kernel_size is not None else k_default
+    s = sigma if sigma is not None else s_default
+    return (lambda x: lowpass(x, k, s)), (lambda x: highpass(x, k, s))
+
+
+def _component_scales(s_low: float, s_high: float, weights: ViewWeights | None, x: Tensor):
+    """The CFG scales of the two components: as given, or per image times 2 w (n, 1, 1, 1 each)."""
+    if weights is None:
+        return s_low, s_high
+    w = 2.0 * weights.w.to(x).view(-1, 2, *[1] * (x.ndim - 1))
+    return s_low * w[:, 0], s_high * w[:, 1]

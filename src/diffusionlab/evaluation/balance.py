@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from diffusionlab.evaluation.metrics import to_unit
+from diffusionlab.evaluation.metrics import FAR_FACTOR, far_view, to_unit
 
 # measured on the 13 hardest rot180 pairs (docs/illusions.md, "Reading balance"): gain 4 with the weights kept in
 # [0.25, 0.75] (two readings) solved the most
@@ -54,3 +54,22 @@ def reading_balance(
         return balance_weights(torch.stack(short, 1), gain, floor)
 
     return weights
+
+
+class _Seen:
+    """A reading as reading_balance takes a view: `apply(x, value_range)` of [0, 1] images."""
+
+    def __init__(self, see: Callable[[Tensor], Tensor]):
+        self.see = see
+
+    def apply(self, x: Tensor, value_range: tuple[float, float]) -> Tensor:
+        return self.see(x)
+
+
+def hybrid_balance(
+    classifier, low: Tensor, high: Tensor, value_range: tuple[float, float], factor: int = FAR_FACTOR
+) -> Callable[[Tensor], Tensor]:
+    """The balance of a hybrid's two readings (edits.hybrid): x0 -> weights (n, 2) of (far, near), the far view
+    (metrics.far_view) read as `low`, the image itself as `high` (n labels each); as reading_balance."""
+    readings = [_Seen(lambda x: far_view(x, factor)), _Seen(lambda x: x)]
+    return reading_balance(classifier, readings, [low, high], value_range)

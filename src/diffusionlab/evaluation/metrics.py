@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
+from diffusionlab.filters import pooled_lowpass
 
 Labels = int | Sequence[int] | Tensor
 
@@ -153,10 +153,9 @@ FAR_FACTOR = 2
 
 
 def far_view(images: Tensor, factor: int = FAR_FACTOR) -> Tensor:
-    """What the image looks like from afar: average-pooled by `factor` (28 -> 14 for 2), upsampled back bilinearly."""
-    h, w = images.shape[-2:]
-    small = F.avg_pool2d(images, factor, ceil_mode=True)
-    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    """What the image looks like from afar: average-pooled by `factor` (28 -> 14 for 2), upsampled back bilinearly
+    (filters.pooled_lowpass, also a hybrid's far low-pass)."""
+    return pooled_lowpass(images, factor)
 
 
 def hybrid_scores(

@@ -185,21 +185,30 @@ def _pick(generate, unit_of, labels, clf, n: int, best_of: int | str) -> tuple[T
     return res, rows, {"best_of": k} if k > 1 else {}
 
 
-def _reading_balance(m, prompts, views, balance: bool | None, classifier, count: int):
-    """The step hook's balance (evaluation.balance.reading_balance) for `count` images, or None. balance None:
-    edits.ANAGRAM_DEFAULTS["balance"] where the model has a shipped classifier and every prompt a class;
-    True: required (a one-line error where it cannot be). views: the readings' views, the identity first."""
-    from diffusionlab.evaluation.balance import reading_balance
-
-    if balance is False or (balance is None and not edits.ANAGRAM_DEFAULTS["balance"]):
+def _balance_reader(m, prompts, balance: bool | None, default: bool, classifier) -> tuple[Any, list[int]] | None:
+    """(classifier, labels) that steer the reading balance, or None. balance None: `default` (the tool's
+    measured one) where the model has a shipped classifier and every prompt a class; True: required (a one-line
+    error where it cannot be)."""
+    if balance is False or (balance is None and not default):
         return None
     try:
         clf = classifier if classifier is not None else scoring_classifier(m, "--balance")
-        labels = labels_of(m, prompts, "--balance")
+        return clf, labels_of(m, prompts, "--balance")
     except DiffusionLabError:
         if balance:  # asked for: say why it cannot be
             raise
         return None  # the default applies only where it can (IF, other data, an empty prompt: sampled as before)
+
+
+def _reading_balance(m, prompts, views, balance: bool | None, classifier, count: int):
+    """The step hook's balance (evaluation.balance.reading_balance) for `count` images, or None (default:
+    edits.ANAGRAM_DEFAULTS["balance"]; see _balance_reader). views: the readings' views, the identity first."""
+    from diffusionlab.evaluation.balance import reading_balance
+
+    reader = _balance_reader(m, prompts, balance, edits.ANAGRAM_DEFAULTS["balance"], classifier)
+    if reader is None:
+        return None
+    clf, labels = reader
     return reading_balance(clf, views, [torch.full((count,), lab) for lab in labels], m.value_range)
 
 
@@ -308,14 +317,23 @@ def hybrid(
     score: bool | None = None,
     steps: int | None = None,
     classifier: Any = None,
+    far_scale: float | None = None,
+    near_scale: float | None = None,
+    lowpass: str | None = None,
+    balance: bool | None = None,
 ) -> Result:
     """n images that read as prompts[0] from afar (low frequencies) and prompts[1] up close (high). kernel/sigma:
-    the low-pass (default: edits.hybrid_blur). best_of: K candidates per image or "auto" (as anagram), ranked by
-    the ranker (the far view, metrics.far_view, as prompts[0]; the image as prompts[1]); score: as anagram.
-    images: (n, C, H, W); panels[0]: the images (framed by the near reading) and their low-pass (by the far).
-    steps, classifier: as anagram's."""
+    the Gaussian low-pass (default: edits.hybrid_blur); lowpass: edits.HYBRID_LOWPASS ("far": the far view's own
+    pooling). scale: both components' CFG; far_scale / near_scale: one component's own (edits.hybrid_scales).
+    balance: the ranker reads each clean estimate far and near after every step and raises the CFG of the reading
+    it does not see yet (evaluation.balance.hybrid_balance; default edits.HYBRID_DEFAULTS). best_of: K candidates
+    per image or "auto" (as anagram), ranked by the ranker (the far view, metrics.far_view, as prompts[0]; the
+    image as prompts[1]); score: as anagram. images: (n, C, H, W); panels[0]: the images (framed by the near
+    reading) and their low-pass (by the far). steps, classifier: as anagram's."""
+    from diffusionlab.evaluation.balance import hybrid_balance
     from diffusionlab.evaluation.metrics import far_view
-    from diffusionlab.filters import check_blur, lowpass
+    from diffusionlab.filters import check_blur
+    from diffusionlab.filters import lowpass as gaussian_lowpass
 
     two = _two(prompts, "hybrid", "low, high")
     k, _, _ = parse_best_of(best_of)
@@ -325,14 +343,23 @@ def hybrid(
     check_batch(n * (k or AUTO_ROUND), m.image_shape, "-n x --best-of")
     ks, sg = edits.hybrid_blur(m, kernel, sigma)
     check_blur(ks, sg, m.image_shape[1], m.image_shape[2])
+    low_pass = edits.hybrid_lowpass(m, lowpass)
+    scales = edits.hybrid_scales(
+        m, (scale if far_scale is None else far_scale, scale if near_scale is None else near_scale)
+    )
     p1, p2 = prompts_of(m, two)
     clf, labels, why = _ranker(m, [p1, p2], k != 1, score, classifier)
+    reader = _balance_reader(m, [p1, p2], balance, edits.HYBRID_DEFAULTS["balance"], classifier)
     warning = _warn(m, 2, progress, "hybrid")
     g = seed_generator(seed)
     ts = illusion_steps(m, steps, edits.HYBRID_DEFAULTS)
 
     def generate(count: int) -> Tensor:
-        return edits.hybrid(m, p1, p2, count, sg, ks, scale, g, timesteps=ts, progress=progress, **rule)
+        steer = None
+        if reader is not None:
+            steer = hybrid_balance(reader[0], *(torch.full((count,), lab) for lab in reader[1]), m.value_range)
+        kw = dict(timesteps=ts, progress=progress, lowpass=low_pass, balance=steer)
+        return edits.hybrid(m, p1, p2, count, sg, ks, scales, g, **kw, **rule)
 
     def unit_of(x: Tensor) -> list[Tensor]:
         u = _to_unit(x, m.value_range)
@@ -343,16 +370,20 @@ def hybrid(
     names = [f"{show_prompt(p1)} (far)", f"{show_prompt(p2)} (near)"]
     verdict = _verdict(unit_of(kept), labels, clf, names, m, why)
     marks = torch.tensor(verdict["reading_passed"]).flip(1) if "reading_passed" in verdict else None  # rows: near, far
-    title = f"hybrid: far {show_prompt(p1)}, near {show_prompt(p2)}; kernel {ks}, sigma {sg:g}"
-    cells = framed(torch.cat([kept, lowpass(kept, ks, sg)]), marks, m.value_range)
+    if low_pass == "far":
+        seen_far, blur = far_view(kept), "far-view low-pass"
+    else:
+        seen_far, blur = gaussian_lowpass(kept, ks, sg), f"kernel {ks}, sigma {sg:g}"
+    title = f"hybrid: far {show_prompt(p1)}, near {show_prompt(p2)}; {blur}"
+    cells = framed(torch.cat([kept, seen_far]), marks, m.value_range)
     rows_text = ["hybrid", f"low-pass ({show_prompt(p1)})"]
     panels = [Panel(cells, n, rows_text, image_labels(verdict.get("passed"), n), title)]
     if runner_ups and rows is not None and rows.shape[1] > 1:
         others = rows[:, 1:].reshape(-1)
         panels.append(Panel(res[others], rows.shape[1] - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
-    s = edits.illusion_scale(m, edits.HYBRID_DEFAULTS) if scale is None else scale
     settings = tool_settings(
-        "hybrid", m, seed, [], prompts=[p1, p2], n=n, kernel=ks, sigma=sg, scale=s, steps=len(ts),
+        "hybrid", m, seed, [], prompts=[p1, p2], n=n, lowpass=low_pass, kernel=ks, sigma=sg, scale=scales[0],
+        near_scale=scales[1], balance=reader is not None, steps=len(ts),
         **ran_rule(m, edits.illusion_rule(m, edits.HYBRID_DEFAULTS, rule)), **how, **warning, **verdict,
     )  # fmt: skip
     return Result(kept, panels, m.value_range, settings, {f"hybrid_{j + 1}": kept[j] for j in range(n)})
