@@ -11,7 +11,7 @@ from parta_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from diffusionlab.cli import main
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.evaluation.classifier import Ensemble
+from diffusionlab.evaluation.classifier import RANKER_TILTS, Ensemble, load_ranker, tilted
 from diffusionlab.tools.readings import (
     AUTO_ROUND,
     draw_until,
@@ -124,6 +124,31 @@ def test_ensemble_reads_the_mean_of_its_members_probabilities():
     probs = torch.softmax(ens.logits(torch.zeros(3, 1)), 1)
     torch.testing.assert_close(probs, torch.tensor([[0.30005, 0.69995]] * 3))
     assert ens.classify(torch.zeros(1, 1)).tolist() == [1]  # the first alone would read 0
+
+
+def test_tilted_turns_about_the_centre_and_zero_is_the_image_itself():
+    x = torch.rand(2, 1, 28, 28)
+    assert tilted(x, 0.0) is x
+    # a quarter turn maps pixel centres onto pixel centres: it is rot90 (counter-clockwise as displayed)
+    torch.testing.assert_close(tilted(x, 90.0), torch.rot90(x, 1, dims=(2, 3)), atol=1e-5, rtol=0)
+    assert not torch.allclose(tilted(x, 10.0), x, atol=1e-2)
+
+
+def test_a_tilted_ensemble_averages_every_member_over_every_tilt():
+    class ReadsTheTopRow:  # probability of class 1 = the mean of the image's top row
+        def logits(self, x):
+            p1 = x[:, 0, 0, :].mean(1).clamp(1e-6, 1 - 1e-6)
+            return torch.stack([1 - p1, p1], 1).log()
+
+    x = torch.zeros(1, 1, 28, 28)
+    x[:, :, 0, :] = 1.0  # a bright top row: read as 1 upright; tilted, the row moves and reads less
+    member = ReadsTheTopRow()
+    expected = torch.stack([torch.softmax(member.logits(tilted(x, d)), 1) for d in (0.0, 10.0, -10.0)]).mean(0)
+    got = torch.softmax(Ensemble([member, member], (0.0, 10.0, -10.0)).logits(x), 1)
+    torch.testing.assert_close(got, expected)
+    assert got[0, 1] < 0.999  # the tilts took part
+    shipped = load_ranker("mnist")
+    assert shipped.tilts == RANKER_TILTS and len(shipped.members) == 3
 
 
 @pytest.fixture(scope="module")
