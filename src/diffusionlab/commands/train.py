@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -62,22 +63,33 @@ SaveEveryOpt = Annotated[
 ]
 
 
+@dataclasses.dataclass(frozen=True)
+class RecipeOptions:
+    """The course recipe's values a run may change (None: the course's), in the order --help lists them."""
+
+    image_size: ImageSizeOpt = None
+    hflip: HflipOpt = False
+    epochs: EpochsOpt = None
+    batch_size: BatchSizeOpt = None
+    hidden: HiddenOpt = None
+    lr: LrOpt = None
+    lr_schedule: LrScheduleOpt = "course"
+    num_steps: NumStepsOpt = None
+    sigma: SigmaOpt = None
+    pure_noise: PureNoiseOpt = False
+    max_steps: MaxStepsOpt = None
+
+    def values(self) -> dict:
+        """As tools.train takes them: a flag left off is None (the recipe's own)."""
+        return dataclasses.asdict(self) | dict(pure_noise=self.pure_noise or None, hflip=self.hflip or None)
+
+
 def train(
     kind: KindArg,
     objective: ObjectiveOpt = "ddpm",
     data: DataOpt = "mnist",
     data_dir: DataDirOpt = None,
-    image_size: ImageSizeOpt = None,
-    hflip: HflipOpt = False,
-    epochs: EpochsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    hidden: HiddenOpt = None,
-    lr: LrOpt = None,
-    lr_schedule: LrScheduleOpt = "course",
-    num_steps: NumStepsOpt = None,
-    sigma: SigmaOpt = None,
-    pure_noise: PureNoiseOpt = False,
-    max_steps: MaxStepsOpt = None,
+    recipe: RecipeOptions = RecipeOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
     out: RunOutOpt = None,
     resume: ResumeOpt = False,
     seed: SeedOpt = 0,
@@ -103,17 +115,7 @@ def train(
     """
     from diffusionlab import tools
 
-    recipe_values = dict(epochs=epochs, batch_size=batch_size, hidden=hidden, lr=lr, num_steps=num_steps)
-    recipe_values |= dict(
-        lr_schedule=lr_schedule,
-        max_steps=max_steps,
-        seed=seed,
-        ema_decay=ema_decay,
-        sigma=sigma,
-        pure_noise=pure_noise or None,
-        image_size=image_size,
-        hflip=hflip or None,
-    )
+    recipe_values = recipe.values() | dict(seed=seed, ema_decay=ema_decay)
     summary = tools.train(
         kind,
         objective,
