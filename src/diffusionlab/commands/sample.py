@@ -25,11 +25,19 @@ CfgOpt = Annotated[
 ]
 GridOutOpt = Annotated[Path, typer.Option(help="Output grid PNG.")]
 GifOpt = Annotated[Path | None, typer.Option(help="Also write a GIF of the sampling process.")]
-Stage2Opt = Annotated[
-    bool, typer.Option("--stage2", help="DeepFloyd IF: upsample the 64 px results to 256 px with stage II.")
-]
-Stage2StepsOpt = Annotated[int, typer.Option(help="Stage-II steps (IF default 50).")]
-NoiseLevelOpt = Annotated[int, typer.Option(help="Stage-II noise level of the low-res image (IF default 250).")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage2Options:
+    """DeepFloyd IF's stage II (tools.sample's stage2, stage2_steps, noise_level)."""
+
+    stage2: Annotated[
+        bool, typer.Option("--stage2", help="DeepFloyd IF: upsample the 64 px results to 256 px with stage II.")
+    ] = False
+    stage2_steps: Annotated[int, typer.Option(help="Stage-II steps (IF default 50).")] = 50
+    noise_level: Annotated[int, typer.Option(help="Stage-II noise level of the low-res image (IF default 250).")] = 250
+
+
 FastOpt, CompileOpt = speed_options(
     "Fast path for our UNets, the default: BatchNorm folded into the convolutions, channels_last, --precision auto "
     "(bf16 only where measured faster), CUDA graphs on CUDA. --plain: the network as trained.",
@@ -43,9 +51,7 @@ def sample(
     cfg_scale: CfgOpt = None,
     out: GridOutOpt = Path("samples.png"),
     gif: GifOpt = None,
-    stage2: Stage2Opt = False,
-    stage2_steps: Stage2StepsOpt = 50,
-    noise_level: NoiseLevelOpt = 250,
+    stage: Stage2Options = Stage2Options(),  # noqa: B008 - a bundle of options (common.with_bundles)
     fast: FastOpt = True,
     compile_: CompileOpt = True,
     opts: SamplingOptions = SamplingOptions(),  # noqa: B008 - a bundle of options (common.with_bundles)
@@ -75,8 +81,8 @@ def sample(
 
         accelerate(m, compile=compile_)
     frames: list | None = [] if gif else None
-    stage = dict(stage2=stage2, stage2_steps=stage2_steps, noise_level=noise_level, distributed=ctx)
-    result = tools.sample(m, prompt, n, scale=cfg_scale, seed=opts.seed, frames=frames, **rule, **stage)
+    more = dict(frames=frames, distributed=ctx, **dataclasses.asdict(stage))
+    result = tools.sample(m, prompt, n, scale=cfg_scale, seed=opts.seed, **rule, **more)
     if result is None:  # torchrun: not rank 0
         return
     writers = {out: result.save}  # the settings in the PNG's text, as every tool's
