@@ -1,9 +1,9 @@
 """Part A sections of the report (A0, A1.1 ... A1.9): each calls its tool (diffusionlab.tools, as the CLI and the
-web UI do) and draws the tool's images; the inputs (test and hand-drawn images) and prompts are part_a_inputs'."""
+web UI do) and shows the tool's own figure (Result.figure); the inputs (test and hand-drawn images) and prompts
+are part_a_inputs'."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +17,19 @@ from diffusionlab.report.part_a_inputs import hand_drawn, is_ours, prompts_for, 
 
 
 # -- Part A ----------------------------------------------------------------------------------------------------------
+def _shown(ctx: Context, out: SectionOut, section: str, name: str, r: Any, caption: str = "") -> None:
+    """The tool's own figure (Result.figure, as the CLI and the web UI show it; its settings in the PNG's text),
+    saved and listed with its caption."""
+    path = ctx.fig(section, name)
+    r.save(path)
+    out.figures.append(Figure(ctx.rel(path), caption))
+
+
+def _rows(labels: list[str]) -> str:
+    """Which input each of the tool's rows or panels is (a tool names the images of a tensor image 0, image 1, ...)."""
+    return "; ".join(f"image {i}: {label}" for i, label in enumerate(labels))
+
+
 def sec_a0(ctx: Context, out: SectionOut) -> None:
     from diffusionlab.figures.grid import save_grid
     from diffusionlab.sampling import timesteps_for
@@ -29,21 +42,12 @@ def sec_a0(ctx: Context, out: SectionOut) -> None:
     for count in counts:
         ts = timesteps_for(m, count)  # for the caption: the tool takes the same
         r = tools.sample(m, prompts if any(prompts) else None, n, count, seed=ctx.seed, progress=False)
-        x = last = r.images
-        scale = r.settings["scale"]
-        path = ctx.fig("A0", f"steps{count}")
-        save_grid(
-            x,
-            path,
-            n,
-            m.value_range,
-            row_labels=[show_prompt(p) for p in prompts],
-            title=f"{count} steps, seed {ctx.seed}",
-        )
-        out.figures.append(Figure(ctx.rel(path), f"{len(ts)} inference steps ({ts[0]} .. {ts[-1]}), CFG {scale:g}"))
+        last, scale = r.images, r.settings["scale"]
+        caption = f"{len(ts)} inference steps ({ts[0]} .. {ts[-1]}), CFG {scale:g}, seed {ctx.seed}"
+        _shown(ctx, out, "A0", f"steps{count}", r, caption)
     out.caption = (
-        f"Samples of {len(prompts)} prompts, {n} each, at {len(counts)} step counts; the same seed, so the same "
-        "starting noise: more steps, more detail."
+        f"Samples of {len(prompts)} prompts (a row each), {n} each, at {len(counts)} step counts; the same seed, so "
+        "the same starting noise: more steps, more detail."
     )
     out.settings = {"model": m.name, "prompts": prompts, "steps": list(counts)}
     out.settings["cfg"] = scale
@@ -61,64 +65,45 @@ def sec_a0(ctx: Context, out: SectionOut) -> None:
             out.notes.append(f"stage II upsampling skipped: {e}")
 
 
-def _forward_grid(ctx: Context, section: str, out: SectionOut, mode: str) -> None:
-    from diffusionlab.figures.grid import grid_image
-
+def _noised_image(ctx: Context, out: SectionOut) -> tuple[Any, Tensor, list[str], list[int]]:
+    """A1.1-A1.3's model, test image, its label and noise levels t = T/4, T/2, 3T/4 (each section's tool noises
+    the image with a fresh generator of the report's seed: the same noise in all three)."""
     m = ctx.part_a_model()
     T = m.schedule.num_steps
-    ts = [T // 4, T // 2, 3 * T // 4]
     x, labels = test_images(ctx, m, out, 1)
-    # the same noise in A1.1, A1.2 and A1.3: each tool noises x with a fresh generator of the report's seed
-    if mode == "one-step":
-        r = tools.one_step_denoise(m, x, ts, methods=("one-step",), seed=ctx.generator())
-    else:
-        r = tools.forward(m, x, ts, seed=ctx.generator())
-    noisy = r.parts["noisy"]  # (3, 1, C, H, W)
-    parts = []
-    if mode == "forward":
-        cells = torch.cat([x, noisy[:, 0]])
-        parts.append(grid_image(cells, len(ts) + 1, m.value_range, None, ["original"] + [f"t={t}" for t in ts]))
-        out.caption = "Forward process x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps at t = T/4, T/2, 3T/4."
-    elif mode == "blur":
-        blurred = r.parts["blurred"]
-        cells = torch.cat([noisy[:, 0], blurred[:, 0]])
-        parts.append(
-            grid_image(cells, len(ts), m.value_range, ["noisy", "blurred"], [f"t={t}" for t in ts], "Gaussian blur")
-        )
-        from diffusionlab.filters import scaled_blur
-
-        k, s = scaled_blur(m.image_shape[-2], 5, 2.0)
-        out.settings["blur"] = f"kernel {k}, sigma {s:g} (5 and 2 at 64 px, scaled)"
-        out.caption = (
-            "Classical denoising: a Gaussian blur of the noisy image at the same t. It removes noise and detail."
-        )
-    else:
-        rows = []
-        for i in range(len(ts)):
-            rows += [x[0], noisy[i, 0], r.parts["one-step"][i, 0]]
-        parts.append(
-            grid_image(
-                torch.stack(rows), 3, m.value_range, [f"t={t}" for t in ts], ["original", "noisy", "one-step"], None
-            )
-        )
-        out.caption = (
-            "One-step denoising x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t) with the unconditional "
-            f"prompt ({show_prompt(r.settings['prompt'])})."
-        )
-    _stacked(ctx, out, section, mode, parts, labels[0])
-    out.settings.update({"t": ts, "T": T, "image": labels[0]})
+    out.settings.update({"t": [T // 4, T // 2, 3 * T // 4], "T": T, "image": labels[0]})
+    return m, x, labels, out.settings["t"]
 
 
 def sec_a1_1(ctx: Context, out: SectionOut) -> None:
-    _forward_grid(ctx, "A1.1", out, "forward")
+    m, x, labels, ts = _noised_image(ctx, out)
+    r = tools.forward(m, x, ts, seed=ctx.generator())
+    _shown(ctx, out, "A1.1", "forward", r, _rows(labels))
+    out.caption = (
+        "Forward process x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps at t = T/4, T/2, 3T/4 (the noisy row); the "
+        "forward tool also shows the Gaussian blur of each (A1.2)."
+    )
 
 
 def sec_a1_2(ctx: Context, out: SectionOut) -> None:
-    _forward_grid(ctx, "A1.2", out, "blur")
+    from diffusionlab.filters import scaled_blur
+
+    m, x, labels, ts = _noised_image(ctx, out)
+    r = tools.one_step_denoise(m, x, ts, methods=("blur",), seed=ctx.generator())
+    _shown(ctx, out, "A1.2", "blur", r, _rows(labels))
+    k, s = scaled_blur(m.image_shape[-2], 5, 2.0)
+    out.settings["blur"] = f"kernel {k}, sigma {s:g} (5 and 2 at 64 px, scaled)"
+    out.caption = "Classical denoising: a Gaussian blur of the noisy image at the same t. It removes noise and detail."
 
 
 def sec_a1_3(ctx: Context, out: SectionOut) -> None:
-    _forward_grid(ctx, "A1.3", out, "one-step")
+    m, x, labels, ts = _noised_image(ctx, out)
+    r = tools.one_step_denoise(m, x, ts, methods=("one-step",), seed=ctx.generator())
+    _shown(ctx, out, "A1.3", "one-step", r, _rows(labels))
+    out.caption = (
+        "One-step denoising x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t) with the unconditional "
+        f"prompt ({show_prompt(r.settings['prompt'])})."
+    )
 
 
 def sec_a1_4(ctx: Context, out: SectionOut) -> None:
@@ -130,9 +115,7 @@ def sec_a1_4(ctx: Context, out: SectionOut) -> None:
     i_start, every = default_i_start(m), 5
     x, labels = test_images(ctx, m, out, 1)
     r = tools.iterative_denoise(m, x, i_start, every, seed=ctx.generator(), progress=False)
-    path = ctx.fig("A1.4", "iterative")
-    r.save(path)
-    out.figures.append(Figure(ctx.rel(path), labels[0]))
+    _shown(ctx, out, "A1.4", "iterative", r, _rows(labels))
     t0 = ts[i_start]
     out.caption = (
         f"Iterative denoising along the strided timesteps from i_start = {i_start} (t = {t0}), every {every}th step "
@@ -149,36 +132,30 @@ def _strided_steps(m: Any) -> int:
 
 
 def sec_a1_5(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures.grid import save_grid
     from diffusionlab.tools.inputs import prompt_of
 
     m = ctx.part_a_model()
     p = prompt_of(m, None)  # the unconditional prompt: '' for ours, "a high quality photo" for IF
     unguided = 1.0 if m.conditioned else None  # A1.5: no CFG (a model without prompts takes no scale at all)
-    x = tools.sample(m, [p] if p else None, 5, None, unguided, ctx.seed, progress=False, strided=True).images
-    path = ctx.fig("A1.5", "samples")
-    save_grid(x, path, 5, m.value_range, title="5 samples, no guidance")
-    out.figures.append(Figure(ctx.rel(path)))
+    r = tools.sample(m, [p] if p else None, 5, None, unguided, ctx.seed, progress=False, strided=True)
+    _shown(ctx, out, "A1.5", "samples", r, "5 samples, no guidance")
     out.caption = f"Sampling: iterative denoising from pure noise (i_start = 0), prompt {show_prompt(p)}, no guidance."
     out.settings = {"i_start": 0, "steps": _strided_steps(m), "prompt": p, "cfg": 1.0}
 
 
 def sec_a1_6(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures.grid import save_grid
     from diffusionlab.tools.inputs import prompt_of
 
     m = ctx.part_a_model()
     if is_ours(m) and m.conditioned:
         prompts, n = [m.class_names[i % m.num_classes] for i in range(5)], 1
-        what = f"one of each class {', '.join(prompts)}"
+        what = f"one of each class {', '.join(prompts)} (a row each)"
     else:
         prompts, n = [prompt_of(m, None)], 5
         what = f"prompt {show_prompt(prompts[0])}"
     r = tools.sample(m, prompts if any(prompts) else None, n, seed=ctx.seed, progress=False, strided=True)
-    x, scale = r.images, r.settings["scale"]
-    path = ctx.fig("A1.6", "cfg")
-    save_grid(x, path, 5, m.value_range, title=f"CFG {scale:g}")
-    out.figures.append(Figure(ctx.rel(path)))
+    scale = r.settings["scale"]
+    _shown(ctx, out, "A1.6", "cfg", r, f"CFG {scale:g}")
     out.caption = f"Classifier-free guidance eps = eps_u + {scale:g} (eps_c - eps_u): 5 samples, {what}."
     out.settings = {"cfg": scale, "prompts": prompts, "steps": _strided_steps(m)}
 
@@ -203,27 +180,13 @@ def _stacked(ctx: Context, out: SectionOut, section: str, name: str, parts: list
     out.figures.append(Figure(ctx.rel(path), *caption, **cells))
 
 
-def _sdedit_figure(ctx, m, section, name, x, labels, res, i_starts, title) -> Path:
-    from diffusionlab.figures.grid import grid_image, save_png
-
-    parts = []
-    for j, label in enumerate(labels):
-        cells = torch.cat([res[:, j], x[j : j + 1]])
-        cols = [f"i_start={i}" for i in i_starts] + ["original"]
-        parts.append(grid_image(cells, len(cols), m.value_range, None, cols, f"{label}: {title}"))
-    path = ctx.fig(section, name)
-    save_png(stack_vertically(parts), path)
-    return path
-
-
 def sec_a1_7(ctx: Context, out: SectionOut) -> None:
     m = ctx.part_a_model()
     x, labels = _inputs(ctx, m, out)
     r = tools.sdedit(m, x, seed=ctx.generator(), progress=False)
     starts = r.settings["i_starts"]
-    path = _sdedit_figure(ctx, m, "A1.7", "sdedit", x, labels, r.images, starts, "SDEdit")
+    _shown(ctx, out, "A1.7", "sdedit", r, _rows(labels))
     drawn = ctx.fig("A1.7", "hand_drawn_input")
-    out.figures.append(Figure(ctx.rel(path), "test image and a hand-drawn image"))
     out.figures.append(Figure(ctx.rel(drawn), "the hand-drawn input, drawn in code with PIL"))
     out.caption = (
         "SDEdit: noise the image to ts[i_start], then denoise with CFG. A small i_start (much noise) makes a new "
@@ -244,7 +207,6 @@ MASK_WHY = (
 
 
 def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
-    from diffusionlab.figures.grid import grid_image
     from diffusionlab.images import default_mask, rect_mask
 
     m = ctx.part_a_model()
@@ -253,20 +215,8 @@ def sec_a1_7_2(ctx: Context, out: SectionOut) -> None:
     masks = [default_mask(m.image_shape), rect_mask(m.image_shape, h // 2, h, 0, w)]  # the default; lower half
     first = "course mask (rows 2-19, cols 24-41 at 64 px)" if h >= 64 else "top half of the digit (rows 4-13)"
     mask_names = [first, "lower half"]
-    mask = torch.cat(masks).to(x.device)
-    r = tools.inpaint(m, x, mask, seed=ctx.generator(), progress=False)  # one mask per image
-    res = r.images
-    lo, hi = m.value_range
-    shown_mask = mask.expand_as(x) * (hi - lo) + lo
-    parts = []
-    for j, label in enumerate(labels):
-        cells = torch.stack([x[j], shown_mask[j], x[j] * (1 - mask[j]) + lo * mask[j], res[j]])
-        parts.append(
-            grid_image(
-                cells, 4, m.value_range, None, ["original", "mask", "kept", "inpainted"], f"{label}: {mask_names[j]}"
-            )
-        )
-    _stacked(ctx, out, "A1.7.2", "inpaint", parts)
+    r = tools.inpaint(m, x, torch.cat(masks).to(x.device), seed=ctx.generator(), progress=False)  # a mask each
+    _shown(ctx, out, "A1.7.2", "inpaint", r, _rows([f"{a}, {b}" for a, b in zip(labels, mask_names, strict=True)]))
     out.caption = (
         "Inpainting: from pure noise; after every step x <- m x + (1 - m) forward(x_orig, t), so new content "
         "appears only where the mask is 1 (white)." + ("" if h >= 64 else MASK_WHY)
@@ -279,11 +229,9 @@ def sec_a1_7_3(ctx: Context, out: SectionOut) -> None:
     prompt = prompts_for(m)["translate"]
     x, labels = _inputs(ctx, m, out)
     r = tools.translate(m, x, prompt, seed=ctx.generator(), progress=False)
-    starts = r.settings["i_starts"]
-    path = _sdedit_figure(ctx, m, "A1.7.3", "translate", x, labels, r.images, starts, f"towards {show_prompt(prompt)}")
-    out.figures.append(Figure(ctx.rel(path)))
+    _shown(ctx, out, "A1.7.3", "translate", r, _rows(labels))
     out.caption = f"Conditional image-to-image: SDEdit guided by the real prompt {show_prompt(prompt)}."
-    out.settings = {"prompt": prompt, "i_start": starts, "cfg": r.settings["scale"]}
+    out.settings = {"prompt": prompt, "i_start": r.settings["i_starts"], "cfg": r.settings["scale"]}
 
 
 # Digit illusions shown in A1.8 / A1.9: pairs that the held-out judge reads as asked, with the rate measured over
@@ -316,20 +264,31 @@ def _reading_cells(r: Any, out: SectionOut) -> list[Cell]:
     return [Cell(f"{name}: {probs[j][k]:.2f}", passed[j][k]) for k, name in enumerate(names) for j in range(len(probs))]
 
 
-def sec_a1_8(ctx: Context, out: SectionOut) -> None:
-
-    m = ctx.part_a_model()
+def _illusion_figure(ctx: Context, out: SectionOut, section: str, name: str, made: list[tuple]) -> dict:
+    """A1.8/A1.9's figure: each tool result's own figure (the images and their readings, each framed by the ranker's
+    verdict), one above the other, the verdicts as cells under it; the settings: the pairs (with the rate measured
+    for each) and what the ranker read. made: (the pair, its measured rate or None, the tool's Result) each.
+    Returns the last result's settings (the scale and blur the tool chose)."""
     n = ctx.budget.pair_n
-    parts, done, cells, said, scale = [], [], [], [], None
+    cells = [c for _, _, r in made for c in _reading_cells(r, out)]
+    _stacked(ctx, out, section, name, [r.figure() for *_, r in made], cells=cells, cells_per_row=n if cells else None)
+    out.settings = {
+        "pairs": [pair + (f", measured: {rate}" if rate else "") for pair, rate, _ in made],
+        "n": n,
+        "readings": [f"{pair}: {r.settings['readings']}" for pair, _, r in made],
+    }
+    return made[-1][2].settings
+
+
+def sec_a1_8(ctx: Context, out: SectionOut) -> None:
+    m = ctx.part_a_model()
+    made = []
     for k, (p1, p2, view, rate) in enumerate(_showcase(m, "anagrams")):
-        r = tools.anagram(m, [p1, p2], view, n, seed=ctx.generator(k), view_seed=ctx.seed, progress=False)
-        parts.append(r.figure())  # the tool's grid: the images, then through the view, framed by the verdict
-        scale = r.settings["scale"]
-        pair = f"{show_prompt(p1)} / {show_prompt(p2)} ({view})" + (f", measured: {rate}" if rate else "")
-        done.append(pair)
-        cells += _reading_cells(r, out)
-        said.append(f"{show_prompt(p1)} / {show_prompt(p2)}: {r.settings['readings']}")
-    _stacked(ctx, out, "A1.8", "anagrams", parts, cells=cells, cells_per_row=n if cells else None)
+        r = tools.anagram(
+            m, [p1, p2], view, ctx.budget.pair_n, seed=ctx.generator(k), view_seed=ctx.seed, progress=False
+        )
+        made.append((f"{show_prompt(p1)} / {show_prompt(p2)} ({view})", rate, r))
+    out.settings["cfg"] = _illusion_figure(ctx, out, "A1.8", "anagrams", made)["scale"]
     out.caption = (
         "Visual anagrams: eps = (CFG(x_t, p1) + view^-1(CFG(view(x_t), p2))) / 2, all branches in one batch. "
         "Top row of each: the images; bottom row: the same images through the view, each framed green when the "
@@ -338,26 +297,19 @@ def sec_a1_8(ctx: Context, out: SectionOut) -> None:
         "(docs/illusions.md); not 6/9, which needs no illusion. The success over all ordered class pairs of our "
         "models is in the Scores section."
     )
-    out.settings = {"pairs": done, "n": n, "cfg": scale, "readings": said}
 
 
 def sec_a1_9(ctx: Context, out: SectionOut) -> None:
-
     m = ctx.part_a_model()
-    n = ctx.budget.pair_n
-    parts, done, cells, said, blur = [], [], [], [], ""
+    made = []
     for j, (low, high, rate) in enumerate(_showcase(m, "hybrids")):
-        r = tools.hybrid(m, [low, high], n, seed=ctx.generator(j), progress=False)
-        parts.append(r.figure())  # the images (framed by the near reading) and their low-pass (by the far one)
-        done.append(f"far {show_prompt(low)} / near {show_prompt(high)}" + (f", measured: {rate}" if rate else ""))
-        cells += _reading_cells(r, out)
-        said.append(f"far {show_prompt(low)} / near {show_prompt(high)}: {r.settings['readings']}")
-        blur = f"kernel {r.settings['kernel']}, sigma {r.settings['sigma']:g}"
-    _stacked(ctx, out, "A1.9", "hybrids", parts, cells=cells, cells_per_row=n if cells else None)
+        r = tools.hybrid(m, [low, high], ctx.budget.pair_n, seed=ctx.generator(j), progress=False)
+        made.append((f"far {show_prompt(low)} / near {show_prompt(high)}", rate, r))
+    last = _illusion_figure(ctx, out, "A1.9", "hybrids", made)
+    out.settings["lowpass"] = f"kernel {last['kernel']}, sigma {last['sigma']:g}"
     out.caption = (
         "Hybrid images: eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)); seen from afar (the low-pass "
         "row, framed by the ranker's far reading) they show the first prompt, up close (framed by the near "
         "reading) the second. At 28 px hybrids mostly fail (docs/illusions.md measures the rate): the frames and "
         "the readings say which images did not work."
     )
-    out.settings = {"pairs": done, "n": n, "lowpass": blur, "readings": said}
