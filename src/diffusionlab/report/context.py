@@ -66,22 +66,11 @@ class Budget:
 
 
 FULL = Budget()
-QUICK = Budget(
-    a0_counts=(5, 10),
-    if_a0_counts=(10, 20),
-    a0_per_prompt=2,
-    pair_n=1,
-    per_class=1,
-    final_class_steps=20,
-    snapshot_steps=10,
-    time_n=10,
-    time_steps=10,
-    flow_steps=10,
-    score_per_class=2,
-    score_steps=10,
-    anagram_pairs=10,
-    digits=3,
-)
+QUICK = Budget(  # --quick, a fast look; a line each: Part A, Part B, the scores
+    a0_counts=(5, 10), if_a0_counts=(10, 20), a0_per_prompt=2, pair_n=1,
+    per_class=1, final_class_steps=20, snapshot_steps=10, time_n=10, time_steps=10, flow_steps=10, digits=3,
+    score_per_class=2, score_steps=10, anagram_pairs=10,
+)  # fmt: skip
 
 
 # -- what a section produces -------------------------------------------------------------------------------------
