@@ -108,3 +108,47 @@ def test_hybrid_sampling_steers_with_the_balance(m):
     )
     assert torch.allclose(even, plain, atol=1e-6)
     assert not torch.allclose(tilted, plain, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from conftest import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("hybrid") / "run")
+
+
+def _run(argv, capsys):
+    from diffusionlab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr()
+    return int(e.value.code or 0), out.out, out.err
+
+
+def test_cli_options_reach_the_settings(run_dir, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    out = tmp_path / "h.png"
+    argv = ["hybrid", "-p", "0", "-p", "8", "-n", "1", "--lowpass", "far", "--far-cfg", "6", "--near-cfg", "12"]
+    code, _, err = _run([*argv, "--balance", "--model", str(run_dir), "--device", "cpu", "--out", str(out)], capsys)
+    assert code == 0, err
+    settings = json.loads(Image.open(out).info["diffusionlab"])
+    assert (settings["lowpass"], settings["scale"], settings["near_scale"], settings["balance"]) == ("far", 6, 12, True)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--lowpass", "box"], "error: unknown --lowpass 'box'; choose one of gaussian, far"),
+        (["--near-cfg", "-1"], "error: --near-cfg must be a finite number >= 0 (1 = no guidance), got -1.0"),
+        (["--far-cfg", "inf"], "error: --far-cfg must be a finite number >= 0 (1 = no guidance), got inf"),
+        (["--balance", "--model", "deepfloyd"], "error: --balance reads the images with the shipped classifier; "
+         "DeepFloyd IF has none"),
+    ],
+)  # fmt: skip
+def test_cli_refuses_bad_hybrid_options_in_one_line(option, message, capsys):
+    code, _, err = _run(["hybrid", "-p", "0", "-p", "8", "-n", "1", *option], capsys)
+    assert code == 2 and err.strip().splitlines() == [message]
