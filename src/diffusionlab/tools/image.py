@@ -69,7 +69,7 @@ def edit_timesteps(model, steps: int | None) -> list:
     return timesteps_for(model, steps, edit=True)
 
 
-def ddpm_model(model, tool: str):
+def tool_model(model, tool: str):
     """The model, loaded; a one-line error unless its kind runs `tool` (a flow model has no DDPM noise levels, a
     single-step denoiser no times at all: the error says what it runs)."""
     m = as_model(model)
@@ -97,7 +97,7 @@ def forward(
     """The forward process (A1.1) at each t, and classical Gaussian-blur denoising of it (A1.2).
 
     images: (len(t), k, C, H, W), the noisy images; the figure shows original | each t, noisy and blurred."""
-    m = ddpm_model(model, "forward")
+    m = tool_model(model, "forward")
     ts = _noise_levels(m, t)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
     noisy = edits.forward(m, x, ts, seed_generator(seed))
@@ -129,7 +129,7 @@ def one_step_denoise(
 ) -> Result:
     """One-step denoising (A1.3) of the image noised to each t, beside the blur (A1.2): x0 = (x_t - sqrt(1 - abar)
     eps) / sqrt(abar). images: (len(t), k, C, H, W), the last method's estimates; parts: "noisy" and each method's."""
-    m = ddpm_model(model, "one_step_denoise")
+    m = tool_model(model, "one_step_denoise")
     ts = _noise_levels(m, t)
     p = prompt_of(m, prompt)
     x, labels, sources = load_inputs(m, images, data_dir, invert)
@@ -189,7 +189,7 @@ def iterative_denoise(
     if every < 1:
         raise DiffusionLabError("--every must be at least 1")
     rule = choose_step_rule(sampler, variance, eta)
-    m = ddpm_model(model, "iterative_denoise")
+    m = tool_model(model, "iterative_denoise")
     strided = edit_timesteps(m, steps)
     i_start = default_i_start(m) if i_start is None else i_start
     check_i_start(strided, i_start)
@@ -245,8 +245,7 @@ def sdedit(
     steps: how many strided timesteps span T (None: the course's stride, sampling.timesteps_for).
     i_starts None: the course's (edits.SDEDIT_I_STARTS) that index one of the model's strided timesteps."""
     rule = choose_step_rule(sampler, variance, eta)
-    m = as_model(model)
-    m.kind.require(m, tool)
+    m = tool_model(model, tool)
     cfg = cfg_scale(m, scale)
     strided = edit_timesteps(m, steps)
     default = [i for i in edits.SDEDIT_I_STARTS if i < len(strided)]
@@ -304,8 +303,7 @@ def inpaint(
     from diffusionlab.images import load_mask
 
     rule = choose_step_rule(sampler, variance, eta)
-    m = as_model(model)
-    m.kind.require(m, "inpaint")
+    m = tool_model(model, "inpaint")
     cfg = cfg_scale(m, scale)
     mk = (mask if isinstance(mask, Tensor) else load_mask(mask, m.image_shape)).to(m.device)
     p = prompt_of(m, prompt)
