@@ -63,20 +63,30 @@ def save_checkpoint(weights_path: Path, state_dict: dict[str, torch.Tensor], con
     atomic_write_json(weights_path.with_suffix(".json"), {"format": FORMAT, **config})
 
 
+def weights_file(path: str | Path, missing: str, label: str | None = None) -> Path:
+    """A weights file named by the user: `path`, or the .safetensors beside it when it names the .json; refused in
+    one line when absent (`missing`: what to give instead) or not a regular file (a named pipe would block the
+    reader; regular_file names it by `label`)."""
+    p = with_weights_suffix(Path(path))
+    if not p.exists():
+        raise DiffusionLabError(missing)
+    regular_file(p, label)
+    return p
+
+
+def with_weights_suffix(p: Path) -> Path:
+    """The .safetensors beside a .json (the config names its weights), else p."""
+    return p.with_suffix(".safetensors") if p.suffix == ".json" else p
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory, a .safetensors file or its .json -> the .safetensors path."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / WEIGHTS_NAME
-    elif p.suffix == ".json":
-        p = p.with_suffix(".safetensors")
-    if not p.exists():
-        raise DiffusionLabError(
-            f"{p}: no checkpoint there; give a run directory (with {WEIGHTS_NAME}), a .safetensors checkpoint, "
-            "or a shipped model name (mnist, fashion-mnist)"
-        )
-    regular_file(p)
-    return p
+    p = Path(path) / WEIGHTS_NAME if Path(path).is_dir() else with_weights_suffix(Path(path))
+    return weights_file(
+        p,
+        f"{p}: no checkpoint there; give a run directory (with {WEIGHTS_NAME}), a .safetensors checkpoint, "
+        "or a shipped model name (mnist, fashion-mnist)",
+    )
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
