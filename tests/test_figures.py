@@ -35,3 +35,12 @@ def test_long_column_labels_widen_their_columns() -> None:
     # short labels keep the columns as they were
     short = np.asarray(grid_image(images, 3, col_labels=["0", "1", "2"]).convert("L"))
     assert short.shape[1] == plain.shape[1]
+
+
+def test_a_title_wider_than_the_grid_widens_the_canvas() -> None:
+    title = "mnist-class  seed=0  steps=30  cfg=2  a title wider than one tile"
+    img = grid_image(torch.zeros(1, 1, 28, 28), nrow=1, title=title)
+    narrow = grid_image(torch.zeros(1, 1, 28, 28), nrow=1)
+    assert img.width > narrow.width
+    ink_cols = np.nonzero((np.asarray(img.convert("L"))[:12] < 128).any(0))[0]
+    assert ink_cols.max() < img.width - 2  # the title's last letter lies inside the canvas, not at its edge

@@ -21,9 +21,8 @@ from torch import Tensor, nn
 from diffusionlab.data import Split, dataset_info, load_split, to_float
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.metrics import accuracy
-from diffusionlab.files import regular_file
 from diffusionlab.imagefolder import is_image_folder, open_image_folder
-from diffusionlab.model_files import check_fit, load_checkpoint, save_checkpoint
+from diffusionlab.model_files import check_fit, load_checkpoint, save_checkpoint, weights_file
 from diffusionlab.model_protocol import generator_for
 from diffusionlab.progress import bar as progress_bar
 
@@ -295,16 +294,11 @@ def classifier_path(name_or_path: str | Path) -> Path:
                 f"`diffusionlab train-classifier --data {s} --out {s}-classifier.safetensors` and pass --classifier"
             )
         return p
-    p = Path(s)
-    if p.suffix == ".json":
-        p = p.with_suffix(".safetensors")
-    if not p.exists():
-        raise DiffusionLabError(
-            f"classifier {s!r}: no such file; give a .safetensors file made by `diffusionlab train-classifier`, "
-            "or a shipped name (mnist, fashion-mnist)"
-        )
-    regular_file(p, f"classifier {s!r}")  # a named pipe would block the reader
-    return p
+    missing = (
+        f"classifier {s!r}: no such file; give a .safetensors file made by `diffusionlab train-classifier`, "
+        "or a shipped name (mnist, fashion-mnist)"
+    )
+    return weights_file(s, missing, f"classifier {s!r}")
 
 
 def load_classifier(name_or_path: str | Path, device: torch.device | str | None = None) -> TrainedClassifier:

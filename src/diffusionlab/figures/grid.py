@@ -58,7 +58,9 @@ def grid_image(
     top = (0 if not col_labels else 4 + cell // 5) + (0 if not title else 8 + cell // 5)
     # a column as wide as its widest label, so that labels never run into each other; tiles centred in it
     col_w = max([ch] + [6 + int(font.getlength(str(s))) for s in col_labels or []])
-    canvas = Image.new("RGB", (left + nrow * (col_w + pad) + pad, top + rows * (cw + pad) + pad), "white")
+    width = left + nrow * (col_w + pad) + pad
+    width = max(width, 2 * pad + int(font.getlength(title))) if title else width  # never cut the title
+    canvas = Image.new("RGB", (width, top + rows * (cw + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((pad, 2), title, fill="black", font=font)
