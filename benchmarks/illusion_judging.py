@@ -112,10 +112,11 @@ def rejudge(
 
 
 def load_judge(path: str):
-    """The held-out judge (benchmarks/judges/train.py's LeNet) or a classifier file of ours."""
+    """The held-out judge (benchmarks/judges/train.py's LeNet), the development judge (its MLP) or a classifier
+    file of ours."""
     import json
 
-    if json.loads(Path(path).with_suffix(".json").read_text()).get("kind") == "judge":
+    if json.loads(Path(path).with_suffix(".json").read_text()).get("kind") in ("judge", "development judge"):
         sys.path.insert(0, str(Path(__file__).parent / "judges"))
         from train import load_judge as load
 

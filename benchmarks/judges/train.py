@@ -54,6 +54,28 @@ class JudgeNet(nn.Module):
         return self.head(self.conv(x - 0.13))
 
 
+class DevJudgeNet(nn.Module):
+    """An MLP: 784-512-256-10, ReLU, dropout 0.3; neither a convolution nor the held-out judge's LeNet."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Dropout(0.3),
+            nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+# what each judge is for: the held-out judge scores every reported rate; the development judge only chooses
+# between ranker designs (benchmarks/ranker_study.py), so that the held-out one never picks what it grades
+JUDGES = {
+    "judge": (JudgeNet, "mnist-judge-lenet", 101, 2),
+    "dev-judge": (DevJudgeNet, "mnist-devjudge-mlp", 202, 3),
+}
+
+
 class Judge:
     """The judge as a scorer: logits/classify of images (N, 1, 28, 28) in [0, 1], batched, no grad."""
 
@@ -70,7 +92,7 @@ class Judge:
 
 def load_judge(path: str | Path = HERE / "mnist-judge-lenet.safetensors") -> Judge:
     path = Path(path)
-    net = JudgeNet()
+    net = DevJudgeNet() if "mlp" in path.name else JudgeNet()
     net.load_state_dict({k: v.float() for k, v in load_file(path).items()})
     return Judge(net, json.loads(path.with_suffix(".json").read_text()))
 
@@ -87,13 +109,13 @@ def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
-def train_judge(data_dir: str, epochs: int, seed: int, out: Path) -> None:
+def train_judge(data_dir: str, epochs: int, seed: int, out: Path, net_class: type[nn.Module] = JudgeNet) -> None:
     from diffusionlab.data import load_split, to_float
 
     train, test = load_split("mnist", "train", data_dir), load_split("mnist", "test", data_dir)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = JudgeNet()
+    net = net_class()
     x, y = to_float(train.images), train.labels
     steps = epochs * math.ceil(len(x) / 128)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -114,8 +136,8 @@ def train_judge(data_dir: str, epochs: int, seed: int, out: Path) -> None:
     judge = Judge(net, {})
     acc = float((judge.classify(to_float(test.images)) == test.labels).float().mean())
     config = {
-        "kind": "judge",
-        "architecture": JudgeNet.__doc__,
+        "kind": "development judge" if net_class is DevJudgeNet else "judge",
+        "architecture": net_class.__doc__,
         "data": "mnist",
         "test_accuracy": round(acc, 5),
         "seed": seed,
@@ -146,16 +168,18 @@ def train_rankers(data_dir: str, epochs: int, only: str | None) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["judge", "ranker"])
+    p.add_argument("what", choices=[*JUDGES, "ranker"])
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--seed", type=int, default=101, help="the judge's seed")
+    p.add_argument("--epochs", type=int, default=None, help="default: the judge's (JUDGES), 1 for ranker members")
+    p.add_argument("--seed", type=int, default=None, help="the judge's seed (default: JUDGES)")
     p.add_argument("--only", default=None, help="one ranker member by name")
     args = p.parse_args()
-    if args.what == "judge":
-        train_judge(args.data_dir, args.epochs, args.seed, HERE / "mnist-judge-lenet.safetensors")
+    if args.what in JUDGES:
+        net_class, name, seed, epochs = JUDGES[args.what]
+        out = HERE / f"{name}.safetensors"
+        train_judge(args.data_dir, args.epochs or epochs, args.seed or seed, out, net_class)
     else:
-        train_rankers(args.data_dir, args.epochs, args.only)
+        train_rankers(args.data_dir, args.epochs or 1, args.only)
 
 
 if __name__ == "__main__":
