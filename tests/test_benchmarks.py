@@ -188,3 +188,28 @@ def test_illusion_table_best_of_ranks_with_the_classifier_and_scores_with_the_ju
     ranker = TopHalf(0, 1)  # candidate 1 reads 0 upright and 1 rotated: the pair 0->1
     assert best_of(ranker, images, "rot180", model, 2, 2, "0-1") == 1.0
     assert best_of(ranker, images, "rot180", model, 2, 2, "0-1", judge=TopHalf(1, 0)) == 0.0  # the judge disagrees
+
+
+def test_ranker_study_scores_each_design_by_both_judges(tmp_path: Path) -> None:
+    """ranker_study re-ranks saved candidates: single-shot is the held-out judge's own pass share of the images;
+    each design keeps one image of each group of 8, so its rate is a whole number of groups."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from illusion_judging import image_file, load_judge, pair_labels, passes, readings
+    finally:
+        sys.path.remove(str(BENCH))
+    from types import SimpleNamespace
+
+    row = {"kind": "anagram", "view": "rot180", "n_per_pair": 8, "pairs": "0-1,1-0", "seed": 0}
+    images = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0)) ** 4
+    (tmp_path / "images").mkdir()
+    torch.save(images, tmp_path / "images" / image_file(row))
+    (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
+    out = run_script("ranker_study.py", "--rows", str(tmp_path / "rows.jsonl"), "--images", str(tmp_path / "images"))
+    table = [line.split(" | ") for line in out.splitlines() if line.startswith("| rot180 |")]
+    assert len(table) == 6  # single-shot and five designs
+    model = SimpleNamespace(image_shape=(1, 28, 28), num_classes=10)
+    judge = load_judge(str(BENCH / "judges" / "mnist-judge-lenet.safetensors"))
+    ok = passes(judge, readings("anagram", "rot180", model, images), pair_labels(model, 8, "0-1,1-0"))
+    assert table[0][1] == "single-shot" and table[0][3] == f"{100 * ok.float().mean():.1f} % |"
+    assert all(cells[2] in ("0.0 %", "50.0 %", "100.0 %") for cells in table[1:])
