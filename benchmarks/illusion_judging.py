@@ -4,6 +4,7 @@ later (--rejudge)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -91,8 +92,14 @@ def parse_pairs(text: str | None) -> list[tuple[int, int]] | None:
 
 
 def image_file(row: dict) -> str:
-    """The file name of a row's saved images (--images): its settings, without the judge."""
-    return "-".join(str(v) for k, v in json.loads(key(row)).items() if v is not None and k != "judge") + ".pt"
+    """The file name of a row's saved images (--images): its settings, without the judge; a long list of pairs
+    (over 200 characters in all) by its hash."""
+    fields = {k: v for k, v in json.loads(key(row)).items() if v is not None and k != "judge"}
+    name = "-".join(str(v) for v in fields.values())
+    if len(name) > 200 and "pairs" in fields:
+        fields["pairs"] = "pairs" + hashlib.sha1(fields["pairs"].encode()).hexdigest()[:10]
+        name = "-".join(str(v) for v in fields.values())
+    return name + ".pt"
 
 
 def rejudge(

@@ -120,10 +120,11 @@ def measure(
 
 def hybrid_options(model, ranker, s: dict[str, str], n: int, pairs, far: int) -> dict:
     """edits.hybrid's own options of a row (lowpass, balance: the ranker steers the far/near CFG as in the tool);
-    they travel with the step rule's keyword arguments, which evaluate_hybrids hands to edits.hybrid."""
+    they travel with the step rule's keyword arguments, which evaluate_hybrids hands to edits.hybrid. A row
+    without the key was measured before it existed: Gaussian, balance off."""
     from diffusionlab.evaluation.balance import hybrid_balance
 
-    opts = {} if s.get("lowpass", "default") == "default" else {"lowpass": s["lowpass"]}
+    opts = {} if s.get("lowpass", "gaussian") == "default" else {"lowpass": s.get("lowpass", "gaussian")}
     if s.get("balance", "off") == "on":
         low, high = pair_labels(model, n, pairs)
         opts["balance"] = hybrid_balance(ranker, low, high, model.value_range, far)

@@ -71,6 +71,9 @@ def test_scales_and_low_pass_resolve_from_the_defaults(m):
     assert edits.hybrid_lowpass(m, "far") == "far"
     with pytest.raises(DiffusionLabError, match="^unknown hybrid low-pass 'box'; choose one of gaussian, far$"):
         edits.hybrid_lowpass(m, "box")
+    assert edits.hybrid_lowpass(m, None, sigma=2.0) == edits.hybrid_lowpass(m, None, 9) == "gaussian"
+    with pytest.raises(DiffusionLabError, match="^a kernel or sigma sets the Gaussian low-pass; the far view's"):
+        edits.hybrid_lowpass(m, "far", 15)
 
 
 class _Reads:

@@ -108,7 +108,7 @@ def test_four_readings_on_28_px_warn_up_front():
     line = known_failure(small, 4)
     assert line.startswith("warning: 4 readings on a 28-px model: 10 % of images") and "three readings (28 %" in line
     assert known_failure(small, 2) is None and known_failure(small, 3) is None and known_failure(big, 4) is None
-    assert known_failure(small, 2, "hybrid").startswith("warning: hybrids on a 28-px model: 10 %")
+    assert known_failure(small, 2, "hybrid").startswith("warning: hybrids on a 28-px model: 24 %")
     assert known_failure(big, 2, "hybrid") is None
 
 

@@ -343,7 +343,7 @@ def hybrid(
     check_batch(n * (k or AUTO_ROUND), m.image_shape, "-n x --best-of")
     ks, sg = edits.hybrid_blur(m, kernel, sigma)
     check_blur(ks, sg, m.image_shape[1], m.image_shape[2])
-    low_pass = edits.hybrid_lowpass(m, lowpass)
+    low_pass = edits.hybrid_lowpass(m, lowpass, kernel, sigma)
     scales = edits.hybrid_scales(
         m, (scale if far_scale is None else far_scale, scale if near_scale is None else near_scale)
     )
@@ -359,7 +359,8 @@ def hybrid(
         if reader is not None:
             steer = hybrid_balance(reader[0], *(torch.full((count,), lab) for lab in reader[1]), m.value_range)
         kw = dict(timesteps=ts, progress=progress, lowpass=low_pass, balance=steer)
-        return edits.hybrid(m, p1, p2, count, sg, ks, scales, g, **kw, **rule)
+        blur = (sg, ks) if low_pass == "gaussian" else (None, None)
+        return edits.hybrid(m, p1, p2, count, *blur, scales, g, **kw, **rule)
 
     def unit_of(x: Tensor) -> list[Tensor]:
         u = _to_unit(x, m.value_range)
