@@ -121,6 +121,58 @@ KernelOpt = Annotated[
 ]
 
 
+def _far_scale(value: float | None) -> float | None:
+    return checks.check_scale(value, "--far-cfg")
+
+
+def _near_scale(value: float | None) -> float | None:
+    return checks.check_scale(value, "--near-cfg")
+
+
+def _lowpass(value: str | None) -> str | None:
+    from diffusionlab.edits import HYBRID_LOWPASS
+    from diffusionlab.errors import DiffusionLabError
+
+    if value is not None and value not in HYBRID_LOWPASS:
+        raise DiffusionLabError(f"unknown --lowpass {value!r}; choose one of {', '.join(HYBRID_LOWPASS)}")
+    return value
+
+
+FarScaleOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--far-cfg",
+        help="The far (low-pass) component's own CFG scale (default: --cfg). Example: --far-cfg 15",
+        callback=_far_scale,
+    ),
+]
+NearScaleOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--near-cfg",
+        help="The near (high-pass) component's own CFG scale (default: --cfg). Example: --near-cfg 20",
+        callback=_near_scale,
+    ),
+]
+LowpassOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lowpass",
+        help="The low-pass that splits the components: gaussian (--kernel, --sigma) or far (the far view's own "
+        "filter: pooled by 2, upsampled); default: the measured one (docs/illusions.md). Example: --lowpass far",
+        callback=_lowpass,
+    ),
+]
+HybridBalanceOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--balance/--no-balance",
+        help="While sampling, the shipped ranker reads each image's clean estimate far and near and raises the CFG "
+        "of the reading it does not see yet (default: the measured one, docs/illusions.md). Example: --balance",
+    ),
+]
+
+
 def check_best_of(model: str, best_of: str | int) -> None:
     """--best-of K > 1 or auto needs the shipped ranker of our class models: refused for IF before it loads."""
     from diffusionlab.backends import is_if_spec
@@ -129,6 +181,16 @@ def check_best_of(model: str, best_of: str | int) -> None:
 
     if parse_best_of(best_of)[0] != 1 and is_if_spec(model):
         raise DiffusionLabError("--best-of ranks candidates with the shipped classifier; DeepFloyd IF has none")
+
+
+def check_hybrid(model: str, best_of: str | int, balance: bool | None = None) -> None:
+    """Before the model loads: --best-of as check_best_of, --balance not for IF."""
+    from diffusionlab.backends import is_if_spec
+    from diffusionlab.errors import DiffusionLabError
+
+    check_best_of(model, best_of)
+    if balance and is_if_spec(model):
+        raise DiffusionLabError("--balance reads the images with the shipped classifier; DeepFloyd IF has none")
 
 
 def check_anagram(

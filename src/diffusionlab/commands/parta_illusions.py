@@ -51,6 +51,10 @@ def hybrid(
     kernel: ill.KernelOpt = None,
     n: NOpt = 4,
     scale: ill.ScaleOpt = None,
+    far_scale: ill.FarScaleOpt = None,
+    near_scale: ill.NearScaleOpt = None,
+    lowpass: ill.LowpassOpt = None,
+    balance: ill.HybridBalanceOpt = None,
     best_of: ill.BestOfOpt = "1",
     runner_ups: ill.RunnerUpsOpt = False,
     classifier: ClassifierOpt = None,
@@ -68,11 +72,12 @@ def hybrid(
 
     if len(prompt or []) != 2:
         raise DiffusionLabError(f"hybrid needs exactly two --prompt options (low, high), got {len(prompt or [])}")
-    ill.check_best_of(opts.model, best_of)
+    ill.check_hybrid(opts.model, best_of, balance)
     path = check_outputs(out, "hybrid.png", save_all, opts.force)
     rule = opts.rule()  # a bad combination fails before the model loads
     m = opts.open()
-    more = dict(best_of=best_of, runner_ups=runner_ups, classifier=reader(classifier, m))
+    more = dict(best_of=best_of, runner_ups=runner_ups, classifier=reader(classifier, m), balance=balance)
+    more |= dict(far_scale=far_scale, near_scale=near_scale, lowpass=lowpass)
     result = tools.hybrid(m, prompt, n, kernel, sigma, scale, opts.seed, **rule, **more)
     finish(result, path, save_all, opts.force)
     say_readings(result.settings)
