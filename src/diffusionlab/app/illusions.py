@@ -115,6 +115,7 @@ class IllusionHandlers:
             tool="hybrid",
             far=low_prompt,
             near=high_prompt,
+            lowpass=tool_settings.get("lowpass", "gaussian"),
             sigma=tool_settings.get("sigma", sigma),
             kernel=tool_settings.get("kernel", kernel),
             n=n,

@@ -241,7 +241,7 @@ DIGIT_ANAGRAMS = [
     ("3", "8", "rot180", "held-out judge 8 of 8 images (N = 8, seed 0)"),
     ("2", "7", "flip", "held-out judge 8 of 8 images (N = 8, seed 0)"),
 ]
-DIGIT_HYBRIDS = [("0", "8", "held-out judge 4 of 8 images, the ranker 1 of 8 (N = 8, seed 0); hybrids overall 10 %")]
+DIGIT_HYBRIDS = [("1", "8", "held-out judge 8 of 8 images (N = 8, seed 0); hybrids overall 24 %")]
 
 
 def _showcase(m: Any, what: str) -> list[tuple]:
@@ -306,10 +306,15 @@ def sec_a1_9(ctx: Context, out: SectionOut) -> None:
         r = tools.hybrid(m, [low, high], ctx.budget.pair_n, seed=ctx.generator(j), progress=False)
         made.append((f"far {show_prompt(low)} / near {show_prompt(high)}", rate, r))
     last = _illusion_figure(ctx, out, "A1.9", "hybrids", made)
-    out.settings["lowpass"] = f"kernel {last['kernel']}, sigma {last['sigma']:g}"
+    far = last.get("lowpass") == "far"
+    out.settings["lowpass"] = (
+        "the far view's (pooled by 2)" if far else f"kernel {last['kernel']}, sigma {last['sigma']:g}"
+    )
+    out.settings["reading balance"] = "on" if last.get("balance") else "off"
     out.caption = (
         "Hybrid images: eps = lowpass(CFG(x_t, p_low)) + highpass(CFG(x_t, p_high)); seen from afar (the low-pass "
         "row, framed by the ranker's far reading) they show the first prompt, up close (framed by the near "
-        "reading) the second. At 28 px hybrids mostly fail (docs/illusions.md measures the rate): the frames and "
-        "the readings say which images did not work."
+        "reading) the second. On our models the low-pass is the far view's own filter and the ranker balances the two "
+        "components' CFG while sampling. At 28 px most hybrids fail (docs/illusions.md measures the rate): the "
+        "frames and the readings say which images did not work."
     )
