@@ -79,3 +79,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`diffusionlab ARGV` in process: (exit status, stdout, stderr)."""
+    from diffusionlab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr()
+    return int(e.value.code or 0), out.out, out.err

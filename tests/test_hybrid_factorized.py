@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parta_helpers import FormulaModel, one_thread  # noqa: F401  (one_thread: autouse fixture)
+from parta_helpers import FormulaModel, one_thread, run_cli  # noqa: F401  (one_thread: autouse fixture)
 
 from diffusionlab import edits, guidance
 from diffusionlab.errors import DiffusionLabError
@@ -120,15 +120,6 @@ def run_dir(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("hybrid") / "run")
 
 
-def _run(argv, capsys):
-    from diffusionlab.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return int(e.value.code or 0), out.out, out.err
-
-
 def test_cli_options_reach_the_settings(run_dir, tmp_path, capsys):
     import json
 
@@ -136,7 +127,7 @@ def test_cli_options_reach_the_settings(run_dir, tmp_path, capsys):
 
     out = tmp_path / "h.png"
     argv = ["hybrid", "-p", "0", "-p", "8", "-n", "1", "--lowpass", "far", "--far-cfg", "6", "--near-cfg", "12"]
-    code, _, err = _run([*argv, "--balance", "--model", str(run_dir), "--device", "cpu", "--out", str(out)], capsys)
+    code, _, err = run_cli([*argv, "--balance", "--model", str(run_dir), "--device", "cpu", "--out", str(out)], capsys)
     assert code == 0, err
     settings = json.loads(Image.open(out).info["diffusionlab"])
     assert (settings["lowpass"], settings["scale"], settings["near_scale"], settings["balance"]) == ("far", 6, 12, True)
@@ -153,5 +144,5 @@ def test_cli_options_reach_the_settings(run_dir, tmp_path, capsys):
     ],
 )  # fmt: skip
 def test_cli_refuses_bad_hybrid_options_in_one_line(option, message, capsys):
-    code, _, err = _run(["hybrid", "-p", "0", "-p", "8", "-n", "1", *option], capsys)
+    code, _, err = run_cli(["hybrid", "-p", "0", "-p", "8", "-n", "1", *option], capsys)
     assert code == 2 and err.strip().splitlines() == [message]

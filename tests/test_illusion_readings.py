@@ -7,9 +7,8 @@ import json
 
 import pytest
 import torch
-from parta_helpers import one_thread  # noqa: F401  (autouse fixture)
+from parta_helpers import one_thread, run_cli  # noqa: F401  (one_thread: autouse fixture)
 
-from diffusionlab.cli import main
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.evaluation.classifier import RANKER_TILTS, Ensemble, load_ranker, tilted
 from diffusionlab.tools.readings import (
@@ -158,19 +157,12 @@ def run_dir(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("readings") / "run")
 
 
-def _run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return int(e.value.code or 0), out.out, out.err
-
-
 def test_cli_says_the_readings_and_exits_0(run_dir, tmp_path, capsys):
     from PIL import Image
 
     out = tmp_path / "a.png"
     argv = ["anagram", "-p", "6", "-p", "9", "-n", "2", "--model", str(run_dir), "--device", "cpu", "--out", str(out)]
-    code, stdout, err = _run(argv, capsys)
+    code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
     settings = json.loads(Image.open(out).info["diffusionlab"])
     line = next(s for s in stdout.splitlines() if s.startswith("readings:"))
@@ -181,7 +173,7 @@ def test_cli_says_the_readings_and_exits_0(run_dir, tmp_path, capsys):
 def test_cli_four_readings_warn_before_sampling_and_best_of_auto_says_how_it_ended(run_dir, tmp_path, capsys):
     argv = ["anagram", "-p", "1", "-p", "7", "-p", "4", "-p", "0", "--view", "rot90", "--view", "rot180"]
     argv += ["--view", "rot270", "-n", "1", "--best-of", "auto:8", "--model", str(run_dir), "--device", "cpu"]
-    code, stdout, err = _run([*argv, "--out", str(tmp_path / "four.png")], capsys)
+    code, stdout, err = run_cli([*argv, "--out", str(tmp_path / "four.png")], capsys)
     assert code == 0, err
     assert [line for line in err.splitlines() if line.startswith("warning:")][0].count("10 %") == 1
     assert "best-of auto: 8 candidates per image, " in stdout and "readings: " in stdout
