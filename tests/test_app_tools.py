@@ -13,6 +13,7 @@ from parta_helpers import one_thread  # noqa: E402, F401  (autouse fixture)
 from PIL import Image  # noqa: E402
 
 from diffusionlab.app import Limits, ModelRegistry  # noqa: E402
+from diffusionlab.app.illusions import LOWPASS_CHOICES  # noqa: E402
 from diffusionlab.errors import DiffusionLabError  # noqa: E402
 
 
@@ -78,6 +79,11 @@ def test_handlers_give_the_tools_images_for_the_same_seed(handlers):
     near, _, _ = handlers.hybrid("run:tiny", "0", "1", 1.5, 15, 2, 10.0, 6)
     want = tools.hybrid(m, ["0", "1"], 2, 15, 1.5, 10.0, 6).figure()
     assert _pixels(near) == np.asarray(want.convert("RGB")).tolist()
+    # the tab's first low-pass choice is the model's measured one: sigma and kernel are not passed
+    near, _, info = handlers.hybrid("run:tiny", "0", "1", 1.5, 15, 2, 10.0, 6, 1, LOWPASS_CHOICES[0])
+    want = tools.hybrid(m, ["0", "1"], 2, scale=10.0, seed=6)
+    assert want.settings["lowpass"] == "far" and "**lowpass** far" in info and "sigma" not in info
+    assert _pixels(near) == np.asarray(want.figure().convert("RGB")).tolist()
 
 
 def test_test_image_picker_offers_the_models_test_set(handlers):

@@ -3,7 +3,7 @@ hybrid images, both with verified best-of-K (candidates ranked by the shipped cl
 
 from __future__ import annotations
 
-from diffusionlab.app.illusions import MAX_BEST_OF, MAX_READINGS
+from diffusionlab.app.illusions import LOWPASS_CHOICES, MAX_BEST_OF, MAX_READINGS
 from diffusionlab.app.page import PNG, Page
 
 BEST_OF_INFO = (
@@ -110,11 +110,12 @@ def hybrid_tab(page: Page) -> None:
         with gr.Column(scale=1):
             low = gr.Textbox(value="1", label="prompt seen from afar (low frequencies)")
             high = gr.Textbox(value="8", label="prompt seen close up (high frequencies)")
+            # the model's measured low-pass (ours: the far view's own filter with the reading balance,
+            # docs/illusions.md), or a Gaussian with the two numbers below, as the CLI's --sigma/--kernel
+            lowpass = gr.Dropdown(LOWPASS_CHOICES, value=LOWPASS_CHOICES[0], label="low-pass", elem_id="hybrid-lowpass")
             with gr.Row():
-                # empty: the model's measured low-pass (ours: the far view's own filter with the reading balance,
-                # docs/illusions.md); a number: a Gaussian low-pass, as the CLI's --sigma/--kernel
-                sigma = gr.Number(value=None, label="Gaussian sigma (empty: the model's measured low-pass)")
-                kernel = gr.Number(value=None, precision=0, label="Gaussian kernel (odd; empty: the model's)")
+                sigma = gr.Number(value=1.5, label="Gaussian sigma (1.5 at 28 px; 2 at 64 px)")
+                kernel = gr.Number(value=15, precision=0, label="Gaussian kernel (odd; 15 at 28 px, 33 at 64 px)")
             n = gr.Slider(1, 8, value=4, step=1, label="number of images", elem_id="hybrid-n")
             best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="best-of K", info=BEST_OF_INFO,
                                 elem_id="hybrid-best-of")  # fmt: skip
@@ -131,5 +132,5 @@ def hybrid_tab(page: Page) -> None:
             far = gr.Image(label="far (downscaled)", elem_id="hybrid-far", **PNG)
             gr.Markdown(HYBRID_CAPTION, elem_id="hybrid-caption")
             info = gr.Markdown(elem_id="hybrid-info")
-    inputs = [low, high, sigma, kernel, n, scale, seed, best_of]
+    inputs = [low, high, sigma, kernel, n, scale, seed, best_of, lowpass]
     page.wire(run, page.h.hybrid, inputs, [near, far, info], "hybrid")

@@ -50,6 +50,10 @@ def _probabilities(settings: dict[str, Any]) -> dict[str, str]:
     return out | ({"warning": settings["warning"].removeprefix("warning: ")} if "warning" in settings else {})
 
 
+# the hybrid tab's low-pass: the model's measured one (ours: the far view's own filter) or a Gaussian
+LOWPASS_CHOICES = ["the model's (measured)", "Gaussian (sigma, kernel)"]
+
+
 class IllusionHandlers:
     """Anagram and hybrid handlers; needs Handlers' _run, _base, _n, out and registry."""
 
@@ -93,7 +97,10 @@ class IllusionHandlers:
         return png, settings_text({**st, **_probabilities(tool_settings)})
 
     # -- Hybrid (A1.9) -------------------------------------------------------------------------------------------
-    def hybrid(self, model_value, low_prompt, high_prompt, sigma, kernel, n, scale, seed, best_of=1):
+    def hybrid(self, model_value, low_prompt, high_prompt, sigma, kernel, n, scale, seed, best_of=1, lowpass=None):
+        """lowpass: the tab's choice; its first (the model's measured low-pass) ignores sigma and kernel."""
+        if lowpass == LOWPASS_CHOICES[0]:
+            sigma = kernel = None
         n, k = self._candidates(n, best_of)
         sigma = None if sigma in (None, "") else as_float(sigma, "sigma", 0.1, 50.0)
         kernel = None if kernel in (None, "") else as_int(kernel, "kernel", 3, 99)
@@ -116,12 +123,12 @@ class IllusionHandlers:
             far=low_prompt,
             near=high_prompt,
             lowpass=tool_settings.get("lowpass", "gaussian"),
-            sigma=tool_settings.get("sigma", sigma),
-            kernel=tool_settings.get("kernel", kernel),
             n=n,
             cfg=scale,
             seed=seed,
         )
+        if st["lowpass"] != "far":  # the Gaussian's numbers; the far view's filter has none
+            st |= {"sigma": tool_settings.get("sigma", sigma), "kernel": tool_settings.get("kernel", kernel)}
         st |= {"best of": k} if k > 1 else {}
         near = self.out.png(figure, {**st, "shown": "near, framed by the ranker's verdict"}, "hybrid-near")
         im = to_picture(x, model)
