@@ -19,7 +19,7 @@ from torch import Tensor
 
 from diffusionlab import guidance, sampling
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.filters import gaussian_blur, scaled_blur
+from diffusionlab.filters import FAR_FACTOR, gaussian_blur, scaled_blur
 from diffusionlab.model_protocol import DiffusionModel, randn
 from diffusionlab.schedule import add_noise
 from diffusionlab.views import View, reading_views
@@ -68,7 +68,8 @@ HYBRID_DEFAULTS: dict[str, Any] = {
     "rule": MEASURED_HYBRID_RULE,
     "balance": True,  # where the model has a ranker and both prompts a class
 }
-HYBRID_LOWPASS, HYBRID_FAR_POOL = ("gaussian", "far"), 2  # far: metrics.far_view's pooling (FAR_FACTOR 2)
+HYBRID_LOWPASS = ("gaussian", "far")
+HYBRID_FAR_POOL = FAR_FACTOR  # "far": the far view's own pooling (metrics.far_view)
 
 
 def _ours(model: DiffusionModel) -> bool:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from diffusionlab.errors import DiffusionLabError
-from diffusionlab.filters import pooled_lowpass
+from diffusionlab.filters import FAR_FACTOR, pooled_lowpass
 
 Labels = int | Sequence[int] | Tensor
 
@@ -144,12 +144,6 @@ def anagram_success(classifier: Scorer, images: Tensor, view: Any, label1: Label
         "second": float(ok2.float().mean()),
         "success": float((ok1 & ok2).float().mean()),
     }
-
-
-# How far "from afar" is: the shipped MNIST classifier reads the first 100 real test digits 100 % right as they
-# are, 90 % right average-pooled by 2 (14 x 14) and 5 % right pooled by 4 (7 x 7): at 4 no image, real or hybrid,
-# can pass the far test (docs/illusions.md), so the far view pools by 2.
-FAR_FACTOR = 2
 
 
 def far_view(images: Tensor, factor: int = FAR_FACTOR) -> Tensor:

@@ -12,6 +12,7 @@ from torch import Tensor
 from diffusionlab import tools
 from diffusionlab.errors import DiffusionLabError
 from diffusionlab.figures.grid import show_prompt, stack_vertically
+from diffusionlab.filters import FAR_FACTOR
 from diffusionlab.report.context import Cell, Context, Figure, SectionOut
 from diffusionlab.report.part_a_inputs import hand_drawn, is_ours, prompts_for, test_images
 
@@ -308,7 +309,7 @@ def sec_a1_9(ctx: Context, out: SectionOut) -> None:
     last = _illusion_figure(ctx, out, "A1.9", "hybrids", made)
     far = last.get("lowpass") == "far"
     out.settings["lowpass"] = (
-        "the far view's (pooled by 2)" if far else f"kernel {last['kernel']}, sigma {last['sigma']:g}"
+        f"the far view's (pooled by {FAR_FACTOR})" if far else f"kernel {last['kernel']}, sigma {last['sigma']:g}"
     )
     out.settings["reading balance"] = "on" if last.get("balance") else "off"
     out.caption = (
