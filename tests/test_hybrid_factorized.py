@@ -131,6 +131,25 @@ def test_cli_options_reach_the_settings(run_dir, tmp_path, capsys):
     assert code == 0, err
     settings = json.loads(Image.open(out).info["diffusionlab"])
     assert (settings["lowpass"], settings["scale"], settings["near_scale"], settings["balance"]) == ("far", 6, 12, True)
+    assert "kernel" not in settings and "sigma" not in settings  # they would ask for a Gaussian on a remake
+
+
+def test_settings_remake_the_hybrid(run_dir):
+    """A Result's settings, passed back, make the same images: the far low-pass records no kernel or sigma (which
+    would ask for a Gaussian), the Gaussian records both."""
+    from diffusionlab import tools
+    from diffusionlab.backends import load_model
+
+    m = load_model(str(run_dir), device="cpu")
+    for low in ("far", "gaussian"):
+        r = tools.hybrid(m, ["0", "8"], 1, seed=3, lowpass=low, balance=False, progress=False)
+        s = r.settings
+        again = tools.hybrid(
+            m, s["prompts"], s["n"], s.get("kernel"), s.get("sigma"), s["scale"], s["seed"], steps=s["steps"],
+            near_scale=s["near_scale"], lowpass=s["lowpass"], balance=s["balance"], progress=False,
+        )  # fmt: skip
+        assert ("kernel" in s) == (low == "gaussian")
+        torch.testing.assert_close(again.images, r.images)
 
 
 @pytest.mark.parametrize(

@@ -127,8 +127,7 @@ class IllusionHandlers:
             cfg=scale,
             seed=seed,
         )
-        if st["lowpass"] != "far":  # the Gaussian's numbers; the far view's filter has none
-            st |= {"sigma": tool_settings.get("sigma", sigma), "kernel": tool_settings.get("kernel", kernel)}
+        st |= {key: tool_settings[key] for key in ("sigma", "kernel") if key in tool_settings}  # the Gaussian's
         st |= {"best of": k} if k > 1 else {}
         near = self.out.png(figure, {**st, "shown": "near, framed by the ranker's verdict"}, "hybrid-near")
         im = to_picture(x, model)

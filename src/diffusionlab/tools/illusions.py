@@ -371,10 +371,14 @@ def hybrid(
     names = [f"{show_prompt(p1)} (far)", f"{show_prompt(p2)} (near)"]
     verdict = _verdict(unit_of(kept), labels, clf, names, m, why)
     marks = torch.tensor(verdict["reading_passed"]).flip(1) if "reading_passed" in verdict else None  # rows: near, far
-    if low_pass == "far":
-        seen_far, blur = far_view(kept), "far-view low-pass"
+    if low_pass == "far":  # the far view's own filter: no kernel or sigma to record (they would ask for a Gaussian)
+        seen_far, blur, blur_settings = far_view(kept), "far-view low-pass", {}
     else:
-        seen_far, blur = gaussian_lowpass(kept, ks, sg), f"kernel {ks}, sigma {sg:g}"
+        seen_far, blur, blur_settings = (
+            gaussian_lowpass(kept, ks, sg),
+            f"kernel {ks}, sigma {sg:g}",
+            {"kernel": ks, "sigma": sg},
+        )
     title = f"hybrid: far {show_prompt(p1)}, near {show_prompt(p2)}; {blur}"
     cells = framed(torch.cat([kept, seen_far]), marks, m.value_range)
     rows_text = ["hybrid", f"low-pass ({show_prompt(p1)})"]
@@ -383,7 +387,7 @@ def hybrid(
         others = rows[:, 1:].reshape(-1)
         panels.append(Panel(res[others], rows.shape[1] - 1, [f"image {j + 1}" for j in range(n)], None, "runner-ups"))
     settings = tool_settings(
-        "hybrid", m, seed, [], prompts=[p1, p2], n=n, lowpass=low_pass, kernel=ks, sigma=sg, scale=scales[0],
+        "hybrid", m, seed, [], prompts=[p1, p2], n=n, lowpass=low_pass, **blur_settings, scale=scales[0],
         near_scale=scales[1], balance=reader is not None, steps=len(ts),
         **ran_rule(m, edits.illusion_rule(m, edits.HYBRID_DEFAULTS, rule)), **how, **warning, **verdict,
     )  # fmt: skip
