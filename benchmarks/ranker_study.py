@@ -42,6 +42,7 @@ def main() -> None:
     args = p.parse_args()
     judges = {"development judge": load_judge(args.dev_judge), "held-out judge": load_judge(args.judge)}
     model, k = SimpleNamespace(image_shape=(1, 28, 28), num_classes=10), args.best_of
+    rankers = designs()  # loaded once, not per row and judge
     wins: dict[tuple[str, str, str], list[float]] = {}
     for row in map(json.loads, Path(args.rows).read_text().splitlines()):
         f = Path(args.images) / image_file(row)
@@ -52,7 +53,7 @@ def main() -> None:
         for jn, judge in judges.items():
             single = passes(judge, reads, labels).float()
             wins.setdefault((row["view"], "single-shot", jn), []).extend(single.tolist())
-            for name, ranker in designs().items():
+            for name, ranker in rankers.items():
                 groups = len(single) // k
                 wins.setdefault((row["view"], f"best-of-{k}: {name}", jn), []).extend(
                     [ranked_best_of(ranker, reads, labels, k, judge)] * groups

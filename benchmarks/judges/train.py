@@ -92,9 +92,10 @@ class Judge:
 
 def load_judge(path: str | Path = HERE / "mnist-judge-lenet.safetensors") -> Judge:
     path = Path(path)
-    net = DevJudgeNet() if "mlp" in path.name else JudgeNet()
+    config = json.loads(path.with_suffix(".json").read_text())
+    net = DevJudgeNet() if config.get("kind") == "development judge" else JudgeNet()  # train_judge writes the kind
     net.load_state_dict({k: v.float() for k, v in load_file(path).items()})
-    return Judge(net, json.loads(path.with_suffix(".json").read_text()))
+    return Judge(net, config)
 
 
 def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
