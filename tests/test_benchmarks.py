@@ -213,3 +213,28 @@ def test_ranker_study_scores_each_design_by_both_judges(tmp_path: Path) -> None:
     ok = passes(judge, readings("anagram", "rot180", model, images), pair_labels(model, 8, "0-1,1-0"))
     assert table[0][1] == "single-shot" and table[0][3] == f"{100 * ok.float().mean():.1f} % |"
     assert all(cells[2] in ("0.0 %", "50.0 %", "100.0 %") for cells in table[1:])
+
+
+def test_judge_trainer_takes_another_data_set_and_scores_it_as_saved(tmp_path: Path) -> None:
+    """judges/train.py judge --data fashion-mnist: the JSON says the data set, and the test accuracy it records is
+    the one the saved (float16) judge gives on that test split when loaded again; ranker members stay MNIST's."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from illusion_judging import load_judge
+    finally:
+        sys.path.remove(str(BENCH))
+    from diffusionlab.data import load_split, to_float
+
+    data, out = make_idx_dir(tmp_path / "data", n_train=128), tmp_path / "fashion-judge.safetensors"
+    args = ["judge", "--data", "fashion-mnist", "--data-dir", str(data), "--epochs", "1", "--out", str(out)]
+    run_script("judges/train.py", *args)
+    config = json.loads(out.with_suffix(".json").read_text())
+    assert (config["data"], config["kind"], config["epochs"]) == ("fashion-mnist", "judge", 1)
+    test = load_split("fashion-mnist", "test", str(data))
+    read = load_judge(str(out)).classify(to_float(test.images))
+    assert config["test_accuracy"] == round(float((read == test.labels).float().mean()), 5)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "judges" / "train.py"), "ranker", "--data", "fashion-mnist", "--data-dir", "x"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "mnist only" in done.stderr

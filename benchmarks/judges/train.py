@@ -8,6 +8,7 @@ The ranker members are the project's `Classifier` at other widths, seeds and shi
 
   OMP_NUM_THREADS=1 python benchmarks/judges/train.py judge --data-dir /work/shared/data/mnist
   OMP_NUM_THREADS=1 python benchmarks/judges/train.py ranker --data-dir /work/shared/data/mnist
+  OMP_NUM_THREADS=1 python benchmarks/judges/train.py judge --data fashion-mnist --data-dir DIR/fashion-mnist
 """
 
 from __future__ import annotations
@@ -69,10 +70,11 @@ class DevJudgeNet(nn.Module):
 
 
 # what each judge is for: the held-out judge scores every reported rate; the development judge only chooses
-# between ranker designs (benchmarks/ranker_study.py), so that the held-out one never picks what it grades
+# between ranker designs (benchmarks/ranker_study.py), so that the held-out one never picks what it grades;
+# the file is DATA-NAME (mnist-judge-lenet, fashion-mnist-judge-lenet)
 JUDGES = {
-    "judge": (JudgeNet, "mnist-judge-lenet", 101, 2),
-    "dev-judge": (DevJudgeNet, "mnist-devjudge-mlp", 202, 3),
+    "judge": (JudgeNet, "judge-lenet", 101, 2),
+    "dev-judge": (DevJudgeNet, "devjudge-mlp", 202, 3),
 }
 
 
@@ -110,10 +112,12 @@ def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
-def train_judge(data_dir: str, epochs: int, seed: int, out: Path, net_class: type[nn.Module] = JudgeNet) -> None:
+def train_judge(
+    data: str, data_dir: str, epochs: int, seed: int, out: Path, net_class: type[nn.Module] = JudgeNet
+) -> None:
     from diffusionlab.data import load_split, to_float
 
-    train, test = load_split("mnist", "train", data_dir), load_split("mnist", "test", data_dir)
+    train, test = load_split(data, "train", data_dir), load_split(data, "test", data_dir)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = net_class()
@@ -139,7 +143,7 @@ def train_judge(data_dir: str, epochs: int, seed: int, out: Path, net_class: typ
     config = {
         "kind": "development judge" if net_class is DevJudgeNet else "judge",
         "architecture": net_class.__doc__,
-        "data": "mnist",
+        "data": data,
         "test_accuracy": round(acc, 5),
         "seed": seed,
         "epochs": epochs,
@@ -170,15 +174,19 @@ def train_rankers(data_dir: str, epochs: int, only: str | None) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=[*JUDGES, "ranker"])
+    p.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist"], help="the judge's data set")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--epochs", type=int, default=None, help="default: the judge's (JUDGES), 1 for ranker members")
     p.add_argument("--seed", type=int, default=None, help="the judge's seed (default: JUDGES)")
     p.add_argument("--only", default=None, help="one ranker member by name")
+    p.add_argument("--out", type=Path, default=None, help="the judge's file (default: judges/DATA-NAME.safetensors)")
     args = p.parse_args()
     if args.what in JUDGES:
         net_class, name, seed, epochs = JUDGES[args.what]
-        out = HERE / f"{name}.safetensors"
-        train_judge(args.data_dir, args.epochs or epochs, args.seed or seed, out, net_class)
+        out = args.out or HERE / f"{args.data}-{name}.safetensors"
+        train_judge(args.data, args.data_dir, args.epochs or epochs, args.seed or seed, out, net_class)
+    elif args.data != "mnist":
+        p.error("ranker members are trained for mnist only (evaluation.classifier.RANKER_MEMBERS)")
     else:
         train_rankers(args.data_dir, args.epochs or 1, args.only)
 
