@@ -20,9 +20,9 @@ from diffusionlab.errors import DiffusionLabError
 # (docs/illusions.md, "Three and four views"): the share of images that read right every way, what to try instead
 KNOWN_RATES = {
     4: (
-        "10 %",
+        "12 %",
         "try three readings (28 %, e.g. -p 2 -p 6 -p 7 --view rot90 --view rot180), two digits under four views "
-        "(23 %, e.g. -p 2 -p 7 -p 2 -p 7 --view rot90 --view rot180 --view rot270) or --best-of auto",
+        "(22 %, e.g. -p 2 -p 7 -p 2 -p 7 --view rot90 --view rot180 --view rot270) or --best-of auto",
     ),
 }
 # hybrids, by the held-out judge over all 90 ordered digit pairs x 8 images (docs/illusions.md, "Hybrids by
