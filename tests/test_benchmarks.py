@@ -18,6 +18,22 @@ pytestmark = pytest.mark.slow  # each runs a benchmark script end to end, minute
 RATIO = r"= (\d+\.\d+)x"
 
 
+class TopHalf:
+    """A stub classifier: reads `top` when an image's top half is brighter, else `bottom`."""
+
+    def __init__(self, top, bottom):
+        self.top, self.bottom = top, bottom
+
+    def logits(self, x):
+        bright = x[:, :, :14].mean((1, 2, 3)) > x[:, :, 14:].mean((1, 2, 3))
+        out = torch.zeros(len(x), 10)
+        out[bright, self.top] = out[~bright, self.bottom] = 10.0
+        return out
+
+    def classify(self, x):
+        return self.logits(x).argmax(1)
+
+
 def run_script(name: str, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, str(BENCH / name), *args], cwd=BENCH, capture_output=True, text=True, timeout=600
@@ -168,19 +184,6 @@ def test_illusion_table_best_of_ranks_with_the_classifier_and_scores_with_the_ju
     finally:
         sys.path.remove(str(BENCH))
 
-    class TopHalf:  # reads `top` when the top half is brighter, else `bottom`
-        def __init__(self, top, bottom):
-            self.top, self.bottom = top, bottom
-
-        def logits(self, x):
-            bright = x[:, :, :14].mean((1, 2, 3)) > x[:, :, 14:].mean((1, 2, 3))
-            out = torch.zeros(len(x), 10)
-            out[bright, self.top] = out[~bright, self.bottom] = 10.0
-            return out
-
-        def classify(self, x):
-            return self.logits(x).argmax(1)
-
     images = torch.zeros(2, 1, 28, 28)
     images[0, :, 14:] = 1.0  # candidate 0: bottom bright; candidate 1: top bright
     images[1, :, :14] = 1.0
@@ -238,3 +241,27 @@ def test_judge_trainer_takes_another_data_set_and_scores_it_as_saved(tmp_path: P
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and "mnist only" in done.stderr
+
+
+def test_best_of_auto_keeps_the_first_round_the_ranker_passes_and_the_judge_grades_it() -> None:
+    """best_of_auto.simulate runs the tool's own loop (draw_until) over saved rounds: it stops at the first round
+    with a candidate the ranker reads as asked and keeps that one; a judge that reads otherwise fails the kept
+    image although another candidate passes it; with no passing round every round is drawn."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from best_of_auto import simulate
+    finally:
+        sys.path.remove(str(BENCH))
+
+    failing = torch.zeros(8, 1, 28, 28)
+    failing[:, :, 14:] = 1.0  # bottom bright: reads 1 upright and 0 flipped, not the pair 0->1
+    one_passes = failing.clone()
+    one_passes[3] = failing[3].flip(-2)  # top bright: 0 upright, 1 flipped
+    rounds = [failing, one_passes, one_passes.flip(-2)]
+    agrees, disagrees = TopHalf(0, 1), TopHalf(1, 0)
+    out = simulate(rounds, (0, 1), "flip", agrees, {"same": agrees, "other": disagrees})
+    assert out["candidates"] == 16
+    assert out["same"] == {"auto": True, "best of all": True, "any": True}
+    assert out["other"] == {"auto": False, "best of all": False, "any": True}
+    out = simulate([failing, failing, failing], (0, 1), "flip", agrees, {"same": agrees})
+    assert out["candidates"] == 24 and out["same"] == {"auto": False, "best of all": False, "any": False}
