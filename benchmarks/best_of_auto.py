@@ -27,8 +27,10 @@ def rounds_by_pair(rows: list[dict], image_dirs: list[Path], view: str) -> dict[
 
     found: dict[tuple[int, int], dict[int, torch.Tensor]] = {}
     for row in rows:
+        if row["kind"] != "anagram" or row["view"] != view:
+            continue
         files = [d / image_file(row) for d in image_dirs if (d / image_file(row)).is_file()]
-        if row["kind"] != "anagram" or row["view"] != view or not files:
+        if not files:
             continue
         if row["n_per_pair"] != AUTO_ROUND:
             raise SystemExit(f"rows need N = {AUTO_ROUND} images per pair (a round), got {row['n_per_pair']}")
@@ -48,19 +50,16 @@ def simulate(rounds: list[torch.Tensor], pair: tuple[int, int], view: str, ranke
         return rank_key(readings("anagram", view, MODEL, x), list(pair), ranker)
 
     queue = iter(rounds)
-    total = sum(len(r) for r in rounds)
-    kept, info = draw_until(lambda count: next(queue)[:count], score, 1, total, None)
     everything = torch.cat(rounds)
-    best = everything[int(score(everything)[0].argmax())]
+    kept, info = draw_until(lambda count: next(queue)[:count], score, 1, len(everything), None)
+    # the kept image and the ranker's best of all, then every candidate: read once, graded by each judge
+    graded = torch.cat([kept, everything[int(score(everything)[0].argmax())][None], everything])
+    reads = readings("anagram", view, MODEL, graded)
+    labels = [torch.full((len(graded),), pair[0]), torch.full((len(graded),), pair[1])]
     out = {"candidates": info["candidates_per_image"]}
     for name, judge in judges.items():
-        labels = [torch.tensor([pair[0]]), torch.tensor([pair[1]])]
-        all_labels = [lab.expand(len(everything)) for lab in labels]
-        out[name] = {
-            "auto": bool(passes(judge, readings("anagram", view, MODEL, kept), labels)[0]),
-            "best of all": bool(passes(judge, readings("anagram", view, MODEL, best[None]), labels)[0]),
-            "any": bool(passes(judge, readings("anagram", view, MODEL, everything), all_labels).any()),
-        }
+        ok = passes(judge, reads, labels)
+        out[name] = {"auto": bool(ok[0]), "best of all": bool(ok[1]), "any": bool(ok[2:].any())}
     return out
 
 
@@ -76,6 +75,8 @@ def main() -> None:
     args = p.parse_args()
     rows = [json.loads(line) for f in args.rows for line in Path(f).read_text().splitlines() if line.strip()]
     by_pair = rounds_by_pair(rows, [Path(d) for d in args.images], args.view)
+    if not by_pair:
+        raise SystemExit(f"no {args.view} anagram rows with their images saved in {', '.join(args.images)}")
     judges = {"development judge": load_judge(args.dev_judge), "held-out judge": load_judge(args.judge)}
     ranker = load_ranker("mnist", "cpu")
     results = [simulate(rounds, pair, args.view, ranker, judges) for pair, rounds in sorted(by_pair.items())]
