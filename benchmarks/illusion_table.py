@@ -305,7 +305,8 @@ def main() -> None:
             if key(probe) in done:
                 continue
             row, images = measure(model, ranker, kind, view, s, args.n, args.seed, args.far_factor, args.pairs)
-            row |= {"ranker": args.ranker} | ({"judge": judge_name} if judge_name else {})
+            row |= {"ranker": args.ranker, "precision": model.precision}  # bf16 where auto measured it faster
+            row |= {"judge": judge_name} if judge_name else {}
             if judge is not None:
                 row = judged(row, kind, view, model, images, args.n, args.best_of, args.pairs, rankers, judge)
             if args.images:

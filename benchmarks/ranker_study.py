@@ -3,6 +3,12 @@ each design and score the kept image by the development judge, which chooses, an
 only reports. The held-out judge never picks a design: it grades the choice made without it.
 
   python ranker_study.py --rows ROWS.jsonl --images DIR --best-of 8
+  python ranker_study.py --rows ROWS.jsonl --images DIR --best-of 8 --cross
+
+--cross asks how far independent classifiers agree on the same candidates: each network (the shipped ranker, the
+development judge, the held-out judge, a second classifier of the shipped kind trained with seed 7) ranks, and
+every network grades each one's picks. The judges rank only here, to measure that agreement; no figure of the
+tools is ranked by them.
 """
 
 from __future__ import annotations
@@ -32,6 +38,51 @@ def designs() -> dict:
     }
 
 
+def cross_networks(args) -> dict:
+    """name -> network, for --cross: the shipped ranker and three classifiers it was not built from."""
+    from diffusionlab.evaluation.classifier import load_ranker
+
+    return {
+        "shipped ranker": load_ranker("mnist", "cpu"),
+        "development judge": load_judge(args.dev_judge),
+        "held-out judge": load_judge(args.judge),
+        "seed-7 classifier": load_judge(str(HERE / "judges" / "mnist-judge-seed7.safetensors")),
+    }
+
+
+def saved_rows(args, model):
+    """(view, readings, labels) of each saved anagram row of --rows."""
+    for row in map(json.loads, Path(args.rows).read_text().splitlines()):
+        f = Path(args.images) / image_file(row)
+        if row["kind"] == "anagram" and f.is_file():
+            reads = readings("anagram", row["view"], model, torch.load(f))
+            yield row["view"], reads, pair_labels(model, row["n_per_pair"], row.get("pairs"))
+
+
+def cross(args, model) -> None:
+    """Best-of-k ranked by each network of cross_networks, graded by each; with single-shot and any-of-k."""
+    nets, k = cross_networks(args), args.best_of
+    wins: dict[tuple[str, str, str], list[float]] = {}
+    for view, reads, labels in saved_rows(args, model):
+        for grader, judge in nets.items():
+            ok = passes(judge, reads, labels).float()
+            groups = len(ok) // k
+            wins.setdefault((view, "single-shot", grader), []).extend(ok.tolist())
+            wins.setdefault((view, f"any of {k}", grader), []).extend(ok.view(groups, k).amax(1).tolist())
+            for ranker_name, ranker in nets.items():
+                key = (view, f"best-of-{k} ranked by the {ranker_name}", grader)
+                wins.setdefault(key, []).extend([ranked_best_of(ranker, reads, labels, k, judge)] * groups)
+    print_table(wins, [f"graded by the {g}" for g in nets], list(nets))
+
+
+def print_table(wins: dict, headers: list[str], graders: list[str]) -> None:
+    """A markdown table: one line per (view, what), one column per grader, the mean of its wins in %."""
+    print("| view | images | " + " | ".join(headers) + " |\n|---|---|" + "---|" * len(headers))
+    for view, what in dict.fromkeys((v, w) for v, w, _ in wins):
+        cells = [f"{100 * sum(wins[view, what, g]) / len(wins[view, what, g]):.1f} %" for g in graders]
+        print(f"| {view} | {what} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", required=True)
@@ -39,29 +90,25 @@ def main() -> None:
     p.add_argument("--best-of", type=int, default=8)
     p.add_argument("--dev-judge", default=str(HERE / "judges" / "mnist-devjudge-mlp.safetensors"))
     p.add_argument("--judge", default=str(HERE / "judges" / "mnist-judge-lenet.safetensors"))
+    p.add_argument("--cross", action="store_true", help="each network ranks, each grades (see above)")
     args = p.parse_args()
+    model = SimpleNamespace(image_shape=(1, 28, 28), num_classes=10)
+    if args.cross:
+        return cross(args, model)
     judges = {"development judge": load_judge(args.dev_judge), "held-out judge": load_judge(args.judge)}
-    model, k = SimpleNamespace(image_shape=(1, 28, 28), num_classes=10), args.best_of
+    k = args.best_of
     rankers = designs()  # loaded once, not per row and judge
     wins: dict[tuple[str, str, str], list[float]] = {}
-    for row in map(json.loads, Path(args.rows).read_text().splitlines()):
-        f = Path(args.images) / image_file(row)
-        if row["kind"] != "anagram" or not f.is_file():
-            continue
-        reads = readings("anagram", row["view"], model, torch.load(f))
-        labels = pair_labels(model, row["n_per_pair"], row.get("pairs"))
+    for view, reads, labels in saved_rows(args, model):
         for jn, judge in judges.items():
             single = passes(judge, reads, labels).float()
-            wins.setdefault((row["view"], "single-shot", jn), []).extend(single.tolist())
+            wins.setdefault((view, "single-shot", jn), []).extend(single.tolist())
             for name, ranker in rankers.items():
                 groups = len(single) // k
-                wins.setdefault((row["view"], f"best-of-{k}: {name}", jn), []).extend(
+                wins.setdefault((view, f"best-of-{k}: {name}", jn), []).extend(
                     [ranked_best_of(ranker, reads, labels, k, judge)] * groups
                 )
-    print("| view | rows | development judge | held-out judge |\n|---|---|---|---|")
-    for view, what in dict.fromkeys((v, w) for v, w, _ in wins):
-        cells = [f"{100 * sum(wins[view, what, j]) / len(wins[view, what, j]):.1f} %" for j in judges]
-        print(f"| {view} | {what} | " + " | ".join(cells) + " |")
+    print_table(wins, list(judges), list(judges))
 
 
 if __name__ == "__main__":

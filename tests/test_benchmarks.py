@@ -193,6 +193,17 @@ def test_illusion_table_best_of_ranks_with_the_classifier_and_scores_with_the_ju
     assert best_of(ranker, images, "rot180", model, 2, 2, "0-1", judge=TopHalf(1, 0)) == 0.0  # the judge disagrees
 
 
+def _saved_candidates(tmp_path: Path, image_file, images: torch.Tensor | None = None, pairs="0-1,1-0") -> torch.Tensor:
+    """One saved illusion_table row of 16 rot180 candidates (2 pairs, 8 each; default: noise) under tmp_path."""
+    row = {"kind": "anagram", "view": "rot180", "n_per_pair": 8, "pairs": pairs, "seed": 0}
+    if images is None:
+        images = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0)) ** 4
+    (tmp_path / "images").mkdir()
+    torch.save(images, tmp_path / "images" / image_file(row))
+    (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
+    return images
+
+
 def test_ranker_study_scores_each_design_by_both_judges(tmp_path: Path) -> None:
     """ranker_study re-ranks saved candidates: single-shot is the held-out judge's own pass share of the images;
     each design keeps one image of each group of 8, so its rate is a whole number of groups."""
@@ -203,11 +214,7 @@ def test_ranker_study_scores_each_design_by_both_judges(tmp_path: Path) -> None:
         sys.path.remove(str(BENCH))
     from types import SimpleNamespace
 
-    row = {"kind": "anagram", "view": "rot180", "n_per_pair": 8, "pairs": "0-1,1-0", "seed": 0}
-    images = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0)) ** 4
-    (tmp_path / "images").mkdir()
-    torch.save(images, tmp_path / "images" / image_file(row))
-    (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
+    images = _saved_candidates(tmp_path, image_file)
     out = run_script("ranker_study.py", "--rows", str(tmp_path / "rows.jsonl"), "--images", str(tmp_path / "images"))
     table = [line.split(" | ") for line in out.splitlines() if line.startswith("| rot180 |")]
     assert len(table) == 6  # single-shot and five designs
@@ -216,6 +223,41 @@ def test_ranker_study_scores_each_design_by_both_judges(tmp_path: Path) -> None:
     ok = passes(judge, readings("anagram", "rot180", model, images), pair_labels(model, 8, "0-1,1-0"))
     assert table[0][1] == "single-shot" and table[0][3] == f"{100 * ok.float().mean():.1f} % |"
     assert all(cells[2] in ("0.0 %", "50.0 %", "100.0 %") for cells in table[1:])
+
+
+def test_ranker_study_cross_grades_every_networks_picks_by_every_network(tmp_path: Path) -> None:
+    """--cross: each of 4 networks ranks and each grades; a network grading its own picks keeps a passing candidate
+    whenever a group has one (its best-of-8 is its any-of-8), and single-shot is each grader's own pass share.
+    Candidates: real test digits, a few 6s (a 6 turned over reads 9) among 7s for 6->9, one 9 among 7s for 9->6."""
+    from diffusionlab.testdigits import first_test_images
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from illusion_judging import image_file, load_judge, pair_labels, passes, readings
+    finally:
+        sys.path.remove(str(BENCH))
+    from types import SimpleNamespace
+
+    digits, labels, _ = first_test_images("mnist", 100, sample_because="the test's fixture")
+    six, seven, nine = (digits[labels == d].float() / 255 for d in (6, 7, 9))
+    candidates = torch.cat([six[:3], seven[:5], nine[:1], seven[5:12]])
+    images = _saved_candidates(tmp_path, image_file, candidates, "6-9,9-6")
+    args = ["--rows", str(tmp_path / "rows.jsonl"), "--images", str(tmp_path / "images"), "--cross"]
+    out = run_script("ranker_study.py", *args)
+    header = next(line for line in out.splitlines() if line.startswith("| view |")).split(" | ")[2:]
+    rows = {c[1]: c[2:] for c in (line.rstrip(" |").split(" | ") for line in out.splitlines()) if c[0] == "| rot180"}
+    graders = [h.removeprefix("graded by the ").rstrip(" |") for h in header]
+    assert len(graders) == 4 and set(rows) == {"single-shot", "any of 8"} | {
+        f"best-of-8 ranked by the {g}" for g in graders
+    }
+    for col, grader in enumerate(graders):
+        assert rows[f"best-of-8 ranked by the {grader}"][col] == rows["any of 8"][col]
+    model = SimpleNamespace(image_shape=(1, 28, 28), num_classes=10)
+    judge = load_judge(str(BENCH / "judges" / "mnist-judge-lenet.safetensors"))
+    ok = passes(judge, readings("anagram", "rot180", model, images), pair_labels(model, 8, "6-9,9-6"))
+    assert 0 < ok.sum() < 8  # some candidates pass, most do not: a wrong pick shows
+    assert rows["single-shot"][graders.index("held-out judge")] == f"{100 * ok.float().mean():.1f} %"
+    assert rows["any of 8"][graders.index("held-out judge")] == "100.0 %"
 
 
 def test_judge_trainer_takes_another_data_set_and_scores_it_as_saved(tmp_path: Path) -> None:
