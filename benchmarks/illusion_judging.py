@@ -18,7 +18,9 @@ KEY_FIELDS = (
 
 
 def key(row: dict) -> str:
-    return json.dumps({k: v for k, v in row.items() if k in KEY_FIELDS})
+    """What makes two rows the same measurement; sorted, as a row and the probe that looks for it list their
+    fields in different orders."""
+    return json.dumps({k: v for k, v in row.items() if k in KEY_FIELDS}, sort_keys=True)
 
 
 def readings(kind: str, view: str | None, model, images):
@@ -94,7 +96,9 @@ def parse_pairs(text: str | None) -> list[tuple[int, int]] | None:
 def image_file(row: dict) -> str:
     """The file name of a row's saved images (--images): its settings, without the judge; a long list of pairs
     (over 200 characters in all) by its hash."""
-    fields = {k: v for k, v in json.loads(key(row)).items() if v is not None and k != "judge"}
+    fields = {k: v for k, v in row.items() if k in KEY_FIELDS and v is not None and k != "judge"}
+    if "model" in fields:  # a path: its file or folder name
+        fields["model"] = Path(str(fields["model"])).name
     name = "-".join(str(v) for v in fields.values())
     if len(name) > 200 and "pairs" in fields:
         fields["pairs"] = "pairs" + hashlib.sha1(fields["pairs"].encode()).hexdigest()[:10]

@@ -162,6 +162,26 @@ def test_multiview_table_appends_rows_and_resumes(tmp_path: Path) -> None:
     assert len([line for line in second.splitlines() if line.startswith("| rot90,rot180 |")]) == 2
 
 
+def test_illusion_table_rows_say_their_model_and_precision_and_resume_per_model(tmp_path: Path) -> None:
+    """A row of another model than the default says which (and the precision it sampled in); run again, the
+    same model's row is not measured again, another model's is (they used to share one key)."""
+    from conftest import make_checkpoint
+
+    from diffusionlab.backends import load_model
+
+    a, b = make_checkpoint(tmp_path / "a", hidden=4), make_checkpoint(tmp_path / "b", hidden=4, seed=1)
+    rows = tmp_path / "rows.jsonl"
+    args = ["--views", "rot180", "--n", "1", "--pairs", "0-1", "--anagram", "balance=off", "--judge", "none"]
+    run_script("illusion_table.py", "--model", str(a), *args, "--rows", str(rows))
+    again = run_script("illusion_table.py", "--model", str(a), *args, "--rows", str(rows))
+    assert "anagram rot180" not in again and len(rows.read_text().splitlines()) == 1
+    other = run_script("illusion_table.py", "--model", str(b), *args, "--rows", str(rows))
+    assert "anagram rot180" in other
+    measured = [json.loads(line) for line in rows.read_text().splitlines()]
+    ran_in = load_model(str(a)).precision  # what auto (or $DIFFUSIONLAB_PRECISION) picks on this machine
+    assert [(r["model"], r["precision"]) for r in measured] == [(str(a), ran_in), (str(b), ran_in)]
+
+
 def test_illusion_table_ceiling_and_never_solved_pairs() -> None:
     sys.path.insert(0, str(BENCH))
     try:
