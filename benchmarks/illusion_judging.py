@@ -41,19 +41,28 @@ def pair_labels(model, n: int, only: str | None):
     return first, torch.tensor([b for _, b in pairs]).repeat_interleave(n)
 
 
-def ranked_best_of(rank_clf, reads, labels, k: int, judge) -> float:
-    """Success of verified best-of-k (tools.illusions.verified) from the readings in groups of k (pair-major):
-    what `--best-of k` returns, n / k times per pair. rank_clf ranks (as the tool), judge says whether the kept
-    one succeeds."""
+def ranked_picks(rank_clf, reads, labels, k: int) -> torch.Tensor:
+    """The candidate verified best-of-k (tools.illusions.verified) keeps in each group of k (pair-major): one
+    image index per group, what `--best-of k` returns. rank_clf ranks, as the tool does."""
     from diffusionlab.tools.illusions import verified
 
-    ok = passes(judge, reads, labels)
-    groups, wins = len(ok) // k, 0
-    for g in range(groups):  # one group = one request: k candidates of one pair
+    picks = []
+    for g in range(len(labels[0]) // k):  # one group = one request: k candidates of one pair
         sl = slice(g * k, (g + 1) * k)
         rows, _ = verified([r[sl] for r in reads], [int(lab[g * k]) for lab in labels], rank_clf, 1, k)
-        wins += int(ok[sl][rows[0, 0]])
-    return wins / groups
+        picks.append(g * k + int(rows[0, 0]))
+    return torch.tensor(picks)
+
+
+def kept_share(ok: torch.Tensor, picks: torch.Tensor) -> float:
+    """The share of the kept images (picks) that pass (ok: per image)."""
+    return int(ok[picks].sum()) / len(picks)
+
+
+def ranked_best_of(rank_clf, reads, labels, k: int, judge) -> float:
+    """Success of verified best-of-k from the readings in groups of k: rank_clf picks (ranked_picks), judge says
+    whether the kept one succeeds."""
+    return kept_share(passes(judge, reads, labels), ranked_picks(rank_clf, reads, labels, k))
 
 
 def passes(clf, reads, labels):
@@ -75,8 +84,9 @@ def judged(row: dict, kind: str, view, model, images, n: int, k: int, pairs, ran
     row |= {"judge_second": float((judge.classify(reads[1]) == labels[1]).float().mean())}
     if k > 1 and n % k == 0:
         ranker = rankers["ranker"]
-        row |= {"best_of": k, "best_success": ranked_best_of(ranker, reads, labels, k, ranker)}
-        row |= {"best_judge": ranked_best_of(ranker, reads, labels, k, judge)}
+        picks = ranked_picks(ranker, reads, labels, k)  # ranked once, graded by the ranker and by the judge
+        row |= {"best_of": k, "best_success": kept_share(passes(ranker, reads, labels), picks)}
+        row |= {"best_judge": kept_share(ok, picks)}
         if "single" in rankers:
             row |= {"best_judge_single_rank": ranked_best_of(rankers["single"], reads, labels, k, judge)}
     return row

@@ -290,6 +290,7 @@ def main() -> None:
             rejudge(path, rows, Path(args.images), judge, judge_name, args.best_of, rankers, model, args.ranker)
             args.anagram, args.hybrid = [], []  # nothing sampled
         done = {key(r) for r in rows}
+        model_field = {"model": args.model} if args.model != "mnist" else {}  # rows of the default carry none
         jobs = [
             ("anagram", v, s)
             for vary in args.anagram
@@ -302,13 +303,13 @@ def main() -> None:
             probe |= {"pairs": args.pairs} if args.pairs else {}
             probe |= {"judge": judge_name} if judge_name else {}
             probe |= {"far_factor": args.far_factor} if kind == "hybrid" else {}
-            probe |= {"model": args.model} if args.model != "mnist" else {}  # rows of the default carry none
+            probe |= model_field
             if key(probe) in done:
                 continue
             row, images = measure(model, ranker, kind, view, s, args.n, args.seed, args.far_factor, args.pairs)
             row |= {"ranker": args.ranker, "precision": model.precision}  # bf16 where auto measured it faster
             row |= {"judge": judge_name} if judge_name else {}
-            row |= {"model": args.model} if args.model != "mnist" else {}
+            row |= model_field
             if judge is not None:
                 row = judged(row, kind, view, model, images, args.n, args.best_of, args.pairs, rankers, judge)
             if args.images:

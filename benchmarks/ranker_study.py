@@ -19,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from illusion_judging import image_file, load_judge, pair_labels, passes, ranked_best_of, readings
+from illusion_judging import image_file, kept_share, load_judge, pair_labels, passes, ranked_picks, readings
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,18 +61,26 @@ def saved_rows(args, model):
 
 def cross(args, model) -> None:
     """Best-of-k ranked by each network of cross_networks, graded by each; with single-shot and any-of-k."""
-    nets, k = cross_networks(args), args.best_of
+    nets = cross_networks(args)
+    wins = graded(args, model, nets, nets, lambda name: f"best-of-{args.best_of} ranked by the {name}", True)
+    print_table(wins, [f"graded by the {g}" for g in nets], list(nets))
+
+
+def graded(args, model, judges: dict, rankers: dict, label, any_of: bool = False) -> dict:
+    """(view, what, judge) -> per-group wins over the saved rows: single-shot, any-of-k (any_of), and best-of-k
+    as each ranker picks (label(name) names its line). Each ranker picks once per row; each judge reads once."""
+    k = args.best_of
     wins: dict[tuple[str, str, str], list[float]] = {}
     for view, reads, labels in saved_rows(args, model):
-        for grader, judge in nets.items():
-            ok = passes(judge, reads, labels).float()
-            groups = len(ok) // k
-            wins.setdefault((view, "single-shot", grader), []).extend(ok.tolist())
-            wins.setdefault((view, f"any of {k}", grader), []).extend(ok.view(groups, k).amax(1).tolist())
-            for ranker_name, ranker in nets.items():
-                key = (view, f"best-of-{k} ranked by the {ranker_name}", grader)
-                wins.setdefault(key, []).extend([ranked_best_of(ranker, reads, labels, k, judge)] * groups)
-    print_table(wins, [f"graded by the {g}" for g in nets], list(nets))
+        picks = {name: ranked_picks(ranker, reads, labels, k) for name, ranker in rankers.items()}
+        for jn, judge in judges.items():
+            ok = passes(judge, reads, labels)
+            wins.setdefault((view, "single-shot", jn), []).extend(ok.float().tolist())
+            if any_of:
+                wins.setdefault((view, f"any of {k}", jn), []).extend(ok.view(-1, k).any(1).float().tolist())
+            for name, kept in picks.items():
+                wins.setdefault((view, label(name), jn), []).extend([kept_share(ok, kept)] * len(kept))
+    return wins
 
 
 def print_table(wins: dict, headers: list[str], graders: list[str]) -> None:
@@ -96,18 +104,7 @@ def main() -> None:
     if args.cross:
         return cross(args, model)
     judges = {"development judge": load_judge(args.dev_judge), "held-out judge": load_judge(args.judge)}
-    k = args.best_of
-    rankers = designs()  # loaded once, not per row and judge
-    wins: dict[tuple[str, str, str], list[float]] = {}
-    for view, reads, labels in saved_rows(args, model):
-        for jn, judge in judges.items():
-            single = passes(judge, reads, labels).float()
-            wins.setdefault((view, "single-shot", jn), []).extend(single.tolist())
-            for name, ranker in rankers.items():
-                groups = len(single) // k
-                wins.setdefault((view, f"best-of-{k}: {name}", jn), []).extend(
-                    [ranked_best_of(ranker, reads, labels, k, judge)] * groups
-                )
+    wins = graded(args, model, judges, designs(), lambda name: f"best-of-{args.best_of}: {name}")
     print_table(wins, list(judges), list(judges))
 
 
