@@ -72,6 +72,10 @@ def graded(args, model, judges: dict, rankers: dict, label, any_of: bool = False
     k = args.best_of
     wins: dict[tuple[str, str, str], list[float]] = {}
     for view, reads, labels in saved_rows(args, model):
+        if len(labels[0]) % k:
+            raise SystemExit(
+                f"--best-of {k} needs rows of a multiple of {k} images per pair ({view}: {len(labels[0])})"
+            )
         picks = {name: ranked_picks(ranker, reads, labels, k) for name, ranker in rankers.items()}
         for jn, judge in judges.items():
             ok = passes(judge, reads, labels)
@@ -80,6 +84,8 @@ def graded(args, model, judges: dict, rankers: dict, label, any_of: bool = False
                 wins.setdefault((view, f"any of {k}", jn), []).extend(ok.view(-1, k).any(1).float().tolist())
             for name, kept in picks.items():
                 wins.setdefault((view, label(name), jn), []).extend([kept_share(ok, kept)] * len(kept))
+    if not wins:
+        raise SystemExit(f"no anagram rows of {args.rows} have their images in {args.images}")
     return wins
 
 

@@ -280,6 +280,23 @@ def test_ranker_study_cross_grades_every_networks_picks_by_every_network(tmp_pat
     assert rows["any of 8"][graders.index("held-out judge")] == "100.0 %"
 
 
+def test_ranker_study_refuses_rows_it_cannot_group_and_rows_without_images(tmp_path: Path) -> None:
+    """Rows of 8 per pair cannot make groups of 3; rows whose images are not saved give no table: one line each."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from illusion_judging import image_file
+    finally:
+        sys.path.remove(str(BENCH))
+    _saved_candidates(tmp_path, image_file)
+    args = [sys.executable, "ranker_study.py", "--rows", str(tmp_path / "rows.jsonl"), "--cross"]
+    for extra, said in (
+        (["--images", str(tmp_path / "images"), "--best-of", "3"], "--best-of 3 needs rows of a multiple of 3"),
+        (["--images", str(tmp_path / "elsewhere")], "no anagram rows of"),
+    ):
+        done = subprocess.run([*args, *extra], cwd=BENCH, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
 def test_judge_trainer_takes_another_data_set_and_scores_it_as_saved(tmp_path: Path) -> None:
     """judges/train.py judge --data fashion-mnist: the JSON says the data set, and the test accuracy it records is
     the one the saved (float16) judge gives on that test split when loaded again; ranker members stay MNIST's."""
