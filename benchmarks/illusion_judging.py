@@ -65,9 +65,14 @@ def ranked_best_of(rank_clf, reads, labels, k: int, judge) -> float:
     return kept_share(passes(judge, reads, labels), ranked_picks(rank_clf, reads, labels, k))
 
 
+def reading_hits(clf, reads, labels):
+    """(R, N): whether clf reads each reading of each image as its label."""
+    return torch.stack([clf.classify(r) == lab for r, lab in zip(reads, labels, strict=True)])
+
+
 def passes(clf, reads, labels):
     """Per image: every reading read as its label by clf."""
-    return torch.stack([clf.classify(r) == lab for r, lab in zip(reads, labels, strict=True)]).all(0)
+    return reading_hits(clf, reads, labels).all(0)
 
 
 def judged(row: dict, kind: str, view, model, images, n: int, k: int, pairs, rankers: dict, judge) -> dict:
@@ -77,18 +82,18 @@ def judged(row: dict, kind: str, view, model, images, n: int, k: int, pairs, ran
     from diffusionlab.evaluation.pairs import per_pair
 
     reads, labels = readings(kind, view, model, images), pair_labels(model, n, pairs)
-    ok = passes(judge, reads, labels)
+    hits = reading_hits(judge, reads, labels)  # the judge reads every image once
+    ok = hits.all(0)
     pp = per_pair(ok, parse_pairs(pairs) or _pairs(row), n)
     row |= {"judge_success": float(ok.float().mean()), "judge_per_pair": pp}
-    row |= {"judge_first": float((judge.classify(reads[0]) == labels[0]).float().mean())}
-    row |= {"judge_second": float((judge.classify(reads[1]) == labels[1]).float().mean())}
+    row |= {"judge_first": float(hits[0].float().mean()), "judge_second": float(hits[1].float().mean())}
     if k > 1 and n % k == 0:
         ranker = rankers["ranker"]
         picks = ranked_picks(ranker, reads, labels, k)  # ranked once, graded by the ranker and by the judge
         row |= {"best_of": k, "best_success": kept_share(passes(ranker, reads, labels), picks)}
         row |= {"best_judge": kept_share(ok, picks)}
         if "single" in rankers:
-            row |= {"best_judge_single_rank": ranked_best_of(rankers["single"], reads, labels, k, judge)}
+            row |= {"best_judge_single_rank": kept_share(ok, ranked_picks(rankers["single"], reads, labels, k))}
     return row
 
 
