@@ -70,10 +70,23 @@ def timesteps(model, steps: str):
     return spaced_timesteps(model.schedule.num_steps, int(steps))
 
 
-def settings(base: str, vary: str) -> list[dict[str, str]]:
-    """The base setting with one factor varied: "cfg=3,5" -> [{..., cfg: 3}, {..., cfg: 5}]."""
-    s = dict(kv.split("=") for kv in base.split())
+# the factors measure() reads per kind; any other name would be recorded in the row and never applied
+FACTORS = {
+    "anagram": ("steps", "rule", "cfg", "combine", "weights", "balance"),
+    "hybrid": ("steps", "rule", "cfg", "kernel", "sigma", "near_cfg", "lowpass", "balance"),
+}
+
+
+def settings(base: str, vary: str, kind: str) -> list[dict[str, str]]:
+    """The base setting with one factor varied: "cfg=3,5" -> [{..., cfg: 3}, {..., cfg: 5}]; an unknown factor
+    (base or varied) is refused, not silently measured as the base."""
+    s = dict(kv.split("=", 1) for kv in base.split())
     factor, _, values = vary.partition("=")
+    unknown = sorted(set(s) - set(FACTORS[kind]) | ({factor} - set(FACTORS[kind])))
+    if unknown:
+        raise SystemExit(
+            f"illusion_table: unknown {kind} factor {', '.join(unknown)}; known: {', '.join(FACTORS[kind])}"
+        )
     return [{**s, factor: v} for v in values.split(",")]
 
 
@@ -275,6 +288,13 @@ def main() -> None:
     p.add_argument("--rejudge", action="store_true", help="judge the saved --images of unjudged rows (no sampling)")
     p.add_argument("--maps", default=None, help="write each row's per-pair success map PNG into this folder")
     args = p.parse_args()
+    jobs = [  # built first, so that an unknown factor is refused before the models load
+        ("anagram", v, s)
+        for vary in args.anagram
+        for v in args.views.split(",")
+        for s in settings(args.anagram_base, vary, "anagram")
+    ]
+    jobs += [("hybrid", None, s) for vary in args.hybrid for s in settings(args.hybrid_base, vary, "hybrid")]
     path = Path(args.rows)
     rows = read_rows(path)
     if not args.table:
@@ -288,16 +308,9 @@ def main() -> None:
         rankers = {"ranker": ranker} | ({"single": single} if args.ranker == "ensemble" else {})
         if args.rejudge:
             rejudge(path, rows, Path(args.images), judge, judge_name, args.best_of, rankers, model, args.ranker)
-            args.anagram, args.hybrid = [], []  # nothing sampled
+            jobs = []  # nothing sampled
         done = {key(r) for r in rows}
         model_field = {"model": args.model} if args.model != "mnist" else {}  # rows of the default carry none
-        jobs = [
-            ("anagram", v, s)
-            for vary in args.anagram
-            for v in args.views.split(",")
-            for s in settings(args.anagram_base, vary)
-        ]
-        jobs += [("hybrid", None, s) for vary in args.hybrid for s in settings(args.hybrid_base, vary)]
         for kind, view, s in jobs:
             probe = {"kind": kind, "view": view, **s, "n_per_pair": args.n, "seed": args.seed, "ranker": args.ranker}
             probe |= {"pairs": args.pairs} if args.pairs else {}

@@ -344,3 +344,28 @@ def test_best_of_auto_keeps_the_first_round_the_ranker_passes_and_the_judge_grad
     assert out["other"] == {"auto": False, "best of all": False, "any": True}
     out = simulate([failing, failing, failing], (0, 1), "flip", agrees, {"same": agrees})
     assert out["candidates"] == 24 and out["same"] == {"auto": False, "best of all": False, "any": False}
+
+
+def test_illusion_table_refuses_a_factor_it_would_not_apply(tmp_path: Path) -> None:
+    """A factor measure() does not read (far_cfg was once run as the base and recorded as varied) is refused in
+    one line before any model loads, in the varied factor and in the base; known factors still pass."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from illusion_table import HYBRID_BASE, settings
+    finally:
+        sys.path.remove(str(BENCH))
+    assert [s["near_cfg"] for s in settings(HYBRID_BASE, "near_cfg=10,15", "hybrid")] == ["10", "15"]
+    rows = tmp_path / "rows.jsonl"
+    for extra in (["--hybrid", "far_cfg=5"], ["--hybrid-base", "cfg=default far_cfg=5", "--hybrid", "sigma=1.5"]):
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "illusion_table.py"), *extra, "--rows", str(rows), "--model", "nope"],
+            cwd=BENCH,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode != 0
+        assert done.stderr.strip().splitlines()[-1].startswith("illusion_table: unknown hybrid factor far_cfg; known:")
+    with pytest.raises(SystemExit, match="unknown anagram factor near_cfg"):
+        settings("cfg=default", "near_cfg=3", "anagram")
+    assert not rows.exists()
