@@ -79,10 +79,13 @@ FACTORS = {
 
 def settings(base: str, vary: str, kind: str) -> list[dict[str, str]]:
     """The base setting with one factor varied: "cfg=3,5" -> [{..., cfg: 3}, {..., cfg: 5}]; an unknown factor
-    (base or varied) is refused, not silently measured as the base."""
+    (base or varied) is refused, not silently measured as the base, and so is a token without a value."""
+    malformed = [t for t in [*base.split(), vary] if not t.partition("=")[2]]
+    if malformed:
+        raise SystemExit(f"illusion_table: expected FACTOR=VALUE, got {malformed[0]!r}")
     s = dict(kv.split("=", 1) for kv in base.split())
     factor, _, values = vary.partition("=")
-    unknown = sorted(set(s) - set(FACTORS[kind]) | ({factor} - set(FACTORS[kind])))
+    unknown = sorted((set(s) | {factor}) - set(FACTORS[kind]))
     if unknown:
         raise SystemExit(
             f"illusion_table: unknown {kind} factor {', '.join(unknown)}; known: {', '.join(FACTORS[kind])}"

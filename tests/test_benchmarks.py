@@ -368,4 +368,7 @@ def test_illusion_table_refuses_a_factor_it_would_not_apply(tmp_path: Path) -> N
         assert done.stderr.strip().splitlines()[-1].startswith("illusion_table: unknown hybrid factor far_cfg; known:")
     with pytest.raises(SystemExit, match="unknown anagram factor near_cfg"):
         settings("cfg=default", "near_cfg=3", "anagram")
+    for base, vary in ((HYBRID_BASE, "sigma"), (HYBRID_BASE, "sigma="), ("cfg", "sigma=1.5")):
+        with pytest.raises(SystemExit, match="expected FACTOR=VALUE"):
+            settings(base, vary, "hybrid")
     assert not rows.exists()
