@@ -10,6 +10,7 @@ Kill points:
                          written), half (temp file half written), full (written, not replaced), after (replaced)
   twice@S                two SIGTERMs while step S is being computed (after its noise is drawn)
   again@S                a SIGINT while step S is computed, a second one inside the save that stop makes after it
+  SIGTERM@S, SIGINT@S    one such signal while step S is being computed (a user's kill or Ctrl-C mid-epoch)
 The step and the point of the kill go to the JSON file in env KILL_RECORD first.
 """
 
@@ -66,6 +67,8 @@ def loss(*a, **k):
     if point == f"twice@{current['step']}":
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGTERM)
+    if point in (f"SIGTERM@{current['step']}", f"SIGINT@{current['step']}"):
+        os.kill(os.getpid(), signal.Signals[point.partition("@")[0]])
     if point == f"again@{current['step']}":
         os.kill(os.getpid(), signal.SIGINT)
         current["first_sigint"] = True

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -169,21 +168,14 @@ def test_sigkill_inside_checkpoint_writes_then_resume_is_exact(base, tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_mid_epoch_stops_saves_and_resume_is_exact(base, tmp_path, signum):
-    """The plain CLI with --save-every 5, signalled a moment after loss.csv has rows (the save at step 5): it
-    stops at the next step boundary and saves there, mostly a step no periodic save writes."""
+    """One signal while step 7 is computed (--save-every 5, so no periodic save writes step 7, and 7 is inside
+    the first 16-step epoch): the run finishes that step, saves there and exits 130; resume is exact. The signal
+    is sent at a chosen step, not after a sleep, so a faster CPU cannot carry the run to the epoch's end."""
     run = tmp_path / "run"
-    args = [*ARGS, "--data-dir", str(base["data"]), "--out", str(run), "--save-every", "5"]
-    proc = subprocess.Popen([sys.executable, "-m", "diffusionlab", *args], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not read_log_rows(run / "loss.csv") and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.25)  # a step or two later (a step takes about 0.1 s here)
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
+    proc = train(base, run, f"{signum.name}@7", resume=False, save_every=5)
     step = saved_step(run)
-    print(f"{signum.name} a moment after the save at step 5: stopped and saved at step {step}")
-    assert proc.returncode == 130 and f"saved the run at step {step}" in err
-    assert 0 < step < TOTAL and read_state(run / "train_state.safetensors").meta["batch_in_epoch"] > 0
+    assert proc.returncode == 130 and "saved the run at step 7" in proc.stderr, proc.stderr[-1500:]
+    assert step == 7 and read_state(run / "train_state.safetensors").meta["batch_in_epoch"] == 7
     assert_rows_match(run, base["run"], up_to=step, at_least=step)
     assert_no_temp_or_torn_files(run)
     assert train(base, run, "none").returncode == 0
