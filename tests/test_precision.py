@@ -64,6 +64,20 @@ def test_auto_follows_the_measurement_and_caches_it(native, tmp_path, speedup, e
     assert torch.__version__ in precision.cache_key() and precision.cpu_name() in precision.cache_key()
 
 
+def test_the_cached_verdict_is_per_cpu_generation_not_per_name(monkeypatch):
+    """Two CPUs a cloud VM both calls "AMD EPYC" (seen here: AVX2-only Zen, and Zen 5 with AVX512-BF16 where bf16
+    measured 2.8x) must not share one cached verdict; the run's first line keeps the plain name."""
+    zen3 = {"model name": "AMD EPYC", "cpu family": "25", "model": "1", "flags": "fpu avx2 fma"}
+    zen5 = {"model name": "AMD EPYC", "cpu family": "26", "model": "2", "flags": "avx2 avx512f avx512_bf16"}
+    keys = []
+    for info in (zen3, zen5, zen5):
+        monkeypatch.setattr(precision, "_cpuinfo", lambda info=info: dict(info))
+        assert precision.cpu_name() == "AMD EPYC"
+        keys.append(precision.cache_key())
+    assert keys[0] != keys[1] == keys[2]
+    assert "family 25 model 1, no bf16 flags" in keys[0] and "family 26 model 2, avx512_bf16" in keys[1]
+
+
 @pytest.mark.parametrize(
     "content",
     [

@@ -3,10 +3,10 @@
 Native bf16 is not a reason to pick it: on a Xeon with AVX512-BF16 but no AMX the course UNet's train step was
 0.91x and sampling 1.00x the fp32 reference, while fp32 was 1.10x and 1.38x (issue 36); with AMX bf16 was 3.2x.
 So "auto" takes bf16 on a CPU only where a short micro-benchmark of the UNet's train step (forward and backward,
-the course's width) on this machine says bf16 is faster by a margin. The verdict is cached per CPU model and
-torch version in the user cache (`$DIFFUSIONLAB_CACHE/precision.json`); a corrupt or unwritable cache is ignored.
-A CPU without native bf16 gets fp32 without measuring (emulated bf16 is ~10x slower); CUDA gets bf16 where the
-GPU computes it. The numeric contract of each precision is in docs/precision.md.
+the course's width) on this machine says bf16 is faster by a margin. The verdict is cached per CPU (model name,
+family, bf16 flags), torch version and thread count in the user cache (`$DIFFUSIONLAB_CACHE/precision.json`); a
+corrupt or unwritable cache is ignored. A CPU without native bf16 gets fp32 without measuring (emulated bf16 is ~10x slower); CUDA gets bf16 where
+the GPU computes it. The numeric contract of each precision is in docs/precision.md.
 """
 
 from __future__ import annotations
@@ -97,20 +97,40 @@ def choose_precision(
     )
 
 
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), the key of the cached verdict."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (Linux); {} elsewhere."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return fields
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), as the run's first line says it."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_signature() -> str:
+    """The model name plus family, model and the bf16 flags: cloud VMs call several generations "AMD EPYC"
+    (an AVX2-only one and one with AVX512-BF16 were both seen here), and the verdict must not cross them."""
+    info = _cpuinfo()
+    flags = sorted(set(info.get("flags", "").split()) & {"avx512_bf16", "amx_bf16", "amx_tile"})
+    parts = [cpu_name()]
+    if "cpu family" in info or "model" in info:
+        parts.append(f"family {info.get('cpu family', '?')} model {info.get('model', '?')}")
+    parts.append(" ".join(flags) or "no bf16 flags")
+    return ", ".join(parts)
 
 
 def cache_key() -> str:
-    return f"{cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    return f"{cpu_signature()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
 def measured_bf16_speedup(cache_dir: Path | None = None) -> tuple[float, bool]:
