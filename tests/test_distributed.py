@@ -168,3 +168,24 @@ def test_sampling_splits_the_images_across_ranks(tmp_path):
     want = grid_image(torch.cat(shares), 3, m.value_range, ["3", "7"], title=f"{m.name}  seed=5  cfg=3.0")
     got = np.asarray(Image.open(out).convert(want.mode), np.int16)
     assert got.shape == np.asarray(want).shape and np.abs(got - np.asarray(want, np.int16)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "said"), [(None, 0, ""), (0, 0, ""), (2, 2, ""), ("error: x", 1, "error: x")]
+)
+def test_a_rank_ends_without_the_interpreters_teardown(monkeypatch, capsys, code, status, said):
+    """A torchrun rank ends in os._exit after flushing (the two-rank runs above abort now and then in Python's
+    teardown otherwise); its exit status is the command's. A process that joined no group is left alone."""
+    from diffusionlab import distributed
+
+    ended = []
+    monkeypatch.setattr(distributed.os, "_exit", ended.append)
+    monkeypatch.setitem(distributed._joined, "group", False)
+    distributed.end_rank_process(code)
+    assert ended == []
+    monkeypatch.setitem(distributed._joined, "group", True)
+    print("written before the end")
+    distributed.end_rank_process(code)
+    assert ended == [status]
+    out = capsys.readouterr()
+    assert out.out == "written before the end\n" and out.err.strip() == said

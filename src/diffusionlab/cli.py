@@ -35,10 +35,16 @@ def main(argv: list[str] | None = None) -> None:
 
     tune_malloc()  # big CPU tensors stay in the heap instead of being page-faulted afresh every step
     try:
-        app(args=argv, standalone_mode=True)
-    except DiffusionLabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        try:
+            app(args=argv, standalone_mode=True)
+        except DiffusionLabError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+    except SystemExit as e:
+        from diffusionlab.distributed import end_rank_process
+
+        end_rank_process(e.code)  # a torchrun rank ends without the interpreter's teardown; others go on
+        raise

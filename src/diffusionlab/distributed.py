@@ -13,6 +13,8 @@ same global batches give one process's weights up to floating-point summation or
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +63,29 @@ def init_from_env(device: torch.device | None = None) -> tuple[DistContext, torc
     if not dist.is_initialized():
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
         dist.init_process_group(backend)
+        _joined["group"] = True
     return ctx, device
+
+
+_joined = {"group": False}  # this process joined a torchrun process group (init_from_env)
+
+
+def end_rank_process(code: object) -> None:
+    """A torchrun rank's process ends here, skipping the interpreter's finalization: a rank that has trained under
+    gloo can abort while Python tears down ("terminate called without an active exception", SIGABRT/SIGSEGV with
+    no Python frame: 2 of ~200 two-rank bf16 runs on a Zen 5 EPYC, once in CI), after all its work is written.
+    multiprocessing's workers end the same way (os._exit after flushing). A plain process returns untouched."""
+    if not _joined["group"]:
+        return
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)
 
 
 def current() -> DistContext:
