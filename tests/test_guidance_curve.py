@@ -37,7 +37,7 @@ def test_rule_picks_the_lowest_scale_reaching_the_target() -> None:
 
 
 def test_rule_without_a_scale_reaching_the_target_takes_the_lowest_within_one_standard_error() -> None:
-    # the colour demo's shape: 93.7 % at 5 and 94.3 % at 8 (N = 300) are one standard error apart
+    # the first colour recipe's shape: 93.7 % at 5 and 94.3 % at 8 (N = 300) are one standard error apart
     curve = points({2.0: 0.84, 3.0: 0.887, 5.0: 0.937, 8.0: 0.943}, n=300)
     choice = choose_scale(curve, 0.99)
     se = math.sqrt(0.943 * 0.057 / 300)
