@@ -4,6 +4,7 @@ only reports. The held-out judge never picks a design: it grades the choice made
 
   python ranker_study.py --rows ROWS.jsonl --images DIR --best-of 8
   python ranker_study.py --rows ROWS.jsonl --images DIR --best-of 8 --cross
+  python ranker_study.py --rows ROWS.jsonl --images DIR --best-of 8 --extra FLIPSYM.safetensors
 
 --cross asks how far independent classifiers agree on the same candidates: each network (the shipped ranker, the
 development judge, the held-out judge, a second classifier of the shipped kind trained with seed 7) ranks, and
@@ -24,11 +25,19 @@ from illusion_judging import image_file, kept_share, load_judge, pair_labels, pa
 HERE = Path(__file__).resolve().parent
 
 
-def designs() -> dict:
-    """name -> ranker: the shipped ensemble untilted and tilted, and its first member alone (the old ranker)."""
-    from diffusionlab.evaluation.classifier import RANKER_TILTS, Ensemble, load_ranker
+def designs(extra: list[str] = ()) -> dict:
+    """name -> ranker: the shipped ensemble untilted and tilted, and its first member alone (the old ranker); with
+    --extra, each candidate member alone and added to the shipped ensemble (tilted)."""
+    from diffusionlab.evaluation.classifier import RANKER_TILTS, Ensemble, load_classifier, load_ranker
 
     shipped = load_ranker("mnist", "cpu")
+    if extra:
+        found = {"ensemble, tilts (shipped)": Ensemble(shipped.members, RANKER_TILTS)}
+        for path in extra:
+            member = load_classifier(path, "cpu")
+            found[f"shipped + {Path(path).stem}"] = Ensemble([*shipped.members, member], RANKER_TILTS)
+            found[f"{Path(path).stem} alone, tilts"] = Ensemble([member], RANKER_TILTS)
+        return found
     return {
         "classifier alone": Ensemble(shipped.members[:1]),
         "ensemble": Ensemble(shipped.members),
@@ -105,12 +114,13 @@ def main() -> None:
     p.add_argument("--dev-judge", default=str(HERE / "judges" / "mnist-devjudge-mlp.safetensors"))
     p.add_argument("--judge", default=str(HERE / "judges" / "mnist-judge-lenet.safetensors"))
     p.add_argument("--cross", action="store_true", help="each network ranks, each grades (see above)")
+    p.add_argument("--extra", nargs="*", default=[], help="candidate ranker members (.safetensors) to try")
     args = p.parse_args()
     model = SimpleNamespace(image_shape=(1, 28, 28), num_classes=10)
     if args.cross:
         return cross(args, model)
     judges = {"development judge": load_judge(args.dev_judge), "held-out judge": load_judge(args.judge)}
-    wins = graded(args, model, judges, designs(), lambda name: f"best-of-{args.best_of}: {name}")
+    wins = graded(args, model, judges, designs(args.extra), lambda name: f"best-of-{args.best_of}: {name}")
     print_table(wins, list(judges), list(judges))
 
 

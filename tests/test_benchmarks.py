@@ -322,6 +322,39 @@ def test_judge_trainer_takes_another_data_set_and_scores_it_as_saved(tmp_path: P
     assert done.returncode == 2 and "mnist only" in done.stderr
 
 
+def test_a_flip_symmetric_member_is_trained_and_ranker_study_tries_it(tmp_path: Path) -> None:
+    """judges/train.py ranker-flip-symmetric adds an upside-down copy of every 0, 1, 3 and 8 (as themselves) and
+    writes a classifier the tools can load; ranker_study --extra ranks with it alone and beside the shipped members."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from illusion_judging import image_file
+    finally:
+        sys.path.remove(str(BENCH))
+    from diffusionlab.data import load_split
+    from diffusionlab.evaluation.classifier import load_classifier
+
+    data, member = make_idx_dir(tmp_path / "data", n_train=128), tmp_path / "flipsym.safetensors"
+    said = run_script("judges/train.py", "ranker-flip-symmetric", "--data-dir", str(data), "--out", str(member))
+    labels = load_split("mnist", "train", str(data)).labels
+    assert f"{int(torch.isin(labels, torch.tensor([0, 1, 3, 8])).sum())} upside-down images added" in said
+    assert load_classifier(str(member), "cpu").num_classes == 10
+    _saved_candidates(tmp_path, image_file)
+    args = ["--rows", str(tmp_path / "rows.jsonl"), "--images", str(tmp_path / "images"), "--extra", str(member)]
+    out = run_script("ranker_study.py", *args)
+    designs = [line.split(" | ")[1] for line in out.splitlines() if line.startswith("| rot180 |")]
+    assert designs == [
+        "single-shot",
+        "best-of-8: ensemble, tilts (shipped)",
+        "best-of-8: shipped + flipsym",
+        "best-of-8: flipsym alone, tilts",
+    ]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "judges" / "train.py"), "ranker-flip-symmetric", "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "needs --out" in done.stderr
+
+
 def test_best_of_auto_keeps_the_first_round_the_ranker_passes_and_the_judge_grades_it() -> None:
     """best_of_auto.simulate runs the tool's own loop (draw_until) over saved rounds: it stops at the first round
     with a candidate the ranker reads as asked and keeps that one; a judge that reads otherwise fails the kept

@@ -9,6 +9,7 @@ The ranker members are the project's `Classifier` at other widths, seeds and shi
   OMP_NUM_THREADS=1 python benchmarks/judges/train.py judge --data-dir /work/shared/data/mnist
   OMP_NUM_THREADS=1 python benchmarks/judges/train.py ranker --data-dir /work/shared/data/mnist
   OMP_NUM_THREADS=1 python benchmarks/judges/train.py judge --data fashion-mnist --data-dir DIR/fashion-mnist
+  python benchmarks/judges/train.py ranker-flip-symmetric --data-dir DIR --out FLIPSYM.safetensors  # a candidate
 """
 
 from __future__ import annotations
@@ -171,9 +172,30 @@ def train_rankers(data_dir: str, epochs: int, only: str | None) -> None:
         print(f"{name}: test accuracy {100 * acc:.2f} %", flush=True)
 
 
+FLIP_SYMMETRIC = (0, 1, 3, 8)  # digits that read as themselves upside down
+
+
+def train_flip_symmetric_member(data_dir: str, epochs: int, seed: int, out: Path) -> None:
+    """A candidate ranker member for flip anagrams (issue 37): the shipped classifier's architecture trained also on
+    upside-down copies of FLIP_SYMMETRIC, labelled as themselves. Written to --out, not shipped."""
+    from diffusionlab.data import Split, load_split
+    from diffusionlab.evaluation.classifier import train_classifier
+
+    train = load_split("mnist", "train", data_dir)
+    keep = torch.isin(train.labels, torch.tensor(FLIP_SYMMETRIC))
+    split = Split(
+        torch.cat([train.images, train.images[keep].flip(-2)]), torch.cat([train.labels, train.labels[keep]]), train.md5
+    )
+    command = strip_machine_paths(shlex.join(["python", *sys.argv]))
+    _, acc = train_classifier(
+        "mnist", data_dir, epochs, seed=seed, out_path=out, progress=False, command=command, train_split=split
+    )
+    print(f"{out.name}: {int(keep.sum())} upside-down images added; test accuracy {100 * acc:.2f} %", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=[*JUDGES, "ranker"])
+    p.add_argument("what", choices=[*JUDGES, "ranker", "ranker-flip-symmetric"])
     p.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist"], help="the judge's data set")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--epochs", type=int, default=None, help="default: the judge's (JUDGES), 1 for ranker members")
@@ -185,6 +207,10 @@ def main() -> None:
         net_class, name, seed, epochs = JUDGES[args.what]
         out = args.out or HERE / f"{args.data}-{name}.safetensors"
         train_judge(args.data, args.data_dir, args.epochs or epochs, args.seed or seed, out, net_class)
+    elif args.what == "ranker-flip-symmetric":
+        if args.out is None:
+            p.error("ranker-flip-symmetric needs --out (a candidate member is not shipped)")
+        train_flip_symmetric_member(args.data_dir, args.epochs or 1, args.seed or 37, args.out)
     elif args.data != "mnist":
         p.error("ranker members are trained for mnist only (evaluation.classifier.RANKER_MEMBERS)")
     else:
