@@ -5,8 +5,9 @@ Native bf16 is not a reason to pick it: on a Xeon with AVX512-BF16 but no AMX th
 So "auto" takes bf16 on a CPU only where a short micro-benchmark of the UNet's train step (forward and backward,
 the course's width) on this machine says bf16 is faster by a margin. The verdict is cached per CPU (model name,
 family, bf16 flags), torch version and thread count in the user cache (`$DIFFUSIONLAB_CACHE/precision.json`); a
-corrupt or unwritable cache is ignored. A CPU without native bf16 gets fp32 without measuring (emulated bf16 is ~10x slower); CUDA gets bf16 where
-the GPU computes it. The numeric contract of each precision is in docs/precision.md.
+corrupt or unwritable cache is ignored. A CPU without native bf16 gets fp32 without measuring (emulated bf16 is
+~10x slower); CUDA gets bf16 where the GPU computes it. The numeric contract of each precision is in
+docs/precision.md.
 """
 
 from __future__ import annotations
@@ -112,9 +113,10 @@ def _cpuinfo() -> dict[str, str]:
     return fields
 
 
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), as the run's first line says it."""
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+def cpu_name(info: dict[str, str] | None = None) -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux, or `info` read from it), as the run's first line says it."""
+    info = _cpuinfo() if info is None else info
+    return info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
 
 
 def cpu_signature() -> str:
@@ -122,7 +124,7 @@ def cpu_signature() -> str:
     (an AVX2-only one and one with AVX512-BF16 were both seen here), and the verdict must not cross them."""
     info = _cpuinfo()
     flags = sorted(set(info.get("flags", "").split()) & {"avx512_bf16", "amx_bf16", "amx_tile"})
-    parts = [cpu_name()]
+    parts = [cpu_name(info)]  # /proc/cpuinfo read once
     if "cpu family" in info or "model" in info:
         parts.append(f"family {info.get('cpu family', '?')} model {info.get('model', '?')}")
     parts.append(" ".join(flags) or "no bf16 flags")
